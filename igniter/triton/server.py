@@ -1,0 +1,280 @@
+"""Run a real Triton Inference Server locally (the binary bundled in the nvidia-pytriton wheel) or address a remote one.
+
+Why the environment set-up below matters (see docs/triton-local.md):
+- the python backend needs a backend directory with libtriton_python.so, triton_python_backend_utils.py and the
+  stub built for the running interpreter's minor version;
+- the stub finds site-packages through ``python3`` on PATH, so the running interpreter's bin dir goes first;
+- LD_LIBRARY_PATH needs the wheel's bundled libs and this interpreter's libpython directory.
+No server may outlive its parent: the child gets PR_SET_PDEATHSIG and we also stop it at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from igniter.errors import UserError
+
+HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a Triton server listens, as host:port strings (no scheme)."""
+
+    http: str
+    grpc: str
+    metrics: str | None = None
+    pid: int | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_url(cls, url: str) -> "Endpoints":
+        """Parse a remote server address.
+
+        Accepts ``http://HOST:PORT`` (gRPC and metrics assumed on Triton's default layout PORT+1, PORT+2) or an
+        explicit ``http=HOST:PORT,grpc=HOST:PORT[,metrics=HOST:PORT]``.
+        """
+        if "=" in url:
+            parts = dict(p.split("=", 1) for p in url.split(",") if "=" in p)
+            if "grpc" not in parts or "http" not in parts:
+                raise UserError(f"server address {url!r} lacks http= or grpc=", "give http=HOST:PORT,grpc=HOST:PORT")
+            return cls(http=parts["http"], grpc=parts["grpc"], metrics=parts.get("metrics"))
+        parsed = urlparse(url if "://" in url else f"http://{url}")
+        if not parsed.hostname or not parsed.port:
+            raise UserError(f"server address {url!r} has no host:port", "give e.g. http://127.0.0.1:8000")
+        host, port = parsed.hostname, parsed.port
+        return cls(http=f"{host}:{port}", grpc=f"{host}:{port + 1}", metrics=f"{host}:{port + 2}")
+
+
+@dataclass
+class ServerOptions:
+    """How to launch one local Triton process."""
+
+    repo: Path
+    models: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_MPS_ACTIVE_THREAD_PERCENTAGE
+    cpus: list[int] | None = None  # CPU affinity (the CPU-host resource share)
+    host: str = HOST
+    startup_timeout_s: float = 120.0
+    exit_timeout_s: int = 5
+    gpu: bool = False  # allow GPU metrics (only on GPU hosts)
+
+
+def pytriton_root() -> Path:
+    try:
+        import pytriton  # noqa: PLC0415 - optional heavy import only when a server is started
+    except ImportError as err:
+        raise UserError("the nvidia-pytriton package is not installed", "pip install nvidia-pytriton") from err
+    root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+    if not (root / "bin" / "tritonserver").exists():
+        raise UserError(f"no tritonserver binary under {root}", "reinstall nvidia-pytriton (pip install -U nvidia-pytriton)")
+    return root
+
+
+def backend_dir() -> Path:
+    """A backend directory laid out as Triton expects, made of symlinks into the wheel (built once per wheel)."""
+    root = pytriton_root()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise UserError(f"no python backend stub for Python {version} in the pytriton wheel", "use Python 3.8-3.13")
+    target = Path(tempfile.gettempdir()) / f"igniter-backends-{abs(hash(str(root))) % 10**8}-{version}"
+    python_dir = target / "python"
+    if not (python_dir / "triton_python_backend_stub").exists():
+        staging = Path(tempfile.mkdtemp(prefix="igniter-backends-"))
+        (staging / "python").mkdir()
+        for src in (root / "backends" / "python" / "libtriton_python.so",
+                    root / "backends" / "python" / "triton_python_backend_utils.py", stub):
+            (staging / "python" / src.name).symlink_to(src)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process won the race; theirs is identical
+            pass
+    return target
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    libs = Path(pytriton_root()).parent.parent / "nvidia_pytriton.libs"
+    ld = [str(libs), sysconfig.get_config_var("LIBDIR") or ""]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in ld if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(extra or {})
+    return env
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _child_setup(cpus: list[int] | None):
+    """Runs in the child before exec: die with the parent, optionally pin to CPUs."""
+
+    def setup() -> None:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # TERM: the server then stops its stubs too
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+_RUNNING: set["LocalServer"] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
+class LocalServer:
+    """A tritonserver child process; use as a context manager.
+
+    >>> with LocalServer(ServerOptions(repo=Path("triton_repo"), models=["convnet"])) as server:
+    ...     server.endpoints.grpc
+    """
+
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.process: subprocess.Popen | None = None
+        self.endpoints: Endpoints | None = None
+        self.log_path: Path = options.log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+
+    def __enter__(self) -> "LocalServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def command(self, http: int, grpc: int, metrics: int) -> list[str]:
+        opts = self.options
+        cmd = [
+            str(pytriton_root() / "bin" / "tritonserver"),
+            f"--model-repository={Path(opts.repo).resolve()}",
+            f"--backend-directory={backend_dir()}",
+            "--model-control-mode=explicit",
+            "--disable-auto-complete-config",
+            "--strict-readiness=true",
+            f"--http-address={opts.host}", f"--http-port={http}",
+            f"--grpc-address={opts.host}", f"--grpc-port={grpc}",
+            f"--metrics-address={opts.host}", f"--metrics-port={metrics}",
+            f"--allow-gpu-metrics={'true' if opts.gpu else 'false'}",
+            "--metrics-config=summary_latencies=true",
+            "--metrics-interval-ms=500",
+            f"--exit-timeout-secs={opts.exit_timeout_s}",
+            "--log-verbose=0",
+        ]
+        return cmd + [f"--load-model={m}" for m in opts.models]
+
+    def start(self) -> Endpoints:
+        repo = Path(self.options.repo)
+        if not repo.is_dir():
+            raise UserError(f"model repository {str(repo)!r} is not a directory", "pass --repo pointing at a Triton model repository (e.g. triton_repo)")
+        for model in self.options.models:
+            if not (repo / model / "config.pbtxt").exists():
+                raise UserError(f"model {model!r} has no config.pbtxt in {repo}", f"choose one of: {', '.join(list_repo_models(repo)) or '(none)'}")
+        ports = [free_port(self.options.host) for _ in range(3)]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            self.command(*ports), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_env(self.options.env), preexec_fn=_child_setup(self.options.cpus), start_new_session=True,
+        )
+        log.close()
+        _RUNNING.add(self)
+        host = self.options.host
+        self.endpoints = Endpoints(http=f"{host}:{ports[0]}", grpc=f"{host}:{ports[1]}", metrics=f"{host}:{ports[2]}", pid=self.process.pid)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoints
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout_s
+        url = f"http://{self.endpoints.http}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise UserError(f"tritonserver exited with code {self.process.returncode} at start: {self.log_tail()}",
+                                f"read the full log at {self.log_path}")
+            if http_ok(url):
+                return
+            time.sleep(0.1)
+        raise UserError(f"tritonserver was not ready after {self.options.startup_timeout_s:.0f} s: {self.log_tail()}",
+                        f"read the full log at {self.log_path}")
+
+    def log_tail(self, lines: int = 5, since: int = 0) -> str:
+        """Last error-looking lines of the server log (Triton's reasons only appear there)."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(since)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        rows = [r.strip() for r in text.splitlines() if r.strip()]
+        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
+        return " | ".join((errors or rows)[-lines:])
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group (server + python stubs), SIGKILL after the exit timeout."""
+        _RUNNING.discard(self)
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = self.process.pid
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.options.exit_timeout_s + 5)
+        except subprocess.TimeoutExpired:
+            _signal_group(pgid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        _signal_group(pgid, signal.SIGKILL)  # stray stubs of the group, if any
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+def list_repo_models(repo: Path) -> list[str]:
+    return sorted(p.name for p in Path(repo).iterdir() if (p / "config.pbtxt").exists()) if Path(repo).is_dir() else []
