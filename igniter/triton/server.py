@@ -235,7 +235,8 @@ class LocalServer:
             return "(no log)"
         rows = [r.strip() for r in text.splitlines() if r.strip()]
         errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
-        return " | ".join((errors or rows)[-lines:])
+        # drop glog's "E1123 09:54:35.766 4607 file.cc:123] " prefix: the user needs the message
+        return " | ".join(r.split("] ", 1)[-1].strip('"') for r in (errors or rows)[-lines:])
 
     def log_size(self) -> int:
         try:

@@ -1,0 +1,3 @@
+from igniter.cli.main import main
+
+main()
