@@ -16,18 +16,18 @@ from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 from igniter.errors import UserError
 from igniter.triton.config import ModelConfig, config_json
-from igniter.triton.server import Endpoints, LocalServer
+from igniter.triton.server import Endpoints, LocalServer, ServerLog
 
 
 class TritonClient:
-    """A thin, typed handle on one server. ``log_source`` is the LocalServer when we started it ourselves."""
+    """A thin, typed handle on one server. ``log_source``: the LocalServer or its ServerLog when we can read the log."""
 
-    def __init__(self, endpoints: Endpoints, log_source: LocalServer | None = None, timeout_s: float = 120.0):
+    def __init__(self, endpoints: Endpoints, log_source: "LocalServer | ServerLog | None" = None, timeout_s: float = 120.0):
         self.endpoints = endpoints
-        self.log_source = log_source
         self.timeout_s = timeout_s
         self.grpc = grpcclient.InferenceServerClient(endpoints.grpc)
         self._configs: dict[str, ModelConfig] = {}
+        self._log = ServerLog(log_source.log_path) if isinstance(log_source, LocalServer) else log_source
 
     @classmethod
     def connect(cls, server: "str | Endpoints | LocalServer", timeout_s: float = 10.0) -> "TritonClient":
@@ -63,7 +63,7 @@ class TritonClient:
     # -- repository API -------------------------------------------------------------------------------------------
     def load(self, name: str, config: ModelConfig | None = None) -> None:
         """Load (or live-reload) ``name``, optionally overriding its config. Raises UserError with Triton's reason."""
-        log_offset = self.log_source.log_size() if self.log_source else 0
+        log_offset = self._log.size() if self._log else 0
         try:
             self.grpc.load_model(name, config=config_json(config) if config is not None else None)
         except InferenceServerException as err:
@@ -80,9 +80,9 @@ class TritonClient:
         self._configs.pop(name, None)
 
     def _failure_reason(self, name: str, log_offset: int) -> str:
-        if self.log_source is not None:
+        if self._log is not None:
             time.sleep(0.05)  # the server writes the reason just before answering
-            return self.log_source.log_tail(lines=2, since=log_offset)
+            return self._log.tail(lines=2, since=log_offset)
         for row in self.index():
             if row["name"] == name and row.get("reason"):
                 return row["reason"]

@@ -76,6 +76,9 @@ class ServerOptions:
     startup_timeout_s: float = 120.0
     exit_timeout_s: int = 5
     gpu: bool = False  # allow GPU metrics (only on GPU hosts)
+    # detached: outlives this process (apply's managed servers, recorded by pid in the state file and stopped by
+    # `igniter down`); otherwise the server dies with its parent.
+    detached: bool = False
 
 
 def pytriton_root() -> Path:
@@ -127,12 +130,13 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def _child_setup(cpus: list[int] | None):
-    """Runs in the child before exec: die with the parent, optionally pin to CPUs."""
+def _child_setup(cpus: list[int] | None, die_with_parent: bool):
+    """Runs in the child before exec: die with the parent (unless detached), optionally pin to CPUs."""
 
     def setup() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # TERM: the server then stops its stubs too
+        if die_with_parent:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # TERM: the server then stops its stubs too
         if cpus:
             os.sched_setaffinity(0, cpus)
 
@@ -199,10 +203,12 @@ class LocalServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             self.command(*ports), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_env(self.options.env), preexec_fn=_child_setup(self.options.cpus), start_new_session=True,
+            env=server_env(self.options.env), start_new_session=True,
+            preexec_fn=_child_setup(self.options.cpus, die_with_parent=not self.options.detached),
         )
         log.close()
-        _RUNNING.add(self)
+        if not self.options.detached:
+            _RUNNING.add(self)
         host = self.options.host
         self.endpoints = Endpoints(http=f"{host}:{ports[0]}", grpc=f"{host}:{ports[1]}", metrics=f"{host}:{ports[2]}", pid=self.process.pid)
         try:
@@ -226,23 +232,10 @@ class LocalServer:
                         f"read the full log at {self.log_path}")
 
     def log_tail(self, lines: int = 5, since: int = 0) -> str:
-        """Last error-looking lines of the server log (Triton's reasons only appear there)."""
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(since)
-                text = fh.read().decode(errors="replace")
-        except OSError:
-            return "(no log)"
-        rows = [r.strip() for r in text.splitlines() if r.strip()]
-        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
-        # drop glog's "E1123 09:54:35.766 4607 file.cc:123] " prefix: the user needs the message
-        return " | ".join(r.split("] ", 1)[-1].strip('"') for r in (errors or rows)[-lines:])
+        return ServerLog(self.log_path).tail(lines, since)
 
     def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
+        return ServerLog(self.log_path).size()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -252,14 +245,38 @@ class LocalServer:
         _RUNNING.discard(self)
         if self.process is None or self.process.poll() is not None:
             return
-        pgid = self.process.pid
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=self.options.exit_timeout_s + 5)
-        except subprocess.TimeoutExpired:
-            _signal_group(pgid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-        _signal_group(pgid, signal.SIGKILL)  # stray stubs of the group, if any
+        stop_process_group(self.process.pid, self.options.exit_timeout_s + 5, self.process.wait)
+
+
+def stop_process_group(pgid: int, timeout_s: float, wait=None) -> None:
+    """SIGTERM a server's process group, SIGKILL what is left after ``timeout_s`` (also stray stubs)."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if wait is not None:
+            try:
+                wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        elif not _alive(pgid):
+            break
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+    if wait is not None:
+        wait(timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -267,6 +284,31 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+@dataclass(frozen=True)
+class ServerLog:
+    """A server's log file; Triton's reasons for rejecting a model only appear there."""
+
+    path: Path
+
+    def size(self) -> int:
+        try:
+            return Path(self.path).stat().st_size
+        except OSError:
+            return 0
+
+    def tail(self, lines: int = 5, since: int = 0) -> str:
+        """The last error-looking lines written after byte ``since``, without glog prefixes."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(since)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return "(no log)"
+        rows = [r.strip() for r in text.splitlines() if r.strip()]
+        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
+        return " | ".join(r.split("] ", 1)[-1].strip('"') for r in (errors or rows)[-lines:])
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

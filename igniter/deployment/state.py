@@ -1,0 +1,83 @@
+"""Deployment state: what runs where, written by `igniter apply`, read by `igniter status` and the next apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from igniter.errors import UserError
+
+STATE_FORMAT = "igniter-state"
+
+
+@dataclass
+class ServerState:
+    name: str
+    gpu: str
+    share: float
+    repo: str  # the deployed repository directory this server serves
+    http: str
+    grpc: str
+    metrics: str | None
+    pid: int | None  # None for remote servers
+    launch_digest: str  # what forces a new process (share, cpus, env); configs alone reload live
+    models: dict[str, str] = field(default_factory=dict)  # model -> config digest
+    workloads: list[str] = field(default_factory=list)
+    log: str | None = None
+
+
+@dataclass
+class DeploymentState:
+    plan: str | None = None
+    servers: dict[str, ServerState] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": STATE_FORMAT, "version": 1, "plan": self.plan,
+                "servers": {k: asdict(v) for k, v in sorted(self.servers.items())}}
+
+    def endpoints_by_workload(self) -> dict[str, list[dict]]:
+        table: dict[str, list[dict]] = {}
+        for server in self.servers.values():
+            for workload in server.workloads:
+                table.setdefault(workload, []).append({"server": server.name, "grpc": server.grpc, "http": server.http})
+        return table
+
+
+def load_state(path: Path) -> DeploymentState:
+    if not path.exists():
+        return DeploymentState()
+    try:
+        data = json.loads(path.read_text())
+        servers = {k: ServerState(**v) for k, v in data.get("servers", {}).items()}
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UserError(f"deployment state {path} is unreadable ({err})",
+                        "restore it from version control or delete it after stopping the servers it lists") from err
+    return DeploymentState(plan=data.get("plan"), servers=servers)
+
+
+def save_state(state: DeploymentState, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state.to_dict(), fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
