@@ -15,7 +15,8 @@ _COMMAND_MODULES = {
     "igniter.cli.profile": ["profile", "import_profiles"],
     "igniter.cli.model": ["fit", "predict"],
     "igniter.cli.provision": ["provision"],
-    "igniter.cli.deploy": ["apply", "status", "demo"],
+    "igniter.cli.deploy": ["apply", "status", "down"],
+    "igniter.cli.demo": ["demo"],
 }
 
 

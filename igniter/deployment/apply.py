@@ -1,0 +1,280 @@
+"""Bring running Triton servers to a plan: live reload where possible, verify, roll back on any failure.
+
+Per planned server (one per workload replica, see docs/artefacts.md):
+- new, dead, or its launch spec (share, pinned CPUs, MPS env) changed -> start a new process from a fresh copy of
+  its repository, wait until ready; the old process (if any) is retired only after the WHOLE plan verified;
+- only model configs changed (batch, instances, queue delay) -> rewrite config.pbtxt atomically and reload through
+  the repository API; Triton keeps the old version serving until the new one is ready (no restart, no failed
+  requests);
+- servers in the state but not in the plan are retired at the end.
+On failure every step done is undone in reverse order (configs restored, new processes stopped), so the previous
+state keeps serving. Remote servers (--server-map) are reconfigured through config overrides only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
+from igniter.errors import UserError
+from igniter.triton.client import TritonClient
+from igniter.triton.config import config_digest, driven_fields, read_config
+from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class PlannedServer:
+    name: str
+    gpu: str
+    share: float
+    repo: Path  # plan's OUT_DIR/triton_repo/<name>
+    launch: dict
+    workloads: list[str]
+    models: dict[str, Path]  # model -> planned config.pbtxt
+
+    @property
+    def launch_digest(self) -> str:
+        spec = {k: self.launch.get(k) for k in ("share", "cpus", "env", "gpu")}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class ServerAction:
+    server: str
+    action: str  # start | restart | reshare | reload | keep | retire
+    reason: str
+    models: list[str] = field(default_factory=list)  # models whose config changes
+
+
+def read_plan(plan_path: Path) -> list[PlannedServer]:
+    if not plan_path.is_file():
+        raise UserError(f"plan {plan_path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
+    try:
+        plan = json.loads(plan_path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"plan {plan_path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
+    if plan.get("format") != "igniter-plan":
+        raise UserError(f"{plan_path} is not an igniter plan (format={plan.get('format')!r})", "pass the plan.json written by `igniter provision`")
+    servers: dict[str, PlannedServer] = {}
+    for gpu in plan.get("gpus", []):
+        for entry in gpu.get("servers", []):
+            servers.setdefault(entry["name"], _planned_server(plan_path.parent, gpu, entry))
+    return list(servers.values())
+
+
+def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
+    repo = plan_dir / "triton_repo" / entry["name"]
+    launch_path = repo / "launch.json"
+    if not launch_path.exists():
+        raise UserError(f"server {entry['name']!r} has no launch spec at {launch_path}", "regenerate the plan with `igniter provision`")
+    launch = json.loads(launch_path.read_text())
+    models = launch.get("models") or [entry["model"]]
+    return PlannedServer(name=entry["name"], gpu=gpu["id"], share=float(entry["share"]), repo=repo, launch=launch,
+                         workloads=sorted({s for s in [entry.get("workload")] if s}),
+                         models={m: repo / m / "config.pbtxt" for m in models})
+
+
+def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAction]:
+    actions = []
+    for server in planned:
+        old = state.servers.get(server.name)
+        if old is None:
+            actions.append(ServerAction(server.name, "start", "new server", sorted(server.models)))
+        elif old.pid is not None and not pid_alive(old.pid):
+            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone", sorted(server.models)))
+        elif old.launch_digest != server.launch_digest and old.pid is not None:
+            actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
+        else:
+            changed = sorted(m for m, p in server.models.items() if old.models.get(m) != config_digest(read_config(p)))
+            actions.append(ServerAction(server.name, "reload" if changed else "keep",
+                                        "configs changed" if changed else "up to date", changed))
+    planned_names = {s.name for s in planned}
+    actions += [ServerAction(name, "retire", "not in the plan") for name in sorted(state.servers) if name not in planned_names]
+    return actions
+
+
+class Deployer:
+    """Executes a diff transactionally. ``detached`` servers outlive this process (the CLI); the demo keeps them attached."""
+
+    def __init__(self, state_path: Path, server_map: dict[str, str] | None = None, detached: bool = True,
+                 progress: Progress | None = None):
+        self.state_path = state_path
+        self.root = state_path.parent / "servers"
+        self.server_map = server_map or {}
+        self.detached = detached
+        self.progress = progress or (lambda message: None)
+        self.local: dict[str, LocalServer] = {}  # servers this Deployer started and still holds
+        self._undo: list[Callable[[], None]] = []
+        self._retire: list[ServerState] = []
+
+    def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
+        planned = read_plan(plan_path)
+        state = load_state(self.state_path)
+        actions = diff(planned, state)
+        if dry_run:
+            return {"dry_run": True, "actions": [asdict(a) for a in actions]}
+        started = time.monotonic()
+        new_state = DeploymentState(plan=str(plan_path.resolve()))
+        timings = {}
+        try:
+            for server, action in zip(planned, actions):
+                t0 = time.monotonic()
+                new_state.servers[server.name] = self._execute(server, action, state.servers.get(server.name))
+                timings[server.name] = round(time.monotonic() - t0, 3)
+            for action in actions[len(planned):]:
+                self._retire.append(state.servers[action.server])
+        except BaseException as err:
+            self._rollback()
+            if isinstance(err, UserError):
+                raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
+            raise
+        save_state(new_state, self.state_path)
+        for old in self._retire:
+            self._stop(old)
+        self._undo.clear()
+        return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
+                "seconds_per_server": timings, "state": str(self.state_path),
+                "endpoints": new_state.endpoints_by_workload()}
+
+    # -- one server ---------------------------------------------------------------------------------------------
+    def _execute(self, server: PlannedServer, action: ServerAction, old: ServerState | None) -> ServerState:
+        self.progress(f"{action.action:8s} {server.name}: {action.reason}")
+        if server.name in self.server_map:
+            return self._reconfigure_remote(server, old)
+        if action.action in ("start", "restart", "reshare"):
+            if old is not None and action.action == "reshare":
+                self._retire.append(old)
+            return self._start(server)
+        if action.action == "reload":
+            self._reload_local(server, old, action.models)
+        current = replace(old, gpu=server.gpu, share=server.share, workloads=server.workloads, models={})
+        return self._verify(server, current, self._client_for(old))
+
+    def _start(self, server: PlannedServer) -> ServerState:
+        repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
+        shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
+        self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
+        options = ServerOptions(repo=repo, models=sorted(server.models), env=dict(server.launch.get("env") or {}),
+                                cpus=server.launch.get("cpus"), detached=self.detached,
+                                log_path=self.root / "logs" / f"{repo.name}.log")
+        options.log_path.parent.mkdir(parents=True, exist_ok=True)
+        local = LocalServer(options)
+        self._undo.append(local.stop)
+        local.start()
+        self.local[server.name] = local
+        endpoints = local.endpoints
+        state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo=str(repo), http=endpoints.http,
+                            grpc=endpoints.grpc, metrics=endpoints.metrics, pid=endpoints.pid,
+                            launch_digest=server.launch_digest, workloads=server.workloads, log=str(options.log_path))
+        with TritonClient.connect(local) as client:
+            return self._verify(server, state, client)
+
+    def _reload_local(self, server: PlannedServer, old: ServerState, models: list[str]) -> None:
+        with self._client_for(old) as client:
+            for model in models:
+                target = Path(old.repo) / model / "config.pbtxt"
+                previous = target.read_bytes() if target.exists() else None
+                shutil.copyfile(server.models[model], target.with_suffix(".tmp"))
+                target.with_suffix(".tmp").replace(target)
+                self._undo.append(lambda t=target, p=previous, m=model, o=old: self._restore_config(o, m, t, p))
+                client.load(model)  # Triton re-reads the repository; old version serves until the new is ready
+
+    def _restore_config(self, old: ServerState, model: str, target: Path, previous: bytes | None) -> None:
+        if previous is None:
+            return
+        target.write_bytes(previous)
+        if pid_alive(old.pid):
+            with self._client_for(old) as client:
+                if driven_fields(client.config(model)) != driven_fields(read_config(target)):
+                    client.load(model)
+
+    def _reconfigure_remote(self, server: PlannedServer, old: ServerState | None) -> ServerState:
+        endpoints = Endpoints.from_url(self.server_map[server.name])
+        with TritonClient.connect(endpoints) as client:
+            for model, path in server.models.items():
+                previous = client.config(model) if client.is_ready(model) else None
+                client.load(model, read_config(path))
+                if previous is not None:
+                    self._undo.append(lambda m=model, c=previous, e=endpoints: _load_remote(e, m, c))
+            state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo="(remote)", http=endpoints.http,
+                                grpc=endpoints.grpc, metrics=endpoints.metrics, pid=None,
+                                launch_digest=server.launch_digest, workloads=server.workloads)
+            return self._verify(server, state, client)
+
+    def _verify(self, server: PlannedServer, state: ServerState, client: TritonClient) -> ServerState:
+        """Every model READY and its running config equal to the plan's driven fields."""
+        with client:
+            for model, path in sorted(server.models.items()):
+                if not client.is_ready(model):
+                    raise UserError(f"model {model!r} on server {server.name!r} is not READY after apply",
+                                    f"read the server log {state.log or '(remote)'}")
+                planned = read_config(path)
+                running = driven_fields(client.config(model))
+                if running != driven_fields(planned):
+                    raise UserError(f"model {model!r} on {server.name!r} runs {running}, the plan says {driven_fields(planned)}",
+                                    "check that nothing else reconfigures this server")
+                state.models[model] = config_digest(planned)
+        return state
+
+    def _client_for(self, state: ServerState) -> TritonClient:
+        log = ServerLog(Path(state.log)) if state.log else None
+        return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
+
+    def _rollback(self) -> None:
+        self.progress("rolling back")
+        for undo in reversed(self._undo):
+            try:
+                undo()
+            except Exception as err:  # keep undoing the rest; report what could not be undone
+                self.progress(f"rollback step failed: {err}")
+        self._undo.clear()
+        self._retire.clear()
+
+    def _stop(self, old: ServerState) -> None:
+        self.progress(f"retire   {old.name} (pid {old.pid})")
+        if old.pid and pid_alive(old.pid):
+            stop_process_group(old.pid, timeout_s=15)
+        if old.repo != "(remote)":
+            shutil.rmtree(old.repo, ignore_errors=True)
+
+    def stop_all(self) -> None:
+        """Stop every server in the state (`igniter down`; the demo's cleanup)."""
+        state = load_state(self.state_path)
+        for server in state.servers.values():
+            self._stop(server)
+        for local in self.local.values():
+            local.stop()
+        save_state(DeploymentState(), self.state_path)
+
+
+def _load_remote(endpoints: Endpoints, model: str, config) -> None:
+    with TritonClient(endpoints) as client:
+        client.load(model, config)
+
+
+def status(state_path: Path) -> dict:
+    """What runs where, and whether it is healthy."""
+    state = load_state(state_path)
+    rows = []
+    for server in sorted(state.servers.values(), key=lambda s: s.name):
+        alive = server.pid is None or pid_alive(server.pid)
+        ready = {}
+        if alive:
+            try:
+                with TritonClient(Endpoints(http=server.http, grpc=server.grpc), timeout_s=5) as client:
+                    ready = {m: client.is_ready(m) for m in server.models}
+            except Exception:  # an unreachable server is reported, not raised
+                ready = {m: False for m in server.models}
+        healthy = alive and ready and all(ready.values())
+        rows.append({"server": server.name, "gpu": server.gpu, "share": server.share, "pid": server.pid,
+                     "grpc": server.grpc, "workloads": ",".join(server.workloads), "models": ",".join(sorted(server.models)),
+                     "status": "ok" if healthy else ("down" if not alive else "degraded")})
+    return {"plan": state.plan, "servers": rows, "healthy": all(r["status"] == "ok" for r in rows)}
