@@ -1,0 +1,231 @@
+"""Candidate server configurations per workload: (GPU type, model variant, batch, share, replicas).
+
+For every GPU type and model variant the perf model's linearised terms are tabulated once over its profiled
+batches x a share grid (2.5 % steps, the MPS granularity iGniter uses). A workload's rate is split over the
+fewest replicas k that let one server meet the SLO solo (queueing model, see queueing.py); each (batch, share)
+whose solo latency fits under the latency the queueing model allows is a candidate, and its slack
+(allowed - solo latency) is what co-runners' interference may use up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from igniter.errors import UserError
+from igniter.provisioning import queueing
+from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
+
+SHARE_STEP = 2.5
+MAX_EXTRA_REPLICAS = 4
+MAX_BATCHES = 6                  # batches kept per (type, variant): those needing the least share
+SHARE_LEVELS = (0, 1, 2, 4, 8)   # grid steps above the minimum share kept as candidates
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to serve one replica of a workload: everything the packers and the plan writer need."""
+    workload: int                # index into problem.workloads
+    type_index: int              # index into problem.types
+    model: str
+    accuracy: float
+    batch: int
+    share: float
+    replicas: int
+    rate: float                  # req/s carried by this replica
+    memory_mb: float
+    solo_latency_ms: float
+    occupancy: float             # batch occupancy / latency (queueing.py)
+    sensitivity: float
+    pressure: float
+    sched_ms: float
+    max_latency_ms: float        # largest batch latency that still meets the SLO at this rate
+    extra_ms: float              # transfer term
+    queue_delay_us: int
+
+    @property
+    def slack_ms(self) -> float:
+        return self.max_latency_ms - self.solo_latency_ms
+
+
+@dataclass
+class ModelGrid:
+    """Linear terms of one model on one GPU type over batches x shares."""
+    batches: np.ndarray          # (B,)
+    shares: np.ndarray           # (S,)
+    latency: np.ndarray          # (B, S) solo batch latency, ms
+    throughput: np.ndarray       # (B, S) solo req/s
+    sensitivity: np.ndarray      # (B, S)
+    pressure: np.ndarray         # (B, S)
+    sched: np.ndarray            # (B, S)
+    memory: np.ndarray           # (B,) MB (0 when unknown)
+
+    def share_index(self, share: float) -> int:
+        return int(np.argmin(np.abs(self.shares - share)))
+
+    def batch_index(self, batch: int) -> int:
+        return int(np.nonzero(self.batches == batch)[0][0])
+
+
+@dataclass
+class ProvisioningProblem:
+    workloads: tuple[Workload, ...]
+    types: list[GpuType]
+    accuracy_weight: float
+    options: list[list[Option]]           # per workload, cheapest first
+    grids: dict                           # (type_index, model) -> ModelGrid
+    latency_model: str = "queueing"
+    share_step: float = SHARE_STEP
+    _rows: dict = field(default_factory=dict, repr=False)
+
+    def row(self, option: Option) -> dict:
+        """Per-share arrays of an option's (type, model, batch) at its workload's SLO and replica rate."""
+        key = (option.workload, option.type_index, option.model, option.batch, option.rate)
+        cached = self._rows.get(key)
+        if cached is None:
+            g = self.grids[(option.type_index, option.model)]
+            bi = g.batch_index(option.batch)
+            occ = _occupancy(option.batch, g.throughput[bi], g.latency[bi])
+            lmax = queueing.max_latency_ms(self.workloads[option.workload].slo_ms, option.batch, option.rate, occ,
+                                           option.extra_ms, self.latency_model)
+            cached = {"shares": g.shares, "latency": g.latency[bi], "sensitivity": g.sensitivity[bi],
+                      "pressure": g.pressure[bi], "sched": g.sched[bi], "occupancy": occ, "max_latency": lmax}
+            self._rows[key] = cached
+        return cached
+
+    def with_share(self, option: Option, share_index: int) -> Option:
+        """The same configuration at another grid share (terms re-read from the grid)."""
+        r = self.row(option)
+        i = share_index
+        return replace(option, share=float(r["shares"][i]), solo_latency_ms=float(r["latency"][i]),
+                       sensitivity=float(r["sensitivity"][i]), pressure=float(r["pressure"][i]),
+                       sched_ms=float(r["sched"][i]), occupancy=float(r["occupancy"][i]),
+                       max_latency_ms=float(r["max_latency"][i]))
+
+    def option_cost(self, o: Option) -> float:
+        """Price of the GPU fraction a replica set uses, less the accuracy reward (for ordering)."""
+        return self.types[o.type_index].price_per_hour * o.share * o.replicas / 100.0 - self.accuracy_weight * o.accuracy
+
+    def share_lower_bound(self) -> float:
+        """Interference-free fractional bound: each workload at its cheapest GPU fraction, GPUs packed to 100 %."""
+        total = sum(min(self.types[o.type_index].price_per_hour * o.share * o.replicas / 100.0 for o in opts)
+                    for opts in self.options)
+        reward = sum(max(o.accuracy for o in opts) for opts in self.options) * self.accuracy_weight
+        prices = {t.price_per_hour for t in self.types}
+        if len(prices) == 1 and self.accuracy_weight == 0:
+            price = prices.pop()
+            return math.ceil(round(total / price, 9)) * price
+        return total - reward
+
+
+def share_grid(step: float = SHARE_STEP) -> np.ndarray:
+    return np.round(np.arange(step, 100.0 + 1e-9, step), 4)
+
+
+def _occupancy(batch, throughput, latency):
+    return np.clip(np.asarray(batch, float) * 1000.0 / (np.asarray(throughput) * np.asarray(latency)), 0.05, 1.0)
+
+
+def build_grid(perf_model, model: str, step: float = SHARE_STEP) -> ModelGrid:
+    batches = np.array(sorted(int(b) for b in perf_model.batches(model)))
+    shares = share_grid(step)
+    fields = np.zeros((5, len(batches), len(shares)))
+    for i, b in enumerate(batches):
+        for j, s in enumerate(shares):
+            t = perf_model.linear_terms(model, int(b), float(s))
+            fields[:, i, j] = (t.solo_latency_ms, t.solo_throughput_rps, t.sensitivity, t.pressure, t.sched_ms)
+    memory = np.array([perf_model.memory_mb(model, int(b)) or 0.0 for b in batches], dtype=float)
+    return ModelGrid(batches, shares, *fields, memory)
+
+
+def build_problem(workload_set: WorkloadSet, types: list[GpuType], latency_model: str = "queueing",
+                  step: float = SHARE_STEP) -> ProvisioningProblem:
+    """Tabulate the grids and every workload's candidates; UserError naming the first infeasible workload."""
+    grids = {}
+    for ti, t in enumerate(types):
+        for m in sorted({v.model for w in workload_set.workloads for v in w.models()}):
+            if m in t.perf_model.models:
+                grids[(ti, m)] = build_grid(t.perf_model, m, step)
+    problem = ProvisioningProblem(workload_set.workloads, types, workload_set.accuracy_weight, [], grids,
+                                  latency_model, step)
+    found: list[list[Option]] = [[] for _ in workload_set.workloads]
+    best = [math.inf] * len(workload_set.workloads)
+    for (ti, model), g in grids.items():
+        users = [(wi, v) for wi, w in enumerate(workload_set.workloads) for v in w.models() if v.model == model]
+        for (wi, variant), (opts, b) in zip(users, _options_for_users(problem, ti, g, users)):
+            found[wi] += opts
+            best[wi] = min(best[wi], b)
+    for wi, w in enumerate(workload_set.workloads):
+        if not found[wi]:
+            raise UserError(
+                f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) cannot meet slo_ms={w.slo_ms:g}: the best "
+                f"achievable p99 on a whole GPU at any batch is {best[wi]:.2f} ms",
+                f"raise slo_ms to at least {math.ceil(best[wi] * 100) / 100:g} or use a faster model/GPU", "workloads")
+        found[wi].sort(key=lambda o: (problem.option_cost(o), o.share, o.batch, o.type_index, o.model))
+        problem.options.append(found[wi])
+    return problem
+
+
+def _options_for_users(problem, ti: int, g: ModelGrid, users):
+    """Candidates of every (workload, variant) served by model grid g, vectorised over the workloads."""
+    t = problem.types[ti]
+    mem_limit = t.memory_mb or (t.perf_model.hardware or {}).get("memory_mb") or math.inf
+    occ = _occupancy(g.batches[:, None], g.throughput, g.latency)
+    top_rps = float(np.max(g.throughput[:, -1])) * queueing.RHO_MAX
+    ws = [problem.workloads[wi] for wi, _ in users]
+    k = np.array([max(1, math.ceil(w.rate / top_rps)) for w in ws], dtype=float)
+    slo = np.array([w.slo_ms for w in ws])[:, None, None]
+    rate = np.array([w.rate for w in ws])
+    extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) for w in ws])[:, None, None]
+    results: list = [None] * len(users)
+    best = np.full(len(users), math.inf)
+    todo = np.arange(len(users))
+    for _ in range(MAX_EXTRA_REPLICAS + 1):
+        if not len(todo):
+            break
+        lam = (rate[todo] / k[todo])[:, None, None]
+        lmax = queueing.max_latency_ms(slo[todo], g.batches[None, :, None], lam, occ[None], extra[todo],
+                                       problem.latency_model)
+        p99 = queueing.p99_latency_ms(g.latency[None, :, -1], g.batches[None, :], lam[:, :, 0], occ[None, :, -1],
+                                      extra[todo][:, :, 0], problem.latency_model)
+        best[todo] = np.minimum(best[todo], p99.min(axis=1))
+        feasible = (g.latency[None] <= lmax) & (lmax > 0) & (g.memory[None, :, None] <= mem_limit)
+        delay = queueing.max_queue_delay_us(g.batches[None, :], lam[:, :, 0])
+        still = []
+        for n, u in enumerate(todo):
+            if not feasible[n].any():
+                still.append(u)
+                continue
+            wi, variant = users[u]
+            results[u] = [Option(wi, ti, variant.model, variant.accuracy, int(g.batches[bi]), float(g.shares[si]),
+                                 int(k[u]), float(lam[n, 0, 0]), float(g.memory[bi]), float(g.latency[bi, si]),
+                                 float(occ[bi, si]), float(g.sensitivity[bi, si]), float(g.pressure[bi, si]),
+                                 float(g.sched[bi, si]), float(lmax[n, bi, si]), float(extra[u, 0, 0]),
+                                 int(delay[n, bi]))
+                          for bi, si in _share_levels(feasible[n])]
+        todo = np.array(still, dtype=int)
+        k[todo] += 1
+    return [(results[u] or [], float(best[u])) for u in range(len(users))]
+
+
+def _share_levels(feasible: np.ndarray):
+    """Per batch the smallest feasible share and a few larger ones (more share = more interference slack)."""
+    first = np.where(feasible.any(axis=1), feasible.argmax(axis=1), len(feasible[0]))
+    for bi in sorted(range(feasible.shape[0]), key=lambda b: first[b])[:MAX_BATCHES]:
+        idx = np.nonzero(feasible[bi])[0]
+        if len(idx):
+            for level in SHARE_LEVELS:
+                if level < len(idx):
+                    yield bi, idx[level]
+
+
+def min_share_options(problem: ProvisioningProblem, wi: int) -> list[Option]:
+    """Per (type, variant, batch) the smallest-share option: the configurations a greedy chooses among."""
+    seen = {}
+    for o in problem.options[wi]:
+        key = (o.type_index, o.model, o.batch)
+        if key not in seen or o.share < seen[key].share:
+            seen[key] = o
+    return sorted(seen.values(), key=lambda o: (problem.option_cost(o), o.share, o.pressure, o.batch))

@@ -1,0 +1,24 @@
+"""Interference-blind first-fit decreasing: each workload at its smallest solo share, servers sorted by share
+(largest first), first GPU whose summed share and memory still fit. Co-location slowdowns are ignored, so the
+full-model check usually finds SLO misses: this is the baseline that shows what interference costs."""
+
+from __future__ import annotations
+
+from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, memory_limit, servers_of
+
+NAME = "ffd"
+
+
+def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
+    choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
+    gpus: list[Gpu] = []
+    for s in sorted(servers_of(problem, choice), key=lambda s: (-s.option.share, s.workload, s.replica)):
+        o = s.option
+        target = next((g for g in gpus if g.type_index == o.type_index and g.share() + o.share <= 100 + EPS
+                       and g.memory() + o.memory_mb <= memory_limit(problem, o.type_index)), None)
+        if target is None:
+            gpus.append(Gpu(o.type_index, [s]))
+        else:
+            target.servers.append(s)
+    return Assignment(gpus, problem.share_lower_bound(), "heuristic")

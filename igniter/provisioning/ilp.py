@@ -1,0 +1,246 @@
+"""Interference-aware packing as an integer program (pulp + bundled CBC), warm-started from the greedy.
+
+Items are the servers (workload replicas; the replica count comes from the warm start), each with a few
+candidate options (batch, share). Slots are GPUs (per type, at most what the warm start's cost allows).
+
+    min   sum_j price_j * y_j  -  accuracy_weight * sum x[i,o,j] * acc_o / replicas_o
+    s.t.  sum_{o,j} x[i,o,j] = 1                                   every server placed once
+          sum_{i,o} share_o x[i,o,j] <= 100 y_j                    MPS share per GPU
+          sum_{i,o} mem_o x[i,o,j]   <= mem_j y_j                  memory per GPU
+          P_j = sum pressure_o x[i,o,j],  N_j = sum x[i,o,j]         partner pressure, co-runner count
+          a_o (P_j - pressure_o) + sched_o (N_j - 1) <= slack_o + M_io (1 - x[i,o,j])
+                 (linearised interference: latency = solo + sum over partners of solo*sensitivity*pressure
+                  + sched; slack = what the queueing model allows minus the solo latency)
+          y_j >= y_{j+1} within a type; server i only in slots at positions <= i (symmetry breaking)
+
+After each solve every GPU is re-checked with the full perf model + queueing model; a violated co-located set
+is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that type) and the ILP re-solved
+(bounded). Up to SMALL_SERVERS servers the whole instance is one ILP; above, the greedy solution is improved
+by local ILPs that try to re-pack the servers of the WINDOW least-loaded GPUs into one GPU fewer, until the
+time limit. The lower bound is the interference-free share bound (problem.share_lower_bound), valid for the
+whole candidate set; CBC's "optimal" status only covers the options the ILP was given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pulp
+
+from igniter.provisioning import greedy_igniter
+from igniter.provisioning.candidates import Option, ProvisioningProblem
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, memory_limit, repair,
+                                           violations)
+
+NAME = "ilp"
+SMALL_SERVERS = 40
+BATCH_KEYS_PER_TYPE = 2        # (model, batch) configurations per type and server
+SHARE_LEVELS = 3               # lowest shares per configuration
+CUT_ROUNDS = 5
+WINDOW = 5
+THREADS = 2
+
+
+def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
+    start = time.monotonic()
+    warm = greedy_igniter.solve(problem).gpus
+    servers = [s for g in warm for s in g.servers]
+    if len(servers) <= SMALL_SERVERS:
+        gpus, status, rounds = _solve_whole(problem, warm, time_limit_s - (time.monotonic() - start))
+        details = {"mode": "whole", "cut_rounds": rounds}
+    else:
+        gpus, status, tries = _improve_by_windows(problem, warm, start + time_limit_s)
+        details = {"mode": "windows", "windows_tried": tries}
+    if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
+        gpus, status = warm, "heuristic"   # never worse than the warm start
+    details["repairs"] = repair(problem, gpus)
+    return Assignment([g for g in gpus if g.servers], problem.share_lower_bound(), status, details)
+
+
+def _solve_whole(problem, warm: list[Gpu], time_left: float):
+    items = sorted([s for g in warm for s in g.servers], key=lambda s: (-s.option.share, s.workload, s.replica))
+    slots = _slots(problem, warm)
+    cuts: list[tuple[int, list[tuple[int, Option]]]] = []
+    status, gpus, rounds = "heuristic", warm, 0
+    deadline = time.monotonic() + max(time_left, 0.5)
+    for rounds in range(1, CUT_ROUNDS + 1):
+        found, st = pack_ilp(problem, items, slots, warm, cuts, max(deadline - time.monotonic(), 0.2))
+        if found is None:
+            break
+        bad = {gi for gi, _, _ in violations(problem, found)}
+        if not bad:
+            return found, st, rounds
+        for gi in bad:
+            cuts.append((found[gi].type_index, [(items.index(_item(items, s)), s.option) for s in found[gi].servers]))
+        if time.monotonic() > deadline:
+            break
+    return gpus, status, rounds
+
+
+def _item(items: list[Server], s: Server) -> Server:
+    return next(i for i in items if i.workload == s.workload and i.replica == s.replica)
+
+
+def _slots(problem, warm: list[Gpu]) -> list[int]:
+    """Slot types: per type at most max_count and at most what the warm start's cost could buy."""
+    budget = cost(problem, warm) + problem.accuracy_weight * len(problem.workloads) + EPS
+    slots = []
+    for ti, t in enumerate(problem.types):
+        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS),
+                sum(len(g.servers) for g in warm))
+        slots += [ti] * n
+    return slots
+
+
+def item_options(problem: ProvisioningProblem, server: Server) -> list[Option]:
+    """The options an ILP item may take: its current one plus the cheapest few per type (same replica count)."""
+    chosen = [server.option]
+    for ti in range(len(problem.types)):
+        same = [o for o in problem.options[server.workload] if o.type_index == ti and o.replicas == server.option.replicas]
+        keys = []
+        for o in same:
+            if (o.model, o.batch) not in keys:
+                keys.append((o.model, o.batch))
+        for key in keys[:BATCH_KEYS_PER_TYPE]:
+            chosen += sorted((o for o in same if (o.model, o.batch) == key), key=lambda o: o.share)[:SHARE_LEVELS]
+    unique = []
+    for o in chosen:
+        if all((o.type_index, o.model, o.batch, o.share) != (u.type_index, u.model, u.batch, u.share) for u in unique):
+            unique.append(o)
+    return unique
+
+
+def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int], warm: list[Gpu] | None,
+             cuts: list, time_limit_s: float):
+    """Solve the packing ILP of `items` into `slots` (type index per slot). Returns (gpus, status) or (None, why)."""
+    opts = [item_options(problem, s) for s in items]
+    prob = pulp.LpProblem("igniter_provision", pulp.LpMinimize)
+    position = [sum(1 for k in slots[:j] if k == slots[j]) for j in range(len(slots))]
+    y = [pulp.LpVariable(f"y_{j}", cat="Binary") for j in range(len(slots))]
+    x = {}
+    for i, options in enumerate(opts):
+        for oi, o in enumerate(options):
+            for j, ti in enumerate(slots):
+                if ti == o.type_index and position[j] <= i:
+                    x[i, oi, j] = pulp.LpVariable(f"x_{i}_{oi}_{j}", cat="Binary")
+    reward = problem.accuracy_weight * pulp.lpSum(v * opts[i][oi].accuracy / opts[i][oi].replicas
+                                                  for (i, oi, j), v in x.items())
+    prob += pulp.lpSum(problem.types[ti].price_per_hour * y[j] for j, ti in enumerate(slots)) - reward
+    by_slot: dict[int, list] = {j: [] for j in range(len(slots))}
+    for (i, oi, j), v in x.items():
+        by_slot[j].append((i, oi, v))
+    for i in range(len(items)):
+        prob += pulp.lpSum(v for (ii, _, _), v in x.items() if ii == i) == 1, f"place_{i}"
+    max_press = sum(max(o.pressure for o in options) for options in opts)
+    for j, ti in enumerate(slots):
+        terms = by_slot[j]
+        prob += pulp.lpSum(opts[i][oi].share * v for i, oi, v in terms) <= 100 * y[j], f"share_{j}"
+        limit = memory_limit(problem, ti)
+        if math.isfinite(limit):
+            prob += pulp.lpSum(opts[i][oi].memory_mb * v for i, oi, v in terms) <= limit * y[j], f"mem_{j}"
+        if j + 1 < len(slots) and slots[j + 1] == ti:
+            prob += y[j] >= y[j + 1], f"order_{j}"
+        for i, oi, v in terms:
+            prob += v <= y[j]
+        _latency_rows(prob, j, terms, opts, max_press, len(items))
+    for n, (ti, members) in enumerate(cuts):
+        for j, tj in enumerate(slots):
+            if tj == ti:
+                vs = [x.get((i, _index(opts[i], o), j)) for i, o in members]
+                if all(v is not None for v in vs):
+                    prob += pulp.lpSum(vs) <= len(vs) - 1, f"cut_{n}_{j}"
+    if warm:
+        _warm_start(items, opts, slots, position, warm, x, y)
+    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit_s)), threads=THREADS,
+                               warmStart=bool(warm))
+    prob.solve(solver)
+    if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
+        return None, pulp.LpStatus[prob.status]
+    gpus = [Gpu(ti) for ti in slots]
+    for (i, oi, j), v in x.items():
+        if (v.value() or 0) > 0.5:
+            gpus[j].servers.append(Server(items[i].workload, items[i].replica, opts[i][oi]))
+    if sum(len(g.servers) for g in gpus) != len(items):
+        return None, "incomplete"
+    return [g for g in gpus if g.servers], "optimal" if prob.sol_status == 1 else "feasible"
+
+
+def _latency_rows(prob, j: int, terms, opts, max_press: float, n_items: int) -> None:
+    """Interference rows of slot j through two auxiliary sums, so each row has four terms."""
+    if len(terms) < 2:
+        return
+    P = pulp.LpVariable(f"P_{j}", lowBound=0)
+    N = pulp.LpVariable(f"N_{j}", lowBound=0)
+    prob += P == pulp.lpSum(opts[i][oi].pressure * v for i, oi, v in terms), f"press_{j}"
+    prob += N == pulp.lpSum(v for _, _, v in terms), f"count_{j}"
+    for i, oi, v in terms:
+        o = opts[i][oi]
+        a = o.solo_latency_ms * o.sensitivity
+        rhs = o.slack_ms + a * o.pressure + o.sched_ms
+        big_m = a * max_press + o.sched_ms * n_items - rhs
+        if big_m > 0:
+            prob += a * P + o.sched_ms * N <= rhs + big_m * (1 - v), f"lat_{j}_{v.name}"
+
+
+def _index(options: list[Option], o: Option) -> int:
+    return next(k for k, u in enumerate(options) if (u.type_index, u.model, u.batch, u.share) ==
+                (o.type_index, o.model, o.batch, o.share))
+
+
+def _warm_start(items, opts, slots, position, warm: list[Gpu], x, y) -> None:
+    """Greedy solution as CBC's initial point, GPUs relabelled so the symmetry rules hold."""
+    index = {(s.workload, s.replica): i for i, s in enumerate(items)}
+    free = {ti: [j for j, t in enumerate(slots) if t == ti] for ti in set(slots)}
+    for v in x.values():
+        v.setInitialValue(0)
+    for v in y:
+        v.setInitialValue(0)
+    ordered = sorted((g for g in warm if g.servers), key=lambda g: min(index[(s.workload, s.replica)] for s in g.servers))
+    for g in ordered:
+        if not free.get(g.type_index):
+            return
+        j = free[g.type_index].pop(0)
+        y[j].setInitialValue(1)
+        for s in g.servers:
+            i = index[(s.workload, s.replica)]
+            var = x.get((i, _index(opts[i], s.option), j))
+            if var is not None:
+                var.setInitialValue(1)
+
+
+def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
+    """Greedy + local ILP: re-pack the servers of the least-loaded GPUs of a type into one GPU fewer."""
+    gpus = [Gpu(g.type_index, list(g.servers)) for g in warm]
+    tries, failed = 0, set()
+    while time.monotonic() < deadline - 0.3:
+        window = _next_window(gpus, failed)
+        if window is None:
+            break
+        tries += 1
+        items = sorted([s for gi in window for s in gpus[gi].servers],
+                       key=lambda s: (-s.option.share, s.workload, s.replica))
+        slots = [gpus[window[0]].type_index] * (len(window) - 1)
+        found, _ = pack_ilp(problem, items, slots, None, [], min(2.0, deadline - time.monotonic()))
+        if found is None or violations(problem, found):
+            failed.add(tuple(sorted(_key(gpus[gi]) for gi in window)))
+            continue
+        gpus = [g for gi, g in enumerate(gpus) if gi not in window] + found
+    return gpus, "heuristic", tries
+
+
+def _key(g: Gpu):
+    return tuple(sorted((s.workload, s.replica) for s in g.servers))
+
+
+def _next_window(gpus: list[Gpu], failed: set):
+    by_load = sorted(range(len(gpus)), key=lambda gi: (gpus[gi].share(), gi))
+    for ti in sorted({g.type_index for g in gpus}):
+        ids = [gi for gi in by_load if gpus[gi].type_index == ti]
+        for start in range(0, max(len(ids) - 1, 0)):
+            window = ids[start:start + WINDOW]
+            if len(window) < 2 or sum(gpus[gi].share() for gi in window) > 100 * (len(window) - 1) + EPS:
+                continue
+            if tuple(sorted(_key(gpus[gi]) for gi in window)) not in failed:
+                return window
+    return None

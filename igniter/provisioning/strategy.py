@@ -1,0 +1,153 @@
+"""What every provisioning strategy takes and returns, and the checks they share.
+
+A strategy is a module with ``solve(problem: ProvisioningProblem, time_limit_s: float) -> Assignment``.
+Packers reason with the linearised interference (perf_model.linear_terms, exact for additive models);
+``verify`` re-checks every GPU's co-located set with the full perf_model.predict_sets + queueing model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from igniter.provisioning import queueing
+from igniter.provisioning.candidates import Option, ProvisioningProblem
+
+EPS = 1e-6
+
+try:  # the model stage's Member when present; same fields otherwise (perf models read .model/.batch/.share)
+    from igniter.model import Member
+except ImportError:  # pragma: no cover - only while the model stage is absent
+    Member = namedtuple("Member", "model batch share")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One Triton server: one replica of one workload with its configuration (and share)."""
+    workload: int
+    replica: int
+    option: Option
+
+
+@dataclass
+class Gpu:
+    type_index: int
+    servers: list[Server] = field(default_factory=list)
+
+    def share(self) -> float:
+        return sum(s.option.share for s in self.servers)
+
+    def memory(self) -> float:
+        return sum(s.option.memory_mb for s in self.servers)
+
+
+@dataclass
+class Assignment:
+    gpus: list[Gpu]
+    lower_bound: float
+    status: str = "heuristic"            # "optimal", "feasible", "heuristic"
+    details: dict = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    def solve(self, problem: ProvisioningProblem, time_limit_s: float) -> Assignment: ...
+
+
+def cost(problem: ProvisioningProblem, gpus: list[Gpu]) -> float:
+    price = sum(problem.types[g.type_index].price_per_hour for g in gpus if g.servers)
+    reward = sum(s.option.accuracy / s.option.replicas for g in gpus for s in g.servers)
+    return price - problem.accuracy_weight * reward
+
+
+def memory_limit(problem: ProvisioningProblem, type_index: int) -> float:
+    t = problem.types[type_index]
+    return t.memory_mb or (t.perf_model.hardware or {}).get("memory_mb") or math.inf
+
+
+def linear_latencies(options: list[Option]) -> list[float]:
+    """Batch latency of each co-located option under the linearised interference model."""
+    total = sum(o.pressure for o in options)
+    n = len(options)
+    return [o.solo_latency_ms * (1 + o.sensitivity * (total - o.pressure)) + o.sched_ms * (n - 1) for o in options]
+
+
+def fits_linear(problem: ProvisioningProblem, type_index: int, options: list[Option]) -> bool:
+    if sum(o.share for o in options) > 100 + EPS or sum(o.memory_mb for o in options) > memory_limit(problem, type_index):
+        return False
+    return all(lat <= o.max_latency_ms + EPS for lat, o in zip(linear_latencies(options), options))
+
+
+def min_share_for(problem: ProvisioningProblem, option: Option, partner_pressure: float, partners: int) -> Option | None:
+    """Smallest grid share of option's configuration meeting its SLO next to the given partners (linear)."""
+    r = problem.row(option)
+    lat = r["latency"] * (1 + r["sensitivity"] * partner_pressure) + r["sched"] * partners
+    ok = np.nonzero((lat <= r["max_latency"] + EPS) & (r["max_latency"] > 0))[0]
+    return problem.with_share(option, int(ok[0])) if len(ok) else None
+
+
+def predicted(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[list[dict]]:
+    """Full-model prediction for every server: batch latency, throughput and p99 (queueing model)."""
+    out: list[list[dict]] = [[] for _ in gpus]
+    for ti, t in enumerate(problem.types):
+        idx = [i for i, g in enumerate(gpus) if g.type_index == ti and g.servers]
+        if not idx:
+            continue
+        sets = [[Member(s.option.model, s.option.batch, s.option.share) for s in gpus[i].servers] for i in idx]
+        for i, preds in zip(idx, t.perf_model.predict_sets(sets)):
+            for s, p in zip(gpus[i].servers, preds):
+                o = s.option
+                p99 = float(queueing.p99_latency_ms(p.latency_ms, o.batch, o.rate, o.occupancy, o.extra_ms,
+                                                    problem.latency_model))
+                out[i].append({"latency_ms": float(p.latency_ms), "throughput_rps": float(p.throughput_rps),
+                               "p99_ms": p99})
+    return out
+
+
+def violations(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[tuple[int, int, float]]:
+    """(gpu index, server index, predicted p99) for every server whose SLO the full model says is missed,
+    plus share/memory overruns as (gpu, -1, value)."""
+    bad = []
+    for gi, (g, preds) in enumerate(zip(gpus, predicted(problem, gpus))):
+        if g.share() > 100 + EPS:
+            bad.append((gi, -1, g.share()))
+        if g.memory() > memory_limit(problem, g.type_index) + EPS:
+            bad.append((gi, -1, g.memory()))
+        for si, (s, p) in enumerate(zip(g.servers, preds)):
+            if p["p99_ms"] > problem.workloads[s.workload].slo_ms + EPS:
+                bad.append((gi, si, p["p99_ms"]))
+    return bad
+
+
+def servers_of(problem: ProvisioningProblem, choice: list[Option]) -> list[Server]:
+    """Expand one chosen option per workload into its replica servers."""
+    return [Server(wi, r, o) for wi, o in enumerate(choice) for r in range(o.replicas)]
+
+
+def repair(problem: ProvisioningProblem, gpus: list[Gpu], rounds: int = 50) -> int:
+    """Fix servers the full model says miss their SLO: give them one more share step while the GPU has room,
+    else move them to a GPU of their own. Returns how many fixes were made (bounded by ``rounds``)."""
+    fixes = 0
+    for _ in range(rounds):
+        bad = [(gi, si) for gi, si, _ in violations(problem, gpus) if si >= 0]
+        if not bad:
+            break
+        gi, si = bad[0]
+        g = gpus[gi]
+        s = g.servers[si]
+        r = problem.row(s.option)
+        i = int(np.searchsorted(r["shares"], s.option.share + EPS))
+        if i < len(r["shares"]) and g.share() - s.option.share + r["shares"][i] <= 100 + EPS and len(g.servers) > 1:
+            g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
+        elif len(g.servers) > 1:
+            del g.servers[si]
+            gpus.append(Gpu(g.type_index, [s]))
+        else:  # alone and still too slow: the candidate grid said it fits solo, so widen the share
+            if i >= len(r["shares"]):
+                break
+            g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
+        fixes += 1
+    return fixes
