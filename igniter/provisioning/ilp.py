@@ -25,8 +25,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import pulp
+
+# PuLP 3.x deprecates LpVariable()/PULP_CBC_CMD in favour of 4.0 APIs; the bundled CBC is what we want.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulp(\.|$)")
 
 from igniter.provisioning import greedy_igniter
 from igniter.provisioning.candidates import Option, ProvisioningProblem

@@ -24,6 +24,7 @@ GPU catalog (optional; default: one type = the perf model's hardware, price 1.0,
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,8 @@ from typing import Any, Callable
 import yaml
 
 from igniter.errors import UserError
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,9 @@ def load_workloads(path: str | Path, known_models: set[str]) -> WorkloadSet:
     seen: set[str] = set()
     for i, item in enumerate(data["workloads"]):
         where = f"workloads[{i}]"
-        name = _name(item, "name", where, src, "give every workload a unique name")
+        name = _field(item, "name", where, src, str, lambda v: bool(_SAFE_NAME.match(v)),
+                      "must be letters, digits, '.', '_' or '-' (it names server directories)",
+                      "give every workload a unique name such as w1 or resnet50-a")
         if name in seen:
             raise UserError(f"{where}.name {name!r} is used twice", "give every workload a unique name", src)
         seen.add(name)

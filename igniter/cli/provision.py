@@ -1,0 +1,53 @@
+"""`igniter provision`: workloads + perf model -> OUT_DIR/plan.json and per-server Triton repositories."""
+
+from __future__ import annotations
+
+import click
+
+from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.provisioning import STRATEGIES, run
+from igniter.provisioning.plan import write_plan
+from igniter.provisioning.queueing import LATENCY_MODELS
+from igniter.provisioning.workloads import load_perf_model
+
+
+@click.command("provision")
+@click.option("--workloads", "workloads_path", required=True, type=click.Path(dir_okay=False),
+              help="Workloads YAML (name, model, rate req/s, slo_ms p99).")
+@click.option("--perf-model", "perf_model", type=click.Path(dir_okay=False), help="Fitted model file (igniter fit).")
+@click.option("--gpus", "catalog", type=click.Path(dir_okay=False), help="GPU catalog YAML (heterogeneous fleets).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True)
+@click.option("--time-limit", "time_limit", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Solver time limit in seconds.")
+@click.option("--repo", "src_repo", type=click.Path(file_okay=False, exists=True),
+              help="Source model repository: base configs and model files are copied from it.")
+@click.option("--latency-model", type=click.Choice(LATENCY_MODELS), default="queueing", show_default=True,
+              help="queueing: p99 with batch formation and queueing; half-slo: iGniter's 2 x batch latency rule.")
+@json_option
+@user_errors
+def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
+    """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
+    problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
+                                             latency_model, _loader())
+    totals = plan["totals"]
+    solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
+                  "details": assignment.details}
+    write_plan(plan, problem, out_dir, src_repo, solve_info)
+    result = {"gpus": totals["gpus"], "cost": totals["cost"], "lower_bound": totals["lower_bound"],
+              "gap": totals["gap"], "solve_seconds": round(seconds, 3),
+              "workloads": [{"name": s["workload"], "server": s["name"], "gpu": g["id"], "batch": s["batch"],
+                             "share": s["share"], "predicted_latency_ms": s["predicted_latency_ms"]}
+                            for g in plan["gpus"] for s in g["servers"]]}
+    emit(result, as_json, _human)
+
+
+def _loader():
+    """Indirection for tests (they substitute a fake performance model)."""
+    return load_perf_model
+
+
+def _human(result: dict) -> str:
+    head = (f"{result['gpus']} GPUs, cost {result['cost']:g}/h, lower bound {result['lower_bound']:g}, "
+            f"gap {result['gap'] * 100:.1f} %, solved in {result['solve_seconds']:.2f} s")
+    return head + "\n" + table(result["workloads"])

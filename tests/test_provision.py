@@ -1,0 +1,258 @@
+"""Provisioning: candidates, strategies, plan files and the CLI, on the analytical fake perf model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_perf_model import FakePerfModel  # noqa: E402
+
+from igniter.cli import provision as provision_cli  # noqa: E402
+from igniter.provisioning import ffd, greedy_igniter, ilp  # noqa: E402
+from igniter.provisioning.candidates import build_problem  # noqa: E402
+from igniter.provisioning.strategy import (Gpu, Server, cost, fits_linear, memory_limit,  # noqa: E402
+                                           violations)
+from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def problem_of(specs, pm=None, latency_model="queueing"):
+    pm = pm or FakePerfModel()
+    ws = WorkloadSet(tuple(Workload(f"w{i}", m, r, slo) for i, (m, r, slo) in enumerate(specs)))
+    return build_problem(ws, default_catalog(pm), latency_model)
+
+
+def enumerate_optimum(problem) -> int:
+    """Fewest GPUs by brute force: every set partition of the servers x every option choice per server."""
+    servers = [Server(wi, r, None) for wi, opts in enumerate(problem.options) for r in range(opts[0].replicas)]
+    best = len(servers)
+
+    def partitions(items):
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for part in partitions(rest):
+            for k in range(len(part)):
+                yield part[:k] + [[first] + part[k]] + part[k + 1:]
+            yield [[first]] + part
+
+    for part in partitions(list(range(len(servers)))):
+        if len(part) >= best:
+            continue
+        if all(any(fits_linear(problem, 0, list(c)) for c in
+                   itertools.product(*[problem.options[servers[i].workload] for i in group])) for group in part):
+            best = len(part)
+    return best
+
+
+SMALL = [
+    [("alexnet", 200, 20), ("resnet50", 100, 40), ("vgg19", 50, 80)],
+    [("alexnet", 500, 15), ("alexnet", 300, 20), ("resnet50", 150, 50), ("ssd", 40, 120)],
+    [("vgg19", 100, 60), ("vgg19", 80, 70), ("ssd", 60, 90), ("resnet50", 200, 40)],
+]
+
+
+@pytest.mark.parametrize("specs", SMALL)
+def test_ilp_matches_enumerated_optimum(specs):
+    problem = problem_of(specs)
+    for opts in problem.options:   # keep enumeration small: the ILP sees the same options
+        del opts[6:]
+    best = enumerate_optimum(problem)
+    plan = ilp.solve(problem, 10)
+    assert not violations(problem, plan.gpus)
+    assert len(plan.gpus) == best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_limits_hold_and_ilp_never_worse_than_greedy(seed):
+    import random
+    rng = random.Random(seed)
+    specs = [(rng.choice(["alexnet", "resnet50", "vgg19", "ssd"]), rng.uniform(20, 300), rng.uniform(40, 150))
+             for _ in range(10)]
+    problem = problem_of(specs, FakePerfModel(memory_mb=4000))
+    results = {m.NAME: m.solve(problem, 5) for m in (ilp, greedy_igniter, ffd)}
+    for name, a in results.items():
+        placed = sorted((s.workload, s.replica) for g in a.gpus for s in g.servers)
+        assert placed == sorted((wi, r) for wi, o in enumerate(problem.options) for r in range(o[0].replicas) if True) \
+            or name != "ffd"
+        for g in a.gpus:
+            assert g.share() <= 100 + 1e-6
+            assert g.memory() <= memory_limit(problem, g.type_index) + 1e-6
+    assert not violations(problem, results["ilp"].gpus)
+    assert not violations(problem, results["igniter"].gpus)
+    assert cost(problem, results["ilp"].gpus) <= cost(problem, results["igniter"].gpus) + 1e-9
+    assert results["ilp"].lower_bound <= cost(problem, results["ilp"].gpus) + 1e-9
+
+
+def test_large_instance_uses_windows_and_stays_feasible():
+    import random
+    rng = random.Random(7)
+    specs = [(rng.choice(["alexnet", "resnet50", "vgg19", "ssd"]), rng.uniform(20, 200), rng.uniform(50, 150))
+             for _ in range(60)]
+    problem = problem_of(specs)
+    a = ilp.solve(problem, 3)
+    g = greedy_igniter.solve(problem)
+    assert a.details["mode"] == "windows"
+    assert not violations(problem, a.gpus)
+    assert len(a.gpus) <= len(g.gpus)
+
+
+def test_ffd_ignores_interference():
+    problem = problem_of([("vgg19", 100, 60), ("ssd", 60, 90), ("resnet50", 150, 50)])
+    blind = ffd.solve(problem)
+    gpus = [Gpu(0, [s for s in g.servers]) for g in blind.gpus]
+    assert sum(g.share() for g in gpus) == pytest.approx(sum(min(o.share for o in opts) for opts in problem.options))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def fake_cli(monkeypatch):
+    monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: FakePerfModel()))
+    return CliRunner()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+WORKLOADS = """
+workloads:
+  - {name: a, model: alexnet, rate: 400, slo_ms: 20}
+  - {name: r, model: resnet50, rate: 150, slo_ms: 50}
+  - {name: v, model: vgg19, rate: 60, slo_ms: 80}
+"""
+
+
+def invoke(runner, tmp_path, workloads_text, *extra):
+    w = write(tmp_path / "w.yaml", workloads_text)
+    model = write(tmp_path / "m.json", "{}")
+    return runner.invoke(provision_cli.provision, ["--workloads", str(w), "--perf-model", str(model),
+                                                   "--out", str(tmp_path / "out"), *extra])
+
+
+def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
+    res = invoke(fake_cli, tmp_path, WORKLOADS, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert set(out) >= {"gpus", "cost", "lower_bound", "gap", "solve_seconds", "workloads"}
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert plan["format"] == "igniter-plan" and plan["totals"]["gpus"] == out["gpus"]
+    servers = [s for g in plan["gpus"] for s in g["servers"]]
+    assert len(servers) == len(out["workloads"])
+    from igniter.triton.config import driven_fields, read_config
+    for g in plan["gpus"]:
+        for s in g["servers"]:
+            repo = tmp_path / "out" / "triton_repo" / s["name"]
+            launch = json.loads((repo / "launch.json").read_text())
+            assert launch["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == f"{s['share']:g}"
+            fields = driven_fields(read_config(repo / s["model"] / "config.pbtxt"))
+            assert fields["max_batch_size"] >= s["batch"] and fields["preferred_batch_size"] == [s["batch"]]
+            assert fields["kinds"] == ["KIND_GPU"]
+            assert fields["max_queue_delay_us"] == s["max_queue_delay_us"]
+            assert s["predicted_p99_ms"] <= s["slo_ms"]
+
+
+def test_cli_is_deterministic(fake_cli, tmp_path):
+    def files(root: Path):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and p.name != "solve.json"}
+
+    assert invoke(fake_cli, tmp_path, WORKLOADS).exit_code == 0
+    first = files(tmp_path / "out")
+    assert invoke(fake_cli, tmp_path, WORKLOADS).exit_code == 0
+    assert files(tmp_path / "out") == first
+    assert "plan.json" in first
+
+
+def test_cli_copies_source_repo(fake_cli, tmp_path):
+    src = tmp_path / "src"
+    (src / "alexnet" / "1").mkdir(parents=True)
+    (src / "alexnet" / "1" / "model.onnx").write_bytes(b"weights")
+    (src / "alexnet" / "labels.txt").write_text("cat\n")
+    from igniter.triton.config import new_model_config, set_parameter, write_config
+    base = new_model_config("alexnet", backend="onnxruntime", max_batch_size=1)
+    set_parameter(base, "custom", "kept")
+    write_config(base, src / "alexnet" / "config.pbtxt")
+    res = invoke(fake_cli, tmp_path, WORKLOADS, "--repo", str(src))
+    assert res.exit_code == 0, res.output
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    s = next(s for g in plan["gpus"] for s in g["servers"] if s["model"] == "alexnet")
+    repo = tmp_path / "out" / "triton_repo" / s["name"] / "alexnet"
+    assert (repo / "1" / "model.onnx").read_bytes() == b"weights"
+    assert (repo / "labels.txt").exists()
+    from igniter.triton.config import read_config
+    cfg = read_config(repo / "config.pbtxt")
+    assert cfg.backend == "onnxruntime" and cfg.parameters["custom"].string_value == "kept"
+    assert cfg.max_batch_size >= s["batch"]
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("workloads:\n  - {name: a, rate: 10, slo_ms: 20}\n", "workloads[0].model is missing"),
+    ("workloads:\n  - {name: a, model: alexnet, rate: -5, slo_ms: 20}\n", "workloads[0].rate = -5 must be > 0"),
+    ("workloads:\n  - {name: a, model: alexnet, rate: 5, slo_ms: 20}\n  - {name: b, model: alexnet, rate: 5, slo_ms: 0}\n",
+     "workloads[1].slo_ms = 0 must be > 0"),
+    ("workloads:\n  - {name: a, model: bert, rate: 10, slo_ms: 20}\n", "'bert' is not in the performance model"),
+    ("workloads: [\n", "not valid YAML"),
+    ("other: 1\n", "needs a non-empty `workloads:` list"),
+])
+def test_bad_workloads_exit_2(fake_cli, tmp_path, text, needle):
+    res = invoke(fake_cli, tmp_path, text)
+    assert res.exit_code == 2
+    assert needle in res.output and "To fix:" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("catalog, needle", [
+    ("gpus:\n  - {type: V100, price_per_hour: 3.06, perf_model: missing.json}\n", "gpus[0].perf_model 'missing.json' does not exist"),
+    ("gpus:\n  - {type: V100, price_per_hour: 0, perf_model: m.json}\n", "gpus[0].price_per_hour = 0 must be > 0"),
+    ("gpus:\n  - {type: V100, price_per_hour: 1, max_count: 0, perf_model: m.json}\n", "gpus[0].max_count = 0"),
+    ("gpus: []\n", "needs a non-empty `gpus:` list"),
+])
+def test_bad_catalog_exit_2(fake_cli, tmp_path, catalog, needle):
+    cat = write(tmp_path / "gpus.yaml", catalog)
+    res = invoke(fake_cli, tmp_path, WORKLOADS, "--gpus", str(cat))
+    assert res.exit_code == 2
+    assert needle in res.output and "To fix:" in res.output
+
+
+def test_catalog_heterogeneous(monkeypatch, tmp_path):
+    models = {"slow.json": FakePerfModel("T4", speed=0.5), "fast.json": FakePerfModel("A100", speed=2.0)}
+    monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: models[Path(path).name]))
+    for name in models:
+        write(tmp_path / name, "{}")
+    cat = write(tmp_path / "gpus.yaml", "gpus:\n  - {type: T4, price_per_hour: 0.5, perf_model: slow.json}\n"
+                                        "  - {type: A100, price_per_hour: 4.0, max_count: 2, perf_model: fast.json}\n")
+    res = invoke(CliRunner(), tmp_path, WORKLOADS, "--gpus", str(cat), "--json")
+    assert res.exit_code == 0, res.output
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert sum(1 for g in plan["gpus"] if g["type"] == "A100") <= 2
+    assert plan["totals"]["cost"] == pytest.approx(sum(g["price_per_hour"] for g in plan["gpus"]))
+
+
+def test_infeasible_slo_exit_2_nothing_written(fake_cli, tmp_path):
+    text = WORKLOADS + "  - {name: tight, model: ssd, rate: 10, slo_ms: 1}\n"
+    res = invoke(fake_cli, tmp_path, text)
+    assert res.exit_code == 2
+    line = res.output.strip().splitlines()[-1]
+    assert "'tight'" in line and "best achievable p99" in line and "To fix:" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not (ROOT / "examples" / "workloads-12.yaml").exists(), reason="examples missing")
+def test_examples_parse(fake_cli, tmp_path):
+    for name in ("workloads-12.yaml", "workloads-3.yaml"):
+        res = fake_cli.invoke(provision_cli.provision, [
+            "--workloads", str(ROOT / "examples" / name), "--perf-model", str(write(tmp_path / "m.json", "{}")),
+            "--out", str(tmp_path / name), "--strategy", "igniter", "--latency-model", "half-slo"])
+        assert res.exit_code == 0, res.output
