@@ -30,7 +30,7 @@ import warnings
 import pulp
 
 # PuLP 3.x deprecates LpVariable()/PULP_CBC_CMD in favour of 4.0 APIs; the bundled CBC is what we want.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pulp(\.|$)")
+warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=DeprecationWarning)
 
 from igniter.provisioning import greedy_igniter
 from igniter.provisioning.candidates import Option, ProvisioningProblem
