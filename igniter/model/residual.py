@@ -1,0 +1,67 @@
+"""Learned residual: xgboost on log(measured / analytical), clipped and confined to the training region.
+
+The correction is clipped to the training residual range and set to zero for members whose features lie outside
+the training box (plus a margin), so extrapolation falls back to the analytical model instead of getting worse.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+import xgboost as xgb
+
+from igniter.model.features import FEATURES
+
+PARAMS = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.05, "min_child_weight": 5.0, "lambda": 2.0,
+          "subsample": 1.0, "tree_method": "hist", "seed": 0, "nthread": 1}
+ROUNDS = 300
+BOX_MARGIN = 0.05           # fraction of each feature's training range tolerated outside it
+CLIP_QUANTILES = (0.01, 0.99)
+MIN_ROWS = 20               # fewer training rows than this: no residual, analytical alone
+
+
+@dataclass
+class Residual:
+    booster: xgb.Booster
+    clip: tuple[float, float]
+    box_low: np.ndarray
+    box_high: np.ndarray
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        raw = self.booster.predict(xgb.DMatrix(x, feature_names=FEATURES, missing=np.nan))
+        inside = np.all(((x >= self.box_low) & (x <= self.box_high)) | np.isnan(x), axis=1)
+        return np.where(inside, np.clip(raw, *self.clip), 0.0)
+
+    def boost(self, x: np.ndarray, target: np.ndarray, rounds: int) -> None:
+        """Online adaptation: more boosting rounds on new observations, continuing the same booster."""
+        self.booster = xgb.train(PARAMS, xgb.DMatrix(x, label=target, feature_names=FEATURES, missing=np.nan),
+                                 num_boost_round=rounds, xgb_model=self.booster)
+
+    def to_dict(self) -> dict:
+        return {"booster_json_b64": base64.b64encode(bytes(self.booster.save_raw("json"))).decode("ascii"),
+                "clip": list(self.clip), "box_low": _floats(self.box_low), "box_high": _floats(self.box_high),
+                "features": FEATURES}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Residual":
+        booster = xgb.Booster(params={"nthread": PARAMS["nthread"]})
+        booster.load_model(bytearray(base64.b64decode(d["booster_json_b64"])))
+        nan = lambda v: np.array([np.nan if x is None else x for x in v], float)  # noqa: E731
+        return cls(booster, tuple(d["clip"]), nan(d["box_low"]), nan(d["box_high"]))
+
+
+def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual | None:
+    if len(target) < MIN_ROWS:
+        return None
+    booster = xgb.train(PARAMS, xgb.DMatrix(x, label=target, feature_names=FEATURES, missing=np.nan),
+                        num_boost_round=rounds)
+    low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
+    margin = BOX_MARGIN * (high - low)
+    clip = tuple(float(q) for q in np.quantile(target, CLIP_QUANTILES))
+    return Residual(booster, clip, low - margin, high + margin)
+
+
+def _floats(a: np.ndarray) -> list:
+    return [None if np.isnan(v) else float(v) for v in a]
