@@ -54,15 +54,16 @@ class Grid:
             values.append(np.asarray(value, float)[sel][order].tolist())
         return cls(batches, shares, values)
 
-    def at(self, batch: float, share: float) -> float:
+    def at(self, batch: float, share):
+        """Value at one batch and one share (float) or many shares (array)."""
         i = int(np.searchsorted(self.batches, batch))
         if i == 0 or i == len(self.batches):
             j = min(i, len(self.batches) - 1)
-            return float(np.interp(share, self.shares[j], self.values[j]))
+            return np.interp(share, self.shares[j], self.values[j])
         lo, hi = self.batches[i - 1], self.batches[i]
         w = (batch - lo) / (hi - lo)
-        return float((1 - w) * np.interp(share, self.shares[i - 1], self.values[i - 1])
-                     + w * np.interp(share, self.shares[i], self.values[i]))
+        return ((1 - w) * np.interp(share, self.shares[i - 1], self.values[i - 1])
+                + w * np.interp(share, self.shares[i], self.values[i]))
 
     def to_dict(self) -> dict:
         return {"batches": self.batches, "shares": self.shares, "values": self.values}

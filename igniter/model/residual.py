@@ -48,8 +48,8 @@ class Residual:
     def from_dict(cls, d: dict) -> "Residual":
         booster = xgb.Booster(params={"nthread": PARAMS["nthread"]})
         booster.load_model(bytearray(base64.b64decode(d["booster_json_b64"])))
-        nan = lambda v: np.array([np.nan if x is None else x for x in v], float)  # noqa: E731
-        return cls(booster, tuple(d["clip"]), nan(d["box_low"]), nan(d["box_high"]))
+        bound = lambda v, none: np.array([none if x is None else x for x in v], float)  # noqa: E731
+        return cls(booster, tuple(d["clip"]), bound(d["box_low"], -np.inf), bound(d["box_high"], np.inf))
 
 
 def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual | None:
@@ -57,11 +57,13 @@ def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual |
         return None
     booster = xgb.train(PARAMS, xgb.DMatrix(x, label=target, feature_names=FEATURES, missing=np.nan),
                         num_boost_round=rounds)
-    low, high = np.nanmin(x, axis=0), np.nanmax(x, axis=0)
-    margin = BOX_MARGIN * (high - low)
+    known = ~np.all(np.isnan(x), axis=0)  # a metric the store lacks (e.g. DRAM) bounds nothing
+    low = np.where(known, np.nanmin(np.where(known, x, 0.0), axis=0), -np.inf)
+    high = np.where(known, np.nanmax(np.where(known, x, 0.0), axis=0), np.inf)
+    margin = np.where(known, BOX_MARGIN * (high - low), 0.0)
     clip = tuple(float(q) for q in np.quantile(target, CLIP_QUANTILES))
     return Residual(booster, clip, low - margin, high + margin)
 
 
 def _floats(a: np.ndarray) -> list:
-    return [None if np.isnan(v) else float(v) for v in a]
+    return [None if not np.isfinite(v) else float(v) for v in a]
