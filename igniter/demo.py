@@ -1,0 +1,134 @@
+"""The embedded end-to-end demo: profile -> fit -> provision -> apply -> replay the planned rates -> report.
+
+Runs on a CPU-only host against real local Triton servers with the demo model zoo. Every figure it prints is
+measured in this run (or read from the profiles it reused, which it says).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from igniter.deployment.apply import Deployer
+from igniter.deployment.report import write_html_report
+from igniter.deployment.state import load_state
+from igniter.model import PerfModel
+from igniter.profiling.backends import get_backend
+from igniter.profiling.hardware import cpu_hardware
+from igniter.profiling.loadgen import LoadSpec, run_concurrent
+from igniter.profiling.runner import ProfileSpec, run_profile
+from igniter.profiling.store import ProfileStore
+from igniter.provisioning import run as provision
+from igniter.provisioning.plan import write_plan
+from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path = Path(".igniter/demo")
+    repo: Path = ROOT / "triton_repo"
+    profiles: Path = ROOT / "profiles" / "cpu-2core"
+    workloads: Path = ROOT / "examples" / "demo_workloads.yaml"
+    duration_s: float = 20.0
+    warmup_s: float = 2.0
+    strategy: str = "ilp"
+
+
+def hardware_matches(stored: dict, here: dict) -> bool:
+    return all(stored.get(k) == here.get(k) for k in ("kind", "name", "cores"))
+
+
+def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path, str]:
+    """Reuse the shipped profiles when they were measured on this machine class, else profile briefly now."""
+    shipped = ProfileStore(opts.profiles)
+    if (opts.profiles / "hardware.json").exists() and hardware_matches(shipped.read_hardware(), cpu_hardware()):
+        say(f"profiles: reusing {opts.profiles} (measured on this machine class)")
+        return opts.profiles, "reused"
+    out = opts.workdir / "profiles"
+    say(f"profiles: this machine differs from {opts.profiles}; profiling briefly into {out}")
+    spec = ProfileSpec(repo=opts.repo, models=[m.name for m in DEMO_MODELS], batches=[1, 2, 4, 8], shares=[50.0, 100.0],
+                       pairs=4, duration_s=1.5, warmup_s=0.5)
+    with get_backend("cpu") as backend:
+        run_profile(spec, ProfileStore(out), backend)
+    return out, "measured now"
+
+
+def replay(plan: dict, state_path: Path, opts: DemoOptions) -> dict[str, list]:
+    """Open-loop Poisson arrivals at every server's planned rate, all at once; single-sample requests as clients send."""
+    servers = load_state(state_path).servers
+    entries = [s for g in plan["gpus"] for s in g["servers"]]
+    specs = [LoadSpec(servers[s["name"]].grpc, s["model"], 1, "open", rate_rps=float(s["rate"]), seed=i)
+             for i, s in enumerate(entries)]
+    results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
+    by_workload: dict[str, list] = {}
+    for entry, result in zip(entries, results):
+        by_workload.setdefault(entry["workload"], []).append((entry, result))
+    return by_workload
+
+
+def summarise(by_workload: dict[str, list]) -> list[dict]:
+    rows = []
+    for name, runs in sorted(by_workload.items()):
+        entry = runs[0][0]
+        latencies = np.concatenate([r.latencies_ms for _, r in runs]) if runs else np.array([])
+        sent = sum(r.ok + r.failed for _, r in runs)
+        failed = sum(r.failed for _, r in runs)
+        within = int(np.sum(latencies <= entry["slo_ms"]))
+        rows.append({
+            "name": name, "model": entry["model"], "rate": sum(float(e["rate"]) for e, _ in runs),
+            "slo_ms": entry["slo_ms"], "replicas": len(runs), "batch": entry["batch"], "share": entry["share"],
+            "predicted_p99_ms": max(float(e["predicted_p99_ms"]) for e, _ in runs),
+            "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
+            "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
+            "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
+        })
+    return rows
+
+
+def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> dict:
+    started = time.monotonic()
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    ensure_demo_repo(opts.repo)
+    profiles, profile_source = obtain_profiles(opts, say)
+
+    say("fit: analytical interference model + learned residual")
+    perf_model_path = opts.workdir / "perf_model.json"
+    PerfModel.fit(profiles).save(perf_model_path)
+
+    say(f"provision: {opts.workloads.name} with the {opts.strategy} strategy")
+    problem, assignment, plan, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
+    plan_dir = opts.workdir / "plan"
+    write_plan(plan, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
+
+    state_path = opts.workdir / "state.json"
+    deployer = Deployer(state_path, detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
+    try:
+        deployer.stop_all()  # a previous interrupted demo's servers, if any
+        apply_report = deployer.apply(plan_dir / "plan.json")
+        say(f"replay: {opts.duration_s:g} s of Poisson arrivals at the planned rates")
+        rows = summarise(replay(plan, state_path, opts))
+    finally:
+        deployer.stop_all()
+    hardware = cpu_hardware()
+    total_requests = sum(r["requests"] for r in rows)
+    result = {
+        "workloads": rows,
+        "attainment": sum(r["attainment"] * r["requests"] for r in rows) / total_requests if total_requests else 0.0,
+        "hosts": plan["totals"]["gpus"],
+        "cores_used": sum(max(1, round(s["share"] / 100 * (hardware["cores"] or 1))) for g in plan["gpus"] for s in g["servers"]),
+        "cost": plan["totals"]["cost"], "lower_bound": plan["totals"]["lower_bound"], "gap": plan["totals"]["gap"],
+        "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
+        "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    result["report"] = str(write_html_report(opts.workdir / "report.html", result))
+    return result

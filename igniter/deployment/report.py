@@ -1,0 +1,68 @@
+"""A self-contained HTML report (inline SVG, no plotting dependency): per-workload SLO, predicted vs measured p99."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+_W, _H, _PAD = 420, 420, 50
+
+
+def _scatter(rows: list[dict]) -> str:
+    points = [(r["predicted_p99_ms"], r["measured_p99_ms"], r["name"]) for r in rows
+              if _finite(r.get("predicted_p99_ms")) and _finite(r.get("measured_p99_ms"))]
+    if not points:
+        return "<p>(no points)</p>"
+    top = max(max(p, m) for p, m, _ in points) * 1.15
+    scale = lambda v: (_W - 2 * _PAD) * v / top  # noqa: E731
+    x = lambda v: _PAD + scale(v)  # noqa: E731
+    y = lambda v: _H - _PAD - scale(v)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" font-family="sans-serif" font-size="11">',
+             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top)}" y2="{y(top)}" stroke="#999" stroke-dasharray="4"/>',
+             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top)}" y2="{y(0)}" stroke="#000"/>',
+             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(0)}" y2="{y(top)}" stroke="#000"/>',
+             f'<text x="{_W / 2}" y="{_H - 12}" text-anchor="middle">predicted p99 (ms)</text>',
+             f'<text x="14" y="{_H / 2}" transform="rotate(-90 14 {_H / 2})" text-anchor="middle">measured p99 (ms)</text>']
+    for tick in _ticks(top):
+        parts.append(f'<text x="{x(tick)}" y="{y(0) + 14}" text-anchor="middle">{tick:g}</text>')
+        parts.append(f'<text x="{x(0) - 6}" y="{y(tick) + 4}" text-anchor="end">{tick:g}</text>')
+    for predicted, measured, name in points:
+        parts.append(f'<circle cx="{x(predicted):.1f}" cy="{y(measured):.1f}" r="5" fill="#d62728"><title>{html.escape(name)}</title></circle>')
+        parts.append(f'<text x="{x(predicted) + 7:.1f}" y="{y(measured) - 5:.1f}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _ticks(top: float) -> list[float]:
+    step = 10 ** math.floor(math.log10(top / 4)) if top > 0 else 1
+    step *= 5 if top / step > 20 else (2 if top / step > 8 else 1)
+    return [i * step for i in range(int(top / step) + 1)]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def write_html_report(path: Path, result: dict) -> Path:
+    rows = result["workloads"]
+    columns = ["name", "model", "rate", "slo_ms", "predicted_p99_ms", "measured_p99_ms", "attainment", "requests", "failed"]
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    summary = {k: v for k, v in result.items() if k != "workloads" and not isinstance(v, (dict, list))}
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>igniter demo</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
+</head><body><h1>igniter demo: predicted vs measured</h1>
+<p>{html.escape(", ".join(f"{k}={v}" for k, v in summary.items()))}</p>
+<table><tr>{head}</tr>{body}</table>
+<h2>p99 latency, predicted vs measured (dashed: equal)</h2>{_scatter(rows)}
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc)
+    return path
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return html.escape(str(value if value is not None else ""))
