@@ -122,7 +122,9 @@ def profile(repo: Path, models_csv: str, out: Path, batches_csv: str, shares_csv
     try:
         from igniter.profiling.runner import Progress  # noqa: PLC0415
 
-        with get_backend(backend, server_url=server_url) as resource:
+        resource = get_backend(backend, server_url=server_url)
+        resource.check_shares(shares)  # before connecting or starting anything
+        with resource:
             summary = run_profile(spec, ProfileStore(out), resource, progress=Progress(0, enabled=not quiet))
     finally:
         signal.signal(signal.SIGTERM, previous)

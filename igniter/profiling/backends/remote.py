@@ -17,7 +17,7 @@ from igniter.triton.server import Endpoints
 class RemoteBackend:
     name = "remote"
 
-    def __init__(self, url: str, gpu: bool = False, connect_timeout_s: float = 5.0):
+    def __init__(self, url: str, gpu: bool = False, connect_timeout_s: float = 3.0):
         self.url = url
         self.endpoints = Endpoints.from_url(url)
         self.kind = "gpu" if gpu else "cpu"
