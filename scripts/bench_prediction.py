@@ -28,7 +28,7 @@ CPU_PROFILES = ROOT / "profiles" / "cpu-2core"
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 HEADING = "## Prediction error"
 FOLDS = 5
-MIN_PAIR_ROWS = 20  # below this a held-out fold leaves nothing to fit the interference on
+MIN_PAIR_ROWS = 12  # 6 co-located runs (2 rows each): fewer leave a held-out fold nothing to fit on
 
 
 def run_key(pairs: pd.DataFrame) -> pd.Series:
@@ -97,7 +97,10 @@ def timings(store_dir: Path) -> dict:
 def evaluate(name: str, store_dir: Path) -> list[str]:
     store = ProfileStore(store_dir)
     solo, pairs, hardware = store.read_solo(), store.read_pairs(), store.read_hardware()
-    lines = [f"### {name}: {len(solo)} solo rows, {len(pairs)} pair rows, {solo['model'].nunique()} models", "",
+    lines = [f"### {name}: {len(solo)} solo rows, {len(pairs)} pair rows, {solo['model'].nunique()} models", ""]
+    if len(pairs) < 100:
+        lines += [f"Small sample ({len(pairs)} pair rows): the percentages below are indicative only.", ""]
+    lines += [
              "| held out | method | mean APE % | p90 APE % |", "|---|---|---|---|"]
     for split, folds in (("batch combinations (5-fold)", batch_combo_folds(pairs)),
                          ("model pairs (leave-one-out)", model_pair_folds(pairs))):
@@ -122,7 +125,10 @@ def section() -> str:
              "(they are cheap to measure) but none of its held-out runs. Methods: solo = interference-blind measured "
              "solo latency; linear = gpu-let-style least squares of latency on own/partner L2, DRAM and partner "
              "share (times solo latency); analytical = iGniter-style surface + per-model sensitivity x partner "
-             "pressure + scheduling delay; +residual = clipped xgboost on log(measured/analytical).", "",
+             "pressure (global coefficients: sensitivity from own L2/DRAM demand and share, pressure = partner L2/DRAM "
+             "demand) + scheduling delay per kernel + power-capped clock; +residual = clipped, monotone xgboost on "
+             "log(measured/analytical) with pair-agnostic features, shrunk by weights chosen by inner CV on the "
+             "training folds only (leave-one-model-pair-out for unseen pairs, batch-combination folds for seen).", "",
              machine(), ""]
     with tempfile.TemporaryDirectory() as tmp:
         if V100_SRC.exists():

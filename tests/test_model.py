@@ -16,8 +16,9 @@ from igniter.model.analytical import surface
 from igniter.profiling.store import ProfileStore
 from tests.conftest import shared_data
 
-# model: (k1..k5 of the solo surface, L2 % per 1000 req/s, sensitivity, sched_ms)
-TRUTH = {"a": ([0.01, 2.0, 1.0, 5.0, 0.2], 4.0, 0.6, 0.05), "b": ([0.02, 6.0, 3.0, 2.0, 0.5], 10.0, 0.3, 0.2)}
+# model: (k1..k5 of the solo surface, L2 % per 1000 req/s); global interference: sensitivity = base + own * own L2
+TRUTH = {"a": ([0.01, 2.0, 1.0, 5.0, 0.2], 4.0), "b": ([0.02, 6.0, 3.0, 2.0, 0.5], 10.0)}
+SENSITIVITY_BASE, SENSITIVITY_OWN_L2, SCHED_MS = 0.3, 2.0, 0.1
 BATCHES, SHARES = [1, 2, 4, 8, 16, 32], [10.0, 20.0, 40.0, 50.0, 60.0, 80.0, 100.0]
 
 
@@ -27,7 +28,8 @@ def solo_truth(model, batch, share):
     return lat, rps, TRUTH[model][1] * rps / 1000.0
 
 
-def synthetic_store(path, drift: float = 1.0):
+def synthetic_store(path, drift: float = 1.0, noise: float = 0.0):
+    rng = np.random.default_rng(0)
     solo = []
     for m, b, s in itertools.product(TRUTH, BATCHES, SHARES):
         lat, rps, l2 = solo_truth(m, b, s)
@@ -38,6 +40,7 @@ def synthetic_store(path, drift: float = 1.0):
                                               [20.0, 40.0, 50.0, 60.0, 80.0]):
         for own, partner, ob, obatch, os_, ps in ((m, p, b, pb, s, 100 - s), (p, m, pb, b, 100 - s, s)):
             lat = true_colocated(Member(own, ob, os_), [Member(partner, obatch, ps)]) * drift
+            lat *= float(np.exp(noise * rng.standard_normal()))
             pairs.append({"model": own, "batch": ob, "share": os_, "partner": partner, "partner_batch": obatch,
                           "partner_share": ps, "throughput_rps": ob * 1000 / lat, "latency_mean_ms": lat,
                           "latency_p50_ms": lat, "latency_p99_ms": lat})
@@ -49,9 +52,10 @@ def synthetic_store(path, drift: float = 1.0):
 
 
 def true_colocated(member, partners):
-    lat = solo_truth(member.model, member.batch, member.share)[0]
+    lat, _, own_l2 = solo_truth(member.model, member.batch, member.share)
     pressure = sum(solo_truth(*p)[2] / 100.0 for p in partners)
-    return lat * (1 + TRUTH[member.model][2] * pressure) + TRUTH[member.model][3] * len(partners)
+    sensitivity = SENSITIVITY_BASE + SENSITIVITY_OWN_L2 * own_l2 / 100.0
+    return lat * (1 + sensitivity * pressure) + SCHED_MS * len(partners)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +73,12 @@ def model(store_dir):
 def test_fit_recovers_known_coefficients(store_dir):
     pm = PerfModel.fit(store_dir, use_residual=False)
     assert pm.pressure_metric == "l2"
-    for name, (_, _, sensitivity, sched) in TRUTH.items():
-        assert pm.fits[name].sensitivity == pytest.approx(sensitivity, rel=1e-3)
-        assert pm.fits[name].sched_ms == pytest.approx(sched, rel=1e-3, abs=1e-4)
+    fitted = pm.interference
+    assert fitted.base == pytest.approx(SENSITIVITY_BASE, rel=1e-3)
+    assert fitted.own_weights[0] == pytest.approx(SENSITIVITY_OWN_L2, rel=1e-3)
+    assert fitted.sched_ms_per_kernel == pytest.approx(SCHED_MS, rel=1e-3)
+    assert fitted.share_weight == pytest.approx(0.0, abs=1e-4) and fitted.clock_per_w == 0.0  # no power known
+    for name in TRUTH:
         for b, s in [(3, 30.0), (12, 70.0), (24, 90.0)]:  # off the profiled grid: the surface
             assert pm.linear_terms(name, b, s).solo_latency_ms == pytest.approx(solo_truth(name, b, s)[0], rel=0.01)
 
@@ -149,7 +156,7 @@ def test_model_file_round_trip_and_deterministic_bytes(tmp_path, store_dir, mode
     PerfModel.fit(store_dir).save(second)
     assert first.read_bytes() == second.read_bytes()
     data = json.loads(first.read_text())
-    assert data["format"] == "igniter-perf-model" and data["version"] == 1 and data["residual"]
+    assert data["format"] == "igniter-perf-model" and data["version"] == 2 and data["residual"]
     sets = [[Member("a", 4, 30.0), Member("b", 8, 50.0)], [Member("b", 3, 17.5)]]
     assert PerfModel.load(first).predict_sets(sets) == model.predict_sets(sets)
 
@@ -185,3 +192,29 @@ def test_fit_missing_column_and_missing_model_file(tmp_path, store_dir):
     assert not (tmp_path / "m.json").exists()
     r = CliRunner().invoke(predict, ["--perf-model", str(tmp_path / "none.json"), "--colocate", "a:1:50"])
     assert r.exit_code == 2 and "To fix:" in r.output
+
+
+def test_residual_gate_is_off_where_it_cannot_help(tmp_path):
+    """Pure measurement noise on top of the analytical truth: the inner CV gives the residual weight 0 for unseen model
+    combinations (predictions equal the analytical model's) and at most a trace of it for seen ones."""
+    synthetic_store(tmp_path / "noisy", noise=0.03)
+    full, plain = PerfModel.fit(tmp_path / "noisy"), PerfModel.fit(tmp_path / "noisy", use_residual=False)
+    assert full.residual is not None
+    assert full.residual.weight_unseen == 0.0 and full.residual.weight_seen <= 0.1
+    unseen = [[Member("a", 4, 30.0), Member("b", 8, 30.0), Member("a", 2, 20.0)]]
+    assert full.predict_sets(unseen) == plain.predict_sets(unseen)
+    seen = full.predict([Member("a", 4, 30.0), Member("b", 8, 50.0)])
+    for got, analytical in zip(seen, plain.predict([Member("a", 4, 30.0), Member("b", 8, 50.0)])):
+        assert got.latency_ms == pytest.approx(analytical.latency_ms, rel=0.01)
+
+
+def test_power_capped_clock_never_makes_a_member_faster():
+    from igniter.model.features import Members, analytical_ms
+    latencies = []
+    for partner_w in [0.0, 50.0, 150.0, 250.0, 400.0]:
+        m = Members(np.array([0, 0]), np.array([8.0, 8.0]), np.array([50.0, 50.0]), np.array([10.0, 10.0]),
+                    np.array([800.0, 800.0]), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2),
+                    np.array([200.0, partner_w]), (50.0, 300.0, 0.001))
+        latencies.append(analytical_ms(m)[0])
+    assert latencies[0] == latencies[1] == pytest.approx(10.0)  # 50 + 200 + 50 W <= TDP: full clock
+    assert np.all(np.diff(latencies) >= 0) and latencies[-1] == pytest.approx(10.0 * (1 + 0.001 * 350.0))

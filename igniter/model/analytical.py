@@ -3,8 +3,8 @@
 Solo active time, as in the paper: k_act(b, r) = (k1 b^2 + k2 b + k3) / (r + k4) + k5 (r = share in %).
 The measured solo table wins where it exists: the surface is multiplied by the measured/surface ratio,
 interpolated over profiled (batch, share) points, so profiled points are reproduced exactly and the surface only
-shapes off-grid points. Co-located: t = solo * (1 + sensitivity * sum(partner pressure)) + sched_ms * partners,
-with per-model sensitivity and sched_ms fitted by non-negative least squares on the measured pairs.
+shapes off-grid points. Co-located: see Interference (global coefficients fitted by non-negative least squares on
+the measured pairs; per-model coefficients were tried and generalise worse to model pairs never profiled together).
 """
 
 from __future__ import annotations
@@ -69,15 +69,57 @@ class Grid:
         return {"batches": self.batches, "shares": self.shares, "values": self.values}
 
 
-def fit_interference(solo: np.ndarray, pressure: np.ndarray, partners: np.ndarray,
-                     measured: np.ndarray) -> tuple[float, float]:
-    """(sensitivity, sched_ms) >= 0 minimising the relative error of solo*(1+s*P) + sched*n against measured."""
-    a = np.column_stack([solo * pressure / measured, partners / measured])
-    y = (measured - solo) / measured
-    coef, _ = nnls(a, y)
-    return float(coef[0]), float(coef[1])
+@dataclass
+class Interference:
+    """Global (cross-model) interference coefficients, so a model pair never profiled together still gets them.
+
+    partner pressure  = sum_k pressure_weights[k] * demand_k(partner)     (demand: L2/DRAM/... fraction of peak)
+    own sensitivity   = base + sum_k own_weights[k] * demand_k(own) + share_weight * 100 / own share
+    co-located        = solo * (1 + sensitivity * sum(partner pressure) + clock_per_w * excess_w)
+                        + sched_ms_per_kernel * kernels * partners
+    A member with fewer SMs (smaller share) is more exposed; the clock term is the first-order F/f of a power-capped
+    clock f = F + a_f * (P - TDP), with excess_w the extra power above TDP that the partners cause.
+    """
+
+    metrics: list[str]
+    pressure_weights: list[float]
+    base: float = 0.0
+    own_weights: list[float] | None = None
+    share_weight: float = 0.0
+    sched_ms_per_kernel: float = 0.0
+    clock_per_w: float = 0.0
+
+    def pressure(self, demand: np.ndarray) -> np.ndarray:
+        return np.maximum(np.nan_to_num(demand) @ np.asarray(self.pressure_weights, float), 0.0)
+
+    def sensitivity(self, demand: np.ndarray, share: np.ndarray) -> np.ndarray:
+        own = np.asarray(self.own_weights or [0.0] * len(self.metrics), float)
+        return self.base + np.nan_to_num(demand) @ own + self.share_weight * 100.0 / np.asarray(share, float)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
 
 
-def co_located(solo, sensitivity, partner_pressure, sched_ms, partners):
-    """The additive interference form (also what linear_terms linearises, exactly)."""
-    return solo * (1.0 + sensitivity * partner_pressure) + sched_ms * partners
+PRESSURE_WEIGHT_GRID = np.linspace(0.0, 3.0, 31)  # weight of the second demand metric relative to the first
+
+
+def fit_interference(metrics: list[str], own_demand: np.ndarray, partner_demand: np.ndarray, share: np.ndarray,
+                     solo: np.ndarray, kernels: np.ndarray, excess_w: np.ndarray,
+                     measured: np.ndarray) -> Interference:
+    """Non-negative least squares on relative error; the pressure weights (bilinear in the sensitivity) by a grid
+    over the second metric's weight, so the fit stays deterministic and rank-1 (linear_terms stays exact)."""
+    grid = PRESSURE_WEIGHT_GRID if len(metrics) == 2 else [None]
+    best = None
+    for w in grid:
+        weights = [1.0] if w is None else [1.0, float(w)]
+        pressure = np.nan_to_num(partner_demand) @ np.array(weights)
+        columns = [pressure] + [np.nan_to_num(own_demand[:, k]) * pressure for k in range(len(metrics))]
+        columns += [100.0 / share * pressure, excess_w]
+        a = np.column_stack([c * solo / measured for c in columns] + [kernels / measured])
+        coef, residual_norm = nnls(a, (measured - solo) / measured)
+        if best is None or residual_norm < best[0] - 1e-12:
+            best = (residual_norm, weights, coef)
+    _, weights, c = best
+    k = len(metrics)
+    return Interference(metrics, weights, float(c[0]), [float(x) for x in c[1:1 + k]], float(c[1 + k]),
+                        float(c[3 + k]), float(c[2 + k]))

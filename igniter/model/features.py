@@ -1,7 +1,8 @@
 """Per-member features of co-located sets, vectorised over many sets (flattened members + set index).
 
 Partner features are aggregates over the other members of the set (sums, max), so sets larger than pairs use
-the same features as pairs.
+the same features as pairs. They are physical descriptors only (latency, throughput, L2/DRAM demand, share, power),
+never model identity, so the residual can transfer to model pairs it was not trained on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import numpy as np
 
 FEATURES = ["batch", "share", "log_solo_ms", "log_solo_rps", "pressure", "own_l2", "own_dram", "sensitivity",
             "partners", "partner_batch_sum", "partner_share_sum", "partner_pressure_sum", "partner_pressure_max",
-            "partner_log_rps_sum", "partner_l2_sum", "partner_dram_sum", "share_total", "interference_ratio"]
+            "partner_log_ms_sum", "partner_l2_sum", "partner_dram_sum", "share_total", "excess_w",
+            "interference_ratio"]
+# +1: more partner load never makes a member faster (xgboost monotone_constraints, same order as FEATURES)
+MONOTONE = [1 if f in {"partners", "partner_pressure_sum", "partner_pressure_max", "partner_l2_sum",
+                       "partner_dram_sum", "excess_w"} else 0 for f in FEATURES]
 
 
 @dataclass
@@ -29,6 +34,9 @@ class Members:
     dram: np.ndarray        # NaN where unknown
     sensitivity: np.ndarray
     sched_ms: np.ndarray
+    power_w: np.ndarray     # board power above idle when running solo; 0 where unknown
+    clock: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (idle W, TDP W, relative slowdown per W); 0: no term
+    demand: np.ndarray | None = None  # interference demand descriptors, one column per metric
 
     def others_sum(self, values: np.ndarray) -> np.ndarray:
         """Sum of ``values`` over the other members of each member's set (NaN-aware: NaN if any partner NaN)."""
@@ -59,9 +67,18 @@ class Members:
     def partner_pressure(self) -> np.ndarray:
         return self.others_sum(self.pressure)
 
+    def excess_w(self) -> np.ndarray:
+        """Power above TDP that the partners add to this member's own (solo) excess: it lowers the capped clock."""
+        idle_w, tdp_w, _ = self.clock
+        if tdp_w <= 0:
+            return np.zeros(len(self.power_w))
+        own = idle_w + self.power_w
+        return np.maximum(0.0, own + self.others_sum(self.power_w) - tdp_w) - np.maximum(0.0, own - tdp_w)
+
 
 def analytical_ms(m: Members) -> np.ndarray:
-    return m.solo_ms * (1.0 + m.sensitivity * m.partner_pressure()) + m.sched_ms * m.partners()
+    slowdown = m.sensitivity * m.partner_pressure() + m.clock[2] * m.excess_w()
+    return m.solo_ms * (1.0 + slowdown) + m.sched_ms * m.partners()
 
 
 def matrix(m: Members, analytical: np.ndarray) -> np.ndarray:
@@ -72,8 +89,9 @@ def matrix(m: Members, analytical: np.ndarray) -> np.ndarray:
         "pressure": m.pressure, "own_l2": m.l2, "own_dram": m.dram, "sensitivity": m.sensitivity,
         "partners": partners, "partner_batch_sum": m.others_sum(m.batch), "partner_share_sum": m.others_sum(m.share),
         "partner_pressure_sum": m.partner_pressure(), "partner_pressure_max": m.others_max(m.pressure),
-        "partner_log_rps_sum": m.others_sum(np.log(m.solo_rps)), "partner_l2_sum": m.others_sum(m.l2),
+        "partner_log_ms_sum": m.others_sum(np.log(m.solo_ms)), "partner_l2_sum": m.others_sum(m.l2),
         "partner_dram_sum": m.others_sum(m.dram), "share_total": m.share + m.others_sum(m.share),
+        "excess_w": m.excess_w(),
         "interference_ratio": analytical / m.solo_ms,
     }
     return np.column_stack([np.asarray(cols[f], float) for f in FEATURES])

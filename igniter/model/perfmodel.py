@@ -1,7 +1,8 @@
-"""PerfModel: fitted analytical model + clipped xgboost residual + online per-model correction.
+"""PerfModel: fitted analytical model + gated, clipped xgboost residual + online per-model correction.
 
-latency(member | set) = analytical * exp(residual) * exp(correction[model])
-analytical            = solo * (1 + sensitivity * sum(partner pressure)) + sched_ms * partners
+latency(member | set) = analytical * exp(weight * residual) * exp(correction[model])
+analytical            = solo * (1 + sensitivity * sum(partner pressure) + clock_per_w * excess_w)
+                        + sched_ms * partners            (analytical.Interference: global coefficients)
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from igniter.model import analytical, features, residual
 from igniter.model.features import Members
 from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, ProfileStore, atomic_write_text, validate
 
-FORMAT, VERSION = "igniter-perf-model", 1
-# Pressure candidates: store column(s) giving a member's load on shared resources, in % of peak. "share" (the
-# member's share) is the fallback that every store has; the best candidate on the pairs is kept.
-METRIC_COLUMNS = {"l2": ["l2_util_pct"], "dram": ["dram_util_pct"], "l2+dram": ["l2_util_pct", "dram_util_pct"],
-                  "gpu_util": ["gpu_util_pct"], "cpu_util": ["cpu_util_pct"]}
+FORMAT, VERSION = "igniter-perf-model", 2
+# Demand metrics: store columns giving a member's load on shared resources, in % of peak.
+METRIC_COLUMNS = {"l2": "l2_util_pct", "dram": "dram_util_pct", "gpu_util": "gpu_util_pct", "cpu_util": "cpu_util_pct"}
+# Candidate demand descriptors, best first; "share" (the member's share) is the fallback every store has. The
+# candidate with the least in-sample error on the pairs is kept.
+DEMAND_CANDIDATES = [["l2", "dram"], ["l2"], ["dram"], ["gpu_util"], ["cpu_util"], ["share"]]
+IMPORTED_POWER_GRID = ([1, 16, 32], [10.0, 50.0, 100.0])  # iGniter coefficients: power[batch][MPS %] tables
+INNER_COMBO_FOLDS = 5
 UPDATE_RATE = 0.3           # weight of the newest observation in the exponentially weighted correction
 
 
@@ -59,29 +63,35 @@ class ModelFit:
     pipelining: analytical.Grid          # log(measured rps / (batch * 1000 / latency))
     metrics: dict[str, analytical.Grid]  # metric (fraction of peak) per solo req/s, for pressure and features
     memory: dict[int, float]             # batch -> MB (empty: unknown)
+    power: analytical.Grid | None = None  # solo board power above idle (W); None: unknown
+    kernels: float = 1.0                 # kernels per inference (1: unknown, scheduling delay is per partner)
+    correction: float = 0.0              # online log correction
+    # report-only summary (igniter fit prints it): sensitivity at the median profiled point, sched delay per partner
     sensitivity: float = 0.0
     sched_ms: float = 0.0
-    correction: float = 0.0              # online log correction
 
     def to_dict(self) -> dict:
         return {"surface": self.surface, "latency": self.latency.to_dict(), "pipelining": self.pipelining.to_dict(),
                 "metrics": {k: g.to_dict() for k, g in sorted(self.metrics.items())},
-                "memory": {str(b): v for b, v in sorted(self.memory.items())}, "sensitivity": self.sensitivity,
-                "sched_ms": self.sched_ms, "correction": self.correction}
+                "memory": {str(b): v for b, v in sorted(self.memory.items())},
+                "power": self.power.to_dict() if self.power else None, "kernels": self.kernels,
+                "correction": self.correction, "sensitivity": self.sensitivity, "sched_ms": self.sched_ms}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelFit":
         return cls(d["surface"], analytical.Grid(**d["latency"]), analytical.Grid(**d["pipelining"]),
                    {k: analytical.Grid(**g) for k, g in d["metrics"].items()},
-                   {int(b): v for b, v in d["memory"].items()}, d["sensitivity"], d["sched_ms"], d["correction"])
+                   {int(b): v for b, v in d["memory"].items()}, analytical.Grid(**d["power"]) if d["power"] else None,
+                   d["kernels"], d["correction"], d["sensitivity"], d["sched_ms"])
 
 
 @dataclass
 class PerfModel:
     hardware: dict
     fits: dict[str, ModelFit]
-    pressure_metric: str
+    interference: analytical.Interference
     residual: residual.Residual | None = None
+    seen_sets: list[list[str]] = field(default_factory=list)  # sorted model names of every profiled pair
     _memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     # --- construction --------------------------------------------------------------------------------------
@@ -94,45 +104,82 @@ class PerfModel:
     def fit_frames(cls, solo: pd.DataFrame, pairs: pd.DataFrame, hardware: dict,
                    use_residual: bool = True) -> "PerfModel":
         solo = validate(solo.copy(), SOLO_REQUIRED, "solo.csv")
-        pairs = validate(pairs.copy(), PAIR_REQUIRED, "pairs.csv")
-        fits = {m: _fit_solo(rows) for m, rows in solo.groupby("model", sort=True)}
+        pairs = validate(pairs.copy(), PAIR_REQUIRED, "pairs.csv").reset_index(drop=True)
+        imported = hardware.get("imported", {})
+        fits = {m: _fit_solo(rows, imported.get(m, {}), _idle_w(hardware)) for m, rows in solo.groupby("model", sort=True)}
         unknown = sorted((set(pairs["model"]) | set(pairs["partner"])) - set(fits))
         if unknown:
             raise UserError(f"pairs.csv names model '{unknown[0]}' that solo.csv never profiled",
                             "profile that model solo too, or drop its pair rows", "pairs.csv")
-        candidates = [k for k in METRIC_COLUMNS if all(k in f.metrics for f in fits.values())] + ["share"]
-        best = min((cls._with_interference(hardware, fits, metric, pairs) for metric in candidates),
+        candidates = [c for c in DEMAND_CANDIDATES if all(k == "share" or k in f.metrics for k in c for f in fits.values())]
+        best = min((cls._with_interference(hardware, fits, metrics, pairs) for metrics in candidates),
                    key=lambda pm_err: pm_err[1])[0]
+        best.seen_sets = sorted({tuple(sorted(k)) for k in zip(pairs["model"], pairs["partner"])})
+        best.seen_sets = [list(k) for k in best.seen_sets]
+        for model, fit in best.fits.items():
+            terms = best.linear_terms(model, int(np.median(fit.latency.batches)), float(np.median(best.shares(model))))
+            fit.sensitivity, fit.sched_ms = terms.sensitivity, terms.sched_ms
         if use_residual and len(pairs):
-            members, measured = best._pair_members(pairs)
-            base = features.analytical_ms(members)
-            own = np.arange(0, len(base), 2)
-            x = features.matrix(members, base)[own]
-            best.residual = residual.train(x, np.log(measured / base[own]))
+            best.residual = best._gated_residual(pairs)
         return best
 
     @classmethod
-    def _with_interference(cls, hardware, fits, metric, pairs) -> tuple["PerfModel", float]:
-        """Fit per-model (sensitivity, sched_ms) for one pressure metric; returns (model, in-sample MAPE)."""
-        pm = cls(hardware, {m: ModelFit(**{**f.__dict__}) for m, f in fits.items()}, metric)
+    def _with_interference(cls, hardware, fits, metrics, pairs) -> tuple["PerfModel", float]:
+        """Fit the global interference coefficients for one demand descriptor set; (model, in-sample MAPE)."""
+        pm = cls(hardware, fits, analytical.Interference(metrics, [1.0] * len(metrics)))
         if not len(pairs):
             return pm, 0.0
         members, measured = pm._pair_members(pairs)
-        own, partner = np.arange(0, len(measured) * 2, 2), np.arange(1, len(measured) * 2, 2)
-        for model in sorted(set(pairs["model"])):
-            sel = (pairs["model"] == model).to_numpy()
-            fit = pm.fits[model]
-            fit.sensitivity, fit.sched_ms = analytical.fit_interference(
-                members.solo_ms[own][sel], members.pressure[partner][sel], np.ones(sel.sum()), measured[sel])
-        unpaired = [m for m in pm.fits if m not in set(pairs["model"])]
-        if unpaired:  # no pair data for these models: the median paired model's coefficients
-            median_s = float(np.median([pm.fits[m].sensitivity for m in set(pairs["model"])]))
-            for m in unpaired:
-                pm.fits[m].sensitivity = median_s
-        pm._memo.clear()
+        own, partner = np.arange(0, len(members.batch), 2), np.arange(1, len(members.batch), 2)
+        demand = members.demand
+        kernels = np.array([fits[m].kernels for m in pairs["model"]], float)
+        pm.interference = analytical.fit_interference(
+            metrics, demand[own], demand[partner], members.share[own], members.solo_ms[own], kernels,
+            members.excess_w()[own], measured)
         members, measured = pm._pair_members(pairs)
         error = np.abs(features.analytical_ms(members)[own] / measured - 1.0).mean()
         return pm, float(error)
+
+    def _gated_residual(self, pairs: pd.DataFrame) -> residual.Residual | None:
+        """Train the residual on all pairs, with shrinkage weights chosen by inner cross-validation on these pairs:
+        leave-one-model-pair-out for unseen model combinations, batch-combination folds for seen ones."""
+        trained = self._train_residual(pairs)
+        if trained is None:
+            return None
+        model_pairs = pairs.apply(lambda r: "/".join(sorted((r.model, r.partner))), axis=1)
+        combos = pairs.apply(lambda r: tuple(sorted((int(r.batch), int(r.partner_batch)))), axis=1)
+        combo_fold = combos.map({c: i % INNER_COMBO_FOLDS for i, c in enumerate(sorted(set(combos)))})
+        trained.weight_unseen = self._inner_weight(pairs, model_pairs.to_numpy())
+        trained.weight_seen = self._inner_weight(pairs, combo_fold.to_numpy())
+        return trained
+
+    def _train_residual(self, pairs: pd.DataFrame) -> residual.Residual | None:
+        members, measured = self._pair_members(pairs)
+        base = features.analytical_ms(members)
+        own = np.arange(0, len(base), 2)
+        return residual.train(features.matrix(members, base)[own], np.log(measured / base[own]))
+
+    def _inner_weight(self, pairs: pd.DataFrame, groups: np.ndarray) -> float:
+        """Refit (analytical + residual) without each group, score the residual's weight on the held-out group."""
+        if len(set(groups)) < 2:
+            return 0.0
+        base, raw, measured = [], [], []
+        for g in sorted(set(groups)):
+            held_out = groups == g
+            inner = PerfModel._with_interference(self.hardware, self.fits, self.interference.metrics,
+                                                 pairs[~held_out])[0]
+            trained = inner._train_residual(pairs[~held_out])
+            members, truth = inner._pair_members(pairs[held_out])
+            b = features.analytical_ms(members)[::2]
+            base.append(b)
+            raw.append(trained.raw(features.matrix(members, features.analytical_ms(members))[::2]) if trained
+                       else np.zeros(len(b)))
+            measured.append(truth)
+        return residual.best_weight(np.concatenate(base), np.concatenate(raw), np.concatenate(measured))
+
+    @property
+    def pressure_metric(self) -> str:
+        return "+".join(self.interference.metrics)
 
     # --- the API of docs/artefacts.md ----------------------------------------------------------------------
     @property
@@ -177,13 +224,14 @@ class PerfModel:
         return out
 
     def linear_terms(self, model: str, batch: int, share: float) -> LinearTerms:
-        """Linearised interference for the ILP; exact for the analytical part (the residual is left out):
+        """Linearised interference for the ILP; exact for the contention and scheduling part (the power-capped clock
+        term and the residual are left out):
         latency ~= solo_latency_ms + sum over partners p of (solo_latency_ms * sensitivity * p.pressure + sched_ms)."""
         m = self._check(Member(model, batch, share))
-        solo_ms, solo_rps, pressure, _, _ = self._terms(m.model, m.batch, m.share)
-        fit = self.fits[m.model]
-        scale = math.exp(fit.correction)
-        return LinearTerms(solo_ms * scale, solo_rps / scale, fit.sensitivity, pressure, fit.sched_ms * scale)
+        one = self._members([m], np.zeros(1, int))
+        scale = math.exp(self.fits[m.model].correction)
+        return LinearTerms(float(one.solo_ms[0]) * scale, float(one.solo_rps[0]) / scale, float(one.sensitivity[0]),
+                           float(one.pressure[0]), float(one.sched_ms[0]) * scale)
 
     def update(self, observations: pd.DataFrame, boost_rounds: int = 0, rate: float = UPDATE_RATE) -> None:
         """Online adaptation from new store rows (solo rows: no partner; pair rows: one partner each).
@@ -195,17 +243,18 @@ class PerfModel:
                 for r in obs.itertuples()]
         measured = obs["latency_mean_ms"].to_numpy(float)
         if boost_rounds > 0 and self.residual is not None:
-            members, base, x = self._own_rows(sets)
+            base, x, _ = self._own_rows(sets)
             self.residual.boost(x, np.log(measured / base), boost_rounds)
-        members, base, x = self._own_rows(sets)
-        uncorrected = base * (np.exp(self.residual.predict(x)) if self.residual else 1.0)
+        base, x, seen = self._own_rows(sets)
+        uncorrected = base * (np.exp(self.residual.predict(x, seen)) if self.residual else 1.0)
         for model, observed in zip(obs["model"], np.log(measured / uncorrected)):
             fit = self._fit_of(model)
             fit.correction = (1.0 - rate) * fit.correction + rate * float(observed)
 
     # --- persistence ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "hardware": self.hardware, "pressure_metric": self.pressure_metric,
+        return {"format": FORMAT, "version": VERSION, "hardware": self.hardware,
+                "interference": self.interference.to_dict(), "seen_sets": self.seen_sets,
                 "models": {m: f.to_dict() for m, f in sorted(self.fits.items())},
                 "residual": self.residual.to_dict() if self.residual else None}
 
@@ -225,8 +274,9 @@ class PerfModel:
         if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
             raise UserError(f"not an {FORMAT} version {VERSION} file", "re-run igniter fit to regenerate it",
                             str(path))
-        return cls(d["hardware"], {m: ModelFit.from_dict(f) for m, f in d["models"].items()}, d["pressure_metric"],
-                   residual.Residual.from_dict(d["residual"]) if d["residual"] else None)
+        return cls(d["hardware"], {m: ModelFit.from_dict(f) for m, f in d["models"].items()},
+                   analytical.Interference(**d["interference"]),
+                   residual.Residual.from_dict(d["residual"]) if d["residual"] else None, d["seen_sets"])
 
     # --- internals -----------------------------------------------------------------------------------------
     def _fit_of(self, model: str) -> ModelFit:
@@ -246,30 +296,59 @@ class PerfModel:
             raise UserError(f"share {m.share} of {m.model} is outside (0, 100]", "give the share as a percentage")
         return Member(m.model, batch, share)
 
-    def _terms(self, model: str, batch: int, share: float) -> tuple[float, float, float, float, float]:
-        """(solo ms, solo req/s, pressure, L2 fraction, DRAM fraction), memoised: the ILP asks the same points."""
+    def _terms(self, model: str, batch: int, share: float) -> tuple[float, ...]:
+        """(solo ms, solo req/s, power W above idle, then every metric of METRIC_COLUMNS as a fraction of peak (NaN
+        where unknown)), memoised: the ILP asks the same points."""
         key = (model, batch, share)
         if key not in self._memo:
             fit = self.fits[model]
             solo_ms = _monotone_solo_ms(fit, batch, share)
             solo_rps = batch * 1000.0 / solo_ms * math.exp(float(fit.pipelining.at(batch, share)))
-            metric = lambda name: float(fit.metrics[name].at(batch, share)) * solo_rps if name in fit.metrics else math.nan  # noqa: E731
-            pressure = share / 100.0 if self.pressure_metric == "share" else metric(self.pressure_metric)
-            self._memo[key] = (solo_ms, solo_rps, max(pressure, 0.0), metric("l2"), metric("dram"))
+            power = max(float(fit.power.at(batch, share)), 0.0) if fit.power else 0.0
+            metrics = [max(float(fit.metrics[k].at(batch, share)) * solo_rps, 0.0) if k in fit.metrics else math.nan
+                       for k in METRIC_COLUMNS]
+            self._memo[key] = (solo_ms, solo_rps, power, *metrics)
         return self._memo[key]
 
     def _members(self, flat: list[Member], set_index: np.ndarray) -> Members:
-        terms = np.array([self._terms(*m) for m in flat], float).reshape(-1, 5)
-        fits = [self.fits[m.model] for m in flat]
-        return Members(set_index, np.array([m.batch for m in flat], float), np.array([m.share for m in flat], float),
-                       terms[:, 0], terms[:, 1], terms[:, 2], terms[:, 3], terms[:, 4],
-                       np.array([f.sensitivity for f in fits]), np.array([f.sched_ms for f in fits]))
+        terms = np.array([self._terms(*m) for m in flat], float).reshape(len(flat), -1)
+        share = np.array([m.share for m in flat], float)
+        metric = dict(zip(METRIC_COLUMNS, terms[:, 3:].T))
+        members = Members(set_index, np.array([m.batch for m in flat], float), share, terms[:, 0], terms[:, 1],
+                          np.zeros(len(flat)), metric["l2"], metric["dram"], np.zeros(len(flat)),
+                          self.interference.sched_ms_per_kernel * np.array([self.fits[m.model].kernels for m in flat]),
+                          terms[:, 2], self._clock())
+        members.demand = demand = self._demand(share, metric)
+        members.pressure = self.interference.pressure(demand)
+        members.sensitivity = self.interference.sensitivity(demand, share)
+        return members
+
+    def _demand(self, share: np.ndarray, metric: dict) -> np.ndarray:
+        """Demand descriptors (fractions of peak) of every member, one column per interference metric."""
+        return np.column_stack([share / 100.0 if k == "share" else metric[k] for k in self.interference.metrics])
+
+    def _clock(self) -> tuple[float, float, float]:
+        """(idle W, TDP W, slowdown per W) when the store knows power; zeros (no clock term) otherwise."""
+        idle_w, tdp_w = _idle_w(self.hardware), self.hardware.get("tdp_w")
+        if idle_w is None or not tdp_w or not any(f.power for f in self.fits.values()):
+            return (0.0, 0.0, 0.0)
+        return (float(idle_w), float(tdp_w), self.interference.clock_per_w)
 
     def _latency(self, members: Members, models: list[str]) -> np.ndarray:
         base = features.analytical_ms(members)
         if self.residual is not None:  # floored at solo: co-runners never make a member faster
-            base = np.maximum(base * np.exp(self.residual.predict(features.matrix(members, base))), members.solo_ms)
+            seen = self._seen(models, members.set_index)
+            base = np.maximum(base * np.exp(self.residual.predict(features.matrix(members, base), seen)),
+                              members.solo_ms)
         return base * np.exp([self.fits[m].correction for m in models])
+
+    def _seen(self, models: list[str], set_index: np.ndarray) -> np.ndarray:
+        """Per member: was its set's model combination among the profiled pairs?"""
+        names: dict[int, list[str]] = {}
+        for model, i in zip(models, set_index):
+            names.setdefault(int(i), []).append(model)
+        seen = {tuple(s) for s in self.seen_sets}
+        return np.array([tuple(sorted(names[int(i)])) in seen for i in set_index])
 
     def _pair_members(self, pairs: pd.DataFrame) -> tuple[Members, np.ndarray]:
         """Each pair row as a 2-member set, the row's own model first."""
@@ -280,14 +359,15 @@ class PerfModel:
         set_index = np.repeat(np.arange(len(pairs)), 2)
         return self._members(flat, set_index), pairs["latency_mean_ms"].to_numpy(float)
 
-    def _own_rows(self, sets: list[list[Member]]) -> tuple[Members, np.ndarray, np.ndarray]:
-        """Members, analytical latency and features of the first member of every set."""
+    def _own_rows(self, sets: list[list[Member]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Analytical latency, features and seen flag of the first member of every set."""
         flat = [self._check(m) for s in sets for m in s]
         set_index = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
         members = self._members(flat, set_index)
         base = features.analytical_ms(members)
         first = np.r_[0, np.cumsum([len(s) for s in sets])[:-1]]
-        return members, base[first], features.matrix(members, base)[first]
+        seen = self._seen([m.model for m in flat], set_index)
+        return base[first], features.matrix(members, base)[first], seen[first]
 
 
 def _monotone_solo_ms(fit: ModelFit, batch: int, share: float) -> float:
@@ -298,18 +378,38 @@ def _monotone_solo_ms(fit: ModelFit, batch: int, share: float) -> float:
     return float(raw.min())
 
 
-def _fit_solo(rows: pd.DataFrame) -> ModelFit:
+def _idle_w(hardware: dict) -> float | None:
+    """Idle board power: hardware.json's idle_power_w, else the imported iGniter coefficients' idlepower."""
+    return hardware.get("idle_power_w", hardware.get("imported", {}).get("hardware", {}).get("idlepower"))
+
+
+def _power_grid(rows: pd.DataFrame, imported: dict, idle_w: float | None) -> analytical.Grid | None:
+    """Solo power above idle over (batch, share): measured power_w column, else imported iGniter tables."""
+    if idle_w is None:
+        return None
+    if "power_w" in rows and rows["power_w"].notna().sum() >= 2:
+        ok = rows["power_w"].notna()
+        return analytical.Grid.from_points(rows["batch"][ok], rows["share"][ok], rows["power_w"][ok] - idle_w)
+    if "power" not in imported:
+        return None
+    batches, shares = IMPORTED_POWER_GRID
+    points = [(b, r, imported["power"][i][j] - idle_w) for i, b in enumerate(batches) for j, r in enumerate(shares)]
+    return analytical.Grid.from_points(*zip(*points))
+
+
+def _fit_solo(rows: pd.DataFrame, imported: dict, idle_w: float | None) -> ModelFit:
     b, s = rows["batch"].to_numpy(float), rows["share"].to_numpy(float)
     lat, rps = rows["latency_mean_ms"].to_numpy(float), rows["throughput_rps"].to_numpy(float)
     k = analytical.fit_surface(b, s, lat)
     metrics = {}
-    for name, columns in METRIC_COLUMNS.items():
-        if all(c in rows and rows[c].notna().sum() >= 2 for c in columns):
-            value = rows[columns].mean(axis=1, skipna=False).to_numpy(float) / 100.0
+    for name, column in METRIC_COLUMNS.items():
+        if column in rows and rows[column].notna().sum() >= 2:
+            value = rows[column].to_numpy(float) / 100.0
             ok = ~np.isnan(value)
             metrics[name] = analytical.Grid.from_points(b[ok], s[ok], value[ok] / rps[ok])
     memory = {}
     if "memory_mb" in rows and rows["memory_mb"].notna().any():
         memory = {int(x): float(v) for x, v in rows.groupby("batch")["memory_mb"].mean().dropna().items()}
     return ModelFit([float(x) for x in k], analytical.Grid.from_points(b, s, np.log(lat / analytical.surface(k, b, s))),
-                    analytical.Grid.from_points(b, s, np.log(rps * lat / (b * 1000.0))), metrics, memory)
+                    analytical.Grid.from_points(b, s, np.log(rps * lat / (b * 1000.0))), metrics, memory,
+                    _power_grid(rows, imported, idle_w), float(imported.get("kernel", 1.0)))

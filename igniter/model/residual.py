@@ -1,7 +1,11 @@
-"""Learned residual: xgboost on log(measured / analytical), clipped and confined to the training region.
+"""Learned residual: xgboost on log(measured / analytical), shrunk, clipped and confined to the training region.
 
-The correction is clipped to the training residual range and set to zero for members whose features lie outside
-the training box (plus a margin), so extrapolation falls back to the analytical model instead of getting worse.
+The correction is multiplied by a shrinkage weight in [0, 1] chosen by inner cross-validation on the training
+pairs (PerfModel.fit): weight_unseen for sets whose model combination was never profiled (inner leave-one-model-
+pair-out), weight_seen for profiled model pairs at new batch/share points (inner folds over batch combinations).
+A weight of 0 means the residual did not help on held-out inner folds, and predictions equal the analytical model.
+It is also clipped to the training residual range and set to zero for members whose features lie outside the
+training box (plus a margin), so extrapolation falls back to the analytical model instead of getting worse.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import xgboost as xgb
 
-from igniter.model.features import FEATURES
+from igniter.model.features import FEATURES, MONOTONE
 
-PARAMS = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.05, "min_child_weight": 5.0, "lambda": 2.0,
-          "subsample": 1.0, "tree_method": "hist", "seed": 0, "nthread": 1}
-ROUNDS = 300
+PARAMS = {"objective": "reg:squarederror", "max_depth": 3, "eta": 0.05, "min_child_weight": 10.0, "lambda": 5.0,
+          "subsample": 1.0, "tree_method": "hist", "seed": 0, "nthread": 1,
+          "monotone_constraints": "(" + ",".join(map(str, MONOTONE)) + ")"}
+ROUNDS = 200
+WEIGHT_GRID = np.linspace(0.0, 1.0, 11)
 BOX_MARGIN = 0.05           # fraction of each feature's training range tolerated outside it
 CLIP_QUANTILES = (0.01, 0.99)
 MIN_ROWS = 20               # fewer training rows than this: no residual, analytical alone
@@ -28,11 +34,18 @@ class Residual:
     clip: tuple[float, float]
     box_low: np.ndarray
     box_high: np.ndarray
+    weight_unseen: float = 1.0
+    weight_seen: float = 1.0
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Unshrunk log correction (clipped, zero outside the training box)."""
         raw = self.booster.predict(xgb.DMatrix(x, feature_names=FEATURES, missing=np.nan))
         inside = np.all(((x >= self.box_low) & (x <= self.box_high)) | np.isnan(x), axis=1)
         return np.where(inside, np.clip(raw, *self.clip), 0.0)
+
+    def predict(self, x: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Log correction; ``seen``: the member's model combination was among the training pairs."""
+        return self.raw(x) * np.where(seen, self.weight_seen, self.weight_unseen)
 
     def boost(self, x: np.ndarray, target: np.ndarray, rounds: int) -> None:
         """Online adaptation: more boosting rounds on new observations, continuing the same booster."""
@@ -42,14 +55,15 @@ class Residual:
     def to_dict(self) -> dict:
         return {"booster_json_b64": base64.b64encode(bytes(self.booster.save_raw("json"))).decode("ascii"),
                 "clip": list(self.clip), "box_low": _floats(self.box_low), "box_high": _floats(self.box_high),
-                "features": FEATURES}
+                "features": FEATURES, "weight_unseen": self.weight_unseen, "weight_seen": self.weight_seen}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Residual":
         booster = xgb.Booster(params={"nthread": PARAMS["nthread"]})
         booster.load_model(bytearray(base64.b64decode(d["booster_json_b64"])))
         bound = lambda v, none: np.array([none if x is None else x for x in v], float)  # noqa: E731
-        return cls(booster, tuple(d["clip"]), bound(d["box_low"], -np.inf), bound(d["box_high"], np.inf))
+        return cls(booster, tuple(d["clip"]), bound(d["box_low"], -np.inf), bound(d["box_high"], np.inf),
+                   d["weight_unseen"], d["weight_seen"])
 
 
 def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual | None:
@@ -63,6 +77,13 @@ def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual |
     margin = np.where(known, BOX_MARGIN * (high - low), 0.0)
     clip = tuple(float(q) for q in np.quantile(target, CLIP_QUANTILES))
     return Residual(booster, clip, low - margin, high + margin)
+
+
+def best_weight(base: np.ndarray, raw: np.ndarray, measured: np.ndarray) -> float:
+    """Shrinkage weight minimising the mean absolute relative error of base * exp(w * raw) (inner-CV rows);
+    ties go to the smaller weight, so a residual that does not help stays off."""
+    errors = [np.abs(base * np.exp(w * raw) / measured - 1.0).mean() for w in WEIGHT_GRID]
+    return float(WEIGHT_GRID[int(np.argmin(np.round(errors, 6)))])
 
 
 def _floats(a: np.ndarray) -> list:
