@@ -366,21 +366,3 @@ def measure(specs: list[LoadSpec], duration_s: float, warmup_s: float, loadgen: 
     if loadgen != "builtin":
         raise UserError(f"unknown load generator {loadgen!r}", "use builtin or perf_analyzer")
     return run_concurrent(specs, duration_s, warmup_s)
-
-
-@contextlib.contextmanager
-def grpc_kept_alive():
-    """Keep gRPC initialised while servers are forked between load runs.
-
-    Closing the last gRPC channel starts gRPC's asynchronous shutdown (a "grpc_shutdown" thread); a fork() racing
-    with it deadlocks in gRPC's pthread_atfork handler (seen here: LocalServer's Popen, which forks because of its
-    preexec_fn, hung for good in fork()). An idle channel held for the whole session keeps gRPC up, so there is no
-    shutdown to race with.
-    """
-    import grpc  # noqa: PLC0415
-
-    channel = grpc.insecure_channel("127.0.0.1:9")  # never connected (no RPC is made on it)
-    try:
-        yield channel
-    finally:
-        channel.close()

@@ -154,11 +154,6 @@ def _row(ctx: WorkloadContext, batch: int, runs: list[loadgen.LoadResult], syste
 def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend,
                 progress: Progress | None = None, on_row: Callable[[str, dict], None] | None = None) -> dict:
     """Profile everything not yet in ``store``; returns {"solo_runs", "pair_runs", "skipped", "seconds", "out"}."""
-    with loadgen.grpc_kept_alive():
-        return _run_profile(spec, store, backend, progress, on_row)
-
-
-def _run_profile(spec, store, backend, progress, on_row) -> dict:
     started = time.monotonic()
     backend.check_shares(spec.shares)
     _hardware(store, backend)

@@ -5,13 +5,13 @@ Why the environment set-up below matters (see docs/triton-local.md):
   stub built for the running interpreter's minor version;
 - the stub finds site-packages through ``python3`` on PATH, so the running interpreter's bin dir goes first;
 - LD_LIBRARY_PATH needs the wheel's bundled libs and this interpreter's libpython directory.
-No server may outlive its parent: the child gets PR_SET_PDEATHSIG and we also stop it at interpreter exit.
+No server may outlive its parent: the child gets PR_SET_PDEATHSIG (set by a launch shim) and we also stop it at
+interpreter exit.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
 import signal
 import socket
@@ -29,7 +29,6 @@ from urllib.parse import urlparse
 from igniter.errors import UserError
 
 HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -130,17 +129,27 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def _child_setup(cpus: list[int] | None, die_with_parent: bool):
-    """Runs in the child before exec: die with the parent (unless detached), optionally pin to CPUs."""
+# The child is launched through this shim instead of a preexec_fn: a preexec_fn forces a real fork(), and gRPC's
+# fork handlers can deadlock inside it when a channel is shutting down; without one, Python spawns with vfork.
+# The shim sets the parent-death signal (TERM: the server then stops its python stubs), exits if the parent already
+# died, pins CPUs (stubs inherit the affinity), then execs tritonserver. argv: die_with_parent parent_pid cpus cmd...
+_LAUNCH_SHIM = """
+import ctypes, os, signal, sys
+die, parent, cpus, cmd = sys.argv[1] == "1", int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+if die:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    if os.getppid() != parent:
+        sys.exit(1)
+if cpus:
+    os.sched_setaffinity(0, [int(c) for c in cpus.split(",")])
+os.execv(cmd[0], cmd)
+"""
 
-    def setup() -> None:
-        if die_with_parent:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)  # TERM: the server then stops its stubs too
-        if cpus:
-            os.sched_setaffinity(0, cpus)
 
-    return setup
+def _launch_command(command: list[str], cpus: list[int] | None, die_with_parent: bool) -> list[str]:
+    cpu_list = ",".join(str(c) for c in cpus or [])
+    return [sys.executable, "-I", "-S", "-c", _LAUNCH_SHIM, "1" if die_with_parent else "0", str(os.getpid()),
+            cpu_list, *command]
 
 
 _RUNNING: set["LocalServer"] = set()
@@ -202,9 +211,9 @@ class LocalServer:
         ports = [free_port(self.options.host) for _ in range(3)]
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command(*ports), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_env(self.options.env), start_new_session=True,
-            preexec_fn=_child_setup(self.options.cpus, die_with_parent=not self.options.detached),
+            _launch_command(self.command(*ports), self.options.cpus, die_with_parent=not self.options.detached),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env(self.options.env),
+            start_new_session=True,
         )
         log.close()
         if not self.options.detached:
