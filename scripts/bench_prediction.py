@@ -124,7 +124,7 @@ def section() -> str:
              "predicted batch latency of each member of held-out co-located runs; every fold sees all solo profiles "
              "(they are cheap to measure) but none of its held-out runs. Methods: solo = interference-blind measured "
              "solo latency; linear = gpu-let-style least squares of latency on own/partner L2, DRAM and partner "
-             "share (times solo latency); analytical = iGniter-style surface + per-model sensitivity x partner "
+             "share (times solo latency); analytical = iGniter-style surface + sensitivity x partner "
              "pressure (global coefficients: sensitivity from own L2/DRAM demand and share, pressure = partner L2/DRAM "
              "demand) + scheduling delay per kernel + power-capped clock; +residual = clipped, monotone xgboost on "
              "log(measured/analytical) with pair-agnostic features, shrunk by weights chosen by inner CV on the "
