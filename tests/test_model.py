@@ -218,3 +218,14 @@ def test_power_capped_clock_never_makes_a_member_faster():
         latencies.append(analytical_ms(m)[0])
     assert latencies[0] == latencies[1] == pytest.approx(10.0)  # 50 + 200 + 50 W <= TDP: full clock
     assert np.all(np.diff(latencies) >= 0) and latencies[-1] == pytest.approx(10.0 * (1 + 0.001 * 350.0))
+
+
+def test_residual_weight_never_worsens_any_inner_group():
+    from igniter.model.residual import best_weight
+
+    measured = [np.full(4, 10.0), np.full(4, 10.0)]
+    base = [np.full(4, 9.0), np.full(4, 10.0)]
+    helps_one_hurts_other = [np.full(4, np.log(10 / 9)), np.full(4, 0.2)]
+    assert best_weight(base, helps_one_hurts_other, measured) == 0.0
+    helps_both = [np.full(4, np.log(10 / 9)), np.zeros(4)]
+    assert best_weight(base, helps_both, measured) > 0.0

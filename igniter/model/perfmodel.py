@@ -175,7 +175,7 @@ class PerfModel:
             raw.append(trained.raw(features.matrix(members, features.analytical_ms(members))[::2]) if trained
                        else np.zeros(len(b)))
             measured.append(truth)
-        return residual.best_weight(np.concatenate(base), np.concatenate(raw), np.concatenate(measured))
+        return residual.best_weight(base, raw, measured)
 
     @property
     def pressure_metric(self) -> str:

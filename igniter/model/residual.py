@@ -79,11 +79,29 @@ def train(x: np.ndarray, target: np.ndarray, rounds: int = ROUNDS) -> Residual |
     return Residual(booster, clip, low - margin, high + margin)
 
 
-def best_weight(base: np.ndarray, raw: np.ndarray, measured: np.ndarray) -> float:
-    """Shrinkage weight minimising the mean absolute relative error of base * exp(w * raw) (inner-CV rows);
-    ties go to the smaller weight, so a residual that does not help stays off."""
-    errors = [np.abs(base * np.exp(w * raw) / measured - 1.0).mean() for w in WEIGHT_GRID]
-    return float(WEIGHT_GRID[int(np.argmin(np.round(errors, 6)))])
+def best_weight(base: list[np.ndarray], raw: list[np.ndarray], measured: list[np.ndarray]) -> float:
+    """Shrinkage weight for the residual from inner-CV groups (lists: one array per held-out group).
+
+    Only weights that make NO held-out group worse than the analytical model alone (w = 0) are eligible — that is
+    what "never worse on unseen data" can mean with few groups; among them the lowest pooled mean absolute relative
+    error wins, ties to the smaller weight.
+    """
+    def group_errors(w: float) -> np.ndarray:
+        return np.array([np.abs(b * np.exp(w * r) / m - 1.0).mean() for b, r, m in zip(base, raw, measured)])
+
+    analytical = group_errors(0.0)
+    best, best_error = 0.0, _pooled(base, [np.zeros_like(r) for r in raw], measured)
+    for w in WEIGHT_GRID:
+        if np.all(group_errors(w) <= analytical + 1e-9):
+            error = _pooled(base, [w * r for r in raw], measured)
+            if round(error, 6) < round(best_error, 6):
+                best, best_error = float(w), error
+    return best
+
+
+def _pooled(base, scaled_raw, measured) -> float:
+    b, r, m = np.concatenate(base), np.concatenate(scaled_raw), np.concatenate(measured)
+    return float(np.abs(b * np.exp(r) / m - 1.0).mean())
 
 
 def _floats(a: np.ndarray) -> list:
