@@ -109,7 +109,8 @@ def test_ffd_ignores_interference():
     problem = problem_of([("vgg19", 100, 60), ("ssd", 60, 90), ("resnet50", 150, 50)])
     blind = ffd.solve(problem)
     gpus = [Gpu(0, [s for s in g.servers]) for g in blind.gpus]
-    assert sum(g.share() for g in gpus) == pytest.approx(sum(min(o.share for o in opts) for opts in problem.options))
+    assert sum(g.share() for g in gpus) == pytest.approx(sum(min(o.share * o.replicas for o in opts)
+                                                          for opts in problem.options))
 
 
 # ---------------------------------------------------------------- CLI

@@ -1,8 +1,9 @@
 """Candidate server configurations per workload: (GPU type, model variant, batch, share, replicas).
 
 For every GPU type and model variant the perf model's linearised terms are tabulated once over its profiled
-batches x a share grid (2.5 % steps, the MPS granularity iGniter uses). A workload's rate is split over the
-fewest replicas k that let one server meet the SLO solo (queueing model, see queueing.py); each (batch, share)
+batches x a share grid (2.5 % steps, the MPS granularity iGniter uses). A workload's rate is split over k
+replicas, for the fewest k that let one server meet the SLO solo (queueing model, see queueing.py) and
+REPLICA_CHOICES - 1 more (smaller servers sometimes pack better); each (batch, share)
 whose solo latency fits under the latency the queueing model allows is a candidate, and its slack
 (allowed - solo latency) is what co-runners' interference may use up.
 """
@@ -19,7 +20,8 @@ from igniter.provisioning import queueing
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
 
 SHARE_STEP = 2.5
-MAX_EXTRA_REPLICAS = 4
+MAX_EXTRA_REPLICAS = 4           # replicas tried beyond the capacity estimate before a workload is infeasible
+REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO
 MAX_BATCHES = 6                  # batches kept per (type, variant): those needing the least share
 SHARE_LEVELS = (0, 1, 2, 4, 8)   # grid steps above the minimum share kept as candidates
 
@@ -179,12 +181,12 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
     extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) for w in ws])[:, None, None]
-    results: list = [None] * len(users)
+    results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)
+    first_k = np.zeros(len(users))       # replica count at which each user first became feasible (0: not yet)
+    last_k = k + MAX_EXTRA_REPLICAS
     todo = np.arange(len(users))
-    for _ in range(MAX_EXTRA_REPLICAS + 1):
-        if not len(todo):
-            break
+    while len(todo):
         lam = (rate[todo] / k[todo])[:, None, None]
         lmax = queueing.max_latency_ms(slo[todo], g.batches[None, :, None], lam, occ[None], extra[todo],
                                        problem.latency_model)
@@ -193,21 +195,22 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
         best[todo] = np.minimum(best[todo], p99.min(axis=1))
         feasible = (g.latency[None] <= lmax) & (lmax > 0) & (g.memory[None, :, None] <= mem_limit)
         delay = queueing.max_queue_delay_us(g.batches[None, :], lam[:, :, 0])
-        still = []
         for n, u in enumerate(todo):
             if not feasible[n].any():
-                still.append(u)
                 continue
+            first_k[u] = first_k[u] or k[u]
             wi, variant = users[u]
-            results[u] = [Option(wi, ti, variant.model, variant.accuracy, int(g.batches[bi]), float(g.shares[si]),
-                                 int(k[u]), float(lam[n, 0, 0]), float(g.memory[bi]), float(g.latency[bi, si]),
-                                 float(occ[bi, si]), float(g.sensitivity[bi, si]), float(g.pressure[bi, si]),
-                                 float(g.sched[bi, si]), float(lmax[n, bi, si]), float(extra[u, 0, 0]),
-                                 int(delay[n, bi]))
-                          for bi, si in _share_levels(feasible[n])]
-        todo = np.array(still, dtype=int)
+            results[u] += [Option(wi, ti, variant.model, variant.accuracy, int(g.batches[bi]), float(g.shares[si]),
+                                  int(k[u]), float(lam[n, 0, 0]), float(g.memory[bi]), float(g.latency[bi, si]),
+                                  float(occ[bi, si]), float(g.sensitivity[bi, si]), float(g.pressure[bi, si]),
+                                  float(g.sched[bi, si]), float(lmax[n, bi, si]), float(extra[u, 0, 0]),
+                                  int(delay[n, bi]))
+                           for bi, si in _share_levels(feasible[n])]
+        # more replicas may pack better (smaller servers): keep REPLICA_CHOICES counts from the first feasible one
+        more = np.where(first_k[todo] > 0, k[todo] < first_k[todo] + REPLICA_CHOICES - 1, k[todo] < last_k[todo])
+        todo = todo[more]
         k[todo] += 1
-    return [(results[u] or [], float(best[u])) for u in range(len(users))]
+    return [(results[u], float(best[u])) for u in range(len(users))]
 
 
 def _share_levels(feasible: np.ndarray):
@@ -222,10 +225,10 @@ def _share_levels(feasible: np.ndarray):
 
 
 def min_share_options(problem: ProvisioningProblem, wi: int) -> list[Option]:
-    """Per (type, variant, batch) the smallest-share option: the configurations a greedy chooses among."""
+    """Per (type, variant, batch, replicas) the smallest-share option: the configurations a greedy chooses among."""
     seen = {}
     for o in problem.options[wi]:
-        key = (o.type_index, o.model, o.batch)
+        key = (o.type_index, o.model, o.batch, o.replicas)
         if key not in seen or o.share < seen[key].share:
             seen[key] = o
     return sorted(seen.values(), key=lambda o: (problem.option_cost(o), o.share, o.pressure, o.batch))

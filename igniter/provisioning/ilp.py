@@ -32,7 +32,7 @@ import pulp
 # PuLP 3.x deprecates LpVariable()/PULP_CBC_CMD in favour of 4.0 APIs; the bundled CBC is what we want.
 warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=DeprecationWarning)
 
-from igniter.provisioning import greedy_igniter
+from igniter.provisioning import greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
 from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, memory_limit, repair,
                                            violations)
@@ -49,8 +49,11 @@ THREADS = 2
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
     warm = greedy_igniter.solve(problem).gpus
-    servers = [s for g in warm for s in g.servers]
-    if len(servers) <= SMALL_SERVERS:
+    bound = problem.share_lower_bound()
+    exact = _solve_patterns(problem, start + time_limit_s)
+    if exact is not None:
+        gpus, status, bound, details = exact
+    elif sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
         gpus, status, rounds = _solve_whole(problem, warm, time_limit_s - (time.monotonic() - start))
         details = {"mode": "whole", "cut_rounds": rounds}
     else:
@@ -59,7 +62,35 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
         gpus, status = warm, "heuristic"   # never worse than the warm start
     details["repairs"] = repair(problem, gpus)
-    return Assignment([g for g in gpus if g.servers], problem.share_lower_bound(), status, details)
+    return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
+
+
+def _solve_patterns(problem: ProvisioningProblem, deadline: float):
+    """Exact path (patterns.py) when the instance is small enough; None to use the heuristic paths."""
+    if len(problem.workloads) > patterns.MAX_WORKLOADS:
+        return None
+    kinds = patterns.kinds_of(problem)
+    try:
+        packings = patterns.enumerate_packings(problem, kinds, deadline - 1.0)
+    except patterns.TooLarge:
+        return None
+    gpus, value, lp_bound, proven = patterns.solve_master(problem, kinds, packings,
+                                                          max(deadline - time.monotonic(), 1.0))
+    if gpus is None:
+        return None
+    details = {"mode": "patterns", "packings": len(packings), "kinds": len(kinds)}
+    if proven:
+        return gpus, "optimal", value, details
+    return gpus, "feasible", _rounded_bound(problem, lp_bound), details
+
+
+def _rounded_bound(problem: ProvisioningProblem, lp_value: float) -> float:
+    """With one GPU price and no accuracy reward the cost is a multiple of the price: round the LP bound up."""
+    prices = {t.price_per_hour for t in problem.types}
+    if len(prices) == 1 and problem.accuracy_weight == 0:
+        price = prices.pop()
+        return math.ceil(round(lp_value / price, 6)) * price
+    return lp_value
 
 
 def _solve_whole(problem, warm: list[Gpu], time_left: float):

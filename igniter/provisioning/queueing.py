@@ -1,27 +1,32 @@
 """p99 end-to-end latency of one Triton server at a given request rate (the "queueing" latency model).
 
 One server runs one model instance with Triton's dynamic batcher, preferred batch b, max queue delay D.
-Requests arrive as a Poisson stream of rate lam (req/s). For a request the end-to-end latency is
+Requests arrive as a Poisson stream of rate lam (req/s). A request's end-to-end latency is
 
-    transfer + formation + batch queueing wait + batch latency
+    transfer + F (waiting for its batch to form) + W (its batch waiting for the server) + L (batch latency)
 
-- transfer  = input_bytes / link bandwidth (the request's own input; outputs are small).
-- formation: the first request of a batch waits for b-1 more arrivals, mean (b-1)/lam. We set
-  D = (b-1)/lam (the mean fill time) as the batcher's max_queue_delay, so no request waits longer than D for
-  its batch to form; batches that do not fill in D leave smaller (faster), so D bounds this term.
-- batch latency L: the perf model's predicted latency of a batch under co-location (service time).
-- queueing wait of whole batches: batches arrive at lam/b with Erlang-b inter-arrival times (squared
-  coefficient of variation ca2 = 1/b) and occupy the server for tau = b / throughput each (tau <= L when
-  loading overlaps compute). Utilisation rho = lam / throughput. Kingman's G/G/1 approximation gives the mean
-  wait Wq = (ca2 + cs2)/2 * rho/(1-rho) * tau (cs2: service variability, small: interference jitter); the
-  waiting-time tail is taken as exponential with P(W > t) = rho * exp(-t * rho / Wq), so
-  W99 = (Wq / rho) * ln(rho / 0.01) when rho > 0.01, else 0.
-- capacity: rho <= RHO_MAX (headroom for bursts and prediction error); above it the latency is infinite.
-
-Summing formation and queueing wait is conservative (a busy server fills batches while the previous one runs).
+- transfer = input_bytes / link bandwidth (the request's own input; outputs are small).
+- F, batch formation. The batcher's max queue delay is set to the mean fill time D = (b-1)/lam. With arrivals
+  about 1/lam apart the j-th request of a batch waits for the b-j later ones, so over requests F is spread
+  evenly over {0, h, 2h, ..., (b-1)h = D}, h = D/(b-1): 1/b of the requests (the first of each batch) wait D.
+  Batches that do not fill within D leave early, so D bounds F.
+- W, queueing of whole batches: batches become ready at rate lam/b with Erlang-b gaps (squared coefficient of
+  variation ca2 = 1/b) and occupy the server for tau = b / throughput each (tau <= L when loading overlaps
+  compute). Utilisation rho = lam * tau / b. Kingman's G/G/1 mean wait Wq = (ca2 + cs2)/2 * rho/(1-rho) * tau
+  (cs2: service variability, small: interference jitter), with the usual exponential tail
+  P(W > x) = rho * exp(-x / theta), theta = Wq / rho (a batch waits at all with probability rho).
+- p99 of F + W, F and W independent (F is the position in the batch, W the batch's wait): for t >= D
+      P(F + W > t) = rho * exp(-t/theta) * mean_j exp(j h / theta),
+  solved in closed form for t; for b <= 100 at least 1 % of requests wait D, so p99 >= D and
+      p99(F + W) = max(D, D + theta * (ln(rho / 0.01) + ln(mean_j exp(-(b-1-j) h / theta)))).
+  This is the tail of the sum, not the sum of the two tails (which would add D and W's own p99).
+  Batches over 100 are not in any profile; the same formula is then slightly conservative.
+- L: the perf model's predicted batch latency under co-location, taken as deterministic.
+- capacity: rho <= RHO_MAX; the tail formula already grows without bound as rho -> 1, the cap only keeps
+  headroom for prediction error. Above it the latency is infinite.
 
 The "half-slo" model reproduces the published iGniter rule instead: p99 = 2 * L (formation assumed equal to the
-batch latency) and throughput >= rate.
+batch latency) and throughput >= rate (rho <= 1: no queueing headroom at all, so it is optimistic at high load).
 
 Everything is numpy-vectorised so candidate generation can evaluate whole (batch x share) grids at once.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-RHO_MAX = 0.9          # utilisation headroom
+RHO_MAX = 0.95         # utilisation headroom for prediction error
 SERVICE_CV2 = 0.05     # squared coefficient of variation of batch service time (interference jitter)
 TAIL = 0.01            # p99
 LATENCY_MODELS = ("queueing", "half-slo")
@@ -43,6 +48,20 @@ def transfer_ms(input_bytes: float, network_gbps: float) -> float:
 def max_queue_delay_us(batch, rate_rps):
     """Dynamic batcher max queue delay D = (b-1)/lam, in microseconds (integer)."""
     return np.floor(np.maximum(np.asarray(batch) - 1, 0) / np.asarray(rate_rps, dtype=float) * 1e6).astype(np.int64)
+
+
+def wait_p99_ms(formation_ms, batch, rho, tau_ms):
+    """p99 of formation + batch queueing wait (module docstring), vectorised."""
+    D = np.asarray(formation_ms, dtype=float)
+    b = np.asarray(batch, dtype=float)
+    rho = np.clip(np.asarray(rho, dtype=float), 1e-12, 0.999999)
+    theta = (1.0 / b + SERVICE_CV2) / 2.0 * np.asarray(tau_ms, dtype=float) / (1.0 - rho)
+    x = np.where(b > 1, D / np.maximum(b - 1, 1), 0.0) / np.maximum(theta, 1e-12)   # h / theta
+    # ln mean_j exp(-(b-1-j) x) = ln((1 - e^{-bx}) / (1 - e^{-x})) - ln b, -> 0 as x -> 0
+    small = x < 1e-9
+    xs = np.where(small, 1.0, x)
+    log_mean = np.where(small, 0.0, np.log(-np.expm1(-b * xs)) - np.log(-np.expm1(-xs)) - np.log(b))
+    return np.maximum(D, D + theta * (np.log(rho / TAIL) + log_mean))
 
 
 def p99_latency_ms(latency_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.0, model: str = "queueing"):
@@ -59,10 +78,7 @@ def p99_latency_ms(latency_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.
     if model == "half-slo":
         return np.where(rho <= 1.0, 2.0 * L + extra_ms, np.inf)
     formation = max_queue_delay_us(b, lam) / 1000.0
-    safe_rho = np.clip(rho, 1e-12, 0.999999)
-    wq = (1.0 / b + SERVICE_CV2) / 2.0 * safe_rho / (1.0 - safe_rho) * tau
-    w99 = np.where(safe_rho > TAIL, wq / safe_rho * np.log(np.maximum(safe_rho / TAIL, 1.0)), 0.0)
-    total = extra_ms + formation + w99 + L
+    total = extra_ms + wait_p99_ms(formation, b, rho, tau) + L
     return np.where(rho <= RHO_MAX, total, np.inf)
 
 

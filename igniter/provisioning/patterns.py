@@ -1,0 +1,207 @@
+"""Exact provisioning of small instances: enumerate every feasible GPU packing, then an integer set cover.
+
+A *kind* is one way to split a workload into servers: (workload, GPU type, model variant, replicas k); each of
+its k servers carries rate/k. A *packing* is a set of kinds (at most one server per workload on a GPU) that one
+GPU can host: there are batches for its members and shares on the full 2.5 % grid such that every member meets
+its SLO (queueing model of queueing.py, interference from the linearised perf model) with shares summing to at
+most 100 and memory within the GPU's.
+
+Feasibility oracle. For fixed batches the least share vector is the least fixpoint of "each member takes the
+smallest grid share meeting its SLO given the others' current pressure": pressure grows with a member's share
+and a member's latency grows with its partners' pressure, so iterating upwards from the solo minimum shares
+reaches the least fixpoint (Tarski); the set fits iff that fixpoint fits. All batch tuples are tried at once
+(numpy). Packings are closed under subsets, so they are enumerated level by level from feasible parents.
+
+Master (CBC):  min  sum_c price_c x_c - accuracy_weight * sum_k acc_k z_k
+               s.t. sum_{k of workload i} z_k = 1                  each workload picks one kind
+                    sum_{c containing k} x_c >= replicas_k * z_k      its servers are all placed
+                    x_c integer >= 0, z_k binary.
+Solved to optimality the master's value is the optimum over this whole candidate space (every replica choice,
+batch and share the candidates offer), so it is the lower bound and the gap is 0. Assumptions, stated: the
+linearised interference decides feasibility (the full model re-checks the plan afterwards), and batches per
+kind are those candidates.py keeps (the MAX_BATCHES needing the least solo share).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pulp
+
+from igniter.provisioning.candidates import Option, ProvisioningProblem
+from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
+
+MAX_WORKLOADS = 16          # above this the enumeration is not attempted
+MAX_PACKINGS = 60000        # enumeration budget (packings), beyond it the instance counts as large
+MAX_TUPLES = 200000         # batch tuples evaluated per oracle call
+
+
+@dataclass
+class Kind:
+    workload: int
+    type_index: int
+    replicas: int
+    accuracy: float
+    options: list[Option]          # one per batch, at its smallest solo share (rows come from problem.row)
+
+
+@dataclass
+class Packing:
+    type_index: int
+    kinds: tuple[int, ...]
+    options: tuple[Option, ...]    # the least-share configuration found for each member
+
+
+class TooLarge(Exception):
+    """The enumeration would exceed its budget: use the heuristic path instead."""
+
+
+def kinds_of(problem: ProvisioningProblem) -> list[Kind]:
+    out: dict[tuple, Kind] = {}
+    for wi, opts in enumerate(problem.options):
+        for o in opts:
+            key = (wi, o.type_index, o.model, o.replicas)
+            kind = out.setdefault(key, Kind(wi, o.type_index, o.replicas, o.accuracy, []))
+            same = [i for i, p in enumerate(kind.options) if p.batch == o.batch]
+            if not same:
+                kind.options.append(o)
+            elif o.share < kind.options[same[0]].share:
+                kind.options[same[0]] = o
+    return [out[k] for k in sorted(out)]
+
+
+class Oracle:
+    """Vectorised least-fixpoint share check of a set of kinds on one GPU type (module docstring)."""
+
+    def __init__(self, problem: ProvisioningProblem, kinds: list[Kind]):
+        self.problem, self.kinds = problem, kinds
+        self.rows = [[problem.row(o) for o in k.options] for k in kinds]
+
+    def solve(self, members: tuple[int, ...]) -> Packing | None:
+        ti = self.kinds[members[0]].type_index
+        choices = [range(len(self.kinds[m].options)) for m in members]
+        count = math.prod(len(c) for c in choices)
+        if count > MAX_TUPLES:
+            raise TooLarge(f"{count} batch tuples")
+        tuples = np.array(list(itertools.product(*choices)), dtype=int)          # (T, n)
+        n = len(members)
+        lat = np.stack([self._field(m, "latency")[tuples[:, j]] for j, m in enumerate(members)], 1)   # (T, n, S)
+        sens = np.stack([self._field(m, "sensitivity")[tuples[:, j]] for j, m in enumerate(members)], 1)
+        press = np.stack([self._field(m, "pressure")[tuples[:, j]] for j, m in enumerate(members)], 1)
+        sched = np.stack([self._field(m, "sched")[tuples[:, j]] for j, m in enumerate(members)], 1)
+        lmax = np.stack([self._field(m, "max_latency")[tuples[:, j]] for j, m in enumerate(members)], 1)
+        mem = np.stack([self._memory(m)[tuples[:, j]] for j, m in enumerate(members)], 1).sum(1)
+        shares = self.rows[members[0]][0]["shares"]
+        idx = np.zeros(tuples.shape, dtype=int)
+        alive = mem <= memory_limit(self.problem, ti) + EPS
+        partners_sched = sched * (n - 1)
+        for _ in range(4 * len(shares)):
+            own = np.take_along_axis(press, idx[:, :, None], 2)[:, :, 0]
+            partner = own.sum(1, keepdims=True) - own
+            ok = (lat * (1 + sens * partner[:, :, None]) + partners_sched <= lmax + EPS) & (lmax > 0)
+            ok &= np.arange(len(shares))[None, None, :] >= idx[:, :, None]           # shares only grow
+            found = ok.any(2)
+            alive &= found.all(1)
+            new = np.where(found, ok.argmax(2), idx)
+            alive &= shares[new].sum(1) <= 100 + EPS
+            if not alive.any():
+                return None
+            if (new[alive] == idx[alive]).all():
+                break
+            idx = new
+        total = np.where(alive, shares[idx].sum(1), np.inf)
+        best = int(np.argmin(total))
+        if not np.isfinite(total[best]):
+            return None
+        options = tuple(self.problem.with_share(self.kinds[m].options[tuples[best, j]], int(idx[best, j]))
+                        for j, m in enumerate(members))
+        return Packing(ti, members, options)
+
+    def _field(self, m: int, name: str) -> np.ndarray:
+        return np.stack([r[name] if np.ndim(r[name]) else np.full(len(r["shares"]), r[name]) for r in self.rows[m]])
+
+    def _memory(self, m: int) -> np.ndarray:
+        return np.array([o.memory_mb for o in self.kinds[m].options])
+
+
+def enumerate_packings(problem: ProvisioningProblem, kinds: list[Kind], deadline: float) -> list[Packing]:
+    """Every feasible packing, level by level (a set is tried only when all its subsets one smaller fit)."""
+    oracle = Oracle(problem, kinds)
+    level = {}
+    for m in range(len(kinds)):
+        p = oracle.solve((m,))
+        if p is not None:
+            level[(m,)] = p
+    found = list(level.values())
+    while level:
+        nxt = {}
+        for members in level:
+            for m in range(members[-1] + 1, len(kinds)):
+                cand = members + (m,)
+                if (kinds[m].type_index != kinds[members[0]].type_index
+                        or any(kinds[x].workload == kinds[m].workload for x in members)
+                        or any(sub not in level for sub in itertools.combinations(cand, len(members)))):
+                    continue
+                p = oracle.solve(cand)
+                if p is not None:
+                    nxt[cand] = p
+            if time.monotonic() > deadline or len(found) + len(nxt) > MAX_PACKINGS:
+                raise TooLarge("packing enumeration budget")
+        found += nxt.values()
+        level = nxt
+    return found
+
+
+def solve_master(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing], time_limit_s: float):
+    """The set-cover master; returns (gpus, objective, lp_bound, proven_optimal)."""
+    prob = pulp.LpProblem("igniter_patterns", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x_{c}", lowBound=0, cat="Integer") for c in range(len(packings))]
+    z = [pulp.LpVariable(f"z_{k}", cat="Binary") for k in range(len(kinds))]
+    prob += (pulp.lpSum(problem.types[p.type_index].price_per_hour * x[c] for c, p in enumerate(packings))
+             - problem.accuracy_weight * pulp.lpSum(k.accuracy * z[i] for i, k in enumerate(kinds)))
+    for wi in range(len(problem.workloads)):
+        prob += pulp.lpSum(z[i] for i, k in enumerate(kinds) if k.workload == wi) == 1, f"pick_{wi}"
+    covering: dict[int, list] = {i: [] for i in range(len(kinds))}
+    for c, p in enumerate(packings):
+        for m in p.kinds:
+            covering[m].append(x[c])
+    for i, k in enumerate(kinds):
+        prob += pulp.lpSum(covering[i]) >= k.replicas * z[i], f"cover_{i}"
+    for ti, t in enumerate(problem.types):
+        if t.max_count:
+            prob += pulp.lpSum(x[c] for c, p in enumerate(packings) if p.type_index == ti) <= t.max_count
+    prob.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit_s)), threads=2))
+    if prob.sol_status not in (1, 2):
+        return None, math.inf, -math.inf, False
+    chosen = {i for i, v in enumerate(z) if (v.value() or 0) > 0.5}
+    gpus = _expand(kinds, packings, x, chosen)
+    proven = prob.sol_status == 1
+    return gpus, float(pulp.value(prob.objective)), _lp_bound(prob, x, z) if not proven else None, proven
+
+
+def _lp_bound(prob, x, z) -> float:
+    """The LP relaxation's value (a valid bound when the integer solve stopped early)."""
+    for v in (*x, *z):
+        v.cat = pulp.LpContinuous
+    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    return float(pulp.value(prob.objective))
+
+
+def _expand(kinds: list[Kind], packings: list[Packing], x, chosen: set[int]) -> list[Gpu]:
+    """Integer packings -> GPUs, each chosen kind's replicas placed once (extra cover dropped)."""
+    placed = {i: 0 for i in chosen}
+    gpus = []
+    for c, p in enumerate(packings):
+        for _ in range(int(round(x[c].value() or 0))):
+            g = Gpu(p.type_index)
+            for m, o in zip(p.kinds, p.options):
+                if m in chosen and placed[m] < kinds[m].replicas:
+                    g.servers.append(Server(kinds[m].workload, placed[m], o))
+                    placed[m] += 1
+            if g.servers:
+                gpus.append(g)
+    return gpus
