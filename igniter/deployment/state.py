@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from igniter.errors import UserError
+from igniter.triton.server import pid_alive  # noqa: F401 - re-exported for apply/status
 
 STATE_FORMAT = "igniter-state"
 
@@ -65,19 +66,3 @@ def save_state(state: DeploymentState, path: Path) -> None:
         json.dump(state.to_dict(), fh, indent=2, sort_keys=True)
         fh.write("\n")
     os.replace(tmp, path)
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True

@@ -136,7 +136,8 @@ def write_demo_repo(repo: Path, seed: int = 0) -> dict[str, str]:
 
 
 def ensure_demo_repo(repo: Path) -> Path:
-    """Generate the demo models' weights if missing (they are build outputs, not committed)."""
-    if any(not (repo / m.name / "1" / "model.onnx").exists() for m in DEMO_MODELS):
+    """Generate the demo models' files if missing (weights and backend code are build outputs, not committed)."""
+    built = [repo / m.name / "1" / f for m in DEMO_MODELS for f in ("model.onnx", "model.py")]
+    if not all(p.exists() for p in built):
         write_demo_repo(repo)
     return repo

@@ -268,7 +268,7 @@ def stop_process_group(pgid: int, timeout_s: float, wait=None) -> None:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        elif not _alive(pgid):
+        elif not pid_alive(pgid):
             break
         time.sleep(0.1)
     _signal_group(pgid, signal.SIGKILL)
@@ -276,11 +276,16 @@ def stop_process_group(pgid: int, timeout_s: float, wait=None) -> None:
         wait(timeout=10)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True while ``pid`` runs (a zombie counts as dead)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # alive, someone else's
+        return True
     try:
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().split()[2] != "Z"
