@@ -44,13 +44,14 @@ SHARE_LEVELS = 3               # lowest shares per configuration
 CUT_ROUNDS = 5
 WINDOW = 5
 THREADS = 2
+ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
     warm = greedy_igniter.solve(problem).gpus
     bound = problem.share_lower_bound()
-    exact = _solve_patterns(problem, start + time_limit_s)
+    exact = _solve_patterns(problem, warm, start + time_limit_s)
     if exact is not None:
         gpus, status, bound, details = exact
     elif sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
@@ -65,23 +66,40 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
 
 
-def _solve_patterns(problem: ProvisioningProblem, deadline: float):
-    """Exact path (patterns.py) when the instance is small enough; None to use the heuristic paths."""
+def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: float):
+    """Exact path (patterns.py) when the instance is small enough; None to use the heuristic paths.
+    Every packing is enumerated when there are few; otherwise columns are generated (LP bound exact)."""
     if len(problem.workloads) > patterns.MAX_WORKLOADS:
         return None
     kinds = patterns.kinds_of(problem)
     try:
-        packings = patterns.enumerate_packings(problem, kinds, deadline - 1.0)
+        packings = patterns.enumerate_packings(problem, kinds, time.monotonic() + ENUMERATION_S)
+        lp_value, mode = None, "patterns (all packings)"
     except patterns.TooLarge:
-        return None
-    gpus, value, lp_bound, proven = patterns.solve_master(problem, kinds, packings,
-                                                          max(deadline - time.monotonic(), 1.0))
+        packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), deadline - 1.0)
+        mode = "patterns (column generation)"
+        if lp_value is None:
+            return None
+    gpus, value, ilp_lp, proven = patterns.solve_master(problem, kinds, packings,
+                                                        max(deadline - time.monotonic(), 1.0))
     if gpus is None:
         return None
-    details = {"mode": "patterns", "packings": len(packings), "kinds": len(kinds)}
-    if proven:
-        return gpus, "optimal", value, details
-    return gpus, "feasible", _rounded_bound(problem, lp_bound), details
+    details = {"mode": mode, "packings": len(packings), "kinds": len(kinds)}
+    if lp_value is None:   # all packings: the integer master itself is exact
+        return gpus, "optimal" if proven else "feasible", value if proven else _rounded_bound(problem, ilp_lp), details
+    bound = _rounded_bound(problem, lp_value)
+    return gpus, "optimal" if value <= bound + EPS else "feasible", bound, details
+
+
+def _seeds(kinds, warm: list[Gpu]) -> list[tuple[int, ...]]:
+    """The warm start's GPUs as kind sets (initial columns)."""
+    index = {(k.workload, k.type_index, k.options[0].model, k.replicas): i for i, k in enumerate(kinds)}
+    seeds = []
+    for g in warm:
+        members = tuple(index.get((s.workload, g.type_index, s.option.model, s.option.replicas)) for s in g.servers)
+        if None not in members and len({kinds[m].workload for m in members}) == len(members):
+            seeds.append(members)
+    return seeds
 
 
 def _rounded_bound(problem: ProvisioningProblem, lp_value: float) -> float:

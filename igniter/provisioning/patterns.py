@@ -38,6 +38,7 @@ from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
 MAX_WORKLOADS = 16          # above this the enumeration is not attempted
 MAX_PACKINGS = 60000        # enumeration budget (packings), beyond it the instance counts as large
 MAX_TUPLES = 200000         # batch tuples evaluated per oracle call
+PRICING_NODES = 300         # nodes of the capped (heuristic) pricing search
 
 
 @dataclass
@@ -71,7 +72,30 @@ def kinds_of(problem: ProvisioningProblem) -> list[Kind]:
                 kind.options.append(o)
             elif o.share < kind.options[same[0]].share:
                 kind.options[same[0]] = o
-    return [out[k] for k in sorted(out)]
+    kinds = [out[k] for k in sorted(out)]
+    for kind in kinds:
+        kind.options = _undominated(problem, kind.options)
+    return kinds
+
+
+def _undominated(problem: ProvisioningProblem, options: list[Option]) -> list[Option]:
+    """Drop batches another batch beats at every share: at least the slack, at most the interference terms
+    (own sensitivity x latency, scheduling delay, pressure on others, memory). Whatever the co-runners, the
+    dominating batch fits wherever the dominated one does, and presses less on them."""
+    rows = [problem.row(o) for o in options]
+
+    def slack(r):
+        return np.where(r["max_latency"] > 0, r["max_latency"] - r["latency"], -np.inf)
+
+    def beats(a, b):
+        ra, rb = rows[a], rows[b]
+        return (options[a].memory_mb <= options[b].memory_mb and (slack(ra) >= slack(rb) - EPS).all()
+                and (ra["latency"] * ra["sensitivity"] <= rb["latency"] * rb["sensitivity"] + EPS).all()
+                and (ra["sched"] <= rb["sched"] + EPS).all() and (ra["pressure"] <= rb["pressure"] + EPS).all())
+
+    keep = [b for b in range(len(options))
+            if not any(beats(a, b) and (not beats(b, a) or a < b) for a in range(len(options)) if a != b)]
+    return [options[b] for b in keep]
 
 
 class Oracle:
@@ -83,6 +107,8 @@ class Oracle:
 
     def solve(self, members: tuple[int, ...]) -> Packing | None:
         ti = self.kinds[members[0]].type_index
+        if sum(min(o.share for o in self.kinds[m].options) for m in members) > 100 + EPS:
+            return None
         choices = [range(len(self.kinds[m].options)) for m in members]
         count = math.prod(len(c) for c in choices)
         if count > MAX_TUPLES:
@@ -205,3 +231,103 @@ def _expand(kinds: list[Kind], packings: list[Packing], x, chosen: set[int]) -> 
             if g.servers:
                 gpus.append(g)
     return gpus
+
+
+def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: list[tuple[int, ...]],
+                      deadline: float) -> tuple[list[Packing], float | None]:
+    """Column generation for the master's LP: (packings generated, LP value when proven optimal over ALL
+    packings, else None). Pricing is an exact depth-first search over kinds with positive dual, pruned by
+    the remaining duals and by subset-closed feasibility."""
+    oracle = Oracle(problem, kinds)
+    memo: dict[frozenset, Packing | None] = {}
+
+    def fits(members: tuple[int, ...]) -> Packing | None:
+        key = frozenset(members)
+        if key not in memo:
+            memo[key] = oracle.solve(tuple(sorted(members)))
+        return memo[key]
+
+    columns = {}
+    for members in [(m,) for m in range(len(kinds))] + seeds:
+        p = fits(members)
+        if p is not None:
+            columns[frozenset(members)] = p
+    while time.monotonic() < deadline:
+        value, duals = _master_lp(problem, kinds, list(columns.values()))
+        found = _price(problem, kinds, duals, fits, deadline)
+        if found is None:
+            return list(columns.values()), None
+        fresh = [p for p in found if frozenset(p.kinds) not in columns]
+        if not fresh:
+            return list(columns.values()), value
+        for p in fresh:
+            columns[frozenset(p.kinds)] = p
+    return list(columns.values()), None
+
+
+def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing]):
+    """LP relaxation of the master: (value, dual of every kind's cover row)."""
+    prob = pulp.LpProblem("igniter_master_lp", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x_{c}", lowBound=0) for c in range(len(packings))]
+    z = [pulp.LpVariable(f"z_{k}", lowBound=0, upBound=1) for k in range(len(kinds))]
+    prob += (pulp.lpSum(problem.types[p.type_index].price_per_hour * x[c] for c, p in enumerate(packings))
+             - problem.accuracy_weight * pulp.lpSum(k.accuracy * z[i] for i, k in enumerate(kinds)))
+    for wi in range(len(problem.workloads)):
+        prob += pulp.lpSum(z[i] for i, k in enumerate(kinds) if k.workload == wi) == 1, f"pick_{wi}"
+    covering: dict[int, list] = {i: [] for i in range(len(kinds))}
+    for c, p in enumerate(packings):
+        for m in p.kinds:
+            covering[m].append(x[c])
+    for i, k in enumerate(kinds):
+        prob += pulp.lpSum(covering[i]) - k.replicas * z[i] >= 0, f"cover_{i}"
+    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    duals = [max(0.0, prob.constraints[f"cover_{i}"].pi or 0.0) for i in range(len(kinds))]
+    return float(pulp.value(prob.objective)), duals
+
+
+def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float):
+    """Packings of negative reduced cost (price - sum of member duals), the best per GPU type; [] when none
+    exists (the LP is then optimal over every packing); None when the search ran out of time. A search capped
+    at PRICING_NODES nodes runs first: any column it finds is enough to go on; only when it finds none is
+    the uncapped (exact) search needed."""
+    for cap in (PRICING_NODES, None):
+        found = _search(problem, kinds, duals, fits, deadline, cap)
+        if found is None or found or cap is None:
+            return found
+    return None
+
+
+def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
+            cap: int | None):
+    found = []
+    nodes = [0]
+    for ti, t in enumerate(problem.types):
+        cand = sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
+                      key=lambda m: (-duals[m], m))
+        suffix = np.append(np.cumsum([duals[m] for m in cand][::-1])[::-1], 0.0)
+        best: list = [t.price_per_hour + 1e-7, None]
+
+        def dfs(start: int, members: tuple[int, ...], value: float) -> bool:
+            for j in range(start, len(cand)):
+                if value + suffix[j] <= best[0]:
+                    return True
+                nodes[0] += 1
+                if time.monotonic() > deadline or (cap is not None and nodes[0] > cap):
+                    return cap is not None and time.monotonic() <= deadline
+                m = cand[j]
+                if any(kinds[x].workload == kinds[m].workload for x in members):
+                    continue
+                p = fits(members + (m,))
+                if p is None:
+                    continue
+                if value + duals[m] > best[0]:
+                    best[:] = [value + duals[m], p]
+                if not dfs(j + 1, members + (m,), value + duals[m]):
+                    return False
+            return True
+
+        if not dfs(0, (), 0.0):
+            return None
+        if best[1] is not None:
+            found.append(best[1])
+    return found
