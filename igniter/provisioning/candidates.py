@@ -3,7 +3,7 @@
 For every GPU type and model variant the perf model's linearised terms are tabulated once over its profiled
 batches x a share grid (2.5 % steps, the MPS granularity iGniter uses). A workload's rate is split over k
 replicas, for the fewest k that let one server meet the SLO solo (queueing model, see queueing.py) and
-REPLICA_CHOICES - 1 more (smaller servers sometimes pack better); each (batch, share)
+REPLICA_CHOICES - 1 more on small instances (smaller servers sometimes pack better); each (batch, share)
 whose solo latency fits under the latency the queueing model allows is a candidate, and its slack
 (allowed - solo latency) is what co-runners' interference may use up.
 """
@@ -21,7 +21,8 @@ from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
 
 SHARE_STEP = 2.5
 MAX_EXTRA_REPLICAS = 4           # replicas tried beyond the capacity estimate before a workload is infeasible
-REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO
+REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO,
+SMALL_WORKLOADS = 16             # ... on instances this small (the exact path); larger ones get the fewest only
 MAX_BATCHES = 6                  # batches kept per (type, variant): those needing the least share
 SHARE_LEVELS = (0, 1, 2, 4, 8)   # grid steps above the minimum share kept as candidates
 
@@ -207,7 +208,8 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
                                   int(delay[n, bi]))
                            for bi, si in _share_levels(feasible[n])]
         # more replicas may pack better (smaller servers): keep REPLICA_CHOICES counts from the first feasible one
-        more = np.where(first_k[todo] > 0, k[todo] < first_k[todo] + REPLICA_CHOICES - 1, k[todo] < last_k[todo])
+        choices = REPLICA_CHOICES if len(problem.workloads) <= SMALL_WORKLOADS else 1
+        more = np.where(first_k[todo] > 0, k[todo] < first_k[todo] + choices - 1, k[todo] < last_k[todo])
         todo = todo[more]
         k[todo] += 1
     return [(results[u], float(best[u])) for u in range(len(users))]

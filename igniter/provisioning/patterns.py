@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pulp
 
-from igniter.provisioning.candidates import Option, ProvisioningProblem
+from igniter.provisioning.candidates import SMALL_WORKLOADS, Option, ProvisioningProblem
 from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
 
-MAX_WORKLOADS = 16          # above this the enumeration is not attempted
+MAX_WORKLOADS = SMALL_WORKLOADS   # above this the exact path is not attempted
 MAX_PACKINGS = 60000        # enumeration budget (packings), beyond it the instance counts as large
 MAX_TUPLES = 200000         # batch tuples evaluated per oracle call
 PRICING_NODES = 300         # nodes of the capped (heuristic) pricing search

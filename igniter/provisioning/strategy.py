@@ -127,27 +127,32 @@ def servers_of(problem: ProvisioningProblem, choice: list[Option]) -> list[Serve
     return [Server(wi, r, o) for wi, o in enumerate(choice) for r in range(o.replicas)]
 
 
-def repair(problem: ProvisioningProblem, gpus: list[Gpu], rounds: int = 50) -> int:
+def repair(problem: ProvisioningProblem, gpus: list[Gpu], rounds: int = 40) -> int:
     """Fix servers the full model says miss their SLO: give them one more share step while the GPU has room,
-    else move them to a GPU of their own. Returns how many fixes were made (bounded by ``rounds``)."""
+    else move them to a GPU of their own. Every miss is fixed in the same round (one full-model check per
+    round, not per fix). Returns how many fixes were made."""
     fixes = 0
     for _ in range(rounds):
-        bad = [(gi, si) for gi, si, _ in violations(problem, gpus) if si >= 0]
+        bad = sorted({(gi, si) for gi, si, _ in violations(problem, gpus) if si >= 0}, reverse=True)
         if not bad:
             break
-        gi, si = bad[0]
-        g = gpus[gi]
-        s = g.servers[si]
-        r = problem.row(s.option)
-        i = int(np.searchsorted(r["shares"], s.option.share + EPS))
-        if i < len(r["shares"]) and g.share() - s.option.share + r["shares"][i] <= 100 + EPS and len(g.servers) > 1:
-            g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
-        elif len(g.servers) > 1:
-            del g.servers[si]
-            gpus.append(Gpu(g.type_index, [s]))
-        else:  # alone and still too slow: the candidate grid said it fits solo, so widen the share
-            if i >= len(r["shares"]):
-                break
-            g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
-        fixes += 1
+        for gi, si in bad:   # reverse order: deleting a server keeps the lower indices valid
+            fixes += _fix(problem, gpus, gi, si)
     return fixes
+
+
+def _fix(problem: ProvisioningProblem, gpus: list[Gpu], gi: int, si: int) -> int:
+    g = gpus[gi]
+    s = g.servers[si]
+    r = problem.row(s.option)
+    i = int(np.searchsorted(r["shares"], s.option.share + EPS))
+    if i < len(r["shares"]) and g.share() - s.option.share + r["shares"][i] <= 100 + EPS and len(g.servers) > 1:
+        g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
+    elif len(g.servers) > 1:
+        del g.servers[si]
+        gpus.append(Gpu(g.type_index, [s]))
+    elif i < len(r["shares"]):  # alone and still too slow: the candidate grid said it fits solo, so widen it
+        g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
+    else:
+        return 0
+    return 1
