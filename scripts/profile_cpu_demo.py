@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Profile the three demo models on this CPU host class (2 cores) into profiles/cpu-2core/.
 
-Solo: batches 1,2,4,8 x shares 50,100 (24 runs); pairs: 7 co-located runs (seeded design); 2.5 s per run after a
+Solo: batches 1,2,4,8 x shares 50,100 (24 runs); pairs: 16 co-located runs (seeded design; the committed store is the union of the 7- and 16-run designs); 2.5 s per run after a
 1 s warm-up. Resumable: re-running skips what is stored (pass --fresh to start over). Prints the wall time.
 """
 
@@ -22,7 +22,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "profiles" / "cpu-2core")
     parser.add_argument("--duration", type=float, default=2.5)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--fresh", action="store_true", help="delete the output directory first")
     args = parser.parse_args()
     if args.fresh and args.out.exists():
