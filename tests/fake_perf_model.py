@@ -24,12 +24,16 @@ PARAMS = {
 
 class FakePerfModel:
     def __init__(self, name: str = "V100", memory_mb: float | None = 16384.0, models: dict | None = None,
-                 speed: float = 1.0, kind: str = "gpu"):
+                 speed: float = 1.0, kind: str = "gpu", cores: int | None = None,
+                 shares: tuple[float, ...] = (10.0, 20.0, 40.0, 50.0, 60.0, 80.0, 100.0)):
         self.params = models or PARAMS
         self.speed = speed
+        self.profiled_shares = list(shares)
         self.hardware = {"kind": kind, "name": name, "source": "fake"}
         if memory_mb:
             self.hardware["memory_mb"] = memory_mb
+        if cores:
+            self.hardware["cores"] = cores
         self.calls = 0
 
     @property
@@ -40,7 +44,7 @@ class FakePerfModel:
         return [1, 2, 4, 8, 16, 32]
 
     def shares(self, model: str) -> list[float]:
-        return [10.0, 20.0, 40.0, 50.0, 60.0, 80.0, 100.0]
+        return self.profiled_shares
 
     def memory_mb(self, model: str, batch: int) -> float | None:
         p = self.params[model]

@@ -257,3 +257,25 @@ def test_examples_parse(fake_cli, tmp_path):
             "--workloads", str(ROOT / "examples" / name), "--perf-model", str(write(tmp_path / "m.json", "{}")),
             "--out", str(tmp_path / name), "--strategy", "igniter", "--latency-model", "half-slo"])
         assert res.exit_code == 0, res.output
+
+
+# ---------------------------------------------------------------- share grid vs hardware
+
+
+@pytest.mark.parametrize("cores, allowed", [(2, {50.0, 100.0}), (4, {50.0, 75.0, 100.0})])
+def test_cpu_shares_are_whole_cores_within_profiled_range(tmp_path, cores, allowed):
+    pm = FakePerfModel("cpu-host", kind="cpu", cores=cores, shares=(50.0, 100.0))
+    problem = problem_of([("alexnet", 100, 60), ("resnet50", 30, 120), ("alexnet", 50, 80)], pm)
+    assert {o.share for opts in problem.options for o in opts} <= allowed
+    plan = ilp.solve(problem, 5)
+    assert {s.option.share for g in plan.gpus for s in g.servers} <= allowed
+    from igniter.provisioning.plan import build_plan, write_plan
+    write_plan(build_plan(problem, plan, "ilp"), problem, tmp_path / "out", None, {})
+    for launch in (tmp_path / "out" / "triton_repo").glob("*/launch.json"):
+        data = json.loads(launch.read_text())
+        assert len(data["cpus"]) * 100.0 / cores == pytest.approx(data["share"])
+
+
+def test_gpu_shares_extrapolate_at_most_one_step_below_profiled():
+    problem = problem_of([("alexnet", 50, 60), ("resnet50", 20, 150), ("vgg19", 10, 200)])
+    assert min(o.share for opts in problem.options for o in opts) == pytest.approx(7.5)   # profiled from 10 %

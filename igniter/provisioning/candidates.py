@@ -1,7 +1,9 @@
 """Candidate server configurations per workload: (GPU type, model variant, batch, share, replicas).
 
 For every GPU type and model variant the perf model's linearised terms are tabulated once over its profiled
-batches x a share grid (2.5 % steps, the MPS granularity iGniter uses). A workload's rate is split over k
+batches x the type's share grid (share_grid: 2.5 % MPS steps on a GPU, whole cores on a CPU host), restricted
+to the shares the profiles support (usable_shares: no extrapolation below the profiled range on a CPU host,
+at most one grid step below it on a GPU). A workload's rate is split over k
 replicas, for the fewest k that let one server meet the SLO solo (queueing model, see queueing.py) and
 REPLICA_CHOICES - 1 more on small instances (smaller servers sometimes pack better); each (batch, share)
 whose solo latency fits under the latency the queueing model allows is a candidate, and its slack
@@ -11,6 +13,7 @@ whose solo latency fits under the latency the queueing model allows is a candida
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,7 +22,7 @@ from igniter.errors import UserError
 from igniter.provisioning import queueing
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
 
-SHARE_STEP = 2.5
+SHARE_STEP = 2.5                 # GPU share grid (%): the MPS granularity iGniter uses
 MAX_EXTRA_REPLICAS = 4           # replicas tried beyond the capacity estimate before a workload is infeasible
 REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO,
 SMALL_WORKLOADS = 16             # ... on instances this small (the exact path); larger ones get the fewest only
@@ -57,7 +60,8 @@ class Option:
 class ModelGrid:
     """Linear terms of one model on one GPU type over batches x shares."""
     batches: np.ndarray          # (B,)
-    shares: np.ndarray           # (S,)
+    shares: np.ndarray           # (S,) the type's share grid (the same for every model of the type)
+    usable: np.ndarray           # (S,) bool: shares this model may take (usable_shares)
     latency: np.ndarray          # (B, S) solo batch latency, ms
     throughput: np.ndarray       # (B, S) solo req/s
     sensitivity: np.ndarray      # (B, S)
@@ -80,7 +84,6 @@ class ProvisioningProblem:
     options: list[list[Option]]           # per workload, cheapest first
     grids: dict                           # (type_index, model) -> ModelGrid
     latency_model: str = "queueing"
-    share_step: float = SHARE_STEP
     _rows: dict = field(default_factory=dict, repr=False)
 
     def row(self, option: Option) -> dict:
@@ -91,8 +94,8 @@ class ProvisioningProblem:
             g = self.grids[(option.type_index, option.model)]
             bi = g.batch_index(option.batch)
             occ = _occupancy(option.batch, g.throughput[bi], g.latency[bi])
-            lmax = queueing.max_latency_ms(self.workloads[option.workload].slo_ms, option.batch, option.rate, occ,
-                                           option.extra_ms, self.latency_model)
+            lmax = np.where(g.usable, queueing.max_latency_ms(self.workloads[option.workload].slo_ms, option.batch,
+                                                              option.rate, occ, option.extra_ms, self.latency_model), 0.0)
             cached = {"shares": g.shares, "latency": g.latency[bi], "sensitivity": g.sensitivity[bi],
                       "pressure": g.pressure[bi], "sched": g.sched[bi], "occupancy": occ, "max_latency": lmax}
             self._rows[key] = cached
@@ -123,36 +126,56 @@ class ProvisioningProblem:
         return total - reward
 
 
-def share_grid(step: float = SHARE_STEP) -> np.ndarray:
-    return np.round(np.arange(step, 100.0 + 1e-9, step), 4)
+def share_step(gpu_type: GpuType) -> float:
+    """Grid step (%) of a device type: SHARE_STEP on a GPU; one core on a CPU host, where plan.py pins
+    round(share / 100 * cores) whole cores to a server, so any other share would not be what runs."""
+    hw = gpu_type.perf_model.hardware or {}
+    if gpu_type.kind != "cpu":
+        return SHARE_STEP
+    return 100.0 / int(hw.get("cores") or os.cpu_count() or 1)
+
+
+def share_grid(step: float) -> np.ndarray:
+    return np.round(np.arange(1, math.floor(100.0 / step + 1e-9) + 1) * step, 4)
+
+
+def usable_shares(gpu_type: GpuType, model: str, shares: np.ndarray) -> np.ndarray:
+    """Shares the fitted surface may be trusted at: from the smallest profiled share up on a CPU host (measured
+    whole-core points; below them the surface is pure extrapolation), from one grid step below it on a GPU
+    (the MPS surface is smooth in the share, one step of extrapolation is a small error; more is a guess)."""
+    profiled = [float(s) for s in gpu_type.perf_model.shares(model)]
+    if not profiled:
+        return np.ones(len(shares), dtype=bool)
+    lowest = min(profiled) if gpu_type.kind == "cpu" else min(profiled) - share_step(gpu_type)
+    return shares >= lowest - 1e-9
 
 
 def _occupancy(batch, throughput, latency):
     return np.clip(np.asarray(batch, float) * 1000.0 / (np.asarray(throughput) * np.asarray(latency)), 0.05, 1.0)
 
 
-def build_grid(perf_model, model: str, step: float = SHARE_STEP) -> ModelGrid:
+def build_grid(gpu_type: GpuType, model: str) -> ModelGrid:
+    perf_model = gpu_type.perf_model
     batches = np.array(sorted(int(b) for b in perf_model.batches(model)))
-    shares = share_grid(step)
+    shares = share_grid(share_step(gpu_type))
     fields = np.zeros((5, len(batches), len(shares)))
     for i, b in enumerate(batches):
         for j, s in enumerate(shares):
             t = perf_model.linear_terms(model, int(b), float(s))
             fields[:, i, j] = (t.solo_latency_ms, t.solo_throughput_rps, t.sensitivity, t.pressure, t.sched_ms)
     memory = np.array([perf_model.memory_mb(model, int(b)) or 0.0 for b in batches], dtype=float)
-    return ModelGrid(batches, shares, *fields, memory)
+    return ModelGrid(batches, shares, usable_shares(gpu_type, model, shares), *fields, memory)
 
 
-def build_problem(workload_set: WorkloadSet, types: list[GpuType], latency_model: str = "queueing",
-                  step: float = SHARE_STEP) -> ProvisioningProblem:
+def build_problem(workload_set: WorkloadSet, types: list[GpuType], latency_model: str = "queueing") -> ProvisioningProblem:
     """Tabulate the grids and every workload's candidates; UserError naming the first infeasible workload."""
     grids = {}
     for ti, t in enumerate(types):
         for m in sorted({v.model for w in workload_set.workloads for v in w.models()}):
             if m in t.perf_model.models:
-                grids[(ti, m)] = build_grid(t.perf_model, m, step)
+                grids[(ti, m)] = build_grid(t, m)
     problem = ProvisioningProblem(workload_set.workloads, types, workload_set.accuracy_weight, [], grids,
-                                  latency_model, step)
+                                  latency_model)
     found: list[list[Option]] = [[] for _ in workload_set.workloads]
     best = [math.inf] * len(workload_set.workloads)
     for (ti, model), g in grids.items():
@@ -194,7 +217,7 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
         p99 = queueing.p99_latency_ms(g.latency[None, :, -1], g.batches[None, :], lam[:, :, 0], occ[None, :, -1],
                                       extra[todo][:, :, 0], problem.latency_model)
         best[todo] = np.minimum(best[todo], p99.min(axis=1))
-        feasible = (g.latency[None] <= lmax) & (lmax > 0) & (g.memory[None, :, None] <= mem_limit)
+        feasible = (g.latency[None] <= lmax) & (lmax > 0) & (g.memory[None, :, None] <= mem_limit) & g.usable
         delay = queueing.max_queue_delay_us(g.batches[None, :], lam[:, :, 0])
         for n, u in enumerate(todo):
             if not feasible[n].any():
