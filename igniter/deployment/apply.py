@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from igniter.deployment.mps import SHARE_ENV, ensure_mps_daemon, stop_mps_daemon
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
 from igniter.triton.client import TritonClient
@@ -162,7 +163,10 @@ class Deployer:
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
-        options = ServerOptions(repo=repo, models=sorted(server.models), env=dict(server.launch.get("env") or {}),
+        env = dict(server.launch.get("env") or {})
+        if SHARE_ENV in env:  # a GPU server: its share only holds under the deployment's MPS daemon
+            env.update(ensure_mps_daemon(self.state_path.parent))
+        options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=SHARE_ENV in env,
                                 cpus=server.launch.get("cpus"), detached=self.detached,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,6 +256,7 @@ class Deployer:
             self._stop(server)
         for local in self.local.values():
             local.stop()
+        stop_mps_daemon(self.state_path.parent)
         save_state(DeploymentState(), self.state_path)
 
 
