@@ -48,12 +48,12 @@ def write_html_report(path: Path, result: dict) -> Path:
     rows = result["workloads"]
     columns = ["name", "model", "rate", "slo_ms", "predicted_p99_ms", "measured_p99_ms", "attainment", "requests", "failed"]
     head = "".join(f"<th>{c}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c), c)}</td>" for c in columns) + "</tr>" for r in rows)
     summary = {k: v for k, v in result.items() if k != "workloads" and not isinstance(v, (dict, list))}
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>igniter demo</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
 </head><body><h1>igniter demo: predicted vs measured</h1>
-<p>{html.escape(", ".join(f"{k}={v}" for k, v in summary.items()))}</p>
+<p>{html.escape(", ".join(f"{k} = {_cell(v, k)}" for k, v in summary.items()))}</p>
 <table><tr>{head}</tr>{body}</table>
 <h2>p99 latency, predicted vs measured (dashed: equal)</h2>{_scatter(rows)}
 </body></html>"""
@@ -62,7 +62,9 @@ def write_html_report(path: Path, result: dict) -> Path:
     return path
 
 
-def _cell(value) -> str:
+def _cell(value, column: str = "") -> str:
+    if column in ("attainment", "gap") and isinstance(value, (int, float)):
+        return f"{value * 100:.2f} %"
     if isinstance(value, float):
         return f"{value:.3g}"
     return html.escape(str(value if value is not None else ""))
