@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, fits_linear, linear_latencies,
-                                           memory_limit, min_share_for, repair, servers_of)
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, memory_limit, repair, servers_of
 
 NAME = "igniter"
 SHORTLIST = 4
@@ -20,21 +19,32 @@ SHORTLIST = 4
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
+    problem.prefetch_rows(choice)
     gpus = pack(problem, servers_of(problem, choice))
-    fixes = repair(problem, gpus)
+    fixes = repair(problem, gpus, relocate)
     return Assignment([g for g in gpus if g.servers], problem.share_lower_bound(), "heuristic", {"repairs": fixes})
 
 
-def pack(problem: ProvisioningProblem, servers: list[Server]) -> list[Gpu]:
-    gpus: list[Gpu] = []
-    load = np.zeros((0, 3))          # per GPU: share, pressure, servers (kept in step with gpus)
+def relocate(problem: ProvisioningProblem, gpus: list[Gpu], moved: list[tuple[int, Server]]) -> None:
+    """Re-insert servers repair took off a GPU, by the same rule, anywhere but the GPU they came from."""
+    pack(problem, [s for _, s in moved], gpus, {(s.workload, s.replica): gi for gi, s in moved})
+
+
+def pack(problem: ProvisioningProblem, servers: list[Server], gpus: list[Gpu] | None = None,
+         avoid: dict | None = None) -> list[Gpu]:
+    """Insert servers (largest share first) into gpus (extended in place; new when None), each where the extra
+    share it causes is smallest; avoid maps (workload, replica) to a GPU index it must not go to."""
+    gpus = [] if gpus is None else gpus
+    avoid = avoid or {}
+    load = np.array([[g.share(), sum(m.option.pressure for m in g.servers), len(g.servers), g.type_index]
+                     for g in gpus]).reshape(len(gpus), 4)   # per GPU: share, pressure, servers, type index
     for s in sorted(servers, key=lambda s: (-s.option.share, s.workload, s.replica)):
         best, found = None, 0
         for gi in _shortlist(problem, gpus, load, s):
             if found >= SHORTLIST:
                 break
             g = gpus[gi]
-            placed = place(problem, g.servers, s)
+            placed = place(problem, g.servers, s) if avoid.get((s.workload, s.replica)) != gi else None
             if placed is None:
                 continue
             found += 1
@@ -43,11 +53,11 @@ def pack(problem: ProvisioningProblem, servers: list[Server]) -> list[Gpu]:
                 best = (extra, gi, placed)
         if best is None:
             gpus.append(Gpu(s.option.type_index, [s]))
-            load = np.vstack([load, [s.option.share, s.option.pressure, 1]])
+            load = np.vstack([load, [s.option.share, s.option.pressure, 1, s.option.type_index]])
         else:
             g = gpus[best[1]]
             g.servers = best[2]
-            load[best[1]] = [g.share(), sum(m.option.pressure for m in g.servers), len(g.servers)]
+            load[best[1]] = [g.share(), sum(m.option.pressure for m in g.servers), len(g.servers), g.type_index]
     return gpus
 
 
@@ -61,33 +71,37 @@ def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, 
     lat = r["latency"][None, :] * (1 + r["sensitivity"][None, :] * load[:, 1:2]) + r["sched"][None, :] * load[:, 2:3]
     ok = (lat <= r["max_latency"][None, :] + EPS) & (r["max_latency"][None, :] > 0)
     need = np.where(ok.any(axis=1), r["shares"][ok.argmax(axis=1)], np.inf)
-    types = np.array([g.type_index for g in gpus])
-    est = np.where((types == s.option.type_index) & (load[:, 0] + need <= 100 + EPS), need, np.inf)
+    est = np.where((load[:, 3] == s.option.type_index) & (load[:, 0] + need <= 100 + EPS), need, np.inf)
     order = np.argsort(est, kind="stable")
-    return [int(i) for i in order if np.isfinite(est[i])]
+    return order[np.isfinite(est[order])].tolist()
 
 
 def place(problem: ProvisioningProblem, residents: list[Server], new: Server, rounds: int = 8) -> list[Server] | None:
-    """Residents + new with every share raised just enough to absorb the interference; None if it cannot fit."""
+    """Residents + new with every share raised just enough to absorb the interference; None if it cannot fit.
+
+    Shares only grow from where they are (a resident's is never shrunk), each round every member takes the
+    smallest grid share meeting its SLO next to the others' current pressure (linearised interference)."""
     members = [*residents, new]
-    limit = memory_limit(problem, new.option.type_index)
-    if sum(m.option.memory_mb for m in members) > limit:
+    if sum(m.option.memory_mb for m in members) > memory_limit(problem, new.option.type_index):
         return None
+    rows = [problem.row(m.option) for m in members]
+    shares = rows[0]["shares"]
+    lat, sens, press, sched, lmax = np.stack([r["terms"] for r in rows], axis=1)
+    n = len(members)
+    at = np.array([int(np.searchsorted(shares, m.option.share - EPS)) for m in members])
+    steps = np.arange(len(shares))[None, :]
     for _ in range(rounds):
-        options = [m.option for m in members]
-        lats = linear_latencies(options)
-        late = [i for i, (lat, o) in enumerate(zip(lats, options)) if lat > o.max_latency_ms + EPS]
-        if not late:
-            return members
-        total = sum(o.pressure for o in options)
-        for i in late:
-            o = options[i]
-            bumped = min_share_for(problem, o, total - o.pressure, len(members) - 1)
-            if bumped is None:
-                return None
-            if bumped.share < o.share:  # never shrink a resident's share
-                continue
-            members[i] = Server(members[i].workload, members[i].replica, bumped)
-        if sum(m.option.share for m in members) > 100 + EPS:
+        own = press[np.arange(n), at]
+        partner = own.sum() - own
+        ok = (lat * (1 + sens * partner[:, None]) + sched * (n - 1) <= lmax + EPS) & (lmax > 0) & (steps >= at[:, None])
+        if not ok.any(axis=1).all():
             return None
-    return members if fits_linear(problem, new.option.type_index, [m.option for m in members]) else None
+        moved = ok.argmax(axis=1)
+        if shares[moved].sum() > 100 + EPS:
+            return None
+        if (moved == at).all():
+            return [m if moved[i] == np.searchsorted(shares, m.option.share - EPS)
+                    else Server(m.workload, m.replica, problem.with_share(m.option, int(moved[i])))
+                    for i, m in enumerate(members)]
+        at = moved
+    return None

@@ -62,7 +62,7 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
         details = {"mode": "windows", "windows_tried": tries}
     if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
         gpus, status = warm, "heuristic"   # never worse than the warm start
-    details["repairs"] = repair(problem, gpus)
+    details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
     return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
 
 

@@ -73,6 +73,7 @@ def kinds_of(problem: ProvisioningProblem) -> list[Kind]:
             elif o.share < kind.options[same[0]].share:
                 kind.options[same[0]] = o
     kinds = [out[k] for k in sorted(out)]
+    problem.prefetch_rows([o for kind in kinds for o in kind.options])
     for kind in kinds:
         kind.options = _undominated(problem, kind.options)
     return kinds

@@ -81,14 +81,6 @@ def fits_linear(problem: ProvisioningProblem, type_index: int, options: list[Opt
     return all(lat <= o.max_latency_ms + EPS for lat, o in zip(linear_latencies(options), options))
 
 
-def min_share_for(problem: ProvisioningProblem, option: Option, partner_pressure: float, partners: int) -> Option | None:
-    """Smallest grid share of option's configuration meeting its SLO next to the given partners (linear)."""
-    r = problem.row(option)
-    lat = r["latency"] * (1 + r["sensitivity"] * partner_pressure) + r["sched"] * partners
-    ok = np.nonzero((lat <= r["max_latency"] + EPS) & (r["max_latency"] > 0))[0]
-    return problem.with_share(option, int(ok[0])) if len(ok) else None
-
-
 def predicted(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[list[dict]]:
     """Full-model prediction for every server: batch latency, throughput and p99 (queueing model)."""
     out: list[list[dict]] = [[] for _ in gpus]
@@ -97,13 +89,15 @@ def predicted(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[list[dict]]
         if not idx:
             continue
         sets = [[Member(s.option.model, s.option.batch, s.option.share) for s in gpus[i].servers] for i in idx]
-        for i, preds in zip(idx, t.perf_model.predict_sets(sets)):
-            for s, p in zip(gpus[i].servers, preds):
-                o = s.option
-                p99 = float(queueing.p99_latency_ms(p.latency_ms, o.batch, o.rate, o.occupancy, o.extra_ms,
-                                                    problem.latency_model))
-                out[i].append({"latency_ms": float(p.latency_ms), "throughput_rps": float(p.throughput_rps),
-                               "p99_ms": p99})
+        preds = [p for ps in t.perf_model.predict_sets(sets) for p in ps]
+        options = [s.option for i in idx for s in gpus[i].servers]
+        column = lambda name: np.array([getattr(o, name) for o in options], dtype=float)   # noqa: E731
+        p99 = queueing.p99_latency_ms(np.array([p.latency_ms for p in preds]), column("batch"), column("rate"),
+                                      column("occupancy"), column("extra_ms"), problem.latency_model)
+        owner = [i for i in idx for _ in gpus[i].servers]
+        for i, p, tail in zip(owner, preds, p99):
+            out[i].append({"latency_ms": float(p.latency_ms), "throughput_rps": float(p.throughput_rps),
+                           "p99_ms": float(tail)})
     return out
 
 
@@ -127,21 +121,25 @@ def servers_of(problem: ProvisioningProblem, choice: list[Option]) -> list[Serve
     return [Server(wi, r, o) for wi, o in enumerate(choice) for r in range(o.replicas)]
 
 
-def repair(problem: ProvisioningProblem, gpus: list[Gpu], rounds: int = 40) -> int:
+def repair(problem: ProvisioningProblem, gpus: list[Gpu], relocate=None, rounds: int = 40) -> int:
     """Fix servers the full model says miss their SLO: give them one more share step while the GPU has room,
-    else move them to a GPU of their own. Every miss is fixed in the same round (one full-model check per
-    round, not per fix). Returns how many fixes were made."""
+    else take them off it: relocate(problem, gpus, [(origin gpu index, server)]) puts them elsewhere (in the
+    first half of the rounds; a GPU of their own after that, or without relocate, so it ends). Every miss
+    is fixed in the same round (one full-model check per round, not per fix). Returns how many fixes."""
     fixes = 0
-    for _ in range(rounds):
+    for round_ in range(rounds):
         bad = sorted({(gi, si) for gi, si, _ in violations(problem, gpus) if si >= 0}, reverse=True)
         if not bad:
             break
+        moved: list[tuple[int, Server]] | None = [] if relocate and round_ < rounds // 2 else None
         for gi, si in bad:   # reverse order: deleting a server keeps the lower indices valid
-            fixes += _fix(problem, gpus, gi, si)
+            fixes += _fix(problem, gpus, gi, si, moved)
+        if moved:
+            relocate(problem, gpus, moved)
     return fixes
 
 
-def _fix(problem: ProvisioningProblem, gpus: list[Gpu], gi: int, si: int) -> int:
+def _fix(problem: ProvisioningProblem, gpus: list[Gpu], gi: int, si: int, moved: list | None) -> int:
     g = gpus[gi]
     s = g.servers[si]
     r = problem.row(s.option)
@@ -150,7 +148,10 @@ def _fix(problem: ProvisioningProblem, gpus: list[Gpu], gi: int, si: int) -> int
         g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
     elif len(g.servers) > 1:
         del g.servers[si]
-        gpus.append(Gpu(g.type_index, [s]))
+        if moved is None:
+            gpus.append(Gpu(g.type_index, [s]))
+        else:
+            moved.append((gi, s))
     elif i < len(r["shares"]):  # alone and still too slow: the candidate grid said it fits solo, so widen it
         g.servers[si] = Server(s.workload, s.replica, problem.with_share(s.option, i))
     else:
