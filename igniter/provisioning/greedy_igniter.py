@@ -72,7 +72,7 @@ def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, 
     ok = (lat <= r["max_latency"][None, :] + EPS) & (r["max_latency"][None, :] > 0)
     need = np.where(ok.any(axis=1), r["shares"][ok.argmax(axis=1)], np.inf)
     est = np.where((load[:, 3] == s.option.type_index) & (load[:, 0] + need <= 100 + EPS), need, np.inf)
-    order = np.argsort(est, kind="stable")
+    order = np.lexsort((load[:, 0], est))   # ties (the grid is coarse): the emptiest GPU first, it fits most often
     return order[np.isfinite(est[order])].tolist()
 
 
@@ -88,7 +88,8 @@ def place(problem: ProvisioningProblem, residents: list[Server], new: Server, ro
     shares = rows[0]["shares"]
     lat, sens, press, sched, lmax = np.stack([r["terms"] for r in rows], axis=1)
     n = len(members)
-    at = np.array([int(np.searchsorted(shares, m.option.share - EPS)) for m in members])
+    start = np.searchsorted(shares, np.array([m.option.share for m in members]) - EPS)
+    at = start
     steps = np.arange(len(shares))[None, :]
     for _ in range(rounds):
         own = press[np.arange(n), at]
@@ -100,8 +101,7 @@ def place(problem: ProvisioningProblem, residents: list[Server], new: Server, ro
         if shares[moved].sum() > 100 + EPS:
             return None
         if (moved == at).all():
-            return [m if moved[i] == np.searchsorted(shares, m.option.share - EPS)
-                    else Server(m.workload, m.replica, problem.with_share(m.option, int(moved[i])))
+            return [m if moved[i] == start[i] else Server(m.workload, m.replica, problem.with_share(m.option, int(moved[i])))
                     for i, m in enumerate(members)]
         at = moved
     return None
