@@ -19,8 +19,8 @@ from pathlib import Path
 from igniter.errors import UserError
 from igniter.provisioning.candidates import ProvisioningProblem
 from igniter.provisioning.strategy import Assignment, Gpu, cost, predicted
-from igniter.triton.config import (new_model_config, read_config, set_dynamic_batching, set_instance_group,
-                                   set_parameter, write_config)
+from igniter.triton.config import (config_text, new_model_config, read_config, set_dynamic_batching,
+                                   set_instance_group, set_parameter)
 
 DIGITS = 4
 
@@ -133,7 +133,9 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
         if "threads" in cfg.parameters:
             set_parameter(cfg, "threads", threads)
         cpu_next += threads
-    write_config(cfg, repo / model / "config.pbtxt")
+    # plain writes: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
+    (repo / model).mkdir(parents=True, exist_ok=True)
+    (repo / model / "config.pbtxt").write_text(config_text(cfg))
     (repo / "launch.json").write_text(json.dumps(launch, indent=2, sort_keys=True) + "\n")
     return cpu_next
 
