@@ -15,9 +15,11 @@ candidate options (batch, share). Slots are GPUs (per type, at most what the war
 
 After each solve every GPU is re-checked with the full perf model + queueing model; a violated co-located set
 is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that type) and the ILP re-solved
-(bounded). Up to SMALL_SERVERS servers the whole instance is one ILP; above, the greedy solution is improved
-by local ILPs that try to re-pack the servers of the WINDOW least-loaded GPUs into one GPU fewer, until the
-time limit. The lower bound is the interference-free share bound (problem.share_lower_bound), valid for the
+(bounded). When the greedy warm start already meets the lower bound nothing is searched. Up to SMALL_SERVERS
+servers the whole instance is one ILP; above, the greedy solution is improved by re-packing the servers of the
+WINDOW least-loaded GPUs into one GPU fewer (skipped when their smallest solo shares cannot fit; the greedy's
+insertion first, then a local ILP of at most WINDOW_ILP_S), until the time limit or MAX_FAILED_WINDOWS windows
+in a row did not shrink. The lower bound is the interference-free share bound (problem.share_lower_bound), valid for the
 whole candidate set; CBC's "optimal" status only covers the options the ILP was given.
 """
 
@@ -43,6 +45,8 @@ BATCH_KEYS_PER_TYPE = 2        # (model, batch) configurations per type and serv
 SHARE_LEVELS = 3               # lowest shares per configuration
 CUT_ROUNDS = 5
 WINDOW = 5
+WINDOW_ILP_S = 0.3             # CBC time per window: proving a window cannot shrink is what is slow
+MAX_FAILED_WINDOWS = 3         # consecutive windows that did not shrink before giving up
 THREADS = 2
 ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
@@ -51,6 +55,8 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     start = time.monotonic()
     warm = greedy_igniter.solve(problem).gpus
     bound = problem.share_lower_bound()
+    if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
+        return Assignment([g for g in warm if g.servers], bound, "optimal", {"mode": "greedy meets the bound"})
     exact = _solve_patterns(problem, warm, start + time_limit_s)
     if exact is not None:
         gpus, status, bound, details = exact
@@ -205,7 +211,7 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
                     prob += pulp.lpSum(vs) <= len(vs) - 1, f"cut_{n}_{j}"
     if warm:
         _warm_start(items, opts, slots, position, warm, x, y)
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit_s)), threads=THREADS,
+    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(0.1, round(time_limit_s, 2)), threads=THREADS,
                                warmStart=bool(warm))
     prob.solve(solver)
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
@@ -265,7 +271,7 @@ def _warm_start(items, opts, slots, position, warm: list[Gpu], x, y) -> None:
 def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
     """Greedy + local ILP: re-pack the servers of the least-loaded GPUs of a type into one GPU fewer."""
     gpus = [Gpu(g.type_index, list(g.servers)) for g in warm]
-    tries, failed = 0, set()
+    tries, failures, failed = 0, 0, set()
     while time.monotonic() < deadline - 0.3:
         window = _next_window(gpus, failed)
         if window is None:
@@ -274,12 +280,27 @@ def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
         items = sorted([s for gi in window for s in gpus[gi].servers],
                        key=lambda s: (-s.option.share, s.workload, s.replica))
         slots = [gpus[window[0]].type_index] * (len(window) - 1)
-        found, _ = pack_ilp(problem, items, slots, None, [], min(2.0, deadline - time.monotonic()))
-        if found is None or violations(problem, found):
+        found = _repack(problem, items, slots, deadline)
+        if found is None:
             failed.add(tuple(sorted(_key(gpus[gi]) for gi in window)))
+            failures += 1
+            if failures >= MAX_FAILED_WINDOWS:
+                break
             continue
+        failures = 0
         gpus = [g for gi, g in enumerate(gpus) if gi not in window] + found
     return gpus, "heuristic", tries
+
+
+def _repack(problem, items: list[Server], slots: list[int], deadline: float) -> list[Gpu] | None:
+    """The window's servers in len(slots) GPUs, or None: skipped when even their smallest solo shares overfill
+    the slots (interference only adds), then the greedy's own insertion, then the ILP (time-boxed)."""
+    if sum(min(o.share for o in item_options(problem, s)) for s in items) > 100 * len(slots) + EPS:
+        return None
+    found = greedy_igniter.pack(problem, items)
+    if len(found) > len(slots) or violations(problem, found):
+        found, _ = pack_ilp(problem, items, slots, None, [], min(WINDOW_ILP_S, deadline - time.monotonic()))
+    return None if found is None or violations(problem, found) else found
 
 
 def _key(g: Gpu):
