@@ -15,6 +15,7 @@ from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, memory_l
 
 NAME = "igniter"
 SHORTLIST = 4
+CHUNK = 16          # placements evaluated together (vectorised); most servers settle within the first chunk
 
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
@@ -40,17 +41,18 @@ def pack(problem: ProvisioningProblem, servers: list[Server], gpus: list[Gpu] | 
                      for g in gpus]).reshape(len(gpus), 4)   # per GPU: share, pressure, servers, type index
     for s in sorted(servers, key=lambda s: (-s.option.share, s.workload, s.replica)):
         best, found = None, 0
-        for gi in _shortlist(problem, gpus, load, s):
+        tries = [gi for gi in _shortlist(problem, gpus, load, s) if avoid.get((s.workload, s.replica)) != gi]
+        for lo in range(0, len(tries), CHUNK):
+            chunk = tries[lo:lo + CHUNK]
+            for gi, placed in zip(chunk, place(problem, [gpus[gi].servers for gi in chunk], s)):
+                if placed is None or found >= SHORTLIST:
+                    continue
+                found += 1
+                extra = sum(p.option.share for p in placed) - gpus[gi].share() - s.option.share
+                if best is None or extra < best[0] - EPS:
+                    best = (extra, gi, placed)
             if found >= SHORTLIST:
                 break
-            g = gpus[gi]
-            placed = place(problem, g.servers, s) if avoid.get((s.workload, s.replica)) != gi else None
-            if placed is None:
-                continue
-            found += 1
-            extra = sum(p.option.share for p in placed) - g.share() - s.option.share
-            if best is None or extra < best[0] - EPS:
-                best = (extra, gi, placed)
         if best is None:
             gpus.append(Gpu(s.option.type_index, [s]))
             load = np.vstack([load, [s.option.share, s.option.pressure, 1, s.option.type_index]])
@@ -76,32 +78,41 @@ def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, 
     return order[np.isfinite(est[order])].tolist()
 
 
-def place(problem: ProvisioningProblem, residents: list[Server], new: Server, rounds: int = 8) -> list[Server] | None:
-    """Residents + new with every share raised just enough to absorb the interference; None if it cannot fit.
-
-    Shares only grow from where they are (a resident's is never shrunk), each round every member takes the
-    smallest grid share meeting its SLO next to the others' current pressure (linearised interference)."""
-    members = [*residents, new]
-    if sum(m.option.memory_mb for m in members) > memory_limit(problem, new.option.type_index):
-        return None
-    rows = [problem.row(m.option) for m in members]
-    shares = rows[0]["shares"]
-    lat, sens, press, sched, lmax = np.stack([r["terms"] for r in rows], axis=1)
-    n = len(members)
-    start = np.searchsorted(shares, np.array([m.option.share for m in members]) - EPS)
-    at = start
-    steps = np.arange(len(shares))[None, :]
+def place(problem: ProvisioningProblem, groups: list[list[Server]], new: Server,
+          rounds: int = 8) -> list[list[Server] | None]:
+    """Per group of residents (one GPU each): residents + new with every share raised just enough to absorb the
+    interference, or None if they cannot fit. Shares only grow from where they are (a resident's is never
+    shrunk); each round every member takes the smallest grid share meeting its SLO next to the others'
+    current pressure (linearised interference). Vectorised over the groups, padded to the largest; padding
+    members have no latency, pressure or share, so they always fit and change nothing."""
+    sets = [[*residents, new] for residents in groups]
+    shares = problem.row(new.option)["shares"]
+    size = max(len(m) for m in sets)
+    terms = np.zeros((len(sets), size, 5, len(shares)))
+    terms[:, :, 4] = 1.0
+    start = np.zeros((len(sets), size), dtype=int)
+    real = np.arange(size)[None, :] < np.array([len(m) for m in sets])[:, None]
+    limit = memory_limit(problem, new.option.type_index)
+    alive = np.array([sum(m.option.memory_mb for m in members) <= limit for members in sets])
+    for c, members in enumerate(sets):
+        terms[c, :len(members)] = np.stack([problem.row(m.option)["terms"] for m in members])
+        start[c, :len(members)] = np.searchsorted(shares, np.array([m.option.share for m in members]) - EPS)
+    lat, sens, press, sched, lmax = np.moveaxis(terms, 2, 0)
+    partners = np.array([len(m) - 1 for m in sets])[:, None, None]
+    steps = np.arange(len(shares))
+    at, settled = start, np.zeros(len(sets), dtype=bool)
     for _ in range(rounds):
-        own = press[np.arange(n), at]
-        partner = own.sum() - own
-        ok = (lat * (1 + sens * partner[:, None]) + sched * (n - 1) <= lmax + EPS) & (lmax > 0) & (steps >= at[:, None])
-        if not ok.any(axis=1).all():
-            return None
-        moved = ok.argmax(axis=1)
-        if shares[moved].sum() > 100 + EPS:
-            return None
-        if (moved == at).all():
-            return [m if moved[i] == start[i] else Server(m.workload, m.replica, problem.with_share(m.option, int(moved[i])))
-                    for i, m in enumerate(members)]
+        own = np.take_along_axis(press, at[:, :, None], 2)[:, :, 0]
+        partner = own.sum(1, keepdims=True) - own
+        ok = ((lat * (1 + sens * partner[:, :, None]) + sched * partners <= lmax + EPS) & (lmax > 0)
+              & (steps >= at[:, :, None]))
+        alive &= ok.any(2).all(1)
+        moved = np.where(ok.any(2), ok.argmax(2), at)
+        alive &= (shares[moved] * real).sum(1) <= 100 + EPS
+        settled = (moved == at).all(1)
+        if (settled | ~alive).all():
+            break
         at = moved
-    return None
+    return [[m if at[c, i] == start[c, i] else Server(m.workload, m.replica, problem.with_share(m.option, int(at[c, i])))
+             for i, m in enumerate(members)] if alive[c] and settled[c] else None
+            for c, members in enumerate(sets)]
