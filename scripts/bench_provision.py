@@ -16,8 +16,11 @@ import random
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -53,6 +56,23 @@ def run_case(label: str, ws: WorkloadSet, types, latency_model: str, time_limit:
     for r in rows:
         r["lb"], r["gap"] = best, gap(r["cost"], best)
     return rows
+
+
+def cli_seconds(perf_model: str, n: int, out_parent: str | None = None, repeats: int = 3) -> list[float]:
+    """Wall time of a fresh `igniter provision` process (import, load, build, solve, write) on random n, its
+    plan written under out_parent (the disk's speed matters: one directory and two files per server)."""
+    times = []
+    with tempfile.TemporaryDirectory(dir=out_parent) as tmp:
+        ws = random_set(["alexnet", "resnet50", "ssd", "vgg19"], n, n)
+        path = Path(tmp) / "workloads.yaml"
+        path.write_text(yaml.safe_dump({"workloads": [{"name": w.name, "model": w.model, "rate": w.rate,
+                                                       "slo_ms": w.slo_ms} for w in ws.workloads]}))
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "igniter", "provision", "--workloads", str(path), "--perf-model",
+                            perf_model, "--out", str(Path(tmp) / f"plan{r}")], check=True, capture_output=True)
+            times.append(time.perf_counter() - t0)
+    return times
 
 
 def machine() -> str:
@@ -94,6 +114,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="replace the Provisioning section of BENCHMARKS.md")
     ap.add_argument("--sizes", default="10,100,300,1000")
     ap.add_argument("--notes", default="", help="text appended under the table")
+    ap.add_argument("--cli-size", type=int, default=1000, help="workloads of the end-to-end CLI timing (0: skip)")
     args = ap.parse_args()
     if args.perf_model:
         from igniter.model import PerfModel
@@ -110,7 +131,15 @@ def main() -> None:
     for n in [int(x) for x in args.sizes.split(",") if x]:
         rows += run_case(f"random {n} (seed {n})", random_set(sorted(known_models(types)), n, n), types, "queueing",
                          4.0 if n >= 300 else 10.0)
-    section = markdown(rows, source, args.notes)
+    notes = args.notes
+    if args.perf_model and args.cli_size:
+        where = [(tempfile.gettempdir(), "--out on the disk")] + [("/dev/shm", "--out on tmpfs /dev/shm")] * Path(
+            "/dev/shm").is_dir()
+        runs = "; ".join(f"{label}: {', '.join(f'{t:.2f}' for t in cli_seconds(args.perf_model, args.cli_size, d))} s"
+                         for d, label in where)
+        notes = (f"End to end, `igniter provision` (fresh process, default --time-limit 10, new --out) on random "
+                 f"{args.cli_size} (seed {args.cli_size}), 3 runs each: {runs}.\n\n" + notes)
+    section = markdown(rows, source, notes)
     print(section)
     if args.write:
         replace_section(ROOT / "BENCHMARKS.md", section)

@@ -86,6 +86,7 @@ def write_plan(plan: dict, problem: ProvisioningProblem, out_dir: str | Path, sr
         (tmp / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
         (tmp / "solve.json").write_text(json.dumps(solve_info, indent=2, sort_keys=True) + "\n")
         types = {t.type: t for t in problem.types}
+        (tmp / "triton_repo").mkdir()
         for g in plan["gpus"]:
             cpu_next = 0
             for s in g["servers"]:
@@ -111,6 +112,8 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
     """One server's model repository and launch.json; returns the next free core on a CPU host."""
     model = server["model"]
     on_gpu = gpu_type.kind != "cpu"
+    repo.mkdir()              # two plain mkdirs: with parents=True each would first fail on the missing parent
+    (repo / model).mkdir()
     base = Path(src_repo) / model if src_repo else None
     if base is not None and (base / "config.pbtxt").exists():
         cfg = read_config(base / "config.pbtxt")
@@ -134,7 +137,6 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
             set_parameter(cfg, "threads", threads)
         cpu_next += threads
     # plain writes: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
-    (repo / model).mkdir(parents=True, exist_ok=True)
     (repo / model / "config.pbtxt").write_text(config_text(cfg))
     (repo / "launch.json").write_text(json.dumps(launch, indent=2, sort_keys=True) + "\n")
     return cpu_next
