@@ -279,3 +279,21 @@ def test_cpu_shares_are_whole_cores_within_profiled_range(tmp_path, cores, allow
 def test_gpu_shares_extrapolate_at_most_one_step_below_profiled():
     problem = problem_of([("alexnet", 50, 60), ("resnet50", 20, 150), ("vgg19", 10, 200)])
     assert min(o.share for opts in problem.options for o in opts) == pytest.approx(7.5)   # profiled from 10 %
+
+
+def test_ilp_stops_when_greedy_meets_bound():
+    problem = problem_of([("alexnet", 100, 60)])
+    a = ilp.solve(problem, 5)
+    assert a.status == "optimal" and a.details["mode"] == "greedy meets the bound"
+    assert cost(problem, a.gpus) == pytest.approx(a.lower_bound)
+
+
+def test_vectorised_placement_equals_one_gpu_at_a_time():
+    problem = problem_of([("alexnet", 200, 30), ("resnet50", 100, 60), ("vgg19", 40, 120), ("ssd", 30, 150),
+                          ("vgg19", 150, 80), ("vgg19", 150, 80), ("alexnet", 300, 40)])
+    servers = greedy_igniter.servers_of(problem, [greedy_igniter.min_share_options(problem, wi)[0]
+                                                 for wi in range(len(problem.workloads))])
+    new, groups = servers[-1], [[], servers[:1], servers[1:3], servers[:4], servers[:6]]   # sizes differ: padding
+    together = greedy_igniter.place(problem, groups, new)
+    assert together == [greedy_igniter.place(problem, [g], new)[0] for g in groups]
+    assert together[0] == [new] and together[1] is not None and together[-1] is None

@@ -185,7 +185,8 @@ def build_grid(gpu_type: GpuType, model: str) -> ModelGrid:
     return ModelGrid(batches, shares, usable_shares(gpu_type, model, shares), *fields, memory)
 
 
-def build_problem(workload_set: WorkloadSet, types: list[GpuType], latency_model: str = "queueing") -> ProvisioningProblem:
+def build_problem(workload_set: WorkloadSet, types: list[GpuType],
+                  latency_model: str = "queueing") -> ProvisioningProblem:
     """Tabulate the grids and every workload's candidates; UserError naming the first infeasible workload."""
     grids = {}
     for ti, t in enumerate(types):
@@ -238,10 +239,9 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
         feasible = (p99_grid <= slo[todo]) & (g.memory[None, :, None] <= mem_limit) & g.usable
         delay = queueing.max_queue_delay_us(g.batches[None, :], lam[:, :, 0])
         kept = [(n, u, bi, si) for n, u in enumerate(todo) for bi, si in _share_levels(feasible[n])]
-        lmax = queueing.max_latency_ms(np.array([ws[u].slo_ms for _, u, _, _ in kept]),
-                                       g.batches[[bi for _, _, bi, _ in kept]], np.array([lam[n, 0, 0] for n, *_ in kept]),
-                                       np.array([occ[bi, si] for *_, bi, si in kept]),
-                                       np.array([extra[u, 0, 0] for _, u, _, _ in kept]), problem.latency_model)
+        n_, u_, b_, s_ = (np.array(c, dtype=int) for c in zip(*kept)) if kept else [np.zeros(0, dtype=int)] * 4
+        lmax = queueing.max_latency_ms(slo[u_, 0, 0], g.batches[b_], lam[n_, 0, 0], occ[b_, s_], extra[u_, 0, 0],
+                                       problem.latency_model)
         for (n, u, bi, si), allowed in zip(kept, lmax):
             if not g.latency[bi, si] <= allowed + EPS:
                 continue     # only at the bisection's precision

@@ -65,8 +65,8 @@ def pack(problem: ProvisioningProblem, servers: list[Server], gpus: list[Gpu] | 
 
 def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, s: Server) -> list[int]:
     """GPUs worth a full placement attempt: the right type, room for the new server's own interference-raised
-    share, by that estimate; the caller stops after SHORTLIST successful placements. (The published greedy tries every GPU; on small instances this is
-    the same, on thousands of GPUs it keeps the greedy linear-time.)"""
+    share, by that estimate; the caller stops after SHORTLIST successful placements. (The published greedy tries
+    every GPU; on small instances this is the same, on thousands of GPUs it keeps the greedy linear-time.)"""
     if not gpus:
         return []
     r = problem.row(s.option)
@@ -113,6 +113,11 @@ def place(problem: ProvisioningProblem, groups: list[list[Server]], new: Server,
         if (settled | ~alive).all():
             break
         at = moved
-    return [[m if at[c, i] == start[c, i] else Server(m.workload, m.replica, problem.with_share(m.option, int(at[c, i])))
-             for i, m in enumerate(members)] if alive[c] and settled[c] else None
+    return [_at_shares(problem, members, start[c], at[c]) if alive[c] and settled[c] else None
             for c, members in enumerate(sets)]
+
+
+def _at_shares(problem: ProvisioningProblem, members: list[Server], start, at) -> list[Server]:
+    """Members moved to grid share indices `at` (those still at `start` kept as they are)."""
+    return [m if at[i] == start[i] else Server(m.workload, m.replica, problem.with_share(m.option, int(at[i])))
+            for i, m in enumerate(members)]
