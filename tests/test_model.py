@@ -121,10 +121,38 @@ def test_monotonic_synthetic(model):
     monotonic_checks(model)
 
 
-def test_monotonic_v100(tmp_path):
+@pytest.fixture(scope="module")
+def v100_model_file(tmp_path_factory):
     from igniter.profiling.importers import import_profiles
-    import_profiles("igniter", shared_data("igniter-v100"), tmp_path / "v100")
-    monotonic_checks(PerfModel.fit(tmp_path / "v100"))
+    out = tmp_path_factory.mktemp("v100")
+    import_profiles("igniter", shared_data("igniter-v100"), out / "profiles")
+    PerfModel.fit(out / "profiles").save(out / "v100.model.json")
+    return out / "v100.model.json"
+
+
+def test_monotonic_v100(v100_model_file):
+    monotonic_checks(PerfModel.load(v100_model_file))
+
+
+def linear_terms_many_equals_scalar(path):
+    """linear_terms_many over a batch x share grid (off-profile batches and shares too) gives exactly the scalar
+    linear_terms of each point, each scalar one asked of a fresh model (no memo shared with the grid)."""
+    shares = [0.5, 1.0, 1.3, 33.3] + [float(s) for s in np.round(np.arange(1, 41) * 2.5, 4)]
+    many_model, scalar_model = PerfModel.load(path), PerfModel.load(path)
+    points = [(m, b, s) for m in many_model.models for b in many_model.batches(m) + [3, 64] for s in shares]
+    many = many_model.linear_terms_many(*zip(*points))
+    assert isinstance(many, LinearTerms) and all(len(field) == len(points) for field in many)
+    for i, point in enumerate(points):
+        assert tuple(float(field[i]) for field in many) == tuple(scalar_model.linear_terms(*point)), point
+
+
+def test_linear_terms_many_equals_scalar_synthetic(tmp_path, model):
+    model.save(tmp_path / "m.json")
+    linear_terms_many_equals_scalar(tmp_path / "m.json")
+
+
+def test_linear_terms_many_equals_scalar_v100(v100_model_file):
+    linear_terms_many_equals_scalar(v100_model_file)
 
 
 def test_online_update_reduces_drift_error(tmp_path, model):

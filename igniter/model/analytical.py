@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares, nnls
 
 SURFACE_PARAMS = 5
 
@@ -25,6 +24,7 @@ def surface(k: np.ndarray, batch, share):
 
 def fit_surface(batch: np.ndarray, share: np.ndarray, latency: np.ndarray) -> np.ndarray:
     """Least squares on log latency (relative error), bounds keep every term non-negative and r + k4 > 0."""
+    from scipy.optimize import least_squares  # imported here: 0.3 s, and only fitting needs it (not provision)
     b, r, t = (np.asarray(x, float) for x in (batch, share, latency))
     k0 = np.array([0.0, float(np.median(t * r / b)), 1e-3, 0.0, 0.0])
     lower = [0.0, 0.0, 0.0, -0.9 * float(r.min()), 0.0]
@@ -108,6 +108,7 @@ def fit_interference(metrics: list[str], own_demand: np.ndarray, partner_demand:
                      measured: np.ndarray) -> Interference:
     """Non-negative least squares on relative error; the pressure weights (bilinear in the sensitivity) by a grid
     over the second metric's weight, so the fit stays deterministic and rank-1 (linear_terms stays exact)."""
+    from scipy.optimize import nnls  # imported here: 0.3 s, and only fitting needs it (not provision)
     grid = PRESSURE_WEIGHT_GRID if len(metrics) == 2 else [None]
     best = None
     for w in grid:

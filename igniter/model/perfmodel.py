@@ -227,11 +227,17 @@ class PerfModel:
         """Linearised interference for the ILP; exact for the contention and scheduling part (the power-capped clock
         term and the residual are left out):
         latency ~= solo_latency_ms + sum over partners p of (solo_latency_ms * sensitivity * p.pressure + sched_ms)."""
-        m = self._check(Member(model, batch, share))
-        one = self._members([m], np.zeros(1, int))
-        scale = math.exp(self.fits[m.model].correction)
-        return LinearTerms(float(one.solo_ms[0]) * scale, float(one.solo_rps[0]) / scale, float(one.sensitivity[0]),
-                           float(one.pressure[0]), float(one.sched_ms[0]) * scale)
+        return LinearTerms(*(float(v[0]) for v in self.linear_terms_many([model], [batch], [share])))
+
+    def linear_terms_many(self, models: list[str], batches: list[int], shares: list[float]) -> LinearTerms:
+        """linear_terms of many (model, batch, share) points in one pass: each field an array, one entry per point,
+        equal to what linear_terms gives for that point (candidates.py tabulates thousands)."""
+        flat = [self._check(Member(*m)) for m in zip(models, batches, shares)]
+        self._tabulate(flat)
+        members = self._members(flat, np.arange(len(flat)))
+        scale = np.array([math.exp(self.fits[m.model].correction) for m in flat], float)
+        return LinearTerms(members.solo_ms * scale, members.solo_rps / scale, members.sensitivity, members.pressure,
+                           members.sched_ms * scale)
 
     def update(self, observations: pd.DataFrame, boost_rounds: int = 0, rate: float = UPDATE_RATE) -> None:
         """Online adaptation from new store rows (solo rows: no partner; pair rows: one partner each).
@@ -299,16 +305,28 @@ class PerfModel:
     def _terms(self, model: str, batch: int, share: float) -> tuple[float, ...]:
         """(solo ms, solo req/s, power W above idle, then every metric of METRIC_COLUMNS as a fraction of peak (NaN
         where unknown)), memoised: the ILP asks the same points."""
-        key = (model, batch, share)
-        if key not in self._memo:
+        self._tabulate([Member(model, batch, share)])
+        return self._memo[(model, batch, share)]
+
+    def _tabulate(self, points: list[Member]) -> None:
+        """Memoise the _terms of every point not yet known, the grids interpolated once per (model, batch) over all
+        its shares; each value is computed as for a single point, so the result does not depend on the grouping."""
+        shares_of: dict[tuple[str, int], list[float]] = {}
+        for model, batch, share in points:
+            if (model, batch, share) not in self._memo:
+                shares_of.setdefault((model, batch), []).append(share)
+        for (model, batch), shares in shares_of.items():
             fit = self.fits[model]
-            solo_ms = _monotone_solo_ms(fit, batch, share)
-            solo_rps = batch * 1000.0 / solo_ms * math.exp(float(fit.pipelining.at(batch, share)))
-            power = max(float(fit.power.at(batch, share)), 0.0) if fit.power else 0.0
-            metrics = [max(float(fit.metrics[k].at(batch, share)) * solo_rps, 0.0) if k in fit.metrics else math.nan
+            shares = sorted(set(shares))
+            solo_ms = _monotone_solo_ms(fit, batch, np.array(shares, float))
+            pipelining = fit.pipelining.at(batch, np.array(shares, float))
+            power = fit.power.at(batch, np.array(shares, float)) if fit.power else np.zeros(len(shares))
+            metrics = [fit.metrics[k].at(batch, np.array(shares, float)) if k in fit.metrics else None
                        for k in METRIC_COLUMNS]
-            self._memo[key] = (solo_ms, solo_rps, power, *metrics)
-        return self._memo[key]
+            for i, share in enumerate(shares):
+                rps = batch * 1000.0 / float(solo_ms[i]) * math.exp(float(pipelining[i]))
+                demand = [math.nan if m is None else max(float(m[i]) * rps, 0.0) for m in metrics]
+                self._memo[(model, batch, share)] = (float(solo_ms[i]), rps, max(float(power[i]), 0.0), *demand)
 
     def _members(self, flat: list[Member], set_index: np.ndarray) -> Members:
         terms = np.array([self._terms(*m) for m in flat], float).reshape(len(flat), -1)
@@ -370,12 +388,17 @@ class PerfModel:
         return base[first], features.matrix(members, base)[first], seen[first]
 
 
-def _monotone_solo_ms(fit: ModelFit, batch: int, share: float) -> float:
-    """Solo latency that never grows with the share: the least over a 1 %-step grid of smaller shares (measured
-    tables are noisy, e.g. V100 ssd batch 1 is slower at 100 % than at 80 %)."""
-    shares = np.append(np.arange(1.0, share, 1.0), share)
-    raw = analytical.surface(np.asarray(fit.surface), batch, shares) * np.exp(fit.latency.at(batch, shares))
-    return float(raw.min())
+def _monotone_solo_ms(fit: ModelFit, batch: int, shares: np.ndarray) -> np.ndarray:
+    """Solo latency at each share that never grows with the share: the least over the share and a 1 %-step grid of
+    smaller shares (measured tables are noisy, e.g. V100 ssd batch 1 is slower at 100 % than at 80 %)."""
+    steps = np.arange(1.0, float(shares.max()), 1.0)
+    below = np.append(np.inf, np.minimum.accumulate(_raw_solo_ms(fit, batch, steps)))  # [n]: least of n steps
+    smaller = np.maximum(np.ceil(shares - 1.0), 0).astype(int)  # steps below each share: len(arange(1, share))
+    return np.minimum(below[smaller], _raw_solo_ms(fit, batch, shares))
+
+
+def _raw_solo_ms(fit: ModelFit, batch: int, shares: np.ndarray) -> np.ndarray:
+    return analytical.surface(np.asarray(fit.surface), batch, shares) * np.exp(fit.latency.at(batch, shares))
 
 
 def _idle_w(hardware: dict) -> float | None:

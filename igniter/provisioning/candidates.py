@@ -176,13 +176,20 @@ def build_grid(gpu_type: GpuType, model: str) -> ModelGrid:
     perf_model = gpu_type.perf_model
     batches = np.array(sorted(int(b) for b in perf_model.batches(model)))
     shares = share_grid(share_step(gpu_type))
-    fields = np.zeros((5, len(batches), len(shares)))
-    for i, b in enumerate(batches):
-        for j, s in enumerate(shares):
-            t = perf_model.linear_terms(model, int(b), float(s))
-            fields[:, i, j] = (t.solo_latency_ms, t.solo_throughput_rps, t.sensitivity, t.pressure, t.sched_ms)
+    fields = _linear_terms_grid(perf_model, model, batches, shares)
     memory = np.array([perf_model.memory_mb(model, int(b)) or 0.0 for b in batches], dtype=float)
     return ModelGrid(batches, shares, usable_shares(gpu_type, model, shares), *fields, memory)
+
+
+def _linear_terms_grid(perf_model, model: str, batches: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """(5, B, S): solo latency, solo req/s, sensitivity, pressure, sched ms at every (batch, share), in one
+    linear_terms_many call where the perf model has it (a model with linear_terms only is asked point by point)."""
+    b, s = (a.ravel().tolist() for a in np.meshgrid(batches.astype(int), shares.astype(float), indexing="ij"))
+    if hasattr(perf_model, "linear_terms_many"):
+        terms = perf_model.linear_terms_many([model] * len(b), b, s)
+    else:
+        terms = zip(*(perf_model.linear_terms(model, bi, si) for bi, si in zip(b, s)))
+    return np.array([np.asarray(t, float) for t in terms]).reshape(5, len(batches), len(shares))
 
 
 def build_problem(workload_set: WorkloadSet, types: list[GpuType],
