@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
+
 Member = namedtuple("Member", "model batch share")
 Prediction = namedtuple("Prediction", "model batch share latency_ms throughput_rps")
 LinearTerms = namedtuple("LinearTerms", "solo_latency_ms solo_throughput_rps sensitivity pressure sched_ms")
@@ -59,6 +61,11 @@ class FakePerfModel:
         p = self.params[model]
         pressure = p[2] * share / 100.0
         return LinearTerms(lat, 1000.0 * batch / lat, p[3], pressure, p[4])
+
+    def linear_terms_many(self, models, batches, shares) -> LinearTerms:
+        """Fields as arrays, one entry per point (the real model's vectorised form)."""
+        rows = [self.linear_terms(m, b, s) for m, b, s in zip(models, batches, shares)]
+        return LinearTerms(*(np.array(column, float) for column in zip(*rows)))
 
     def predict(self, members) -> list[Prediction]:
         self.calls += 1

@@ -183,12 +183,9 @@ def build_grid(gpu_type: GpuType, model: str) -> ModelGrid:
 
 def _linear_terms_grid(perf_model, model: str, batches: np.ndarray, shares: np.ndarray) -> np.ndarray:
     """(5, B, S): solo latency, solo req/s, sensitivity, pressure, sched ms at every (batch, share), in one
-    linear_terms_many call where the perf model has it (a model with linear_terms only is asked point by point)."""
+    vectorised linear_terms_many call."""
     b, s = (a.ravel().tolist() for a in np.meshgrid(batches.astype(int), shares.astype(float), indexing="ij"))
-    if hasattr(perf_model, "linear_terms_many"):
-        terms = perf_model.linear_terms_many([model] * len(b), b, s)
-    else:
-        terms = zip(*(perf_model.linear_terms(model, bi, si) for bi, si in zip(b, s)))
+    terms = perf_model.linear_terms_many([model] * len(b), b, s)
     return np.array([np.asarray(t, float) for t in terms]).reshape(5, len(batches), len(shares))
 
 
