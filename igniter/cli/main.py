@@ -1,4 +1,8 @@
-"""The ``igniter`` command group. Each pipeline stage registers its commands from its own module."""
+"""The ``igniter`` command group. Each pipeline stage registers its commands from its own module.
+
+Command modules are imported only when their command runs (a lazy group): `igniter provision` does not pay for
+tritonclient/grpc, `igniter serve` not for pulp/xgboost.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +12,37 @@ import click
 
 from igniter import __version__
 
-# (module, command attribute names) — a stage's CLI lives beside the others, imported lazily so that a
-# missing optional piece never breaks `igniter --help`.
-_COMMAND_MODULES = {
-    "igniter.cli.serve": ["serve", "infer"],
-    "igniter.cli.profile": ["profile", "import_profiles"],
-    "igniter.cli.model": ["fit", "predict"],
-    "igniter.cli.provision": ["provision"],
-    "igniter.cli.deploy": ["apply", "status", "down"],
-    "igniter.cli.demo": ["demo"],
+# command name -> (module, attribute)
+_COMMANDS = {
+    "serve": ("igniter.cli.serve", "serve"),
+    "infer": ("igniter.cli.serve", "infer"),
+    "profile": ("igniter.cli.profile", "profile"),
+    "import-profiles": ("igniter.cli.profile", "import_profiles"),
+    "fit": ("igniter.cli.model", "fit"),
+    "predict": ("igniter.cli.model", "predict"),
+    "provision": ("igniter.cli.provision", "provision"),
+    "apply": ("igniter.cli.deploy", "apply"),
+    "status": ("igniter.cli.deploy", "status"),
+    "down": ("igniter.cli.deploy", "down"),
+    "demo": ("igniter.cli.demo", "demo"),
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module, attribute = _COMMANDS[name]
+        return getattr(importlib.import_module(module), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="igniter")
 def cli() -> None:
     """Interference-aware provisioning for NVIDIA Triton Inference Server."""
-
-
-def _register() -> None:
-    for module_name, names in _COMMAND_MODULES.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:  # stage not built yet
-                continue
-            raise
-        for name in names:
-            command = getattr(module, name, None)
-            if command is not None:
-                cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:
