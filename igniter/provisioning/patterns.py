@@ -185,19 +185,7 @@ def enumerate_packings(problem: ProvisioningProblem, kinds: list[Kind], deadline
 
 def solve_master(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing], time_limit_s: float):
     """The set-cover master; returns (gpus, objective, lp_bound, proven_optimal)."""
-    prob = pulp.LpProblem("igniter_patterns", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x_{c}", lowBound=0, cat="Integer") for c in range(len(packings))]
-    z = [pulp.LpVariable(f"z_{k}", cat="Binary") for k in range(len(kinds))]
-    prob += (pulp.lpSum(problem.types[p.type_index].price_per_hour * x[c] for c, p in enumerate(packings))
-             - problem.accuracy_weight * pulp.lpSum(k.accuracy * z[i] for i, k in enumerate(kinds)))
-    for wi in range(len(problem.workloads)):
-        prob += pulp.lpSum(z[i] for i, k in enumerate(kinds) if k.workload == wi) == 1, f"pick_{wi}"
-    covering: dict[int, list] = {i: [] for i in range(len(kinds))}
-    for c, p in enumerate(packings):
-        for m in p.kinds:
-            covering[m].append(x[c])
-    for i, k in enumerate(kinds):
-        prob += pulp.lpSum(covering[i]) >= k.replicas * z[i], f"cover_{i}"
+    prob, x, z = _master_model(problem, kinds, packings, integer=True)
     for ti, t in enumerate(problem.types):
         if t.max_count:
             prob += pulp.lpSum(x[c] for c, p in enumerate(packings) if p.type_index == ti) <= t.max_count
@@ -266,11 +254,13 @@ def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: li
     return list(columns.values()), None
 
 
-def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing]):
-    """LP relaxation of the master: (value, dual of every kind's cover row)."""
-    prob = pulp.LpProblem("igniter_master_lp", pulp.LpMinimize)
-    x = [pulp.LpVariable(f"x_{c}", lowBound=0) for c in range(len(packings))]
-    z = [pulp.LpVariable(f"z_{k}", lowBound=0, upBound=1) for k in range(len(kinds))]
+def _master_model(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing], integer: bool):
+    """min cost (- accuracy) s.t. one kind per workload and every chosen kind's replicas covered by packings;
+    ``integer=False`` is its LP relaxation (bound and duals for pricing)."""
+    prob = pulp.LpProblem("igniter_patterns" if integer else "igniter_master_lp", pulp.LpMinimize)
+    x = [pulp.LpVariable(f"x_{c}", lowBound=0, cat="Integer" if integer else "Continuous") for c in range(len(packings))]
+    z = [pulp.LpVariable(f"z_{k}", lowBound=0, upBound=1, cat="Binary" if integer else "Continuous")
+         for k in range(len(kinds))]
     prob += (pulp.lpSum(problem.types[p.type_index].price_per_hour * x[c] for c, p in enumerate(packings))
              - problem.accuracy_weight * pulp.lpSum(k.accuracy * z[i] for i, k in enumerate(kinds)))
     for wi in range(len(problem.workloads)):
@@ -281,6 +271,12 @@ def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[P
             covering[m].append(x[c])
     for i, k in enumerate(kinds):
         prob += pulp.lpSum(covering[i]) - k.replicas * z[i] >= 0, f"cover_{i}"
+    return prob, x, z
+
+
+def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing]):
+    """LP relaxation of the master: (value, dual of every kind's cover row)."""
+    prob, _, _ = _master_model(problem, kinds, packings, integer=False)
     prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
     duals = [max(0.0, prob.constraints[f"cover_{i}"].pi or 0.0) for i in range(len(kinds))]
     return float(pulp.value(prob.objective)), duals
