@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from igniter.atomic import atomic_write
 from igniter.errors import UserError
 from igniter.triton.server import pid_alive  # noqa: F401 - re-exported for apply/status
 
@@ -60,9 +59,4 @@ def load_state(path: Path) -> DeploymentState:
 
 
 def save_state(state: DeploymentState, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state.to_dict(), fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -19,7 +19,8 @@ import pandas as pd
 from igniter.errors import UserError
 from igniter.model import analytical, features, residual
 from igniter.model.features import Members
-from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, ProfileStore, atomic_write_text, validate
+from igniter.atomic import atomic_write
+from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, ProfileStore, validate
 
 FORMAT, VERSION = "igniter-perf-model", 2
 # Demand metrics: store columns giving a member's load on shared resources, in % of peak.
@@ -265,7 +266,7 @@ class PerfModel:
                 "residual": self.residual.to_dict() if self.residual else None}
 
     def save(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+        atomic_write(Path(path), json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "PerfModel":

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from igniter.atomic import atomic_write
 from igniter.errors import UserError
 
 SOLO_REQUIRED = ["model", "batch", "share", "throughput_rps", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"]
@@ -25,20 +25,6 @@ SOLO_KEY = ["model", "batch", "share"]
 PAIR_KEY = ["model", "batch", "share", "partner", "partner_batch", "partner_share"]
 
 HARDWARE_FILE, SOLO_FILE, PAIRS_FILE = "hardware.json", "solo.csv", "pairs.csv"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old or the new file, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def validate(df: pd.DataFrame, required: list[str], where: str) -> pd.DataFrame:
@@ -88,7 +74,7 @@ class ProfileStore:
         return hardware
 
     def write_hardware(self, hardware: dict) -> None:
-        atomic_write_text(self.dir / HARDWARE_FILE, json.dumps(hardware, indent=2, sort_keys=True) + "\n")
+        atomic_write(self.dir / HARDWARE_FILE, json.dumps(hardware, indent=2, sort_keys=True) + "\n")
 
     # --- solo.csv / pairs.csv -------------------------------------------------------------------------------
     def read_solo(self) -> pd.DataFrame:
@@ -138,7 +124,7 @@ class ProfileStore:
         return new if df.empty else pd.concat([df, new], ignore_index=True)
 
     def _write(self, name: str, df: pd.DataFrame) -> None:
-        atomic_write_text(self.dir / name, df.to_csv(index=False, float_format="%.9g"))
+        atomic_write(self.dir / name, df.to_csv(index=False, float_format="%.9g"))
 
 
 def run_key(row: dict, key: list[str]) -> tuple:

@@ -7,13 +7,12 @@ config override) is protobuf json_format.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from igniter.atomic import atomic_write
 from igniter.errors import UserError
 
 ModelConfig = mc.ModelConfig
@@ -41,13 +40,7 @@ def config_text(cfg: ModelConfig) -> str:
 
 def write_config(cfg: ModelConfig, path: str | Path) -> None:
     """Write config.pbtxt atomically (temp file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(config_text(cfg))
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; servers may run as another user
-    os.replace(tmp, path)
+    atomic_write(path, config_text(cfg))
 
 
 def config_json(cfg: ModelConfig) -> str:

@@ -11,13 +11,12 @@ Latency does not depend on weight values, so random weights are enough. Regenera
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from igniter.atomic import atomic_write
 from igniter.triton.config import new_model_config, set_instance_group, set_parameter, write_config
 
 OPSET = 17
@@ -114,22 +113,13 @@ def demo_config(model: DemoModel):
     return cfg
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; servers may run as another user
-    os.replace(tmp, path)
-
-
 def write_demo_repo(repo: Path, seed: int = 0) -> dict[str, str]:
     """(Re)generate every demo model under ``repo``; returns sha256 of each model.onnx."""
     digests = {}
     for model in DEMO_MODELS:
         onnx_bytes = build_onnx(model, seed)
-        _write_bytes(repo / model.name / "1" / "model.onnx", onnx_bytes)
-        _write_bytes(repo / model.name / "1" / "model.py", MODEL_PY.read_bytes())
+        atomic_write(repo / model.name / "1" / "model.onnx", onnx_bytes)
+        atomic_write(repo / model.name / "1" / "model.py", MODEL_PY.read_bytes())
         write_config(demo_config(model), repo / model.name / "config.pbtxt")
         digests[model.name] = hashlib.sha256(onnx_bytes).hexdigest()
     return digests
