@@ -144,13 +144,17 @@ def _row_key(option: Option) -> tuple:
     return option.workload, option.type_index, option.model, option.batch, option.rate
 
 
+def host_cores(gpu_type: GpuType) -> int:
+    """Cores of a CPU host type: hardware.json's "cores", else this machine's."""
+    return int((gpu_type.perf_model.hardware or {}).get("cores") or os.cpu_count() or 1)
+
+
 def share_step(gpu_type: GpuType) -> float:
     """Grid step (%) of a device type: SHARE_STEP on a GPU; one core on a CPU host, where plan.py pins
     round(share / 100 * cores) whole cores to a server, so any other share would not be what runs."""
-    hw = gpu_type.perf_model.hardware or {}
     if gpu_type.kind != "cpu":
         return SHARE_STEP
-    return 100.0 / int(hw.get("cores") or os.cpu_count() or 1)
+    return 100.0 / host_cores(gpu_type)
 
 
 def share_grid(step: float) -> np.ndarray:

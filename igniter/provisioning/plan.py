@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from igniter.errors import UserError
-from igniter.provisioning.candidates import ProvisioningProblem
+from igniter.provisioning.candidates import ProvisioningProblem, host_cores
 from igniter.provisioning.strategy import Assignment, Gpu, cost, predicted
 from igniter.triton.config import (config_text, new_model_config, read_config, set_dynamic_batching,
                                    set_instance_group, set_parameter)
@@ -128,7 +128,7 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
     if on_gpu:
         launch["env"] = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{server['share']:g}"}
     else:
-        cores = int((gpu_type.perf_model.hardware or {}).get("cores") or os.cpu_count() or 1)
+        cores = host_cores(gpu_type)
         threads = max(1, round(server["share"] / 100.0 * cores))
         launch["cpus"] = [c % cores for c in range(cpu_next, cpu_next + threads)]
         launch["threads"] = threads
