@@ -56,7 +56,7 @@ class TritonClient:
             except InferenceServerException:
                 pass
             if time.monotonic() > deadline:
-                raise UserError(f"no Triton server answers at {self.endpoints.grpc}",
+                raise UserError(f"no Triton server answers on gRPC at {self.endpoints.grpc} (HTTP {self.endpoints.http})",
                                 "start one (igniter serve --repo DIR) or pass the right --server URL")
             time.sleep(0.2)
 
