@@ -74,11 +74,6 @@ class LoadResult:
             return self.summary["mean"]
         return float(np.mean(self.latencies_ms)) if len(self.latencies_ms) else float("nan")
 
-    def stats(self) -> dict:
-        return {"throughput_rps": self.throughput_rps, "latency_mean_ms": self.mean_ms,
-                "latency_p50_ms": self.percentile(50), "latency_p90_ms": self.percentile(90),
-                "latency_p99_ms": self.percentile(99), "ok": self.ok, "failed": self.failed, "sent": self.sent}
-
 
 def arrival_offsets(rate_rps: float, horizon_s: float, arrival: str = "poisson", seed: int = 0,
                     max_requests: int | None = None) -> np.ndarray:
@@ -258,19 +253,6 @@ def run_concurrent(specs: list[LoadSpec], duration_s: float, warmup_s: float = 0
         return await asyncio.gather(*(_run_spec(s, duration_s, warmup_s, max_requests) for s in specs))
 
     return list(asyncio.run(main()))
-
-
-def run_open_loop(endpoint: str, model: str, batch: int, rate_rps: float, duration_s: float, arrival: str = "poisson",
-                  seed: int = 0, warmup_s: float = 0.0, max_requests: int | None = None) -> LoadResult:
-    """Replay ``rate_rps`` requests/s of ``batch`` samples each against ``model`` at ``endpoint`` (gRPC host:port)."""
-    spec = LoadSpec(endpoint, model, batch, "open", rate_rps=rate_rps, arrival=arrival, seed=seed)
-    return run_concurrent([spec], duration_s, warmup_s, max_requests)[0]
-
-
-def run_closed_loop(endpoint: str, model: str, batch: int, concurrency: int, duration_s: float, warmup_s: float = 0.0,
-                    max_requests: int | None = None, seed: int = 0) -> LoadResult:
-    spec = LoadSpec(endpoint, model, batch, "closed", concurrency=concurrency, seed=seed)
-    return run_concurrent([spec], duration_s, warmup_s, max_requests)[0]
 
 
 # -- perf_analyzer --------------------------------------------------------------------------------------------------

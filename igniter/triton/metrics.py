@@ -6,7 +6,7 @@ Counters are cumulative; ``interval(before, after)`` turns two scrapes into per-
 from __future__ import annotations
 
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -114,7 +114,3 @@ def interval(before: ModelMetrics | None, after: ModelMetrics) -> dict:
         "compute_ms": (delta["compute_input_us"] + delta["compute_infer_us"] + delta["compute_output_us"]) / requests / 1e3,
         "p99_request_ms": after.quantiles_us.get("request", {}).get(0.99, float("nan")) / 1e3,
     }
-
-
-def as_dict(metrics: ModelMetrics) -> dict:
-    return asdict(metrics)

@@ -243,9 +243,6 @@ class LocalServer:
     def log_tail(self, lines: int = 5, since: int = 0) -> str:
         return ServerLog(self.log_path).tail(lines, since)
 
-    def log_size(self) -> int:
-        return ServerLog(self.log_path).size()
-
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
