@@ -13,12 +13,12 @@ whose solo latency fits under the latency the queueing model allows is a candida
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from igniter.errors import UserError
+from igniter.profiling.sysmetrics import cpu_count
 from igniter.provisioning import queueing
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
 
@@ -145,8 +145,8 @@ def _row_key(option: Option) -> tuple:
 
 
 def host_cores(gpu_type: GpuType) -> int:
-    """Cores of a CPU host type: hardware.json's "cores", else this machine's."""
-    return int((gpu_type.perf_model.hardware or {}).get("cores") or os.cpu_count() or 1)
+    """Cores of a CPU host type: hardware.json's "cores", else those usable here (counted as the profiler does)."""
+    return int((gpu_type.perf_model.hardware or {}).get("cores") or cpu_count())
 
 
 def share_step(gpu_type: GpuType) -> float:
