@@ -11,6 +11,7 @@ import yaml
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
+from igniter.deployment.state import load_state
 from igniter.errors import UserError
 
 DEFAULT_STATE = Path(".igniter/state.json")
@@ -62,6 +63,6 @@ def status(state_path: Path, as_json: bool) -> None:
 @user_errors
 def down(state_path: Path, as_json: bool) -> None:
     """Stop every server recorded in the deployment state."""
-    before = deployment_status(state_path)["servers"]
+    stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
     Deployer(state_path).stop_all()
-    emit({"stopped": [s["server"] for s in before]}, as_json, lambda r: f"stopped {len(r['stopped'])} server(s)")
+    emit({"stopped": stopped}, as_json, lambda r: f"stopped {len(r['stopped'])} server(s)")
