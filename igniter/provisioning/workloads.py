@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,8 +75,6 @@ class GpuType:
 class WorkloadSet:
     workloads: tuple[Workload, ...]
     accuracy_weight: float = 0.0
-    source: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def load_perf_model(path: str | Path) -> Any:
@@ -154,7 +152,7 @@ def load_workloads(path: str | Path, known_models: set[str]) -> WorkloadSet:
                              "give the request size in bytes (or leave it out)", 0.0)
         variants = _variants(item, where, src, known_models)
         workloads.append(Workload(name, model, rate, slo, accuracy, input_bytes, variants))
-    return WorkloadSet(tuple(workloads), weight, str(path))
+    return WorkloadSet(tuple(workloads), weight)
 
 
 def _model(item: dict, key: str, where: str, src: str, known_models: set[str]) -> str:
