@@ -92,6 +92,8 @@ def _read_yaml(path: Path, top_key: str) -> dict:
         raise UserError(f"file {path} does not exist", "fix the path")
     try:
         data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path.name}: {err}", "give a readable UTF-8 YAML file", str(path)) from err
     except yaml.YAMLError as err:
         first = str(err).splitlines()[0] if str(err) else "syntax error"
         raise UserError(f"{path.name} is not valid YAML: {first}", "fix the YAML syntax", str(path)) from err
