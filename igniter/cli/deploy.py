@@ -24,7 +24,7 @@ def _read_server_map(path: Path | None) -> dict[str, str]:
         return {}
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise UserError(f"cannot read server map {path}: {err}", "give a YAML/JSON mapping of server name -> http://HOST:PORT") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise UserError(f"server map {path} is not a mapping of server name -> URL", "write e.g. `gpu0-w1-r0: http://10.0.0.5:8000`")

@@ -60,10 +60,11 @@ def read_plan(plan_path: Path) -> list[PlannedServer]:
         raise UserError(f"plan {plan_path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
     try:
         plan = json.loads(plan_path.read_text())
-    except json.JSONDecodeError as err:
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
         raise UserError(f"plan {plan_path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
-    if plan.get("format") != "igniter-plan":
-        raise UserError(f"{plan_path} is not an igniter plan (format={plan.get('format')!r})", "pass the plan.json written by `igniter provision`")
+    plan_format = plan.get("format") if isinstance(plan, dict) else None
+    if plan_format != "igniter-plan":
+        raise UserError(f"{plan_path} is not an igniter plan (format={plan_format!r})", "pass the plan.json written by `igniter provision`")
     servers: dict[str, PlannedServer] = {}
     for gpu in plan.get("gpus", []):
         for entry in gpu.get("servers", []):
@@ -76,7 +77,10 @@ def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
     launch_path = repo / "launch.json"
     if not launch_path.exists():
         raise UserError(f"server {entry['name']!r} has no launch spec at {launch_path}", "regenerate the plan with `igniter provision`")
-    launch = json.loads(launch_path.read_text())
+    try:
+        launch = json.loads(launch_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"launch spec {launch_path} is not valid JSON ({err})", "regenerate the plan with `igniter provision`") from err
     models = launch.get("models") or [entry["model"]]
     return PlannedServer(name=entry["name"], gpu=gpu["id"], share=float(entry["share"]), repo=repo, launch=launch,
                          workloads=sorted({s for s in [entry.get("workload")] if s}),

@@ -52,7 +52,7 @@ def load_state(path: Path) -> DeploymentState:
     try:
         data = json.loads(path.read_text())
         servers = {k: ServerState(**v) for k, v in data.get("servers", {}).items()}
-    except (json.JSONDecodeError, TypeError) as err:
+    except (OSError, ValueError, TypeError, AttributeError) as err:  # unreadable, not JSON/UTF-8, or not a state
         raise UserError(f"deployment state {path} is unreadable ({err})",
                         "restore it from version control or delete it after stopping the servers it lists") from err
     return DeploymentState(plan=data.get("plan"), servers=servers)
