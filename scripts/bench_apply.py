@@ -27,6 +27,8 @@ from igniter.deployment.state import load_state  # noqa: E402
 from igniter.profiling.loadgen import LoadSpec, run_concurrent  # noqa: E402
 from igniter.triton.config import read_config, set_dynamic_batching, set_instance_group, write_config  # noqa: E402
 
+from benchmarks_md import write_section  # noqa: E402  (scripts/, on sys.path when run as a script)
+
 SECTION = "## Apply and demo"
 
 
@@ -104,17 +106,6 @@ prediction.
 """
 
 
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = content.find(SECTION)
-    if start < 0:
-        content = content.rstrip() + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text.rstrip() + "\n" + (content[end:] if end >= 0 else "")
-    path.write_text(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".igniter" / "bench-apply")
@@ -124,7 +115,7 @@ def main() -> None:
     demo = run_demo(DemoOptions(workdir=args.workdir, duration_s=args.duration), say=lambda m: print(m, file=sys.stderr))
     reconf = reconfiguration(args.workdir, args.rounds)
     machine = f"{demo['machine']} ({platform.machine()}, nproc={os.cpu_count()})"
-    write_section(render(demo, reconf, machine))
+    write_section(SECTION, render(demo, reconf, machine))
     print(render(demo, reconf, machine))
 
 

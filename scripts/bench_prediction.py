@@ -8,7 +8,6 @@ Methods: interference-blind solo, gpu-let-style linear regression, analytical al
 from __future__ import annotations
 
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -22,10 +21,11 @@ from igniter.model import Member, PerfModel
 from igniter.profiling.importers import import_profiles
 from igniter.profiling.store import ProfileStore
 
+from benchmarks_md import write_section  # scripts/, on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 V100_SRC = ROOT.parent / "shared" / "data" / "igniter-v100"
 CPU_PROFILES = ROOT / "profiles" / "cpu-2core"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 HEADING = "## Prediction error"
 FOLDS = 5
 MIN_PAIR_ROWS = 12  # 6 co-located runs (2 rows each): fewer leave a held-out fold nothing to fit on
@@ -145,18 +145,9 @@ def section() -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, new: str) -> str:
-    """Swap the HEADING section (up to the next '## ' heading) for ``new``; append it if absent."""
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        return pattern.sub(lambda _: new.rstrip("\n") + "\n\n", text, count=1)
-    return text.rstrip("\n") + "\n\n" + new.rstrip("\n") + "\n"
-
-
 def main() -> None:
     new = section()
-    old = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    BENCHMARKS.write_text(replace_section(old, new))
+    write_section(HEADING, new)
     print(new)
 
 

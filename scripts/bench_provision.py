@@ -13,7 +13,6 @@ import argparse
 import os
 import platform
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from igniter.provisioning.plan import gap  # noqa: E402
 from igniter.provisioning.strategy import cost, violations  # noqa: E402
 from igniter.provisioning.workloads import (Workload, WorkloadSet, default_catalog, known_models,  # noqa: E402
                                             load_workloads)
+
+from benchmarks_md import write_section  # noqa: E402  (scripts/, on sys.path when run as a script)
 
 
 def random_set(models: list[str], n: int, seed: int) -> WorkloadSet:
@@ -101,13 +102,6 @@ def markdown(rows: list[dict], source: str, extra: str) -> str:
     return "\n".join(lines) + "\n\n" + extra.strip() + "\n"
 
 
-def replace_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Provisioning\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--perf-model")
@@ -142,7 +136,7 @@ def main() -> None:
     section = markdown(rows, source, notes)
     print(section)
     if args.write:
-        replace_section(ROOT / "BENCHMARKS.md", section)
+        write_section("## Provisioning", section)
 
 
 if __name__ == "__main__":
