@@ -37,8 +37,7 @@ def cpu_hardware(proc: Path = PROC) -> dict:
 def gpu_hardware(nvml, index: int = 0) -> dict:
     """Describe GPU ``index`` through an initialised pynvml module (tests pass a fake)."""
     h = nvml.nvmlDeviceGetHandleByIndex(index)
-    name = nvml.nvmlDeviceGetName(h)
-    name = name.decode() if isinstance(name, bytes) else str(name)
+    name = _text(nvml.nvmlDeviceGetName(h))
     out = {"kind": "gpu", "name": name, "sm_count": _sm_count(nvml, h, name),
            "max_clock_mhz": _try(lambda: int(nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM))),
            "tdp_w": _try(lambda: nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000.0),

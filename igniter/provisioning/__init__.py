@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from igniter.errors import UserError
 from igniter.provisioning import ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import build_plan
@@ -22,8 +23,6 @@ STRATEGIES = {"ilp": ilp, "igniter": greedy_igniter, "ffd": ffd}
 
 def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
                  latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model) -> ProvisioningProblem:
-    from igniter.errors import UserError
-
     if catalog:
         types = load_catalog(catalog, loader)
     elif perf_model:
