@@ -124,14 +124,17 @@ class ProvisioningProblem:
                        sched_ms=float(r["sched"][i]), occupancy=float(r["occupancy"][i]),
                        max_latency_ms=float(r["max_latency"][i]))
 
+    def fraction_cost(self, o: Option) -> float:
+        """Price of the GPU fraction a replica set uses."""
+        return self.types[o.type_index].price_per_hour * o.share * o.replicas / 100.0
+
     def option_cost(self, o: Option) -> float:
-        """Price of the GPU fraction a replica set uses, less the accuracy reward (for ordering)."""
-        return self.types[o.type_index].price_per_hour * o.share * o.replicas / 100.0 - self.accuracy_weight * o.accuracy
+        """fraction_cost less the accuracy reward (for ordering)."""
+        return self.fraction_cost(o) - self.accuracy_weight * o.accuracy
 
     def share_lower_bound(self) -> float:
         """Interference-free fractional bound: each workload at its cheapest GPU fraction, GPUs packed to 100 %."""
-        total = sum(min(self.types[o.type_index].price_per_hour * o.share * o.replicas / 100.0 for o in opts)
-                    for opts in self.options)
+        total = sum(min(self.fraction_cost(o) for o in opts) for opts in self.options)
         reward = sum(max(o.accuracy for o in opts) for opts in self.options) * self.accuracy_weight
         prices = {t.price_per_hour for t in self.types}
         if len(prices) == 1 and self.accuracy_weight == 0:
