@@ -200,8 +200,9 @@ def build_problem(workload_set: WorkloadSet, types: list[GpuType],
                   latency_model: str = "queueing") -> ProvisioningProblem:
     """Tabulate the grids and every workload's candidates; UserError naming the first infeasible workload."""
     grids = {}
+    wanted = sorted({v.model for w in workload_set.workloads for v in w.models()})
     for ti, t in enumerate(types):
-        for m in sorted({v.model for w in workload_set.workloads for v in w.models()}):
+        for m in wanted:
             if m in t.perf_model.models:
                 grids[(ti, m)] = build_grid(t, m)
     problem = ProvisioningProblem(workload_set.workloads, types, workload_set.accuracy_weight, [], grids,
