@@ -12,6 +12,7 @@ interpreter exit.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import signal
 import socket
@@ -98,7 +99,9 @@ def backend_dir() -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.exists():
         raise UserError(f"no python backend stub for Python {version} in the pytriton wheel", "use Python 3.8-3.13")
-    target = Path(tempfile.gettempdir()) / f"igniter-backends-{abs(hash(str(root))) % 10**8}-{version}"
+    # a stable digest: str hash() is salted per process, which made every process build its own directory
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    target = Path(tempfile.gettempdir()) / f"igniter-backends-{digest}-{version}"
     python_dir = target / "python"
     if not (python_dir / "triton_python_backend_stub").exists():
         staging = Path(tempfile.mkdtemp(prefix="igniter-backends-"))
@@ -172,7 +175,7 @@ class LocalServer:
         self.options = options
         self.process: subprocess.Popen | None = None
         self.endpoints: Endpoints | None = None
-        self.log_path: Path = options.log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log_path: Path = options.log_path or _new_log_file()
 
     def __enter__(self) -> "LocalServer":
         self.start()
@@ -252,6 +255,12 @@ class LocalServer:
         if self.process is None or self.process.poll() is not None:
             return
         stop_process_group(self.process.pid, self.options.exit_timeout_s + 5, self.process.wait)
+
+
+def _new_log_file() -> Path:
+    fd, path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+    os.close(fd)  # the server's stdout reopens it by path
+    return Path(path)
 
 
 def stop_process_group(pgid: int, timeout_s: float, wait=None) -> None:
