@@ -16,10 +16,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from igniter.atomic import atomic_write
 from igniter.errors import UserError
 from igniter.model import analytical, features, residual
 from igniter.model.features import Members
-from igniter.atomic import atomic_write
 from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, ProfileStore, validate
 
 FORMAT, VERSION = "igniter-perf-model", 2
@@ -115,8 +115,7 @@ class PerfModel:
         candidates = [c for c in DEMAND_CANDIDATES if all(k == "share" or k in f.metrics for k in c for f in fits.values())]
         best = min((cls._with_interference(hardware, fits, metrics, pairs) for metrics in candidates),
                    key=lambda pm_err: pm_err[1])[0]
-        best.seen_sets = sorted({tuple(sorted(k)) for k in zip(pairs["model"], pairs["partner"])})
-        best.seen_sets = [list(k) for k in best.seen_sets]
+        best.seen_sets = [list(k) for k in sorted({tuple(sorted(k)) for k in zip(pairs["model"], pairs["partner"])})]
         for model, fit in best.fits.items():
             terms = best.linear_terms(model, int(np.median(fit.latency.batches)), float(np.median(best.shares(model))))
             fit.sensitivity, fit.sched_ms = terms.sensitivity, terms.sched_ms
