@@ -36,6 +36,30 @@ NCU_METRICS = {"lts__t_sectors.avg.pct_of_peak_sustained_elapsed": "l2_util_pct"
                "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_util_pct"}
 
 
+def mps_dirs_env(base: Path) -> dict[str, str]:
+    """The environment that points an MPS daemon and its clients at the pipe/log directories under ``base``."""
+    return {"CUDA_MPS_PIPE_DIRECTORY": str(base / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(base / "log")}
+
+
+def start_mps_daemon(env: dict[str, str], missing: tuple[str, str], run=subprocess.run, which=shutil.which) -> None:
+    """``nvidia-cuda-mps-control -d`` in ``env``'s directories (created); UserError ``missing`` (problem, fix) when
+    the binary is absent, another when the daemon fails to start."""
+    binary = which(MPS_CONTROL)
+    if binary is None:
+        raise UserError(*missing)
+    for directory in env.values():
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    result = run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise UserError(f"the MPS control daemon did not start: {(result.stderr or result.stdout).strip()}",
+                        "check that no other MPS daemon owns the GPU and that the GPU is in DEFAULT compute mode")
+
+
+def quit_mps_daemon(env: dict[str, str], run=subprocess.run, which=shutil.which) -> None:
+    run([which(MPS_CONTROL) or MPS_CONTROL], input="quit\n", env={**os.environ, **env}, capture_output=True,
+        text=True, timeout=30)
+
+
 class MpsDaemon:
     """An MPS control daemon in a private pipe/log directory."""
 
@@ -44,34 +68,28 @@ class MpsDaemon:
         self.base_dir = base_dir
         self.pipe_dir: Path | None = None
         self.log_dir: Path | None = None
+        self.env: dict[str, str] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.running = False
 
-    @property
-    def env(self) -> dict[str, str]:
-        return {"CUDA_MPS_PIPE_DIRECTORY": str(self.pipe_dir), "CUDA_MPS_LOG_DIRECTORY": str(self.log_dir)}
-
     def start(self) -> None:
-        binary = self._which(MPS_CONTROL)
-        if binary is None:
-            raise UserError(f"{MPS_CONTROL} is not on PATH", "install the NVIDIA driver utilities or use --backend cpu")
+        missing = (f"{MPS_CONTROL} is not on PATH", "install the NVIDIA driver utilities or use --backend cpu")
+        if self._which(MPS_CONTROL) is None:  # before making the temp dir
+            raise UserError(*missing)
         self._tmp = tempfile.TemporaryDirectory(prefix="igniter-mps-", dir=self.base_dir)
-        self.pipe_dir = Path(self._tmp.name) / "pipe"
-        self.log_dir = Path(self._tmp.name) / "log"
-        self.pipe_dir.mkdir()
-        self.log_dir.mkdir()
-        result = self._run([binary, "-d"], env={**os.environ, **self.env}, capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
+        self.env = mps_dirs_env(Path(self._tmp.name))
+        self.pipe_dir, self.log_dir = (Path(self.env[k]) for k in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY"))
+        try:
+            start_mps_daemon(self.env, missing, self._run, self._which)
+        except BaseException:
             self._cleanup()
-            raise UserError(f"the MPS control daemon did not start: {(result.stderr or result.stdout).strip()}",
-                            "check that no other MPS daemon owns the GPU and that the GPU is in DEFAULT compute mode")
+            raise
         self.running = True
 
     def stop(self) -> None:
         if self.running:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-                self._run([self._which(MPS_CONTROL) or MPS_CONTROL], input="quit\n", env={**os.environ, **self.env},
-                          capture_output=True, text=True, timeout=30)
+                quit_mps_daemon(self.env, self._run, self._which)
             self.running = False
         self._cleanup()
 
