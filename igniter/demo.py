@@ -93,6 +93,12 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
     return rows
 
 
+def cores_pinned(plan_dir: Path) -> int:
+    """Cores the plan pins servers to (from the launch specs the servers were started with)."""
+    launches = (json.loads(p.read_text()) for p in sorted((plan_dir / "triton_repo").glob("*/launch.json")))
+    return sum(len(launch.get("cpus") or []) for launch in launches)
+
+
 def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> dict:
     started = time.monotonic()
     opts.workdir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +129,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "workloads": rows,
         "attainment": sum(r["attainment"] * r["requests"] for r in rows) / total_requests if total_requests else 0.0,
         "hosts": plan["totals"]["gpus"],
-        "cores_used": sum(max(1, round(s["share"] / 100 * (hardware["cores"] or 1))) for g in plan["gpus"] for s in g["servers"]),
+        "cores_used": cores_pinned(plan_dir),
         "cost": plan["totals"]["cost"], "lower_bound": plan["totals"]["lower_bound"], "gap": plan["totals"]["gap"],
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
