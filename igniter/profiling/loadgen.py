@@ -102,23 +102,13 @@ async def open_loop(infer: InferFn, rate_rps: float, duration_s: float, arrival:
     t0 = loop.time()
     records: list[tuple[float, float | None, str | None]] = []  # (scheduled, done or None, error)
 
-    async def one(scheduled: float) -> None:
-        try:
-            await infer()
-            records.append((scheduled, loop.time(), None))
-        except asyncio.CancelledError:
-            records.append((scheduled, None, "cancelled: still in flight at the end of the run"))
-            raise
-        except Exception as err:  # noqa: BLE001 - every failure is counted, the run goes on
-            records.append((scheduled, None, _err_text(err)))
-
     tasks = []
     for offset in offsets:
         scheduled = t0 + float(offset)
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(scheduled)))
+        tasks.append(asyncio.ensure_future(_timed(infer, scheduled, records)))
     end = t0 + warmup_s + duration_s
     await _drain(tasks, max(end - loop.time(), 0.0) + drain_s)
     return _summarise(records, t0 + warmup_s, end, len(tasks), batch, model, offered=rate_rps, by_schedule=True)
@@ -139,19 +129,25 @@ async def closed_loop(infer: InferFn, concurrency: int, duration_s: float, warmu
     async def worker() -> None:
         while loop.time() < end and budget[0] > 0:
             budget[0] -= 1
-            sent = loop.time()
-            try:
-                await infer()
-                records.append((sent, loop.time(), None))
-            except asyncio.CancelledError:
-                records.append((sent, None, "cancelled: still in flight at the end of the run"))
-                raise
-            except Exception as err:  # noqa: BLE001
-                records.append((sent, None, _err_text(err)))
+            await _timed(infer, loop.time(), records)
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
     await _drain(tasks, warmup_s + duration_s + drain_s)
     return _summarise(records, start, end, len(records), batch, model, offered=None, by_schedule=False)
+
+
+async def _timed(infer: InferFn, start: float, records: list) -> None:
+    """One request; records (start, done or None, error). Latency counts from ``start`` (the scheduled time in
+    open loop), so a slow server shows as latency, not as a lower send rate."""
+    loop = asyncio.get_running_loop()
+    try:
+        await infer()
+        records.append((start, loop.time(), None))
+    except asyncio.CancelledError:
+        records.append((start, None, "cancelled: still in flight at the end of the run"))
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure is counted, the run goes on
+        records.append((start, None, _err_text(err)))
 
 
 async def _drain(tasks: list[asyncio.Future], timeout_s: float) -> None:
