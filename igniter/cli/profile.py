@@ -95,7 +95,7 @@ def profile(repo: Path, models_csv: str, out: Path, batches_csv: str, shares_csv
     throughput_rps is samples (inferences) per second; latency_* is the latency of one batch request (ms).
     """
     from igniter.profiling.backends import get_backend  # noqa: PLC0415
-    from igniter.profiling.loadgen import perf_analyzer_path  # noqa: PLC0415
+    from igniter.profiling.loadgen import require_perf_analyzer  # noqa: PLC0415
     from igniter.profiling.runner import ProfileSpec, run_profile  # noqa: PLC0415
     from igniter.profiling.store import ProfileStore  # noqa: PLC0415
     from igniter.triton.client import resolve_repo  # noqa: PLC0415
@@ -109,8 +109,8 @@ def profile(repo: Path, models_csv: str, out: Path, batches_csv: str, shares_csv
         raise UserError(f"--shares {shares_csv} has a value outside (0, 100]", "give percentages like 50,100")
     if pairs and len(models) < 2:
         raise UserError("pair runs need at least two different models", "give two or more --models, or --pairs 0")
-    if loadgen_name == "perf_analyzer" and perf_analyzer_path() is None:
-        raise UserError("perf_analyzer is not on PATH", "pip install tritonclient[all]==2.51.0 or use --loadgen builtin")
+    if loadgen_name == "perf_analyzer":
+        require_perf_analyzer()  # before any server starts
     if not server_url:
         repo = resolve_repo(repo)
         _check_models(repo, models, batches)

@@ -309,11 +309,16 @@ def parse_perf_analyzer_csv(text: str, spec: LoadSpec, duration_s: float) -> Loa
                       summary=summary)
 
 
-def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float = 0.0) -> list[LoadResult]:
-    """Run one perf_analyzer per spec at the same time (co-located runs); warm-up is its own stabilisation."""
+def require_perf_analyzer() -> Path:
     binary = perf_analyzer_path()
     if binary is None:
         raise UserError("perf_analyzer is not on PATH", "pip install tritonclient[all]==2.51.0 or use --loadgen builtin")
+    return binary
+
+
+def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float = 0.0) -> list[LoadResult]:
+    """Run one perf_analyzer per spec at the same time (co-located runs); warm-up is its own stabilisation."""
+    binary = require_perf_analyzer()
     env = _perf_analyzer_env()
     with tempfile.TemporaryDirectory(prefix="igniter-pa-") as tmp:
         procs = []
