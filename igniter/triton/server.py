@@ -243,8 +243,8 @@ class LocalServer:
         raise UserError(f"tritonserver was not ready after {self.options.startup_timeout_s:.0f} s: {self.log_tail()}",
                         f"read the full log at {self.log_path}")
 
-    def log_tail(self, lines: int = 5, since: int = 0) -> str:
-        return ServerLog(self.log_path).tail(lines, since)
+    def log_tail(self) -> str:
+        return ServerLog(self.log_path).tail()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
