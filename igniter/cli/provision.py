@@ -6,7 +6,8 @@ import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.provisioning import STRATEGIES, run
-from igniter.provisioning.plan import write_plan
+from igniter.provisioning.plan import read_plan, write_plan
+from igniter.provisioning.summary import summary
 from igniter.provisioning.queueing import LATENCY_MODELS
 from igniter.provisioning.workloads import load_perf_model
 
@@ -30,15 +31,10 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
                                              latency_model, _loader())
-    totals = plan["totals"]
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
                   "details": assignment.details}
     write_plan(plan, problem, out_dir, src_repo, solve_info)
-    result = {"gpus": totals["gpus"], "cost": totals["cost"], "lower_bound": totals["lower_bound"],
-              "gap": totals["gap"], "solve_seconds": round(seconds, 3),
-              "workloads": [{"name": s["workload"], "server": s["name"], "gpu": g["id"], "batch": s["batch"],
-                             "share": s["share"], "predicted_latency_ms": s["predicted_latency_ms"]}
-                            for g in plan["gpus"] for s in g["servers"]]}
+    result = {**summary(read_plan(out_dir)), "solve_seconds": round(seconds, 3), "out": str(out_dir)}
     emit(result, as_json, _human)
 
 
@@ -48,6 +44,12 @@ def _loader():
 
 
 def _human(result: dict) -> str:
-    head = (f"{result['gpus']} GPUs, cost {result['cost']:g}/h, lower bound {result['lower_bound']:g}, "
-            f"gap {result['gap'] * 100:.1f} %, solved in {result['solve_seconds']:.2f} s")
-    return head + "\n" + table(result["workloads"])
+    head = (f"{result['gpus']} GPUs ({result['strategy']}, {result['status']}), cost {result['cost']:g}/h, "
+            f"lower bound {result['lower_bound']:g}, gap {result['gap'] * 100:.1f} %, "
+            f"solved in {result['solve_seconds']:.2f} s -> {result['out']}")
+    if result["accuracy_weight"]:
+        head += (f"\naccuracy term {result['accuracy_term']:g} (weight {result['accuracy_weight']:g}); "
+                 f"objective = cost - accuracy term = {result['objective']:g}")
+    columns = ["workload", "model", "replicas", "batch", "share", "rate", "predicted_p99_ms", "slo_ms",
+               "price_per_hour"] + (["accuracy", "accuracy_term"] if result["accuracy_weight"] else [])
+    return head + "\n" + table(result["workloads"], columns)

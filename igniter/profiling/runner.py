@@ -165,10 +165,16 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
     progress = progress or Progress(len(solo_todo) + len(pairs_todo))
     progress.total = len(solo_todo) + len(pairs_todo)
     solo_runs = pair_runs = 0
-    for (model, share), group in itertools.groupby(solo_todo, key=lambda m: (m.model, m.share)):
+    kernel: dict[tuple[str, int], dict] = {}   # (model, batch) -> kernel metrics: one pass each, not per share
+    for (model, share), members in itertools.groupby(solo_todo, key=lambda m: (m.model, m.share)):
+        group = list(members)
+        for member in group:   # before the measured server starts: the pass runs a server of its own
+            if (model, member.batch) not in kernel:
+                kernel[(model, member.batch)] = backend.kernel_metrics(spec.repo, model, member.batch)
         with backend.start_workload(spec.repo, model, share) as ctx:
             for member in group:
                 row = measure(backend, [ctx], [member.batch], spec)[0]
+                row.update(kernel[(model, member.batch)])
                 row["run_id"] = f"solo:{model}/b{member.batch}/s{share:g}"
                 store.append_solo(row)
                 solo_runs += 1
@@ -190,6 +196,7 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
             on_row("pair", a)
         progress.step(f"pair {run.a.model}(b{run.a.batch},s{run.a.share:g}) + {run.b.model}(b{run.b.batch},s{run.b.share:g})")
     return {"solo_runs": solo_runs, "pair_runs": pair_runs, "skipped": skipped,
+            "kernel_metric_passes": sum(1 for found in kernel.values() if found),
             "seconds": round(time.monotonic() - started, 2), "out": str(store.dir)}
 
 

@@ -1,6 +1,7 @@
 """Interference-blind first-fit decreasing: each workload at its smallest solo share, servers sorted by share
 (largest first), first GPU whose summed share and memory still fit. Co-location slowdowns are ignored, so the
-full-model check usually finds SLO misses: this is the baseline that shows what interference costs."""
+full-model check usually finds SLO misses: this is the baseline that shows what interference costs, so the
+registry (igniter.provisioning.STRATEGIES) keeps its plan as packed instead of repairing it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from igniter.provisioning.strategy import EPS, Assignment, Gpu, memory_limit, se
 NAME = "ffd"
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
+def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0, warm: list[Gpu] | None = None) -> Assignment:
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
     gpus: list[Gpu] = []
     for s in sorted(servers_of(problem, choice), key=lambda s: (-s.option.share, s.workload, s.replica)):
