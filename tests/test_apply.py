@@ -107,6 +107,7 @@ def test_broken_config_rolls_back(deployer, demo_repo, tmp_path):
     assert status(deployer.state_path)["healthy"]
 
 
+@pytest.mark.slow
 def test_killed_server_is_reported_and_restored(deployer, demo_repo, tmp_path):
     plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4}])
     deployer.apply(plan)

@@ -61,7 +61,8 @@ def load_state(path: Path) -> DeploymentState:
     if data.get("version") != STATE_VERSION:
         raise UserError(f"deployment state {path} is version {data.get('version')!r}; this igniter reads version "
                         f"{STATE_VERSION}", STATE_FIX, path.name)
-    return validate(DeploymentState, data, path.name, STATE_FIX)
+    return validate(DeploymentState, data, path.name,
+                    "restore it from a backup or move it away after stopping the servers it lists")
 
 
 def save_state(state: DeploymentState, path: Path) -> None:
