@@ -45,11 +45,13 @@ def _loader():
 
 def _human(result: dict) -> str:
     head = (f"{result['gpus']} GPUs ({result['strategy']}, {result['status']}), cost {result['cost']:g}/h, "
-            f"lower bound {result['lower_bound']:g}, gap {result['gap'] * 100:.1f} %, "
             f"solved in {result['solve_seconds']:.2f} s -> {result['out']}")
+    bound = f"lower bound {result['lower_bound']:g}, gap {result['gap'] * 100:.1f} %"
     if result["accuracy_weight"]:
-        head += (f"\naccuracy term {result['accuracy_term']:g} (weight {result['accuracy_weight']:g}); "
-                 f"objective = cost - accuracy term = {result['objective']:g}")
+        head += (f"\nobjective = cost - accuracy term = {result['cost']:g} - {result['accuracy_term']:g} = "
+                 f"{result['objective']:g} (accuracy weight {result['accuracy_weight']:g}); {bound} (of the objective)")
+    else:
+        head += f"\n{bound}"
     columns = ["workload", "model", "replicas", "batch", "share", "rate", "predicted_p99_ms", "slo_ms",
                "price_per_hour"] + (["accuracy", "accuracy_term"] if result["accuracy_weight"] else [])
     return head + "\n" + table(result["workloads"], columns)

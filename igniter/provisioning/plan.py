@@ -45,7 +45,7 @@ class ServerPlan(Strict):
     replica: Annotated[int, Field(ge=0)]
     replicas: Count
     model: SafeName                      # the model (variant) that serves the workload
-    accuracy: float | None = None        # the variant's accuracy, when the workload has variants
+    accuracy: float | None = None        # the serving model's accuracy, when variants or accuracy_weight matter
     batch: Count
     share: Share
     instances: Count
@@ -180,7 +180,8 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
                 replica=s.replica, replicas=o.replicas, batch=o.batch, instances=1,
                 max_queue_delay_us=o.queue_delay_us, rate=_r(o.rate), slo_ms=w.slo_ms,
                 predicted_latency_ms=_r(p["latency_ms"]), predicted_p99_ms=_r(p["p99_ms"]),
-                predicted_throughput_rps=_r(p["throughput_rps"]), accuracy=o.accuracy if w.variants else None))
+                predicted_throughput_rps=_r(p["throughput_rps"]),
+                accuracy=o.accuracy if w.variants or problem.accuracy_weight else None))
         plan_gpus.append(GpuPlan(id=f"gpu{gi}", type=t.type, price_per_hour=t.price_per_hour, kind=t.kind,
                                  backend=backends.for_hardware(t.perf_model.hardware).name, servers=servers))
     totals = Totals(gpus=len(gpus), cost=_r(cost), accuracy_term=_r(accuracy_term), objective=_r(objective),
