@@ -121,3 +121,14 @@ def test_mps_profile_writes_ncu_metrics_to_solo_csv(demo_repo, tmp_path):
     assert solo["l2_util_pct"].tolist() == pytest.approx([L2] * 4)
     assert solo["dram_util_pct"].tolist() == pytest.approx([DRAM] * 4)
     assert (solo["sm_clock_mhz"] == 1380).all(), "the NVML sampler ran during the measurements"
+
+
+def test_group_members_reads_proc(tmp_path):
+    for pid, comm, pgrp in ((10, "ncu", 10), (11, "tritonserver", 10), (12, "triton_python_backend_stub", 10),
+                            (20, "tritonserver", 20)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) S 1 {pgrp} {pgrp} 0 -1 4194560")
+    (tmp_path / "self").mkdir()
+    from igniter.profiling.backends.mps import group_members
+
+    assert group_members(10, "tritonserver", tmp_path) == [11]

@@ -5,8 +5,8 @@ share, KIND_GPU on device 0 of CUDA_VISIBLE_DEVICES).
 - System metrics: a pynvml thread samples SM clock, power, utilisation and memory during each measurement.
 - Kernel metrics (L2 and DRAM throughput, % of peak): Nsight Compute observes only processes it launches and
   serialises kernels, so it never runs inside a measurement. When ``ncu`` is on PATH, ``kernel_metrics`` starts one
-  extra solo server of the model under ``ncu --csv``, sends NCU_REQUESTS requests of the batch, stops it and
-  parses the CSV: one ncu pass per (model, batch), whose figures the runner writes to every share's solo row
+  extra solo server of the model under ``ncu --csv``, sends NCU_REQUESTS requests of the batch, stops the server
+  (only tritonserver: ncu writes its report when its target exits) and parses the CSV: one ncu pass per (model, batch), whose figures the runner writes to every share's solo row
   (kernel demand per request does not depend on the SM share; its rate does, which the perf model applies).
 All edges (pynvml, subprocess, shutil.which, the server factory, the request sender) are injectable, so this module
 imports and is tested without a GPU.
@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-from igniter.backends.hardware import load_pynvml
+from igniter.backends.hardware import PROC, load_pynvml
 from igniter.backends.mps import BACKEND as MPS
 from igniter.backends.mps import MPS_CONTROL, mps_dirs_env, quit_mps_daemon, start_mps_daemon
 from igniter.errors import UserError
@@ -36,6 +38,8 @@ NCU_METRICS = {"lts__t_sectors.avg.pct_of_peak_sustained_elapsed": "l2_util_pct"
                "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_util_pct"}
 NCU_REQUESTS = 20                 # requests per ncu pass: every kernel of the model, a few times
 NCU_STARTUP_TIMEOUT_S = 900.0     # ncu replays every kernel of the server's start-up too
+NCU_REPORT_TIMEOUT_S = 300.0      # ncu writes its report after its target exits
+TRITONSERVER = "tritonserver"
 
 
 class MpsDaemon:
@@ -157,6 +161,7 @@ class MpsBackend:
             with self._server_factory(self.options(repo, model, 100.0, prefix), model,
                                       self.model_config(repo, model)) as server:
                 self._send(server, model, batch, NCU_REQUESTS)
+                stop_target(server)
             text = report.read_text(errors="replace") if report.exists() else ""
         found = parse_ncu_csv(text)
         if not found:
@@ -170,6 +175,36 @@ class MpsBackend:
 
     def per_workload(self, figures: dict, ctx: WorkloadContext) -> dict:
         return {k: v for k, v in figures.items() if k != "nvml_samples"}
+
+
+def stop_target(server, proc: Path = PROC, timeout_s: float = NCU_REPORT_TIMEOUT_S) -> None:
+    """End an ncu pass the way that keeps its report: SIGTERM only the tritonserver in the server's process group
+    (ncu prints its report when its target exits; signalled itself, it would die without one), then wait for the
+    group leader (ncu) to exit. The server's own stop then finds nothing left, or kills what still runs."""
+    process = getattr(server, "process", None)
+    if process is None:
+        return
+    for pid in group_members(process.pid, TRITONSERVER, proc):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+
+
+def group_members(pgid: int, name: str, proc: Path = PROC) -> list[int]:
+    """Pids of the processes named ``name`` in process group ``pgid`` (from /proc/<pid>/stat)."""
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.find("(") + 1:stat.rfind(")")], stat[stat.rfind(")") + 1:].split()
+        if comm == name and len(rest) > 2 and rest[2] == str(pgid):
+            found.append(int(entry.name))
+    return found
 
 
 def parse_ncu_csv(text: str) -> dict:
