@@ -72,3 +72,21 @@ def test_the_baseline_is_kept_as_packed(problem):
 def test_unknown_strategy_is_a_user_error(problem):
     with pytest.raises(UserError, match="use one of ffd, igniter, ilp"):
         provisioning.solve(problem, "simplex", 1)
+
+
+def test_a_crashing_solver_falls_back_to_the_warm_start(monkeypatch, problem):
+    import pulp
+
+    calls = []
+
+    def crash(self, solver=None, **kwargs):
+        calls.append(self.name)
+        raise pulp.PulpSolverError("cbc exited with a signal")
+
+    greedy, _ = solve(problem, "igniter", 5)
+    monkeypatch.setattr(pulp.LpProblem, "solve", crash)
+    monkeypatch.setattr("igniter.provisioning.patterns.MAX_WORKLOADS", 0)   # past the exact path, to the packing ILP
+    found, _ = solve(problem, "ilp", 5)
+    assert calls, "the packing ILP was tried"
+    assert not violations(problem, found.gpus)
+    assert cost(problem, found.gpus) == pytest.approx(cost(problem, greedy.gpus))

@@ -212,7 +212,10 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
         _warm_start(items, opts, slots, position, warm, x, y)
     solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(0.1, round(time_limit_s, 2)), threads=THREADS,
                                warmStart=bool(warm))
-    prob.solve(solver)
+    try:
+        prob.solve(solver)
+    except pulp.PulpSolverError:   # CBC itself exited abnormally (seen under a short time limit): no solution here
+        return None, "solver failed"
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
         return None, pulp.LpStatus[prob.status]
     gpus = [Gpu(ti) for ti in slots]
