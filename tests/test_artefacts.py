@@ -123,3 +123,12 @@ def test_state_round_trip_and_versions(tmp_path):
     path.write_text('{"format": "igniter-state", "version": 2, "servers": {"x": {"name": "x"}}}')
     with pytest.raises(UserError, match="servers.x.gpu: field required"):
         load_state(path)
+
+
+def test_launch_spec_must_match_its_plan_entry(plan_dir):
+    from igniter.deployment.apply import planned_servers
+
+    launch = next((plan_dir / "triton_repo").glob("*/launch.json"))
+    _rewrite(launch, lambda d: d.update(share=100.0))
+    with pytest.raises(UserError, match="does not match the plan.*To fix: re-run igniter provision"):
+        planned_servers(plan_dir / "plan.json")

@@ -24,7 +24,7 @@ from typing import Callable
 from igniter import backends
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
-from igniter.provisioning.plan import LaunchSpec, read_launch, read_plan
+from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
 from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
@@ -59,11 +59,14 @@ class ServerAction:
 def planned_servers(plan_path: Path) -> list[PlannedServer]:
     """The plan's servers with their launch specs, through the one plan reader."""
     plan = read_plan(plan_path)
-    plan_dir = (plan_path if plan_path.is_dir() else plan_path.parent)
+    plan_dir = plan_path if plan_path.is_dir() else plan_path.parent
     servers = []
     for gpu, entry in plan.servers():
         repo = plan_dir / "triton_repo" / entry.name
         launch = read_launch(repo / "launch.json")
+        if (launch.server, launch.gpu, launch.share) != (entry.name, gpu.id, entry.share):
+            raise UserError(f"launch spec of {entry.name!r} ({launch.server}, {launch.gpu}, {launch.share:g} %) does not "
+                            f"match the plan ({entry.name}, {gpu.id}, {entry.share:g} %)", REPROVISION, str(repo))
         servers.append(PlannedServer(name=entry.name, gpu=gpu.id, share=entry.share, repo=repo, launch=launch,
                                      workloads=[entry.workload], models={m: repo / m / "config.pbtxt" for m in launch.models}))
     return servers
@@ -152,7 +155,7 @@ class Deployer:
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
         backend = backends.get(server.launch.backend)
         # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
-        env = {**server.launch.env, **backend.start_daemon(self.state_path.parent)}
+        env = {**server.launch.env, **backend.start_daemon(self._daemon_dir(backend))}
         options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=backend.gpu,
                                 cpus=server.launch.cpus, detached=self.detached,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
@@ -167,6 +170,10 @@ class Deployer:
                             launch_digest=server.launch_digest, workloads=server.workloads, log=str(options.log_path))
         with TritonClient.connect(local) as client:
             return self._verify(server, state, client)
+
+    def _daemon_dir(self, backend) -> Path:
+        """Where a backend's daemon keeps its pipes beside the state: applied servers outlive `igniter apply`."""
+        return self.state_path.parent / backend.name
 
     def _reload_local(self, server: PlannedServer, old: ServerState, models: list[str]) -> None:
         with self._client_for(old) as client:
@@ -244,7 +251,7 @@ class Deployer:
         for local in self.local.values():
             local.stop()
         for backend in backends.BACKENDS.values():
-            backend.stop_daemon(self.state_path.parent)
+            backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)
 
 
