@@ -30,6 +30,8 @@ class StrategyEntry:
     warm_start: bool = False  # given the repaired greedy as a start, and never returns worse
 
 
+MIN_SEARCH_S = 0.5   # search time a strategy gets even when the warm start used up the limit
+
 STRATEGIES: dict[str, StrategyEntry] = {
     "ilp": StrategyEntry(ilp, "integer program over the candidates, warm-started from the greedy", warm_start=True),
     "igniter": StrategyEntry(greedy_igniter, "the published iGniter greedy"),
@@ -56,7 +58,8 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
         raise UserError(f"unknown strategy {strategy!r}", f"use one of {', '.join(sorted(STRATEGIES))}")
     start = time.perf_counter()
     warm = finish(problem, greedy_igniter.solve(problem, time_limit_s, None)) if entry.warm_start else None
-    found = entry.strategy.solve(problem, time_limit_s, warm.gpus if warm else None)
+    left = max(time_limit_s - (time.perf_counter() - start), MIN_SEARCH_S)   # the warm start counts against the limit
+    found = entry.strategy.solve(problem, left, warm.gpus if warm else None)
     if entry.checked:
         found = finish(problem, found, warm)
     return found, time.perf_counter() - start
