@@ -77,7 +77,8 @@ def test_bad_plan_is_one_line_with_the_reprovision_hint(plan_dir, change, needle
 
 def test_unknown_key_names_the_valid_ones(plan_dir):
     _rewrite(plan_dir / "plan.json", lambda d: _first_server(d).update(bacth=4))
-    with pytest.raises(UserError, match=r"unknown key gpus\[0\] 'V100'.servers\[0\] 'gpu0-a-r0'.bacth .*did you mean 'batch'"):
+    where = r"unknown key gpus\[0\] 'V100'.servers\[0\] 'gpu0-a-r0'.bacth "
+    with pytest.raises(UserError, match=where + ".*did you mean 'batch'"):
         read_plan(plan_dir / "plan.json")
 
 

@@ -18,7 +18,8 @@ from igniter.provisioning import solve  # noqa: E402
 from igniter.provisioning.candidates import build_problem  # noqa: E402
 from igniter.provisioning.plan import build_plan, read_launch, read_plan, write_plan  # noqa: E402
 from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog  # noqa: E402
-from igniter.triton.config import get_parameter, new_model_config, read_config, set_parameter, write_config  # noqa: E402
+from igniter.triton.config import (get_parameter, new_model_config, read_config, set_parameter,  # noqa: E402
+                                   write_config)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "igniter"
 

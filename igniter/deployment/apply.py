@@ -67,8 +67,9 @@ def planned_servers(plan_path: Path) -> list[PlannedServer]:
         if (launch.server, launch.gpu, launch.share) != (entry.name, gpu.id, entry.share):
             raise UserError(f"launch spec of {entry.name!r} ({launch.server}, {launch.gpu}, {launch.share:g} %) does not "
                             f"match the plan ({entry.name}, {gpu.id}, {entry.share:g} %)", REPROVISION, str(repo))
+        models = {m: repo / m / "config.pbtxt" for m in launch.models}
         servers.append(PlannedServer(name=entry.name, gpu=gpu.id, share=entry.share, repo=repo, launch=launch,
-                                     workloads=[entry.workload], models={m: repo / m / "config.pbtxt" for m in launch.models}))
+                                     workloads=[entry.workload], models=models))
     return servers
 
 

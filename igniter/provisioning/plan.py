@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Iterator, Literal
 
@@ -95,8 +96,9 @@ class Plan(Strict):
     @field_validator("gpus")
     @classmethod
     def _unique_names(cls, gpus: list[GpuPlan]) -> list[GpuPlan]:
-        for what, names in (("GPU id", [g.id for g in gpus]), ("server name", [s.name for g in gpus for s in g.servers])):
-            twice = sorted({n for n in names if names.count(n) > 1})
+        for what, names in (("GPU id", [g.id for g in gpus]),
+                            ("server name", [s.name for g in gpus for s in g.servers])):
+            twice = sorted(n for n, count in Counter(names).items() if count > 1)
             if twice:
                 raise ValueError(f"{what} {twice[0]!r} is given twice")
         return gpus

@@ -6,8 +6,9 @@ share, KIND_GPU on device 0 of CUDA_VISIBLE_DEVICES).
 - Kernel metrics (L2 and DRAM throughput, % of peak): Nsight Compute observes only processes it launches and
   serialises kernels, so it never runs inside a measurement. When ``ncu`` is on PATH, ``kernel_metrics`` starts one
   extra solo server of the model under ``ncu --csv``, sends NCU_REQUESTS requests of the batch, stops the server
-  (only tritonserver: ncu writes its report when its target exits) and parses the CSV: one ncu pass per (model, batch), whose figures the runner writes to every share's solo row
-  (kernel demand per request does not depend on the SM share; its rate does, which the perf model applies).
+  (only tritonserver: ncu writes its report when its target exits) and parses the CSV: one ncu pass per
+  (model, batch), whose figures the runner writes to every share's solo row (the kernels' demand per request does
+  not depend on the SM share; its rate does, which the perf model applies).
 All edges (pynvml, subprocess, shutil.which, the server factory, the request sender) are injectable, so this module
 imports and is tested without a GPU.
 """
