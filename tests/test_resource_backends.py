@@ -101,10 +101,12 @@ def test_provisioner_and_apply_do_not_branch_on_the_hardware(module):
 
 
 def test_cli_choices_come_from_the_registries():
+    from igniter.cli.demo import demo
     from igniter.cli.profile import profile
     from igniter.cli.provision import provision
     from igniter.provisioning import STRATEGIES
 
-    choices = {p.name: list(p.type.choices) for cmd in (profile, provision) for p in cmd.params
-               if p.name in ("backend", "strategy")}
-    assert choices == {"backend": ["auto", *sorted(backends.BACKENDS)], "strategy": sorted(STRATEGIES)}
+    choices = [(p.name, list(p.type.choices)) for cmd in (profile, provision, demo) for p in cmd.params
+               if p.name in ("backend", "strategy")]
+    assert choices == [("backend", ["auto", *sorted(backends.BACKENDS)]), ("strategy", sorted(STRATEGIES)),
+                       ("strategy", sorted(STRATEGIES))]
