@@ -2,7 +2,7 @@
 
 tests/data/ncu_details.csv is written from Nsight Compute's documented ``--csv --page details`` layout (==PROF==
 lines, then one quoted row per (kernel, metric) with "Metric Name"/"Metric Unit"/"Metric Value"; kernel names with
-commas; a grid size with a thousands separator). There is no GPU here: NVML, the MPS control binary and ncu are
+commas; a grid size and a value with a thousands separator; durations in ncu's auto-scaled units). There is no GPU here: NVML, the MPS control binary and ncu are
 fakes; the integration test serves the model from a real (CPU) Triton.
 """
 
@@ -24,14 +24,20 @@ from igniter.profiling.store import ProfileStore
 from igniter.triton.config import new_model_config, set_instance_group, write_config
 
 RECORDED = Path(__file__).parent / "data" / "ncu_details.csv"
-# hand-worked means over the three kernels of the recorded file
-L2 = (41.27 + 63.05 + 12.80) / 3      # 39.04
-DRAM = (22.50 + 71.35 + 5.15) / 3     # 33.0
+# hand-worked from the recorded file: the three kernels' figures weighted by their durations (152.35 us, 8.22 us,
+# 1,430 ns), and the plain means where no duration is given
+US = (152.35, 8.22, 1.43)
+L2 = (41.27 * US[0] + 63.05 * US[1] + 12.80 * US[2]) / sum(US)      # 42.12...
+DRAM = (22.50 * US[0] + 71.35 * US[1] + 5.15 * US[2]) / sum(US)     # 24.83...
 
 
 def test_parse_recorded_ncu_csv():
     assert parse_ncu_csv(RECORDED.read_text()) == pytest.approx({"l2_util_pct": L2, "dram_util_pct": DRAM})
     assert parse_ncu_csv("==PROF== ERR_NVGPUCTRPERM - no permission\n") == {}
+    without_durations = "".join(line for line in RECORDED.read_text().splitlines(keepends=True)
+                                if "gpu__time_duration" not in line)
+    assert parse_ncu_csv(without_durations) == pytest.approx({"l2_util_pct": (41.27 + 63.05 + 12.80) / 3,
+                                                              "dram_util_pct": (22.50 + 71.35 + 5.15) / 3})
 
 
 class FakeNcu:
@@ -66,7 +72,7 @@ def test_one_ncu_pass_reads_both_metrics(tmp_path):
     assert backend.kernel_metrics(tmp_path, "resnet50", 8) == pytest.approx({"l2_util_pct": L2, "dram_util_pct": DRAM})
     (prefix,) = fake.passes
     assert prefix[0] == "/opt/nvidia/ncu" and "--csv" in prefix
-    assert prefix[prefix.index("--metrics") + 1].split(",") == list(NCU_METRICS)
+    assert prefix[prefix.index("--metrics") + 1].split(",") == [*NCU_METRICS, "gpu__time_duration.sum"]
     assert sent and sent[0][:2] == ("resnet50", 8)
 
 

@@ -37,6 +37,8 @@ from igniter.triton.server import ServerOptions
 NCU = "ncu"
 NCU_METRICS = {"lts__t_sectors.avg.pct_of_peak_sustained_elapsed": "l2_util_pct",
                "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_util_pct"}
+NCU_DURATION = "gpu__time_duration.sum"     # per kernel: the weight of its figures
+TIME_UNITS_NS = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9}   # ncu scales units per value
 NCU_REQUESTS = 20                 # requests per ncu pass: every kernel of the model, a few times
 NCU_STARTUP_TIMEOUT_S = 900.0     # ncu replays every kernel of the server's start-up too
 NCU_REPORT_TIMEOUT_S = 300.0      # ncu writes its report after its target exits
@@ -150,7 +152,7 @@ class MpsBackend:
                                   info={"env": MPS.launch(share).env})
 
     def kernel_metrics(self, repo: Path, model: str, batch: int) -> dict:
-        """L2 / DRAM throughput (% of peak, mean over the model's kernels) of ``model`` at ``batch`` from one ncu
+        """L2 / DRAM throughput (% of peak, over the model's kernels weighted by duration) of ``model`` at ``batch`` from one ncu
         pass over a solo server at 100 %; {} when ncu is not on PATH (the columns then stay empty)."""
         ncu = self._which(NCU)
         if ncu is None:
@@ -158,7 +160,7 @@ class MpsBackend:
         with tempfile.TemporaryDirectory(prefix="igniter-ncu-") as tmp:
             report = Path(tmp) / "ncu.csv"
             prefix = [ncu, "--target-processes", "all", "--csv", "--page", "details",
-                      "--metrics", ",".join(NCU_METRICS), "--log-file", str(report)]
+                      "--metrics", ",".join([*NCU_METRICS, NCU_DURATION]), "--log-file", str(report)]
             with self._server_factory(self.options(repo, model, 100.0, prefix), model,
                                       self.model_config(repo, model)) as server:
                 self._send(server, model, batch, NCU_REQUESTS)
@@ -209,15 +211,29 @@ def group_members(pgid: int, name: str, proc: Path = PROC) -> list[int]:
 
 
 def parse_ncu_csv(text: str) -> dict:
-    """Mean of each wanted metric over the kernels in ncu's ``--csv --page details`` output: ==PROF== lines, then a
-    header with "Metric Name" and "Metric Value" columns, one row per (kernel, metric); values may carry thousands
-    separators ("1,234.5")."""
+    """Each wanted metric over the kernels in ncu's ``--csv --page details`` output (==PROF== lines, then a header
+    with "ID", "Metric Name", "Metric Unit" and "Metric Value", one row per (kernel launch, metric); values may carry
+    thousands separators), weighted by the kernels' durations (a GEMM counts for more than a 1 us elementwise
+    kernel); a plain mean where a duration is missing."""
     start = text.find('"ID"')
-    rows = csv.DictReader(io.StringIO(text[start:] if start >= 0 else ""))
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        name = NCU_METRICS.get(row.get("Metric Name", ""))
-        if name:
-            with contextlib.suppress(ValueError, TypeError):
-                values.setdefault(name, []).append(float(str(row.get("Metric Value", "")).replace(",", "")))
-    return {k: sum(v) / len(v) for k, v in values.items() if v}
+    per_kernel: dict[str, dict[str, float]] = {}
+    for row in csv.DictReader(io.StringIO(text[start:] if start >= 0 else "")):
+        name = row.get("Metric Name", "")
+        try:
+            value = float(str(row.get("Metric Value", "")).replace(",", ""))
+        except ValueError:
+            continue
+        if name == NCU_DURATION and row.get("Metric Unit") in TIME_UNITS_NS:
+            per_kernel.setdefault(row.get("ID", ""), {})["duration_ns"] = value * TIME_UNITS_NS[row["Metric Unit"]]
+        elif name in NCU_METRICS:
+            per_kernel.setdefault(row.get("ID", ""), {})[NCU_METRICS[name]] = value
+    out = {}
+    for column in NCU_METRICS.values():
+        kernels = [k for k in per_kernel.values() if column in k]
+        if not kernels:
+            continue
+        weights = [k.get("duration_ns", 0.0) for k in kernels]
+        if not all(w > 0 for w in weights):
+            weights = [1.0] * len(kernels)
+        out[column] = sum(k[column] * w for k, w in zip(kernels, weights)) / sum(weights)
+    return out
