@@ -39,6 +39,7 @@ class ResourceBackend(Protocol):
     name: str    # registry key, recorded in plans and launch specs
     kind: str    # hardware.json's kind: "cpu" | "gpu"
     gpu: bool    # servers use a GPU (KIND_GPU instances, GPU metrics)
+    exclusive_shares: bool   # co-located shares must add up to at most 100 % (else they may overlap)
 
     def share_grid(self, hardware: dict) -> np.ndarray: ...
 

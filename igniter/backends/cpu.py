@@ -34,6 +34,7 @@ class CpuHost:
     name = "cpu"
     kind = "cpu"
     gpu = False
+    exclusive_shares = False   # overlapping core blocks are how co-location interferes on a CPU host
 
     def share_grid(self, hardware: dict) -> np.ndarray:
         return share_grid(100.0 / host_cores(hardware))

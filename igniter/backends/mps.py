@@ -55,6 +55,7 @@ class MpsGpu:
     name = "mps"
     kind = "gpu"
     gpu = True
+    exclusive_shares = True    # MPS thread percentages of co-located servers add up to at most 100
 
     def __init__(self, run=subprocess.run, which=shutil.which):
         self.run, self.which = run, which

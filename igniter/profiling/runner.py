@@ -52,10 +52,10 @@ class ProfileSpec:
         return 2 * len(self.models) if self.pairs is None else self.pairs
 
 
-def plan(spec: ProfileSpec, gpu: bool) -> tuple[list[Member], list[PairRun]]:
+def plan(spec: ProfileSpec, exclusive_shares: bool) -> tuple[list[Member], list[PairRun]]:
     return (solo_grid(spec.models, spec.batches, spec.shares),
             pair_design(spec.models, spec.batches, spec.shares, spec.n_pairs if len(spec.models) > 1 else 0,
-                        spec.seed, gpu=gpu))
+                        spec.seed, gpu=exclusive_shares))
 
 
 class Progress:
@@ -157,7 +157,7 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
     started = time.monotonic()
     backend.check_shares(spec.shares)
     _hardware(store, backend)
-    solo, pairs = plan(spec, gpu=backend.kind == "gpu")
+    solo, pairs = plan(spec, exclusive_shares=backend.exclusive_shares)
     done_solo, done_pairs = store.done_keys("solo"), store.done_keys("pairs")
     solo_todo = [m for m in solo if run_key({"model": m.model, "batch": m.batch, "share": m.share}, SOLO_KEY) not in done_solo]
     pairs_todo = [p for p in pairs if not all(_pair_key(k) in done_pairs for k in p.rows_keys())]

@@ -51,6 +51,7 @@ class WorkloadContext:
 class ResourceBackend(Protocol):
     kind: str  # "cpu" | "gpu" (hardware.json's kind)
     name: str  # "cpu" | "mps" | "remote"
+    exclusive_shares: bool  # co-located shares add up to at most 100 % (igniter.backends)
 
     def __enter__(self) -> "ResourceBackend": ...
 

@@ -18,6 +18,7 @@ class CpuBackend:
     kind = CPU.kind
     name = CPU.name
     resources = CPU
+    exclusive_shares = CPU.exclusive_shares
 
     def __init__(self, cpus: list[int] | None = None, log_dir: Path | None = None):
         import os  # noqa: PLC0415

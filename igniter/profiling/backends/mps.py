@@ -98,6 +98,7 @@ class MpsBackend:
     kind = MPS.kind
     name = MPS.name
     resources = MPS
+    exclusive_shares = MPS.exclusive_shares
 
     def __init__(self, gpu_index: int = 0, log_dir: Path | None = None, nvml=None, daemon: MpsDaemon | None = None,
                  server_factory=None, which=shutil.which, send=send_requests):

@@ -21,6 +21,7 @@ class RemoteBackend:
         self.url = url
         self.endpoints = Endpoints.from_url(url)
         self.kind = "gpu" if gpu else "cpu"
+        self.exclusive_shares = gpu   # pair designs as on the local backend of the same kind
         self.connect_timeout_s = connect_timeout_s
 
     def __enter__(self) -> "RemoteBackend":
