@@ -91,8 +91,9 @@ def test_backends_sit_left_of_every_stage():
         assert not stages, f"{path.name} imports {stages}"
 
 
-@pytest.mark.parametrize("module", ["provisioning/candidates.py", "provisioning/plan.py", "deployment/apply.py"])
-def test_provisioner_and_apply_do_not_branch_on_the_hardware(module):
+@pytest.mark.parametrize("module", ["profiling/runner.py", "provisioning/candidates.py", "provisioning/plan.py",
+                                    "deployment/apply.py"])
+def test_profiler_provisioner_and_apply_do_not_branch_on_the_hardware(module):
     """Everything that differs between CPU and MPS servers comes from igniter.backends."""
     source = (PACKAGE / module).read_text()
     for needle in ('kind != "cpu"', 'kind == "cpu"', 'kind == "gpu"', "KIND_GPU", "KIND_CPU", "CUDA_MPS",
