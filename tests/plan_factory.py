@@ -11,7 +11,7 @@ from igniter.triton.config import read_config, set_dynamic_batching, set_instanc
 
 
 def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
-    """servers: [{name, model, batch, instances, share, cpus}] -> out/plan.json + out/triton_repo/<server>/."""
+    """servers: [{name, model, batch, instances, share, cpus, backend}] -> out/plan.json + out/triton_repo/<server>/."""
     if out.exists():
         shutil.rmtree(out)
     entries = []
@@ -25,8 +25,9 @@ def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
         if spec.get("break_config"):
             cfg.dynamic_batching.preferred_batch_size.append(cfg.max_batch_size + 1)  # Triton rejects this
         write_config(cfg, repo / spec["model"] / "config.pbtxt")
-        launch = LaunchSpec(server=spec["name"], gpu="host0", backend="cpu", share=spec.get("share", 50.0),
-                            cpus=spec.get("cpus", [0]), env={"OMP_NUM_THREADS": "1"}, models=[spec["model"]])
+        launch = LaunchSpec(server=spec["name"], gpu="host0", backend=spec.get("backend", "cpu"),
+                            share=spec.get("share", 50.0), cpus=spec.get("cpus", [0]), env={"OMP_NUM_THREADS": "1"},
+                            models=[spec["model"]])
         (repo / "launch.json").write_text(dump_json(launch))
         entries.append(ServerPlan(name=spec["name"], model=spec["model"], workload=spec["name"], replica=0, replicas=1,
                                   share=spec.get("share", 50.0), batch=spec["batch"], instances=spec.get("instances", 1),
