@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -76,7 +77,8 @@ def read_text(path: str | Path, what: str, limit: int = MAX_INPUT_BYTES) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last) and reads
+    ``1e9`` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 rules make it the string "1e9")."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
@@ -91,6 +93,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 def read_yaml(path: str | Path, what: str, limit: int = MAX_INPUT_BYTES) -> Any:
@@ -131,10 +138,10 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
 
 # -- validating --------------------------------------------------------------------------------------------------
 
-def validate(model: type[M], data: Any, source: str, fix: str) -> M:
+def validate(model: type[M], data: Any, source: str, fix: str | Mapping[str, str]) -> M:
     """``model.model_validate(data)``; the first error becomes one UserError line naming the file (``source``),
     the entry (``workloads[2] 'w3'``) and the field, with ``fix`` as the hint (the nearest valid key for an
-    unknown one)."""
+    unknown one). ``fix`` may map field names to hints, "" to the hint for any other field."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -144,8 +151,11 @@ def validate(model: type[M], data: Any, source: str, fix: str) -> M:
         raise error_line(model, data, first, source, fix) from None
 
 
-def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix: str) -> UserError:
+def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix: str | Mapping[str, str]) -> UserError:
     loc = tuple(error.get("loc", ()))
+    if not isinstance(fix, str):
+        field = next((k for k in reversed(loc) if isinstance(k, str) and k in fix), "")
+        fix = fix.get(field) or fix.get("", "see docs/artefacts.md")
     where = _location(loc, data)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
@@ -162,8 +172,18 @@ def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix:
         message = "must be a mapping of keys to values"
     elif kind == "string_too_long" and loc and loc[-1] in ("name", "type", "model", "workload", "server"):
         message = f"is too long: names must be {NAME_RULE}"
-    shown = "" if kind in ("missing",) else f" = {_short(error.get('input'))}"
-    return UserError(f"{where or 'the file'}{shown}: {message}", fix, source)
+    elif kind in _PLAIN:
+        message = _PLAIN[kind].format(**error.get("ctx", {}))
+    if kind == "missing":
+        return UserError(f"{where or 'a key'} is missing", fix, source)
+    return UserError(f"{where or 'the file'} = {_short(error.get('input'))}: {message}", fix, source)
+
+
+# pydantic's wording -> the rule as a user would write it
+_PLAIN = {"greater_than": "must be > {gt:g}", "greater_than_equal": "must be >= {ge:g}", "less_than": "must be < {lt:g}",
+          "less_than_equal": "must be <= {le:g}", "finite_number": "must be a finite number",
+          "float_type": "must be a number", "int_type": "must be a whole number", "int_from_float": "must be a whole number",
+          "bool_type": "must be true or false", "string_type": "must be a string", "list_type": "must be a list"}
 
 
 def _location(loc: tuple, data: Any) -> str:
@@ -217,7 +237,7 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_file(model: type[M], path: str | Path, what: str, fix: str, limit: int = MAX_INPUT_BYTES) -> M:
+def load_file(model: type[M], path: str | Path, what: str, fix: str | Mapping[str, str], limit: int = MAX_INPUT_BYTES) -> M:
     """Read (YAML or JSON by suffix) and validate one file."""
     path = Path(path)
     data = read_json(path, what, limit) if path.suffix == ".json" else read_yaml(path, what, limit)
