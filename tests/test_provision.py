@@ -200,7 +200,7 @@ def test_cli_copies_source_repo(fake_cli, tmp_path):
 
 @pytest.mark.parametrize("text, needle", [
     ("workloads:\n  - {name: a, rate: 10, slo_ms: 20}\n", "workloads[0] 'a'.model is missing"),
-    ("workloads:\n  - {name: a, model: alexnet, rate: -5, slo_ms: 20}\n", "workloads[0] 'a'.rate = -5: must be > 0"),
+    ("workloads:\n  - {name: a, model: alexnet, rate: -5, slo_ms: 20}\n", "workloads[0] 'a'.rate = -5: must be >= 0.001"),
     ("workloads:\n  - {name: a, model: alexnet, rate: 5, slo_ms: 20}\n  - {name: b, model: alexnet, rate: 5, slo_ms: 0}\n",
      "workloads[1] 'b'.slo_ms = 0: must be > 0"),
     ("workloads:\n  - {name: a, model: bert, rate: 10, slo_ms: 20}\n", "'bert' is not in the performance model"),
