@@ -166,7 +166,7 @@ def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix:
         return UserError(f"unknown key {where}", hint, source)
     message = error.get("msg", "is invalid").rstrip(".")
     message = message[0].lower() + message[1:] if message else "is invalid"
-    if kind == "string_pattern_mismatch":
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         message = f"must be {NAME_RULE}"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "must be a mapping of keys to values"
@@ -197,6 +197,8 @@ def _location(loc: tuple, data: Any) -> str:
             label = next((node.get(k) for k in ("name", "type") if isinstance(node, dict) and isinstance(node.get(k), str)), None)
             if label:
                 parts.append(f" {_short(label)}")
+        elif key == "[key]":     # pydantic's marker for a mapping's key (the key itself is the previous part)
+            parts.append(" (the key)")
         else:
             parts.append(f".{key}" if parts else str(key))
             node = node.get(key) if isinstance(node, dict) else None
