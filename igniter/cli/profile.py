@@ -24,7 +24,11 @@ from igniter.profiling.importers import FORMATS, import_profiles as run_import
 @user_errors
 def import_profiles(fmt, src_dir, out_dir, as_json):
     """Convert profiles measured elsewhere (SRC_DIR) into a profile store."""
-    result = run_import(fmt, src_dir, out_dir)
+    try:
+        result = run_import(fmt, src_dir, out_dir)
+    except OSError as err:
+        raise UserError(f"cannot write the profile store {out_dir!r}: {err.strerror or err}",
+                        "choose a writable --out directory") from None
     emit(result, as_json, lambda r: f"wrote {r['out']}: {r['solo_rows']} solo rows, {r['pair_rows']} pair rows "
                                     f"({', '.join(r['models'])})")
 

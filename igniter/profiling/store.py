@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, StringConstraints
 
-from igniter.atomic import atomic_write
+from igniter.atomic import atomic_write, atomic_write_many
 from igniter.errors import UserError
 from igniter.schema import (NAME_MAX, NAME_PATTERN, NAME_RULE, Count, NonNegativeFloat, PositiveFloat, Strict,
                             read_json, read_text, validate as validate_schema)
@@ -133,7 +133,15 @@ class ProfileStore:
         return hardware
 
     def write_hardware(self, hardware: dict) -> None:
-        atomic_write(self.dir / HARDWARE_FILE, json.dumps(hardware, indent=2, sort_keys=True) + "\n")
+        atomic_write(self.dir / HARDWARE_FILE, _hardware_text(hardware, self.dir))
+
+    def write_all(self, hardware: dict, solo: pd.DataFrame, pairs: pd.DataFrame) -> None:
+        """A whole store at once: all three validated and serialised first, then swapped in together
+        (atomic_write_many), so a failure leaves the previous store intact."""
+        files = {SOLO_FILE: _csv(validate(solo.copy(), SOLO_REQUIRED, str(self.dir / SOLO_FILE))),
+                 PAIRS_FILE: _csv(validate(pairs.copy(), PAIR_REQUIRED, str(self.dir / PAIRS_FILE))),
+                 HARDWARE_FILE: _hardware_text(hardware, self.dir)}
+        atomic_write_many(self.dir, files)
 
     # --- solo.csv / pairs.csv -------------------------------------------------------------------------------
     def read_solo(self) -> pd.DataFrame:
@@ -189,7 +197,16 @@ class ProfileStore:
         return new if df.empty else pd.concat([df, new], ignore_index=True)
 
     def _write(self, name: str, df: pd.DataFrame) -> None:
-        atomic_write(self.dir / name, df.to_csv(index=False, float_format="%.9g"))
+        atomic_write(self.dir / name, _csv(df))
+
+
+def _csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, float_format="%.9g")
+
+
+def _hardware_text(hardware: dict, directory: Path) -> str:
+    validate_schema(HardwareFile, hardware, str(directory / HARDWARE_FILE), HARDWARE_FIX)
+    return json.dumps(hardware, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def run_key(row: dict, key: list[str]) -> tuple:
