@@ -101,8 +101,8 @@ def _check_text(df: pd.DataFrame, col: str, required: list[str], where: str) -> 
     if col in required:
         _refuse(df, where, col, ~present, "is empty", "fill it in or re-measure that row")
     if col in NAME_COLUMNS:
-        unsafe = present & ~df[col].map(lambda v: isinstance(v, str) and len(v) <= NAME_MAX
-                                        and bool(_SAFE_NAME.match(v)))
+        safe = df[col].map(lambda v: isinstance(v, str) and len(v) <= NAME_MAX and bool(_SAFE_NAME.match(v)))
+        unsafe = present & ~safe.astype(bool)
         _refuse(df, where, col, unsafe, f"must be {NAME_RULE}", "rename the model (it names Triton models)")
 
 
