@@ -170,15 +170,17 @@ def _merge(lines: list[dict]) -> dict:
 
 
 def igniter_solo(profiles: list[dict]) -> pd.DataFrame:
-    """One row per (model, batch, share) with a latency entry; throughput / L2 / DRAM where the source has them."""
+    """One row per (model, batch, share) with a latency entry; throughput / L2 / DRAM where the source has them
+    (an unmeasured throughput is that of one batch at a time, as for the pairs)."""
     merged = _merge([p for p in profiles if "interference" not in p])
     rows = []
     for model, metrics in merged.items():
         for batch, by_share in metrics.get("latency", {}).items():
             for share, latency in by_share.items():
                 value = lambda metric: metrics.get(metric, {}).get(batch, {}).get(share)  # noqa: E731
+                throughput = value("throughput") or 1000.0 * int(batch) / latency   # unmeasured: one batch at a time
                 rows.append({"model": model, "batch": int(batch), "share": float(share),
-                             "throughput_rps": value("throughput"), "latency_mean_ms": latency,
+                             "throughput_rps": throughput, "latency_mean_ms": latency,
                              "latency_p50_ms": latency, "latency_p99_ms": latency,
                              "l2_util_pct": value("l2cache"), "dram_util_pct": value("dram"),
                              "latency_source": MEAN_ONLY})
