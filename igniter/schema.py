@@ -172,18 +172,8 @@ def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix:
         message = "must be a mapping of keys to values"
     elif kind == "string_too_long" and loc and loc[-1] in ("name", "type", "model", "workload", "server"):
         message = f"is too long: names must be {NAME_RULE}"
-    elif kind in _PLAIN:
-        message = _PLAIN[kind].format(**error.get("ctx", {}))
-    if kind == "missing":
-        return UserError(f"{where or 'a key'} is missing", fix, source)
-    return UserError(f"{where or 'the file'} = {_short(error.get('input'))}: {message}", fix, source)
-
-
-# pydantic's wording -> the rule as a user would write it
-_PLAIN = {"greater_than": "must be > {gt:g}", "greater_than_equal": "must be >= {ge:g}", "less_than": "must be < {lt:g}",
-          "less_than_equal": "must be <= {le:g}", "finite_number": "must be a finite number",
-          "float_type": "must be a number", "int_type": "must be a whole number", "int_from_float": "must be a whole number",
-          "bool_type": "must be true or false", "string_type": "must be a string", "list_type": "must be a list"}
+    shown = "" if kind in ("missing",) else f" = {_short(error.get('input'))}"
+    return UserError(f"{where or 'the file'}{shown}: {message}", fix, source)
 
 
 def _location(loc: tuple, data: Any) -> str:
