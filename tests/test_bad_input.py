@@ -144,6 +144,12 @@ CASES = [
     ("price-negative", {"w.yaml": workloads(OK), "gpus.yaml": catalog(
         "{type: host, price_per_hour: -1, perf_model: good.model.json}")}, WITH_CATALOG,
      "price_per_hour = -1: input should be greater than or equal to 0"),
+    ("price-huge", {"w.yaml": workloads(OK), "gpus.yaml": catalog(
+        "{type: host, price_per_hour: 1e308, perf_model: good.model.json}")}, WITH_CATALOG,
+     "price_per_hour = 1e+308: input should be less than or equal to 1000000000"),
+    ("network-tiny", {"w.yaml": workloads("{name: w1, model: mlp, rate: 50, slo_ms: 40, input_bytes: 1000}"),
+                      "gpus.yaml": catalog("{type: host, price_per_hour: 1, network_gbps: 1e-300, "
+                                           "perf_model: good.model.json}")}, WITH_CATALOG, "network_gbps = 1e-300"),
     ("type-twice", {"w.yaml": workloads(OK), "gpus.yaml": catalog(
         "{type: host, price_per_hour: 1, perf_model: good.model.json}\n"
         "  - {type: host, price_per_hour: 2, perf_model: good.model.json}")}, WITH_CATALOG,

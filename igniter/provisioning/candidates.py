@@ -223,6 +223,10 @@ def build_problem(workload_set: WorkloadSet, types: list[GpuType],
                 f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) would need {_figure(fewest[wi])} servers: one "
                 f"server carries at most {w.rate / fewest[wi]:.4g} req/s of it, and a workload may be split over at "
                 f"most {MAX_REPLICAS}", "lower its rate or split it into several workloads", "workloads")
+        if not found[wi] and not math.isfinite(best[wi]):
+            raise UserError(f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) cannot be served at any batch, "
+                            f"share or replica count up to {MAX_REPLICAS}: no server carries its rate",
+                            "lower its rate, or split it into several workloads", "workloads")
         if not found[wi]:
             raise UserError(
                 f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) cannot meet slo_ms={w.slo_ms:g}: the best "

@@ -31,8 +31,7 @@ from typing import Annotated, Any, Callable
 from pydantic import Field, StringConstraints
 
 from igniter.errors import UserError
-from igniter.schema import (NAME_MAX, Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Strict,
-                            load_file)
+from igniter.schema import NAME_MAX, Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Strict, load_file
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,8 @@ MAX_WORKLOADS = MAX_SERVERS
 MIN_RATE = 0.001            # req/s
 MAX_SLO_MS = 3_600_000.0    # one hour
 MAX_INPUT_BYTES = 2.0 ** 40
+MAX_PRICE = 1e9             # per hour: sums of thousands stay far from float overflow
+MIN_GBPS, MAX_GBPS = 0.001, 1e6
 
 WORKLOAD_FIX = {
     "name": "give every workload a unique name such as w1 or resnet50-a",
@@ -108,10 +109,10 @@ WORKLOAD_FIX = {
 }
 CATALOG_FIX = {
     "type": "name the GPU type, e.g. V100",
-    "price_per_hour": "set price_per_hour to a number >= 0",
+    "price_per_hour": f"set price_per_hour to a number >= 0 (at most {MAX_PRICE:g})",
     "max_count": "set max_count to how many such GPUs may be used (an integer >= 1) or leave it out: unbounded",
     "memory_mb": "set memory_mb (> 0) or leave it out",
-    "network_gbps": "set network_gbps (> 0) or leave it out",
+    "network_gbps": f"set network_gbps ({MIN_GBPS:g} to {MAX_GBPS:g}) or leave it out",
     "perf_model": "give the perf model file of this GPU type (from `igniter fit`), relative to the catalog",
     "gpus": "write `gpus: [...]` with one `{type: V100, price_per_hour: 3.06, perf_model: v100.json}` per type",
     "": "see the catalog format at the top of igniter/provisioning/workloads.py",
@@ -141,10 +142,10 @@ class WorkloadsFile(Strict):
 
 class GpuEntry(Strict):
     type: SafeName
-    price_per_hour: NonNegativeFloat
+    price_per_hour: Annotated[float, Field(ge=0, le=MAX_PRICE)]
     max_count: Count | None = None
     memory_mb: PositiveFloat | None = None
-    network_gbps: PositiveFloat = 10.0
+    network_gbps: Annotated[float, Field(ge=MIN_GBPS, le=MAX_GBPS)] = 10.0
     perf_model: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
