@@ -207,3 +207,19 @@ def test_plan_above_the_server_cap_is_refused_with_the_figure():
     ws = WorkloadSet(tuple(Workload(f"w{i}", "alexnet", 12667.0, 1000.0) for i in range(1100)))
     with pytest.raises(UserError, match="need at least 4400 servers; igniter plans at most 4096"):
         build_problem(ws, [GpuType("V100", 1.0, None, FakePerfModel())])
+
+
+def test_ilp_within_max_count_where_only_its_greedy_warm_start_is_over():
+    # found by search over random instances: the greedy needs 3 GPUs, 2 suffice (the ILP's plan below is the
+    # witness, checked with the full model); with max_count 2 the greedy is refused, the ILP must not be
+    specs = [("ssd", 154.5, 85.9), ("ssd", 21.6, 134.0), ("vgg19", 86.6, 64.5), ("vgg19", 104.6, 76.9),
+             ("resnet50", 286.5, 106.2), ("alexnet", 241.0, 145.2)]
+    ws = WorkloadSet(tuple(Workload(f"w{i}", m, r, s) for i, (m, r, s) in enumerate(specs)))
+    problem = build_problem(ws, [GpuType("V100", 1.0, 2, FakePerfModel())])
+    with pytest.raises(UserError, match="need 3 GPUs"):
+        greedy_igniter.solve(problem)
+    a = ilp.solve(problem, 10)
+    assert len(a.gpus) == 2 and not violations(problem, a.gpus)
+    assert sorted((s.workload, s.replica) for g in a.gpus for s in g.servers) == \
+        sorted((wi, r) for wi in range(len(specs)) for r in range(
+            next(s.option.replicas for g in a.gpus for s in g.servers if s.workload == wi)))

@@ -1,4 +1,4 @@
-"""Provisioning inputs: the workloads file and the GPU catalog (YAML), validated field by field.
+"""Provisioning inputs: the workloads file and the GPU catalog (YAML), one pydantic schema each (igniter.schema).
 
 Workloads file::
 
