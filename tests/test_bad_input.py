@@ -210,6 +210,7 @@ CASES = [
      "gpu0-w1-r0 = 8000: input should be a valid string"),
     ("server-map-twice", {"map.yaml": "a: http://h:8000\na: http://h:9000\n"},
      ["apply", "plan.json", "--server-map", "map.yaml"], "key 'a' is given twice"),
+    ("infer-server-port", {}, ["infer", "--server", "http://127.0.0.1:99999"], "is not http://HOST:PORT"),
     ("server-map-list", {"map.yaml": "- http://h:8000\n"}, ["apply", "plan.json", "--server-map", "map.yaml"],
      "must be a mapping"),
 ]
