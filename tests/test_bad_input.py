@@ -211,6 +211,7 @@ CASES = [
     ("server-map-twice", {"map.yaml": "a: http://h:8000\na: http://h:9000\n"},
      ["apply", "plan.json", "--server-map", "map.yaml"], "key 'a' is given twice"),
     ("infer-server-port", {}, ["infer", "--server", "http://127.0.0.1:99999"], "is not http://HOST:PORT"),
+    ("profile-model-name", {}, ["profile", "--models", "my model", "--out", "out"], "model name 'my model'"),
     ("server-map-list", {"map.yaml": "- http://h:8000\n"}, ["apply", "plan.json", "--server-map", "map.yaml"],
      "must be a mapping"),
 ]
