@@ -192,8 +192,12 @@ def test_fuzz_perf_model_file(model_file, data):
             node[path[-1]] = data.draw(st.floats(allow_nan=False, allow_infinity=False) if numeric else VALUES)
     text = json.dumps(document, allow_nan=True)
     colocate = data.draw(st.sampled_from(["mlp:1:50", "mlp:4:100,convnet:2:50", "tinynet:8:100"]))
+    workloads = dump({"workloads": [GOOD_WORKLOAD, {"name": "w2", "model": "convnet", "rate": 80, "slo_ms": 30}]})
+    command = data.draw(st.sampled_from([
+        ["predict", "--perf-model", "m.json", "--colocate", colocate],
+        ["provision", "--workloads", "w.yaml", "--perf-model", "m.json", "--out", "out", "--time-limit", "1"]]))
     with case_dir() as d:
-        check(d, {"m.json": text}, ["predict", "--perf-model", "m.json", "--colocate", colocate])
+        check(d, {"m.json": text, "w.yaml": workloads}, command)
 
 
 SERVER_MAPS = st.one_of(

@@ -39,6 +39,7 @@ UPDATE_RATE = 0.3           # weight of the newest observation in the exponentia
 
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_LOG_FACTOR = 50.0
 
 
 # -- the model file's schema (PerfModel.to_dict) -------------------------------------------------------------------
@@ -60,15 +61,23 @@ class GridFile(Strict):
         return self
 
 
+LogFactor = Annotated[float, Field(ge=-MAX_LOG_FACTOR, le=MAX_LOG_FACTOR)]
+
+
+class LogGridFile(GridFile):
+    """A grid of log corrections: beyond e^50 a factor is no correction but an overflow."""
+    values: list[list[LogFactor]]
+
+
 class FitFile(Strict):
     surface: Annotated[list[float], Field(min_length=analytical.SURFACE_PARAMS, max_length=analytical.SURFACE_PARAMS)]
-    latency: GridFile
-    pipelining: GridFile
+    latency: LogGridFile
+    pipelining: LogGridFile
     metrics: dict[Literal["l2", "dram", "gpu_util", "cpu_util"], GridFile]
     memory: dict[Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,8}$")], NonNegativeFloat]
     power: GridFile | None
     kernels: PositiveFloat
-    correction: float
+    correction: LogFactor
     sensitivity: float
     sched_ms: float
 
