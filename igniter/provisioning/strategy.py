@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -123,15 +123,16 @@ def has_room(problem: ProvisioningProblem, gpus: list[Gpu], type_index: int) -> 
     return limit is None or sum(1 for g in gpus if g.type_index == type_index and g.servers) < limit
 
 
-def alternatives(problem: ProvisioningProblem, server: Server) -> list[Server]:
-    """The server as chosen, then the same replica on each other GPU type (its cheapest smallest-share option
-    there with the same replica count, so it carries the same rate): where to go when its type is full."""
-    out, types = [server], {server.option.type_index}
+def alternatives(problem: ProvisioningProblem, server: Server) -> Iterator[Server]:
+    """The server as chosen, then (lazily: only when asked) the same replica on each other GPU type, at its
+    cheapest smallest-share option there with the same replica count (so it carries the same rate): where to
+    go when its type is full."""
+    yield server
+    types = {server.option.type_index}
     for o in min_share_options(problem, server.workload):
         if o.type_index not in types and o.replicas == server.option.replicas:
             types.add(o.type_index)
-            out.append(Server(server.workload, server.replica, o))
-    return out
+            yield Server(server.workload, server.replica, o)
 
 
 def within_max_count(problem: ProvisioningProblem, gpus: list[Gpu]) -> bool:
