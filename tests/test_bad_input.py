@@ -277,6 +277,13 @@ def test_bad_profile_store_at_fit(tmp_path, monkeypatch, fitted, case_id, files,
     run_case(tmp_path, monkeypatch, fitted, files, FIT, needle)
 
 
+@pytest.mark.parametrize("out, needle", [("m" * 300 + ".json", "File name too long"),
+                                         ("a-file/m.json", "cannot write the model file")])
+def test_fit_to_an_unwritable_path(tmp_path, monkeypatch, fitted, out, needle):
+    files = {**store_with(), "a-file": "not a directory\n"}
+    run_case(tmp_path, monkeypatch, fitted, files, ["fit", "--profiles", "p", "--out", out], needle)
+
+
 def test_profile_store_csv_through_dev_zero(tmp_path, monkeypatch, fitted):
     """A store whose solo.csv is /dev/zero is refused without reading it (no memory taken)."""
     files = store_with()
@@ -332,6 +339,14 @@ IMPORT_CASES = [
 @pytest.mark.parametrize("case_id, files, needle", IMPORT_CASES, ids=[c[0] for c in IMPORT_CASES])
 def test_bad_import_source(tmp_path, monkeypatch, fitted, case_id, files, needle):
     run_case(tmp_path, monkeypatch, fitted, files, IMPORT, needle)
+
+
+@pytest.mark.parametrize("out, needle", [("s" * 300, "File name too long"),
+                                         ("a-file/store", "cannot write the profile store")])
+def test_import_to_an_unwritable_path(tmp_path, monkeypatch, fitted, out, needle):
+    files = {**source(SOLO, RESNET, pair_line(PAIR)), "a-file": "not a directory\n"}
+    run_case(tmp_path, monkeypatch, fitted, files, ["import-profiles", "--format", "igniter", "src", "--out", out],
+             needle)
 
 
 def test_bad_import_leaves_an_existing_store_as_it_was(tmp_path, monkeypatch, fitted):
