@@ -26,6 +26,7 @@ from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
 from igniter.provisioning.plan import Plan, read_launch, read_plan, write_plan
+from igniter.provisioning.summary import worst_p99
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +86,7 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
         rows.append({
             "name": name, "model": entry.model, "rate": sum(e.rate for e, _ in runs),
             "slo_ms": entry.slo_ms, "replicas": len(runs), "batch": entry.batch, "share": entry.share,
-            "predicted_p99_ms": max(e.predicted_p99_ms for e, _ in runs),
+            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
             "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,

@@ -62,3 +62,26 @@ def test_summary_table_shows_model_p99_slo_and_price(provision):
         assert column in header.split()
     assert "cost -" not in res.output.replace("objective = cost - accuracy term", "")
     assert "objective = cost - accuracy term" in res.output
+
+
+def test_a_baseline_server_that_cannot_carry_its_rate_is_written_and_shown_as_unbounded(monkeypatch, tmp_path):
+    """ffd ignores interference: on these workloads (found by search) a co-located server's queue grows without
+    bound; the plan records its p99 as null (not Infinity, which is not JSON) and the summary says so."""
+    import random
+
+    rng = random.Random(0)
+    rows = [{"name": f"w{i}", "model": rng.choice(["alexnet", "resnet50", "vgg19", "ssd"]),
+             "rate": rng.uniform(20, 300), "slo_ms": rng.uniform(40, 150)} for i in range(10)]
+    (tmp_path / "w.yaml").write_text(json.dumps({"workloads": rows}))
+    (tmp_path / "m.json").write_text("{}")
+    monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: FakePerfModel()))
+    res = CliRunner().invoke(provision_cli.provision, ["--workloads", str(tmp_path / "w.yaml"), "--perf-model",
+                                                       str(tmp_path / "m.json"), "--out", str(tmp_path / "out"),
+                                                       "--strategy", "ffd", "--json"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out" / "plan.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    plan = json.loads(text)
+    unbounded = {s["workload"] for g in plan["gpus"] for s in g["servers"] if s["predicted_p99_ms"] is None}
+    assert unbounded
+    assert {r["workload"] for r in json.loads(res.output)["workloads"] if r["predicted_p99_ms"] is None} == unbounded

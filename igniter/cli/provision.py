@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES, run
 from igniter.provisioning.plan import read_plan, write_plan
-from igniter.provisioning.summary import summary
 from igniter.provisioning.queueing import LATENCY_MODELS
+from igniter.provisioning.summary import summary
 from igniter.provisioning.workloads import load_perf_model
 
 
@@ -29,6 +32,8 @@ from igniter.provisioning.workloads import load_perf_model
 @user_errors
 def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
+    if not math.isfinite(time_limit):   # click's FloatRange lets nan and inf through
+        raise UserError(f"--time-limit {time_limit} is not a number of seconds", "give e.g. --time-limit 10")
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
                                              latency_model, _loader())
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
@@ -54,4 +59,6 @@ def _human(result: dict) -> str:
         head += f"\n{bound}"
     columns = ["workload", "model", "replicas", "batch", "share", "rate", "predicted_p99_ms", "slo_ms",
                "price_per_hour"] + (["accuracy", "accuracy_term"] if result["accuracy_weight"] else [])
-    return head + "\n" + table(result["workloads"], columns)
+    rows = [{**r, "predicted_p99_ms": "unbounded" if r["predicted_p99_ms"] is None else r["predicted_p99_ms"]}
+            for r in result["workloads"]]
+    return head + "\n" + table(rows, columns)

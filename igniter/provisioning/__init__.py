@@ -3,7 +3,8 @@
 ``run`` is the whole stage for the CLI: read the inputs, build the candidates, solve with one strategy of
 ``STRATEGIES``, build the typed plan. Every interference-aware strategy goes through the same finish (``solve``),
 done once here rather than inside each: the full perf model re-checks every GPU, ``repair`` fixes what it says
-misses an SLO, and the result is never worse than the warm start (the repaired greedy) the strategy was given.
+misses an SLO, and the result is never worse than the warm start (the repaired greedy) the strategy was given;
+for every strategy a plan over a GPU type's max_count is refused (``enforce_max_count``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from igniter.errors import UserError
 from igniter.provisioning import ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import Plan, build_plan
-from igniter.provisioning.strategy import EPS, Assignment, Gpu, Strategy, cost, repair, violations
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Strategy, cost, enforce_max_count, repair,
+                                           violations, within_max_count)
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
                                             load_workloads)
 
@@ -62,17 +64,20 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
     found = entry.strategy.solve(problem, left, warm.gpus if warm else None)
     if entry.checked:
         found = finish(problem, found, warm)
+    enforce_max_count(problem, found.gpus)   # a hard limit for every strategy: what does not fit is refused
     return found, time.perf_counter() - start
 
 
 def finish(problem: ProvisioningProblem, found: Assignment, warm: Assignment | None = None) -> Assignment:
-    """Repair what the full model says misses an SLO; then the warm start instead if the result is worse or still
-    misses."""
+    """Repair what the full model says misses an SLO; then the warm start instead if the result still misses, or
+    is worse without the warm start being over a type's max_count where the result is not."""
     gpus = [Gpu(g.type_index, list(g.servers)) for g in found.gpus]
     repairs = repair(problem, gpus, greedy_igniter.relocate)
     gpus = [g for g in gpus if g.servers]
     details = {**found.details, "repairs": repairs}
-    if warm is not None and (cost(problem, gpus) > cost(problem, warm.gpus) + EPS or violations(problem, gpus)):
+    if warm is not None and (violations(problem, gpus) or (
+            cost(problem, gpus) > cost(problem, warm.gpus) + EPS
+            and within_max_count(problem, warm.gpus) >= within_max_count(problem, gpus))):
         return Assignment(warm.gpus, max(found.lower_bound, warm.lower_bound), "heuristic",
                           {**details, "fallback": "warm start (the strategy's plan was worse or missed an SLO)"})
     return Assignment(gpus, found.lower_bound, found.status, details)

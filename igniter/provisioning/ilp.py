@@ -110,7 +110,7 @@ def _seeds(kinds, warm: list[Gpu]) -> list[tuple[int, ...]]:
 def _rounded_bound(problem: ProvisioningProblem, lp_value: float) -> float:
     """With one GPU price and no accuracy reward the cost is a multiple of the price: round the LP bound up."""
     prices = {t.price_per_hour for t in problem.types}
-    if len(prices) == 1 and problem.accuracy_weight == 0:
+    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0:
         price = prices.pop()
         return math.ceil(round(lp_value / price, 6)) * price
     return lp_value
@@ -145,7 +145,7 @@ def _slots(problem, warm: list[Gpu]) -> list[int]:
     budget = cost(problem, warm) + problem.accuracy_weight * len(problem.workloads) + EPS
     slots = []
     for ti, t in enumerate(problem.types):
-        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS),
+        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS) if t.price_per_hour > 0 else 10**9,
                 sum(len(g.servers) for g in warm))
         slots += [ti] * n
     return slots

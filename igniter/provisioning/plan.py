@@ -15,6 +15,7 @@ OUT_DIR is swapped out only after the new one is complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -54,7 +55,9 @@ class ServerPlan(Strict):
     rate: PositiveFloat                  # req/s this replica carries
     slo_ms: PositiveFloat                # the workload's p99 budget
     predicted_latency_ms: NonNegativeFloat    # one batch through the model, co-located
-    predicted_p99_ms: NonNegativeFloat        # end-to-end p99 (queueing model): what the SLO is compared with
+    # end-to-end p99 (queueing model): what the SLO is compared with; None: the server cannot carry its rate (the
+    # queue grows without bound; only interference-blind baselines plan that)
+    predicted_p99_ms: NonNegativeFloat | None
     predicted_throughput_rps: NonNegativeFloat
 
 
@@ -63,7 +66,7 @@ class GpuPlan(Strict):
     type: Label
     kind: SafeName                       # hardware.json's kind: gpu | cpu
     backend: SafeName                    # igniter.backends name that launches its servers
-    price_per_hour: PositiveFloat
+    price_per_hour: NonNegativeFloat     # 0: a type the user already owns
     servers: list[ServerPlan] = Field(min_length=1)
 
 
@@ -181,7 +184,8 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
                 name=server_name(gi, w.name, s.replica), share=o.share, model=o.model, workload=w.name,
                 replica=s.replica, replicas=o.replicas, batch=o.batch, instances=1,
                 max_queue_delay_us=o.queue_delay_us, rate=_r(o.rate), slo_ms=w.slo_ms,
-                predicted_latency_ms=_r(p["latency_ms"]), predicted_p99_ms=_r(p["p99_ms"]),
+                predicted_latency_ms=_r(p["latency_ms"]),
+                predicted_p99_ms=_r(p["p99_ms"]) if math.isfinite(p["p99_ms"]) else None,
                 predicted_throughput_rps=_r(p["throughput_rps"]),
                 accuracy=o.accuracy if w.variants or problem.accuracy_weight else None))
         plan_gpus.append(GpuPlan(id=f"gpu{gi}", type=t.type, price_per_hour=t.price_per_hour, kind=t.kind,

@@ -28,7 +28,7 @@ def summary(plan: Plan) -> dict:
         rows.append({
             "workload": name, "model": first.model, "replicas": len(servers), "batch": first.batch,
             "share": first.share, "rate": round(sum(s.rate for s in servers), DIGITS), "slo_ms": first.slo_ms,
-            "predicted_p99_ms": max(s.predicted_p99_ms for s in servers),
+            "predicted_p99_ms": worst_p99([s.predicted_p99_ms for s in servers]),
             "price_per_hour": round(price_of[name], DIGITS),
             "accuracy": accuracy,
             "accuracy_term": round(plan.accuracy_weight * accuracy, DIGITS) if accuracy is not None else 0.0,
@@ -38,3 +38,8 @@ def summary(plan: Plan) -> dict:
     return {"strategy": plan.strategy, "status": t.status, "gpus": t.gpus, "cost": t.cost,
             "accuracy_weight": plan.accuracy_weight, "accuracy_term": t.accuracy_term, "objective": t.objective,
             "lower_bound": t.lower_bound, "gap": t.gap, "workloads": rows}
+
+
+def worst_p99(p99s: list[float | None]) -> float | None:
+    """The slowest replica's p99; None (unbounded) when any replica cannot carry its rate."""
+    return None if None in p99s else max(p99s)
