@@ -409,3 +409,11 @@ def test_cli_exports_a_provisioned_plan(tmp_path, monkeypatch):
                               "--namespace", "Not_OK"])
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and bad.output.count("\n") == 1
     assert not (tmp_path / "k8s2").exists()
+
+
+def test_a_launch_spec_that_disagrees_with_the_plan_is_refused(tmp_path):
+    plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
+    launch_path = tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "launch.json"
+    launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "share": 75.0}))
+    with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %"):
+        k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())

@@ -125,6 +125,9 @@ def read_plan_servers(plan: Path) -> list[PlannedServer]:
         for entry in gpu.servers:
             repo = plan_path.parent / "triton_repo" / entry.name
             launch = validate(_Launch, read_json(repo / "launch.json", "launch spec"), f"{entry.name}/launch.json", fix)
+            if launch.server != entry.name or launch.share != entry.share:
+                raise UserError(f"{entry.name}/launch.json is for server {launch.server!r} at {launch.share:g} %, "
+                                f"the plan says {entry.name!r} at {entry.share:g} %", fix)
             configs = {}
             for model in launch.models:
                 path = repo / model / "config.pbtxt"
