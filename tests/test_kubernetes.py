@@ -417,3 +417,12 @@ def test_a_launch_spec_that_disagrees_with_the_plan_is_refused(tmp_path):
     launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "share": 75.0}))
     with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %"):
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+
+
+def test_a_server_named_like_a_workload_service_is_refused(tmp_path):
+    clash = [{"id": "host0", "type": "AMD EPYC", "servers": [
+        {"name": "workload-vision", "workload": "vision", "replica": 0, "model": "convnet", "share": 50.0, "threads": 1}]}]
+    plan = write_plan(tmp_path / "plan", clash, "cpu")
+    with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'"):
+        k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert not (tmp_path / "out").exists()

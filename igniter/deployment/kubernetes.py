@@ -56,7 +56,6 @@ LABEL_GPU = "igniter.io/gpu"
 COMMON_LABELS = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/managed-by": "igniter"}
 
 DNS_LABEL_MAX = 63
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")                  # DNS-1035: Service names
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")                # DNS-1123 label
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -189,10 +188,6 @@ def _check_options(options: ExportOptions) -> None:
                         "use lowercase letters, digits and '-', at most 63 characters, starting and ending alphanumeric")
     if not options.image or any(c.isspace() for c in options.image):
         raise UserError(f"--image {options.image!r} is not an image reference", "give e.g. " + DEFAULT_IMAGE)
-    for gpu_type, product in options.gpu_products:
-        if not LABEL_VALUE.match(product) or not product or len(product) > DNS_LABEL_MAX:
-            raise UserError(f"--gpu-product {gpu_type}={product}: {product!r} is not a label value",
-                            "give the node's nvidia.com/gpu.product value, e.g. Tesla-V100-SXM2-16GB")
 
 
 def gpu_product(gpu_type: str, options: ExportOptions) -> str:
@@ -200,10 +195,13 @@ def gpu_product(gpu_type: str, options: ExportOptions) -> str:
     discovery writes an NVML name (spaces become '-')."""
     given = dict(options.gpu_products)
     product = given.get(gpu_type, gpu_type.replace(" ", "-"))
-    if not product or len(product) > DNS_LABEL_MAX or not LABEL_VALUE.match(product):
-        raise UserError(f"GPU type {gpu_type!r} is not a valid nvidia.com/gpu.product label value",
-                        f"pass --gpu-product '{gpu_type}=VALUE' with the value your nodes carry")
-    return product
+    if product and len(product) <= DNS_LABEL_MAX and LABEL_VALUE.match(product):
+        return product
+    if gpu_type in given:
+        raise UserError(f"--gpu-product {gpu_type}={product}: {product!r} is not a label value",
+                        "give the node's nvidia.com/gpu.product value, e.g. Tesla-V100-SXM2-16GB")
+    raise UserError(f"GPU type {gpu_type!r} is not a valid nvidia.com/gpu.product label value",
+                    f"pass --gpu-product '{gpu_type}=VALUE' with the value your nodes carry")
 
 
 # -- names -------------------------------------------------------------------------------------------------------
@@ -254,11 +252,10 @@ class Names:
 
 # -- manifests ---------------------------------------------------------------------------------------------------
 
-def manifests(servers: list[PlannedServer], options: ExportOptions) -> dict[str, dict]:
+def manifests(servers: list[PlannedServer], names: Names, options: ExportOptions) -> dict[str, dict]:
     """file name -> Kubernetes object, every object of the export (without the kustomization)."""
     _check_options(options)
     store = parse_model_store(options.model_store)
-    names = Names.of(servers)
     objects = []
     for gpu in sorted({s.gpu for s in servers if s.on_gpu}):
         objects.append(_claim(gpu, names, options))
@@ -272,7 +269,14 @@ def manifests(servers: list[PlannedServer], options: ExportOptions) -> dict[str,
         objects.append(_service(names.workload_service[workload], {LABEL_WORKLOAD: names.workload[workload]},
                                 ports, options, labels))
     objects.append(_pod_monitor(options))
-    return {f"{o['kind'].lower()}-{o['metadata']['name']}.yaml": o for o in objects}
+    files: dict[str, dict] = {}
+    for o in objects:
+        kind, name = o["kind"], o["metadata"]["name"]
+        if f"{kind.lower()}-{name}.yaml" in files:  # e.g. a server named like another workload's Service
+            raise UserError(f"two {kind} objects would both be named {name!r}",
+                            "rename the server or workload so that their Kubernetes names differ")
+        files[f"{kind.lower()}-{name}.yaml"] = o
+    return files
 
 
 def _metadata(name: str, options: ExportOptions, labels: dict, annotations: dict | None = None) -> dict:
@@ -454,7 +458,8 @@ def render(obj: dict) -> str:
 def export_kubernetes(plan: Path, out: Path, options: ExportOptions) -> dict:
     """Write the export of ``plan`` to ``out``; returns a summary (what --json prints)."""
     servers = read_plan_servers(plan)
-    objects = manifests(servers, options)
+    names = Names.of(servers)
+    objects = manifests(servers, names, options)
     texts = {name: render(obj) for name, obj in objects.items()}
     texts["kustomization.yaml"] = render(kustomization(objects, options))
     plan_path = plan / "plan.json" if plan.is_dir() else plan
@@ -462,7 +467,6 @@ def export_kubernetes(plan: Path, out: Path, options: ExportOptions) -> dict:
               "plan_sha256": hashlib.sha256(plan_path.read_bytes()).hexdigest()}
     texts[MARKER] = json.dumps(marker, indent=2, sort_keys=True) + "\n"
     write_export_dir(out, texts)
-    names = Names.of(servers)
     rows = [{"server": s.name, "deployment": names.server[s.name], "workload": s.workload, "gpu": s.gpu,
              "node": f"{GPU_PRODUCT_LABEL}={gpu_product(s.gpu_type, options)}" if s.on_gpu else "any (CPU)",
              "share": s.share, "cpu": _cores(s) if not s.on_gpu else GPU_SERVER_REQUESTS["cpu"]} for s in servers]
