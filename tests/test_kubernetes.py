@@ -426,3 +426,22 @@ def test_a_server_named_like_a_workload_service_is_refused(tmp_path):
     with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'"):
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_swap_keeps_the_earlier_export(tmp_path, monkeypatch):
+    plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
+    out = tmp_path / "out"
+    k8s.export_kubernetes(plan, out, k8s.ExportOptions())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = k8s.os.replace
+
+    def failing_replace(src, dst):
+        if Path(dst) == out and ".old." not in Path(src).name:   # the new directory moving into place
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(k8s.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        k8s.export_kubernetes(plan, out, k8s.ExportOptions(namespace="other"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan"]

@@ -482,19 +482,32 @@ def write_export_dir(out: Path, texts: dict[str, str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name, text in texts.items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(text, encoding="utf-8")
             os.chmod(tmp / name, 0o644)
         os.chmod(tmp, 0o755)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old)   # onto the empty temporary directory: rename(2) replaces an empty one
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            _swap(tmp, out)
         else:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Replace the directory ``out`` by ``new``; on any failure ``out`` is as it was."""
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    try:
+        os.replace(out, old)   # onto the empty temporary directory: rename(2) replaces an empty one
+    except BaseException:
+        old.rmdir()
+        raise
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_replaceable(out: Path) -> None:
