@@ -167,6 +167,10 @@ def test_the_pinned_validator_refuses_a_broken_manifest(gpu_export):
     deployment["spec"]["replicas"] = "1"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    (monitor,) = of_kind(objects(gpu_export), "PodMonitor").values()
+    monitor["spec"]["podMetricsEndpoints"][0]["interval"] = "15 seconds"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, POD_MONITOR_SCHEMA)
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
@@ -306,6 +310,8 @@ def test_output_is_byte_deterministic(tmp_path):
     files_a = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
     assert files_a == {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
     assert ".igniter-export" in files_a and "kustomization.yaml" in files_a
+    listed = yaml.safe_load(files_a["kustomization.yaml"])["resources"]
+    assert listed == sorted(n for n in files_a if n.endswith(".yaml") and n != "kustomization.yaml")
 
 
 # -- the init container's script, run for real with sh ------------------------------------------------------------

@@ -33,6 +33,9 @@ def kubernetes(plan: Path, out: Path, image: str, namespace: str | None, model_s
     options = ExportOptions(image=image, namespace=namespace, model_store=model_store,
                             gpu_products=tuple(_pair(p) for p in gpu_products))
     summary = export_kubernetes(plan, out, options)
+    if image == DEFAULT_IMAGE and model_store == DEFAULT_MODEL_STORE:
+        click.echo(f"note: the stock Triton image has no {DEFAULT_MODEL_STORE[len('image://'):]}: give --model-store "
+                   "pvc://CLAIM[/SUBPATH], or an --image that contains your model repository", err=True)
     emit(summary, as_json, lambda r: table(r["servers"]) + f"\n{len(r['files'])} files in {r['out']}; "
          f"apply with: kubectl apply -k {r['out']}")
 
