@@ -397,7 +397,7 @@ def test_cli_exports_a_provisioned_plan(tmp_path, monkeypatch):
     res = runner.invoke(cli, ["export", "kubernetes", str(tmp_path / "plan"), "--out", str(tmp_path / "k8s"),
                               "--gpu-product", "V100=Tesla-V100-SXM2-16GB", "--json"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.output)
+    summary = json.loads(res.stdout)   # the note about the default model store goes to stderr
     plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
     planned = {s["name"]: s["share"] for g in plan["gpus"] for s in g["servers"]}
     assert {r["server"]: r["share"] for r in summary["servers"]} == planned
