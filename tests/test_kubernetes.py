@@ -9,6 +9,8 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -451,3 +453,61 @@ def test_a_failed_swap_keeps_the_earlier_export(tmp_path, monkeypatch):
         k8s.export_kubernetes(plan, out, k8s.ExportOptions(namespace="other"))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "plan"]
+
+
+# -- the exported pod, run on a real local Triton -----------------------------------------------------------------
+
+@pytest.mark.integration
+def test_exported_init_script_and_triton_command_serve_on_a_real_triton(demo_repo, tmp_path):
+    """What a pod does, done here: the ConfigMap's files as the configs volume, the init container's script with
+    the model store, then the Triton container's exact arguments (ports and addresses moved to free local ones,
+    the binary and backends taken from the pytriton wheel); both probes must answer 200."""
+    from plan_factory import make_plan
+
+    from igniter.triton.server import backend_dir, free_port, pytriton_root, server_env, stop_process_group
+
+    plan = make_plan(tmp_path / "plan", demo_repo, [{"name": "host0-tiny-r0", "model": "tinynet", "batch": 4}])
+    launch_path = tmp_path / "plan" / "triton_repo" / "host0-tiny-r0" / "launch.json"
+    launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "threads": 1}))
+    k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions(model_store=f"image://{demo_repo}"))
+    docs = objects(tmp_path / "out")
+    pod = of_kind(docs, "Deployment")["host0-tiny-r0"]["spec"]["template"]["spec"]
+    configs, repo = tmp_path / "configs", tmp_path / "repo"
+    configs.mkdir()
+    for key, text in of_kind(docs, "ConfigMap")["host0-tiny-r0-models"]["data"].items():
+        (configs / key).write_text(text)
+    init = pod["initContainers"][0]["command"]
+    script = init[2].replace(k8s.REPO_DIR, str(repo)).replace(k8s.CONFIG_DIR, str(configs))
+    done = subprocess.run([init[0], init[1], script, *init[3:]], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    triton = pod["containers"][0]
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    moved = {f"--model-repository={k8s.REPO_DIR}": f"--model-repository={repo}", "--http-port=8000": f"--http-port={http}",
+             "--grpc-port=8001": f"--grpc-port={grpc}", "--metrics-port=8002": f"--metrics-port={metrics}"}
+    command = [str(pytriton_root() / "bin" / "tritonserver"), *(moved.get(a, a) for a in triton["command"][1:]),
+               f"--backend-directory={backend_dir()}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
+               "--metrics-address=127.0.0.1"]
+    log = open(tmp_path / "triton.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=server_env(env_of(triton)), start_new_session=True)
+    try:
+        def status(path: str) -> int | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}{path}", timeout=2) as response:
+                    return response.status
+            except OSError:
+                return None
+
+        ready = triton["readinessProbe"]["httpGet"]["path"]
+        for _ in range(240):   # up to ~2 minutes on a loaded machine; no timing is asserted
+            if status(ready) == 200 or process.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert status(ready) == 200, (tmp_path / "triton.log").read_text()[-2000:]
+        assert status(triton["livenessProbe"]["httpGet"]["path"]) == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/tinynet/config", timeout=5) as response:
+            served = json.loads(response.read())
+        assert served["dynamic_batching"]["preferred_batch_size"] == [4]   # the planned batch, from the ConfigMap
+    finally:
+        stop_process_group(process.pid, timeout_s=20, wait=process.wait)
+        log.close()
