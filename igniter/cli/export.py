@@ -33,6 +33,11 @@ def kubernetes(plan: Path, out: Path, image: str, namespace: str | None, model_s
     options = ExportOptions(image=image, namespace=namespace, model_store=model_store,
                             gpu_products=tuple(_pair(p) for p in gpu_products))
     summary = export_kubernetes(plan, out, options)
+    given = {gpu_type for gpu_type, _ in options.gpu_products}
+    for row in {r["type"]: r for r in summary["servers"] if r["node"].startswith("nvidia.com")}.values():
+        if row["type"] not in given:
+            click.echo(f"note: {row['type']} servers go to nodes labelled {row['node']}; if yours carry another "
+                       f"value, pass --gpu-product '{row['type']}=VALUE'", err=True)
     if image == DEFAULT_IMAGE and model_store == DEFAULT_MODEL_STORE:
         click.echo(f"note: the stock Triton image has no {DEFAULT_MODEL_STORE[len('image://'):]}: give --model-store "
                    "pvc://CLAIM[/SUBPATH], or an --image that contains your model repository", err=True)

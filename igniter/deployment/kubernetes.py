@@ -468,7 +468,7 @@ def export_kubernetes(plan: Path, out: Path, options: ExportOptions) -> dict:
     texts[MARKER] = json.dumps(marker, indent=2, sort_keys=True) + "\n"
     write_export_dir(out, texts)
     rows = [{"server": s.name, "deployment": names.server[s.name], "workload": s.workload, "gpu": s.gpu,
-             "node": f"{GPU_PRODUCT_LABEL}={gpu_product(s.gpu_type, options)}" if s.on_gpu else "any (CPU)",
+             "type": s.gpu_type, "node": f"{GPU_PRODUCT_LABEL}={gpu_product(s.gpu_type, options)}" if s.on_gpu else "any (CPU)",
              "share": s.share, "cpu": _cores(s) if not s.on_gpu else GPU_SERVER_REQUESTS["cpu"]} for s in servers]
     return {"out": str(out), "namespace": options.namespace, "image": options.image, "files": sorted(texts),
             "servers": rows}
