@@ -475,11 +475,10 @@ def test_exported_init_script_and_triton_command_serve_on_a_real_triton(demo_rep
     from igniter.triton.server import backend_dir, free_port, pytriton_root, server_env, stop_process_group
 
     plan = make_plan(tmp_path / "plan", demo_repo, [{"name": "host0-tiny-r0", "model": "tinynet", "batch": 4}])
-    launch_path = tmp_path / "plan" / "triton_repo" / "host0-tiny-r0" / "launch.json"
-    launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "threads": 1}))
     k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions(model_store=f"image://{demo_repo}"))
     docs = objects(tmp_path / "out")
     pod = of_kind(docs, "Deployment")["host0-tiny-r0"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["cpu"] == "1"   # launch.json pins one core (cpus [0])
     configs, repo = tmp_path / "configs", tmp_path / "repo"
     configs.mkdir()
     for key, text in of_kind(docs, "ConfigMap")["host0-tiny-r0-models"]["data"].items():

@@ -95,6 +95,7 @@ class _Launch(_View):
     env: dict[str, str]
     models: list[SafeName]
     threads: int | None = None
+    cpus: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class PlannedServer:
     on_gpu: bool
     share: float
     env: dict[str, str]            # launch.json's: the MPS share or the thread count
-    threads: int | None            # CPU hosts: the whole cores the plan pins
+    threads: int                   # CPU hosts: the whole cores the plan pins (0: none given)
     configs: dict[str, str]        # model -> config.pbtxt text
 
 
@@ -134,7 +135,8 @@ def read_plan_servers(plan: Path) -> list[PlannedServer]:
                 parse_config(text, str(path))  # refuse a broken config here, not in a crash-looping pod
                 configs[model] = text
             servers.append(PlannedServer(entry.name, entry.workload, entry.replica, gpu.id, gpu.type, kind != "cpu",
-                                         entry.share, dict(launch.env), launch.threads, configs))
+                                         entry.share, dict(launch.env), launch.threads or len(launch.cpus or []),
+                                         configs))
     if not servers:
         raise UserError(f"plan {plan_path} has no servers", "provision at least one workload")
     return servers
@@ -359,9 +361,9 @@ def _resources(s: PlannedServer) -> dict:
 
 def _cores(s: PlannedServer) -> str:
     """The plan's share of the host in cores: launch.json's threads = round(share x host cores), the whole cores
-    `igniter apply` pins."""
-    if not s.threads or s.threads < 1:
-        raise UserError(f"CPU server {s.name!r} has no thread count in its launch.json",
+    `igniter apply` pins (the count of its pinned cpus where it gives no threads)."""
+    if s.threads < 1:
+        raise UserError(f"CPU server {s.name!r} has neither threads nor cpus in its launch.json",
                         "regenerate the plan with `igniter provision`")
     return str(s.threads)
 
