@@ -19,6 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_perf_model import FakePerfModel  # noqa: E402
@@ -310,6 +312,19 @@ def test_dns_names_map_odd_names_and_hash_only_collisions():
     assert names["9lives"] == "x-9lives"
     assert names["a_b"] == f"a-b-{h6('a_b')}" and names["A.b"] == f"a-b-{h6('A.b')}"
     assert names[long] == "w" * 56 + "-" + h6(long) and len(names[long]) == 63
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True) |
+                st.from_regex(r"[a-z]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True), min_size=1, max_size=12))
+def test_dns_names_are_valid_distinct_and_keep_names_that_already_are(raws):
+    import re
+    names = k8s.dns_names(raws)
+    assert set(names) == set(raws)
+    assert len(set(names.values())) == len(names)
+    assert all(re.fullmatch(DNS1035, n) and len(n) <= 63 for n in names.values())
+    if all(re.fullmatch(DNS1035, r) and len(r) <= 63 for r in raws):   # names that already are labels stay
+        assert names == {r: r for r in raws}
 
 
 def test_output_is_byte_deterministic(tmp_path):
