@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.cli.deploy import lock_timeout_option, writing
 from igniter.provisioning import STRATEGIES
 
 
@@ -18,16 +19,19 @@ from igniter.provisioning import STRATEGIES
 @click.option("--duration", type=click.FloatRange(1, 600), default=20.0, show_default=True,
               help="Seconds of replayed traffic.")
 @click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True)
+@lock_timeout_option
 @json_option
 @user_errors
-def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, as_json: bool) -> None:
+def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, lock_timeout: float,
+         as_json: bool) -> None:
     """Profile (or reuse profiles), fit, provision, apply, replay the planned rates, and report SLO attainment."""
     from igniter.demo import DemoOptions, run_demo  # noqa: PLC0415 - pulls in every stage
 
     opts = DemoOptions(workdir=workdir, duration_s=duration, strategy=strategy)
     if workloads:
         opts.workloads = workloads
-    result = run_demo(opts, say=lambda m: click.echo(m, err=True))
+    with writing(workdir, lock_timeout, "demo"):  # the demo deploys into workdir/state.json
+        result = run_demo(opts, say=lambda m: click.echo(m, err=True))
     emit(result, as_json, _human)
 
 

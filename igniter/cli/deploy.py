@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import click
 from pydantic import ConfigDict, RootModel, StringConstraints
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
+from igniter.deployment.interrupt import Interrupted, signals_interrupt
+from igniter.deployment.lock import DEFAULT_LOCK_TIMEOUT_S, writer_lock
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.schema import SafeName, load_file
@@ -26,6 +29,22 @@ state_option = click.option("--state", "state_path", type=click.Path(path_type=P
 class ServerMapFile(RootModel[dict[SafeName, Annotated[str, StringConstraints(min_length=1, max_length=1024)]]]):
     """--server-map: planned server name -> address of an existing Triton server (Endpoints.from_url forms)."""
     model_config = ConfigDict(strict=True)
+
+
+lock_timeout_option = click.option("--lock-timeout", type=click.FloatRange(0, 3600), default=DEFAULT_LOCK_TIMEOUT_S,
+                                   show_default=True, help="Seconds to wait for another igniter writing the same state.")
+
+
+@contextlib.contextmanager
+def writing(state_dir: Path, lock_timeout_s: float, what: str) -> Iterator[None]:
+    """The one writer of ``state_dir``; SIGINT/SIGTERM/SIGHUP roll back (inside) and exit 128+signal in one line."""
+    try:
+        with signals_interrupt(), writer_lock(state_dir, lock_timeout_s):
+            yield
+    except Interrupted as err:
+        click.echo(f"error: {what} interrupted by {err} and rolled back: the servers it started are stopped, the "
+                   f"state is as before ({state_dir}). To fix: run it again", err=True)
+        sys.exit(err.exit_code)
 
 
 SERVER_MAP_FIX = "write one `SERVER_NAME: http://HOST:PORT` line per server, e.g. `gpu0-w1-r0: http://10.0.0.5:8000`"
@@ -48,12 +67,19 @@ def _read_server_map(path: Path | None) -> dict[str, str]:
 @click.option("--server-map", type=click.Path(path_type=Path), help="YAML: planned server name -> URL of an existing server.")
 @click.option("--dry-run", is_flag=True, help="Print the diff against the current state and change nothing.")
 @state_option
+@lock_timeout_option
 @json_option
 @user_errors
-def apply(plan: Path, server_map: Path | None, dry_run: bool, state_path: Path, as_json: bool) -> None:
+def apply(plan: Path, server_map: Path | None, dry_run: bool, state_path: Path, lock_timeout: float,
+          as_json: bool) -> None:
     """Bring the running servers to PLAN (live reload, verify, roll back on failure)."""
     progress = (lambda m: click.echo(m, err=True)) if not as_json else None
-    report = Deployer(state_path, _read_server_map(server_map), detached=True, progress=progress).apply(plan, dry_run)
+    deployer = Deployer(state_path, _read_server_map(server_map), detached=True, progress=progress)
+    if dry_run:  # reads only: no lock
+        report = deployer.apply(plan, dry_run=True)
+    else:
+        with writing(state_path.parent, lock_timeout, "apply"):
+            report = deployer.apply(plan)
     emit(report, as_json, lambda r: table(r["actions"], ["server", "action", "reason", "models"]))
 
 
@@ -71,10 +97,12 @@ def status(state_path: Path, as_json: bool) -> None:
 
 @click.command()
 @state_option
+@lock_timeout_option
 @json_option
 @user_errors
-def down(state_path: Path, as_json: bool) -> None:
-    """Stop every server recorded in the deployment state."""
-    stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
-    Deployer(state_path).stop_all()
+def down(state_path: Path, lock_timeout: float, as_json: bool) -> None:
+    """Stop every server recorded in the deployment state, and any of its tagged servers the state lost."""
+    with writing(state_path.parent, lock_timeout, "down"):
+        stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
+        Deployer(state_path).stop_all()
     emit({"stopped": stopped}, as_json, lambda r: f"stopped {len(r['stopped'])} server(s)")

@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 from igniter import backends
+from igniter.deployment import interrupt, orphans
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
 from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
-from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
+from igniter.triton.server import (Endpoints, LocalServer, ServerLog, ServerOptions, deployment_owner,
+                                   stop_process_group)
 
 Progress = Callable[[str], None]
 
@@ -99,12 +101,14 @@ class Deployer:
                  progress: Progress | None = None):
         self.state_path = state_path
         self.root = state_path.parent / "servers"
+        self.owner = deployment_owner(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
         self.local: dict[str, LocalServer] = {}  # servers this Deployer started and still holds
         self._undo: list[Callable[[], None]] = []
         self._retire: list[ServerState] = []
+        self._state = DeploymentState()  # the state as this run found it (plus what it is starting)
 
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
         planned = planned_servers(plan_path)
@@ -113,6 +117,8 @@ class Deployer:
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
+        self._state = state
+        self._clean_up_after_a_dead_run(state)
         new_state = DeploymentState(plan=str(plan_path.resolve()))
         timings = {}
         try:
@@ -127,10 +133,11 @@ class Deployer:
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
             raise
-        save_state(new_state, self.state_path)
-        for old in self._retire:
-            self._stop(old)
-        self._undo.clear()
+        with interrupt.deferred():  # the new state and the retiring of the old servers happen whole
+            save_state(new_state, self.state_path)
+            self._undo.clear()
+            for old in self._retire:
+                self._stop(old)
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
                 "endpoints": new_state.endpoints_by_workload()}
@@ -158,11 +165,12 @@ class Deployer:
         # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
         env = {**server.launch.env, **backend.start_daemon(self._daemon_dir(backend))}
         options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=backend.gpu,
-                                cpus=server.launch.cpus, detached=self.detached,
+                                cpus=server.launch.cpus, detached=self.detached, owner=self.owner,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
         local = LocalServer(options)
         self._undo.append(local.stop)
+        self._record_starting(server.name, repo)
         local.start()
         self.local[server.name] = local
         endpoints = local.endpoints
@@ -228,6 +236,10 @@ class Deployer:
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
     def _rollback(self) -> None:
+        with interrupt.deferred():  # a signal during the rollback waits for its end
+            self._undo_all()
+
+    def _undo_all(self) -> None:
         self.progress("rolling back")
         for undo in reversed(self._undo):
             try:
@@ -236,6 +248,24 @@ class Deployer:
                 self.progress(f"rollback step failed: {err}")
         self._undo.clear()
         self._retire.clear()
+        # a process whose start was interrupted before this run learnt its pid: found by its tag
+        orphans.stop_orphans(self.owner, [s.pid for s in self._state.servers.values()], self.progress)
+        if self._state.starting:
+            self._state.starting.clear()
+            save_state(self._state, self.state_path)
+
+    def _record_starting(self, name: str, repo: Path) -> None:
+        """Write the state with this server as starting BEFORE its process exists (never an unrecorded server)."""
+        self._state.starting[name] = str(repo)
+        save_state(self._state, self.state_path)
+
+    def _clean_up_after_a_dead_run(self, state: DeploymentState) -> None:
+        """Stop what an earlier run that died (kill -9) started but never recorded, and forget its copies."""
+        stopped = orphans.stop_orphans(self.owner, [s.pid for s in state.servers.values()], self.progress)
+        if stopped or state.starting:
+            orphans.remove_copies(state.starting.values(), self.root)
+            state.starting.clear()
+            save_state(state, self.state_path)
 
     def _stop(self, old: ServerState) -> None:
         self.progress(f"retire   {old.name} (pid {old.pid})")
@@ -251,6 +281,8 @@ class Deployer:
             self._stop(server)
         for local in self.local.values():
             local.stop()
+        orphans.stop_orphans(self.owner, [], self.progress)  # what the state lost (igniter killed mid-apply)
+        orphans.remove_copies(state.starting.values(), self.root)
         for backend in backends.BACKENDS.values():
             backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)

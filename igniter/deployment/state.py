@@ -41,6 +41,9 @@ class DeploymentState(Strict):
     version: Literal[2] = STATE_VERSION
     plan: str | None = None
     servers: dict[str, ServerState] = Field(default_factory=dict)
+    # server name -> repository copy of a process being started: written BEFORE the process starts, so a run that
+    # dies half way leaves a record (its process is found by its owner tag; see deployment/orphans.py)
+    starting: dict[str, str] = Field(default_factory=dict)
 
     def endpoints_by_workload(self) -> dict[str, list[dict]]:
         table: dict[str, list[dict]] = {}

@@ -30,6 +30,10 @@ from urllib.parse import urlparse
 from igniter.errors import UserError
 
 HOST = "127.0.0.1"
+# Every tritonserver igniter starts carries this tag in its environment (readable in /proc/PID/environ): the
+# deployment's state directory, or "process:<pid>" for a server that dies with the igniter process that started it.
+# Nothing is signalled unless it carries the expected tag and its command line is tritonserver (owned_by).
+OWNER_ENV = "IGNITER_OWNER"
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class ServerOptions:
     # detached: outlives this process (apply's managed servers, recorded by pid in the state file and stopped by
     # `igniter down`); otherwise the server dies with its parent.
     detached: bool = False
+    owner: str = ""  # the OWNER_ENV tag; default "process:<this pid>"
     # argv run in front of tritonserver (a profiler that must launch the process it observes: ncu)
     command_prefix: list[str] = field(default_factory=list)
 
@@ -237,7 +242,8 @@ class LocalServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             _launch_command(self.command(*ports), self.options.cpus, die_with_parent=not self.options.detached),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env(self.options.env),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_env({**self.options.env, OWNER_ENV: self.options.owner or f"process:{os.getpid()}"}),
             start_new_session=True,
         )
         log.close()
@@ -319,6 +325,43 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def owner_tag(pid: int) -> str | None:
+    """The OWNER_ENV tag of ``pid`` when it is a tritonserver leading its own process group, else None."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        leads_group = os.getpgid(pid) == pid  # we signal the whole group (server + python stubs)
+    except OSError:  # gone, or another user's process: not ours either way
+        return None
+    if Path(os.fsdecode(argv0)).name != "tritonserver" or not leads_group:
+        return None
+    prefix = os.fsencode(f"{OWNER_ENV}=")
+    tags = [os.fsdecode(item[len(prefix):]) for item in environ if item.startswith(prefix)]
+    return tags[0] if tags else None
+
+
+def deployment_owner(state_dir: Path) -> str:
+    """The OWNER_ENV tag of every server a deployment starts: its resolved state directory."""
+    return str(Path(state_dir).resolve())
+
+
+def owned_by(pid: object, owner: str) -> bool:
+    """True only for a live tritonserver that igniter started with tag ``owner``: the check before any signal."""
+    return type(pid) is int and pid > 0 and pid_alive(pid) and owner_tag(pid) == owner
+
+
+def owned_servers_under(root: Path) -> list[int]:
+    """Pids of the live tritonservers igniter started for a deployment whose state directory lies under ``root``."""
+    base = Path(root).resolve()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        tag = owner_tag(int(entry.name)) if entry.name.isdigit() else None
+        inside = tag is not None and tag.startswith("/") and (Path(tag) == base or base in Path(tag).parents)
+        if inside and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
