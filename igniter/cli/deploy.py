@@ -14,6 +14,7 @@ from pydantic import ConfigDict, RootModel, StringConstraints
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
+from igniter.deployment.frontdoor import parse_ports
 from igniter.deployment.interrupt import Interrupted, signals_interrupt
 from igniter.deployment.lock import DEFAULT_LOCK_TIMEOUT_S, writer_lock
 from igniter.deployment.state import load_state
@@ -66,15 +67,19 @@ def _read_server_map(path: Path | None) -> dict[str, str]:
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--server-map", type=click.Path(path_type=Path), help="YAML: planned server name -> URL of an existing server.")
 @click.option("--dry-run", is_flag=True, help="Print the diff against the current state and change nothing.")
+@click.option("--ports", help="The front door's fixed port per workload: WORKLOAD=PORT,... (HTTP on PORT, gRPC on "
+                              "PORT+1); workloads not named keep theirs (new ones get free ports once).")
 @state_option
 @lock_timeout_option
 @json_option
 @user_errors
-def apply(plan: Path, server_map: Path | None, dry_run: bool, state_path: Path, lock_timeout: float,
+def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None, state_path: Path, lock_timeout: float,
           as_json: bool) -> None:
-    """Bring the running servers to PLAN (live reload, verify, roll back on failure)."""
+    """Bring the running servers to PLAN behind one stable endpoint per workload (live reload, hitless moves,
+    verify, roll back on failure)."""
     progress = (lambda m: click.echo(m, err=True)) if not as_json else None
-    deployer = Deployer(state_path, _read_server_map(server_map), detached=True, progress=progress)
+    deployer = Deployer(state_path, _read_server_map(server_map), detached=True, progress=progress,
+                        ports=parse_ports(ports))
     if dry_run:  # reads only: no lock
         report = deployer.apply(plan, dry_run=True)
     else:

@@ -23,6 +23,8 @@ from typing import Callable
 
 from igniter import backends
 from igniter.deployment import interrupt, orphans
+from igniter.deployment.frontdoor import (FrontDoor, FrontDoorState, WorkloadPorts, assign_ports, front_doors,
+                                          is_front_door, stop_front_doors, weights_from_rates)
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
 from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
@@ -98,10 +100,11 @@ class Deployer:
     """Executes a diff transactionally. ``detached`` servers outlive this process (the CLI); the demo keeps them attached."""
 
     def __init__(self, state_path: Path, server_map: dict[str, str] | None = None, detached: bool = True,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, ports: dict[str, WorkloadPorts] | None = None):
         self.state_path = state_path
         self.root = state_path.parent / "servers"
         self.owner = deployment_owner(state_path.parent)
+        self.ports = ports or {}  # --ports: workload -> the front door's fixed ports
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
@@ -128,6 +131,7 @@ class Deployer:
                 timings[server.name] = round(time.monotonic() - t0, 3)
             for action in actions[len(planned):]:
                 self._retire.append(state.servers[action.server])
+            new_state.frontdoor = self._route(plan_path, state, new_state)  # new servers ready -> routes switched
         except BaseException as err:
             self._rollback()
             if isinstance(err, UserError):
@@ -136,7 +140,7 @@ class Deployer:
         with interrupt.deferred():  # the new state and the retiring of the old servers happen whole
             save_state(new_state, self.state_path)
             self._undo.clear()
-            for old in self._retire:
+            for old in self._retire:  # the old servers drain (Triton finishes in-flight requests) and retire
                 self._stop(old)
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
@@ -250,9 +254,34 @@ class Deployer:
         self._retire.clear()
         # a process whose start was interrupted before this run learnt its pid: found by its tag
         orphans.stop_orphans(self.owner, [s.pid for s in self._state.servers.values()], self.progress)
+        self._stop_stray_front_doors(self._state)
         if self._state.starting:
             self._state.starting.clear()
             save_state(self._state, self.state_path)
+
+    def _route(self, plan_path: Path, old: DeploymentState, new: DeploymentState) -> FrontDoorState:
+        """Point every workload's stable endpoint at its new replicas, weighted by the planned rates."""
+        door = FrontDoor(self.state_path.parent, self.owner, self.detached)
+        record = door.ensure(old.frontdoor)
+        if old.frontdoor is None or record.pid != old.frontdoor.pid:
+            self._undo.append(lambda pid=record.pid: stop_process_group(pid, timeout_s=10))
+        elif old.servers:  # the old routes come back on rollback (their servers still run until the commit)
+            self._undo.append(lambda: door.route(old.frontdoor, routes_of(old)))
+        record = record.model_copy(deep=True)
+        assign_ports(record, sorted({w for s in new.servers.values() for w in s.workloads}), self.ports)
+        record.weights = weights_from_rates({entry.name: entry.rate for _, entry in read_plan(plan_path).servers()
+                                             if entry.name in new.servers})
+        new.frontdoor = record
+        self.progress(f"route    {', '.join(f'{w} -> :{p.grpc}' for w, p in sorted(record.ports.items()))}")
+        door.route(record, routes_of(new))
+        return record
+
+    def _stop_stray_front_doors(self, state: DeploymentState) -> None:
+        recorded = state.frontdoor.pid if state.frontdoor else None
+        for pid in front_doors(self.owner):
+            if pid != recorded:
+                self.progress(f"stop     orphan front door pid {pid}")
+                stop_process_group(pid, timeout_s=10)
 
     def _record_starting(self, name: str, repo: Path) -> None:
         """Write the state with this server as starting BEFORE its process exists (never an unrecorded server)."""
@@ -262,6 +291,7 @@ class Deployer:
     def _clean_up_after_a_dead_run(self, state: DeploymentState) -> None:
         """Stop what an earlier run that died (kill -9) started but never recorded, and forget its copies."""
         stopped = orphans.stop_orphans(self.owner, [s.pid for s in state.servers.values()], self.progress)
+        self._stop_stray_front_doors(state)
         if stopped or state.starting:
             orphans.remove_copies(state.starting.values(), self.root)
             state.starting.clear()
@@ -282,10 +312,23 @@ class Deployer:
         for local in self.local.values():
             local.stop()
         orphans.stop_orphans(self.owner, [], self.progress)  # what the state lost (igniter killed mid-apply)
+        stop_front_doors(self.owner)
         orphans.remove_copies(state.starting.values(), self.root)
         for backend in backends.BACKENDS.values():
             backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)
+
+
+def routes_of(state: DeploymentState) -> dict[str, dict]:
+    """workload -> {"http": [(HOST:PORT, weight)], "grpc": [...]} of the replicas ``state`` records."""
+    routes: dict[str, dict] = {}
+    weights = state.frontdoor.weights if state.frontdoor else {}
+    for server in sorted(state.servers.values(), key=lambda s: s.name):
+        for workload in server.workloads:
+            entry = routes.setdefault(workload, {"http": [], "grpc": []})
+            entry["http"].append((server.http, weights.get(server.name, 1)))
+            entry["grpc"].append((server.grpc, weights.get(server.name, 1)))
+    return routes
 
 
 def _load_remote(endpoints: Endpoints, model: str, config) -> None:
@@ -310,4 +353,8 @@ def status(state_path: Path) -> dict:
         rows.append({"server": server.name, "gpu": server.gpu, "share": server.share, "pid": server.pid,
                      "grpc": server.grpc, "workloads": ",".join(server.workloads), "models": ",".join(sorted(server.models)),
                      "status": "ok" if healthy else ("down" if not alive else "degraded")})
-    return {"plan": state.plan, "servers": rows, "healthy": all(r["status"] == "ok" for r in rows)}
+    door = state.frontdoor
+    door_up = door is not None and is_front_door(door.pid, deployment_owner(state_path.parent))
+    return {"plan": state.plan, "servers": rows, "endpoints": state.endpoints_by_workload(),
+            "frontdoor": None if door is None else {"pid": door.pid, "status": "ok" if door_up else "down"},
+            "healthy": all(r["status"] == "ok" for r in rows) and (door is None or door_up)}

@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from igniter.atomic import atomic_write
+from igniter.deployment.frontdoor import FrontDoorState
 from igniter.errors import UserError
 from igniter.schema import SafeName, Share, Strict, dump_json, read_json, validate
-from igniter.triton.server import pid_alive  # noqa: F401 - re-exported for apply/status
+from igniter.triton.server import HOST, pid_alive  # noqa: F401 - pid_alive re-exported for apply/status
 
 STATE_FORMAT, STATE_VERSION = "igniter-state", 2
 STATE_FIX = ("stop the servers it lists with the igniter that wrote it (igniter down --state FILE), then apply "
@@ -44,12 +45,20 @@ class DeploymentState(Strict):
     # server name -> repository copy of a process being started: written BEFORE the process starts, so a run that
     # dies half way leaves a record (its process is found by its owner tag; see deployment/orphans.py)
     starting: dict[str, str] = Field(default_factory=dict)
+    frontdoor: FrontDoorState | None = None  # the stable endpoint of every workload (deployment/frontdoor.py)
 
-    def endpoints_by_workload(self) -> dict[str, list[dict]]:
-        table: dict[str, list[dict]] = {}
-        for server in self.servers.values():
+    def endpoints_by_workload(self) -> dict[str, dict]:
+        """WORKLOAD -> {"grpc", "http": the front door's addresses (clients use these), "replicas": [...]}."""
+        door = self.frontdoor
+        table: dict[str, dict] = {}
+        for server in sorted(self.servers.values(), key=lambda s: s.name):
             for workload in server.workloads:
-                table.setdefault(workload, []).append({"server": server.name, "grpc": server.grpc, "http": server.http})
+                ports = door.ports.get(workload) if door else None
+                entry = table.setdefault(workload, {"grpc": f"{HOST}:{ports.grpc}" if ports else None,
+                                                    "http": f"{HOST}:{ports.http}" if ports else None,
+                                                    "replicas": []})
+                entry["replicas"].append({"server": server.name, "grpc": server.grpc, "http": server.http,
+                                          "weight": door.weights.get(server.name, 1) if door else 1})
         return table
 
 

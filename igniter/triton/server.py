@@ -182,6 +182,11 @@ def _launch_command(command: list[str], cpus: list[int] | None, die_with_parent:
             cpu_list, *command]
 
 
+def launch_command(command: list[str], die_with_parent: bool) -> list[str]:
+    """argv that runs ``command`` through the launch shim (another process igniter owns: the front door)."""
+    return _launch_command(command, None, die_with_parent)
+
+
 _RUNNING: set["LocalServer"] = set()
 
 
