@@ -62,31 +62,31 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
     return out, "measured now"
 
 
-def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, list]:
-    """Open-loop Poisson arrivals at every server's planned rate, all at once; single-sample requests as clients send."""
-    servers = load_state(state_path).servers
-    entries = [s for _, s in plan.servers()]
-    specs = [LoadSpec(servers[s.name].grpc, s.model, 1, "open", rate_rps=s.rate, seed=i)
-             for i, s in enumerate(entries)]
+def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, tuple[list, object]]:
+    """Open-loop Poisson arrivals at every workload's planned rate, all at once, sent where its clients send: its
+    front door, which splits them over the replicas by the planned weights; single-sample requests."""
+    endpoints = load_state(state_path).endpoints_by_workload()
+    replicas: dict[str, list] = {}
+    for _, entry in plan.servers():
+        replicas.setdefault(entry.workload, []).append(entry)
+    names = sorted(replicas)
+    specs = [LoadSpec(endpoints[name]["grpc"], replicas[name][0].model, 1, "open",
+                      rate_rps=sum(e.rate for e in replicas[name]), seed=i) for i, name in enumerate(names)]
     results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
-    by_workload: dict[str, list] = {}
-    for entry, result in zip(entries, results):
-        by_workload.setdefault(entry.workload, []).append((entry, result))
-    return by_workload
+    return {name: (replicas[name], result) for name, result in zip(names, results)}
 
 
-def summarise(by_workload: dict[str, list]) -> list[dict]:
+def summarise(by_workload: dict[str, tuple[list, object]]) -> list[dict]:
     rows = []
-    for name, runs in sorted(by_workload.items()):
-        entry = runs[0][0]
-        latencies = np.concatenate([r.latencies_ms for _, r in runs]) if runs else np.array([])
-        sent = sum(r.ok + r.failed for _, r in runs)
-        failed = sum(r.failed for _, r in runs)
+    for name, (entries, result) in sorted(by_workload.items()):
+        entry = entries[0]
+        latencies = result.latencies_ms
+        sent, failed = result.ok + result.failed, result.failed
         within = int(np.sum(latencies <= entry.slo_ms))
         rows.append({
-            "name": name, "model": entry.model, "rate": sum(e.rate for e, _ in runs),
-            "slo_ms": entry.slo_ms, "replicas": len(runs), "batch": entry.batch, "share": entry.share,
-            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
+            "name": name, "model": entry.model, "rate": sum(e.rate for e in entries),
+            "slo_ms": entry.slo_ms, "replicas": len(entries), "batch": entry.batch, "share": entry.share,
+            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e in entries]),
             "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
