@@ -11,7 +11,7 @@ from igniter.triton.config import read_config, set_dynamic_batching, set_instanc
 
 
 def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
-    """servers: [{name, model, batch, instances, share, cpus, backend}] -> out/plan.json + out/triton_repo/<server>/."""
+    """servers: [{name, model, batch, instances, share, cpus, backend, workload, replica, replicas, rate}] -> out/plan.json + out/triton_repo/<server>/."""
     if out.exists():
         shutil.rmtree(out)
     entries = []
@@ -29,10 +29,12 @@ def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
                             share=spec.get("share", 50.0), cpus=spec.get("cpus", [0]), env={"OMP_NUM_THREADS": "1"},
                             models=[spec["model"]])
         (repo / "launch.json").write_text(dump_json(launch))
-        entries.append(ServerPlan(name=spec["name"], model=spec["model"], workload=spec["name"], replica=0,
-                                  replicas=1, share=spec.get("share", 50.0), batch=spec["batch"],
+        entries.append(ServerPlan(name=spec["name"], model=spec["model"], workload=spec.get("workload", spec["name"]),
+                                  replica=spec.get("replica", 0), replicas=spec.get("replicas", 1),
+                                  share=spec.get("share", 50.0), batch=spec["batch"],
                                   instances=spec.get("instances", 1),
-                                  max_queue_delay_us=spec.get("delay_us", 1000), rate=10.0, slo_ms=100.0,
+                                  max_queue_delay_us=spec.get("delay_us", 1000), rate=spec.get("rate", 10.0),
+                                  slo_ms=100.0,
                                   predicted_latency_ms=1.0, predicted_p99_ms=2.0, predicted_throughput_rps=100.0))
     plan = Plan(format="igniter-plan", version=2, strategy="manual", latency_model="queueing", hardware_kind="cpu",
                 gpus=[GpuPlan(id="host0", type="cpu", kind="cpu", backend="cpu", price_per_hour=1.0, servers=entries)],

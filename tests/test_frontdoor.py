@@ -51,7 +51,7 @@ def test_endpoints_name_the_front_door_and_the_weighted_replicas(deployer, demo_
     entry = report["endpoints"]["a"]
     state = load_state(deployer.state_path).servers["a"]
     assert (entry["http"], entry["grpc"]) == (f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}")
-    assert entry["replicas"] == [{"server": "a", "grpc": state.grpc, "http": state.http, "weight": 100}]
+    assert entry["replicas"] == [{"server": "a", "grpc": state.grpc, "http": state.http, "weight": 1}]
     with TritonClient(Endpoints(http=entry["http"], grpc=entry["grpc"])) as client:  # both protocols, through it
         assert client.infer("tinynet", client.make_inputs("tinynet", 1))["OUTPUT0"].shape == (1, 16)
     assert status(deployer.state_path)["endpoints"] == report["endpoints"]
@@ -122,6 +122,32 @@ def test_bad_ports_are_one_line(text):
 
 def test_weights_follow_the_planned_rates():
     from igniter.deployment.frontdoor import weights_from_rates
-    # hand-worked: 30 and 15 rps -> 2:1; 1/3 of the top rate rounds to 33
-    assert weights_from_rates({"r0": 30.0, "r1": 15.0}) == {"r0": 100, "r1": 50}
+    # hand-worked: 30 and 15 rps -> 100:50 -> 2:1 in lowest terms; 1/3 of the top rate rounds to 33
+    assert weights_from_rates({"r0": 30.0, "r1": 15.0}) == {"r0": 2, "r1": 1}
+    assert weights_from_rates({"r0": 7.0, "r1": 7.0}) == {"r0": 1, "r1": 1}
     assert weights_from_rates({"r0": 30.0, "r1": 10.0, "r2": 0.01}) == {"r0": 100, "r1": 33, "r2": 1}
+
+
+def test_a_workloads_replicas_share_its_traffic_by_the_planned_rates(deployer, demo_repo, tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    replicas = [{"name": f"w-r{i}", "model": "tinynet", "batch": 4, "workload": "w", "replica": i, "replicas": 2,
+                 "rate": rate, "cpus": [i]} for i, rate in enumerate([20.0, 10.0])]
+    report = deployer.apply(make_plan(tmp_path / "p", demo_repo, replicas))
+    entry = report["endpoints"]["w"]
+    assert [(r["server"], r["weight"]) for r in entry["replicas"]] == [("w-r0", 2), ("w-r1", 1)]
+    servers = load_state(deployer.state_path).servers
+
+    def served(server: str) -> int:
+        client = grpcclient.InferenceServerClient(servers[server].grpc)
+        stats = client.get_inference_statistics("tinynet", as_json=True)["model_stats"][0]
+        client.close()
+        return int(stats.get("inference_count", 0))
+
+    with TritonClient(Endpoints(http=servers["w-r0"].http, grpc=servers["w-r0"].grpc)) as direct:
+        inputs = direct.make_inputs("tinynet", 1)
+    with TritonClient(Endpoints(http=entry["http"], grpc=entry["grpc"])) as door:
+        for _ in range(30):  # sequential: weighted round robin 2:1 gives 20 and 10 of 30, +-1 for where it starts
+            door.infer("tinynet", inputs)
+    first, second = served("w-r0"), served("w-r1")
+    assert first + second == 30 and abs(first - 20) <= 1, (first, second)

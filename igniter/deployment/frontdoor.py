@@ -14,6 +14,7 @@ OWNER_ENV like the servers, recorded in the state, stopped by `igniter down`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -71,9 +72,12 @@ def caddy_binary() -> Path:
 
 
 def weights_from_rates(rates: dict[str, float]) -> dict[str, int]:
-    """Integer weights (Caddy's weighted round robin) proportional to the planned rates, to 1 %."""
+    """Integer weights (Caddy's weighted round robin) proportional to the planned rates, to 1 %, in lowest terms:
+    Caddy serves an upstream its whole weight in a row, so 2:1 interleaves finer than 100:50."""
     top = max(rates.values(), default=0.0)
-    return {server: max(1, round(100 * rate / top)) if top > 0 else 1 for server, rate in rates.items()}
+    weights = {server: max(1, round(100 * rate / top)) if top > 0 else 1 for server, rate in rates.items()}
+    divisor = math.gcd(*weights.values()) if weights else 1
+    return {server: weight // divisor for server, weight in weights.items()}
 
 
 def caddy_config(admin: str, routes: dict[str, dict], ports: dict[str, WorkloadPorts]) -> dict:
