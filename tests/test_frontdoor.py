@@ -151,3 +151,28 @@ def test_a_workloads_replicas_share_its_traffic_by_the_planned_rates(deployer, d
             door.infer("tinynet", inputs)
     first, second = served("w-r0"), served("w-r1")
     assert first + second == 30 and abs(first - 20) <= 1, (first, second)
+
+
+def test_a_front_door_port_in_use_rolls_back_in_one_line(tmp_path, demo_repo):
+    import socket
+
+    state = tmp_path / "state" / "state.json"
+    plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4}])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["apply", str(plan), "--state", str(state), "--ports", f"a={port}"])
+    assert result.exit_code == 2, result.output
+    assert "refused the new routes" in result.output and "To fix:" in result.output
+    owner = deployment_owner(state.parent)
+    assert tagged_servers(owner) == [] and front_doors(owner) == [], "the apply stopped what it had started"
+    assert load_state(state).servers == {}
+
+
+def test_status_shows_each_workloads_endpoint(deployer, demo_repo, tmp_path):
+    plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4}])
+    endpoint = deployer.apply(plan)["endpoints"]["a"]
+    result = CliRunner().invoke(cli, ["status", "--state", str(deployer.state_path)])
+    assert result.exit_code == 0, result.output
+    assert f"endpoint a: grpc {endpoint['grpc']}, http {endpoint['http']} -> a (weight 1)" in result.output

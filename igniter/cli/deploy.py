@@ -15,6 +15,7 @@ from pydantic import ConfigDict, RootModel, StringConstraints
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
 from igniter.deployment.frontdoor import parse_ports
+from igniter.deployment import interrupt
 from igniter.deployment.interrupt import Interrupted, signals_interrupt
 from igniter.deployment.lock import DEFAULT_LOCK_TIMEOUT_S, writer_lock
 from igniter.deployment.state import load_state
@@ -36,15 +37,19 @@ lock_timeout_option = click.option("--lock-timeout", type=click.FloatRange(0, 36
                                    show_default=True, help="Seconds to wait for another igniter writing the same state.")
 
 
+ROLLED_BACK = "rolled back: the servers it started are stopped, the state is as before"
+
+
 @contextlib.contextmanager
-def writing(state_dir: Path, lock_timeout_s: float, what: str) -> Iterator[None]:
-    """The one writer of ``state_dir``; SIGINT/SIGTERM/SIGHUP roll back (inside) and exit 128+signal in one line."""
+def writing(state_dir: Path, lock_timeout_s: float, what: str, outcome: str = ROLLED_BACK) -> Iterator[None]:
+    """The one writer of ``state_dir``; SIGINT/SIGTERM/SIGHUP are handled inside (rollback, or the work finishes
+    first), then exit 128+signal with one line saying ``outcome``."""
     try:
         with signals_interrupt(), writer_lock(state_dir, lock_timeout_s):
             yield
     except Interrupted as err:
-        click.echo(f"error: {what} interrupted by {err} and rolled back: the servers it started are stopped, the "
-                   f"state is as before ({state_dir}). To fix: run it again", err=True)
+        click.echo(f"error: {what} interrupted by {err} and {outcome} ({state_dir}). To fix: run it again if "
+                   f"you still want it", err=True)
         sys.exit(err.exit_code)
 
 
@@ -95,9 +100,22 @@ def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None,
 def status(state_path: Path, as_json: bool) -> None:
     """Show what runs where and whether each server is healthy (exit 1 when not)."""
     report = deployment_status(state_path)
-    emit(report, as_json, lambda r: table(r["servers"]) if r["servers"] else "nothing deployed")
+    emit(report, as_json, _status_text)
     if not report["healthy"]:
         sys.exit(1)
+
+
+def _status_text(report: dict) -> str:
+    if not report["servers"]:
+        return "nothing deployed"
+    door = report["frontdoor"]
+    lines = [table(report["servers"])]
+    for workload, entry in sorted(report["endpoints"].items()):
+        replicas = ", ".join(f"{r['server']} (weight {r['weight']})" for r in entry["replicas"])
+        lines.append(f"endpoint {workload}: grpc {entry['grpc']}, http {entry['http']} -> {replicas}")
+    if door:
+        lines.append(f"front door: pid {door['pid']}, {door['status']}")
+    return "\n".join(lines)
 
 
 @click.command()
@@ -107,7 +125,8 @@ def status(state_path: Path, as_json: bool) -> None:
 @user_errors
 def down(state_path: Path, lock_timeout: float, as_json: bool) -> None:
     """Stop every server recorded in the deployment state, and any of its tagged servers the state lost."""
-    with writing(state_path.parent, lock_timeout, "down"):
+    with writing(state_path.parent, lock_timeout, "down", "finished first: everything it found is stopped"):
         stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
-        Deployer(state_path).stop_all()
+        with interrupt.deferred():  # half a down would leave a state naming stopped servers
+            Deployer(state_path).stop_all()
     emit({"stopped": stopped}, as_json, lambda r: f"stopped {len(r['stopped'])} server(s)")
