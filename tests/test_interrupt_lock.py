@@ -1,0 +1,67 @@
+"""The writer lock and signal handling on their own (no server): real signals to this process, real file locks."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from igniter.deployment import interrupt
+from igniter.deployment.interrupt import Interrupted, signals_interrupt
+from igniter.deployment.lock import HOLDER_FILE, writer_lock
+from igniter.errors import UserError
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_raises_interrupted_with_its_exit_code(sig):
+    with pytest.raises(Interrupted) as caught, signals_interrupt():
+        os.kill(os.getpid(), sig)
+        for _ in range(10_000_000):  # Python runs the handler between bytecodes, right after the kill
+            pass
+    assert caught.value.exit_code == 128 + sig
+
+
+def test_deferred_holds_a_signal_until_the_block_ends():
+    finished = []
+    with pytest.raises(Interrupted), signals_interrupt():
+        with interrupt.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1_000_000):
+                pass
+            finished.append(True)  # reached: the signal waited
+    assert finished == [True]
+
+
+def test_a_second_signal_during_the_rollback_is_held_back():
+    rolled_back = []
+    with pytest.raises(Interrupted), signals_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000_000):
+                pass
+        except Interrupted:
+            os.kill(os.getpid(), signal.SIGTERM)  # while "rolling back"
+            for _ in range(1_000_000):
+                pass
+            rolled_back.append(True)
+            raise
+    assert rolled_back == [True]
+
+
+def test_signal_handlers_are_restored_after_the_block():
+    before = signal.getsignal(signal.SIGTERM)
+    with signals_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_held_lock_names_its_holder_and_is_released(tmp_path):
+    with writer_lock(tmp_path):
+        assert (tmp_path / HOLDER_FILE).exists()
+        with pytest.raises(UserError) as caught, writer_lock(tmp_path, timeout_s=0.1):
+            pass
+    assert f"pid {os.getpid()}" in caught.value.what and "--lock-timeout" in caught.value.fix
+    assert not (tmp_path / HOLDER_FILE).exists()
+    with writer_lock(tmp_path, timeout_s=0.1):  # free again
+        pass
