@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from igniter.deployment.chaos import PoissonLoad
+from igniter.deployment.frontdoor import front_doors
 from igniter.deployment.lock import writer_lock
 from igniter.deployment.orphans import tagged_servers
 from igniter.deployment.state import load_state
@@ -45,7 +47,7 @@ def wait_for(predicate, what: str):
 def state_dir(tmp_path):
     state = tmp_path / "state"
     yield state
-    for pid in tagged_servers(deployment_owner(state)):  # whatever a failing test left behind
+    for pid in running(state):  # whatever a failing test left behind
         stop_process_group(pid, timeout_s=10)
 
 
@@ -56,11 +58,15 @@ def two_servers(demo_repo, tmp_path) -> Path:
 
 
 def recorded_pids(state_dir: Path) -> set[int]:
-    return {s.pid for s in load_state(state_dir / "state.json").servers.values()}
+    """The servers' and the front door's pids, as the state records them."""
+    state = load_state(state_dir / "state.json")
+    return {s.pid for s in state.servers.values()} | ({state.frontdoor.pid} if state.frontdoor else set())
 
 
 def running(state_dir: Path) -> set[int]:
-    return set(tagged_servers(deployment_owner(state_dir)))
+    """Live tritonservers and front doors carrying this deployment's tag (from /proc)."""
+    owner = deployment_owner(state_dir)
+    return set(tagged_servers(owner)) | set(front_doors(owner))
 
 
 def down(state_dir: Path) -> subprocess.CompletedProcess:
@@ -85,7 +91,7 @@ def test_two_applies_at_once_run_four_servers_never(state_dir, two_servers):
     assert first.returncode == second.returncode == 0
     actions = sorted(tuple(sorted(a["action"] for a in r["actions"])) for r in reports)
     assert actions == [("keep", "keep"), ("start", "start")], "the second writer saw the first one's servers"
-    assert running(state_dir) == recorded_pids(state_dir) and len(running(state_dir)) == 2
+    assert running(state_dir) == recorded_pids(state_dir) and len(running(state_dir)) == 3
     assert down(state_dir).returncode == 0
     assert running(state_dir) == set()
 
@@ -127,7 +133,7 @@ def test_an_apply_after_a_killed_apply_stops_its_orphans(state_dir, two_servers)
     again = igniter("apply", str(two_servers), "--state", str(state_dir / "state.json"))
     _, err = again.communicate(timeout=2 * WAIT_S)
     assert again.returncode == 0, err
-    assert running(state_dir) == recorded_pids(state_dir) and len(running(state_dir)) == 2
+    assert running(state_dir) == recorded_pids(state_dir) and len(running(state_dir)) == 3
     assert down(state_dir).returncode == 0 and running(state_dir) == set()
 
 
@@ -144,3 +150,23 @@ def test_an_unreadable_state_is_one_line_and_never_overwritten(state_dir, two_se
     assert len(lines) == 1 and lines[0].startswith("error: ") and "To fix:" in lines[0]
     assert (state_dir / "state.json").read_bytes() == before
     assert running(state_dir) == set()
+
+
+def test_a_sigterm_halfway_under_load_fails_no_request(state_dir, two_servers, demo_repo, tmp_path):
+    applied = subprocess.run([sys.executable, "-m", "igniter", "apply", str(two_servers), "--state",
+                              str(state_dir / "state.json"), "--json"], capture_output=True, text=True, timeout=WAIT_S)
+    assert applied.returncode == 0, applied.stderr
+    endpoint = json.loads(applied.stdout)["endpoints"]["a"]["grpc"]
+    before = recorded_pids(state_dir)
+    moved = make_plan(tmp_path / "moved", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4, "share": 60.0},
+                                                      {"name": "b", "model": "mlp", "batch": 4, "cpus": [1]}])
+    with PoissonLoad(endpoint, "tinynet", 20.0, seed=4) as load:
+        proc = igniter("apply", str(moved), "--state", str(state_dir / "state.json"))
+        wait_for(lambda: running(state_dir) - before, "the apply to start the new server")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=WAIT_S)
+        time.sleep(0.5)  # requests after the rollback too (not an assertion on timing)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert load.record.requests and load.record.failed == [], load.record.failed[:3]
+    assert recorded_pids(state_dir) == before == running(state_dir), "the old servers serve on, nothing else runs"
+    assert down(state_dir).returncode == 0 and running(state_dir) == set()
