@@ -119,6 +119,9 @@ def test_kill_9_of_igniter_mid_apply_then_down_leaves_no_orphan(state_dir, two_s
     assert running(state_dir) >= orphans, "kill -9 leaves the servers it started (the tag still finds them)"
     assert not (recorded_pids(state_dir) & orphans), "the state never recorded their pids"
     assert load_state(state_dir / "state.json").starting, "...but it recorded them as starting, before they ran"
+    shown = subprocess.run([sys.executable, "-m", "igniter", "status", "--state", str(state_dir / "state.json"), "--json"],
+                           capture_output=True, text=True, timeout=WAIT_S)
+    assert shown.returncode == 1 and json.loads(shown.stdout)["starting"], "status says an apply died mid-way"
     result = down(state_dir)
     assert result.returncode == 0, result.stderr
     assert running(state_dir) == set()

@@ -106,7 +106,7 @@ def status(state_path: Path, as_json: bool) -> None:
 
 
 def _status_text(report: dict) -> str:
-    if not report["servers"]:
+    if not report["servers"] and not report["starting"]:
         return "nothing deployed"
     door = report["frontdoor"]
     lines = [table(report["servers"])]
@@ -115,6 +115,9 @@ def _status_text(report: dict) -> str:
         lines.append(f"endpoint {workload}: grpc {entry['grpc']}, http {entry['http']} -> {replicas}")
     if door:
         lines.append(f"front door: pid {door['pid']}, {door['status']}")
+    if report["starting"]:
+        lines.append(f"an apply died while starting {', '.join(report['starting'])}: run `igniter apply` or "
+                     "`igniter down` (either stops what it left)")
     return "\n".join(lines)
 
 

@@ -357,4 +357,6 @@ def status(state_path: Path) -> dict:
     door_up = door is not None and is_front_door(door.pid, deployment_owner(state_path.parent))
     return {"plan": state.plan, "servers": rows, "endpoints": state.endpoints_by_workload(),
             "frontdoor": None if door is None else {"pid": door.pid, "status": "ok" if door_up else "down"},
-            "healthy": all(r["status"] == "ok" for r in rows) and (door is None or door_up)}
+            # left by an apply that died mid-way (kill -9): the next apply or down stops them
+            "starting": sorted(state.starting),
+            "healthy": all(r["status"] == "ok" for r in rows) and (door is None or door_up) and not state.starting}

@@ -170,9 +170,11 @@ def is_front_door(pid: object, owner: str) -> bool:
     try:
         argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        leads_group = os.getpgid(pid) == pid  # it is stopped by signalling its group
     except OSError:
         return False
-    return Path(os.fsdecode(argv0)).name == "caddy" and os.fsencode(f"{OWNER_ENV}={owner}") in environ
+    return (Path(os.fsdecode(argv0)).name == "caddy" and leads_group
+            and os.fsencode(f"{OWNER_ENV}={owner}") in environ)
 
 
 def front_doors(owner: str) -> list[int]:
