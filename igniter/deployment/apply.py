@@ -24,9 +24,10 @@ from typing import Callable
 from igniter.deployment.mps import SHARE_ENV, ensure_mps_daemon, stop_mps_daemon
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
+from igniter.ownership import child_of, contained, is_owned, make_owned_dir, mark
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
-from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
+from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, owned_by, stop_process_group
 
 Progress = Callable[[str], None]
 
@@ -73,7 +74,7 @@ def read_plan(plan_path: Path) -> list[PlannedServer]:
 
 
 def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
-    repo = plan_dir / "triton_repo" / entry["name"]
+    repo = _inside(plan_dir / "triton_repo", entry["name"], "server name")
     launch_path = repo / "launch.json"
     if not launch_path.exists():
         raise UserError(f"server {entry['name']!r} has no launch spec at {launch_path}", "regenerate the plan with `igniter provision`")
@@ -84,17 +85,29 @@ def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
     models = launch.get("models") or [entry["model"]]
     return PlannedServer(name=entry["name"], gpu=gpu["id"], share=float(entry["share"]), repo=repo, launch=launch,
                          workloads=sorted({s for s in [entry.get("workload")] if s}),
-                         models={m: repo / m / "config.pbtxt" for m in models})
+                         models={m: _inside(repo, m, "model name") / "config.pbtxt" for m in models})
 
 
-def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAction]:
+def _inside(root: Path, name: str, what: str) -> Path:
+    """root/name, refused unless it is one plain component that stays inside root (no '..', no link out)."""
+    fix = "regenerate the plan with `igniter provision` (names are letters, digits, '.', '_' or '-')"
+    path = child_of(root, name, what, fix)
+    contained(path, root, what, fix)
+    return path
+
+
+def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) -> list[ServerAction]:
     actions = []
     for server in planned:
         old = state.servers.get(server.name)
         if old is None:
             actions.append(ServerAction(server.name, "start", "new server", sorted(server.models)))
-        elif old.pid is not None and not pid_alive(old.pid):
-            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone", sorted(server.models)))
+        elif old.pid is not None and not owned_by(old.pid, owner_of(state_dir)):
+            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone (or not this deployment's)",
+                                        sorted(server.models)))
+        elif old.pid is not None and not is_server_copy(state_dir, Path(old.repo)):
+            actions.append(ServerAction(server.name, "restart", f"{old.repo} is not a copy this deployment made",
+                                        sorted(server.models)))
         elif old.launch_digest != server.launch_digest and old.pid is not None:
             actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
         else:
@@ -106,6 +119,17 @@ def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAct
     return actions
 
 
+def owner_of(state_dir: Path) -> str:
+    """The tag (igniter.triton.server.OWNER_ENV) of every server a deployment starts: its state directory."""
+    return str(Path(state_dir).resolve())
+
+
+def is_server_copy(state_dir: Path, repo: Path) -> bool:
+    """A repository copy this deployment made: marked, directly under its marked servers/ directory."""
+    root = Path(state_dir) / "servers"
+    return (not repo.is_symlink() and repo.parent.resolve() == root.resolve() and is_owned(root) and is_owned(repo))
+
+
 class Deployer:
     """Executes a diff transactionally. ``detached`` servers outlive this process (the CLI); the demo keeps them attached."""
 
@@ -113,6 +137,7 @@ class Deployer:
                  progress: Progress | None = None):
         self.state_path = state_path
         self.root = state_path.parent / "servers"
+        self.owner = owner_of(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
@@ -123,7 +148,7 @@ class Deployer:
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
         planned = read_plan(plan_path)
         state = load_state(self.state_path)
-        actions = diff(planned, state)
+        actions = diff(planned, state, self.state_path.parent)
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
@@ -143,7 +168,7 @@ class Deployer:
             raise
         save_state(new_state, self.state_path)
         for old in self._retire:
-            self._stop(old)
+            self._stop(old)  # what it leaves alone is not this deployment's (said in progress), the apply stands
         self._undo.clear()
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
@@ -164,14 +189,17 @@ class Deployer:
         return self._verify(server, current, self._client_for(old))
 
     def _start(self, server: PlannedServer) -> ServerState:
+        make_owned_dir(self.root, "igniter apply (server repository copies)", "servers directory",
+                       "choose another --state directory")
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
+        mark(repo, f"igniter apply (repository of server {server.name})")
         env = dict(server.launch.get("env") or {})
         if SHARE_ENV in env:  # a GPU server: its share only holds under the deployment's MPS daemon
             env.update(ensure_mps_daemon(self.state_path.parent))
         options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=SHARE_ENV in env,
-                                cpus=server.launch.get("cpus"), detached=self.detached,
+                                cpus=server.launch.get("cpus"), detached=self.detached, owner=self.owner,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
         local = LocalServer(options)
@@ -246,22 +274,36 @@ class Deployer:
         self._undo.clear()
         self._retire.clear()
 
-    def _stop(self, old: ServerState) -> None:
+    def _stop(self, old: ServerState) -> list[str]:
+        """Stop one recorded server and delete its repository copy, only where both are verifiably this
+        deployment's (a hand-edited state may name any pid or directory); returns what it left alone."""
         self.progress(f"retire   {old.name} (pid {old.pid})")
-        if old.pid and pid_alive(old.pid):
+        left = []
+        if owned_by(old.pid, self.owner):
             stop_process_group(old.pid, timeout_s=15)
+        elif pid_alive(old.pid):
+            left.append(f"pid {old.pid} (not a tritonserver this deployment started)")
         if old.repo != "(remote)":
-            shutil.rmtree(old.repo, ignore_errors=True)
+            if is_server_copy(self.state_path.parent, Path(old.repo)):
+                shutil.rmtree(old.repo, ignore_errors=True)
+            elif Path(old.repo).exists():
+                left.append(f"{old.repo} (not a server copy under {self.root})")
+        for item in left:
+            self.progress(f"left alone: {item}")
+        return left
 
     def stop_all(self) -> None:
-        """Stop every server in the state (`igniter down`; the demo's cleanup)."""
+        """Stop every server in the state (`igniter down`; the demo's cleanup). What is not this deployment's is
+        left alone, dropped from the state, and reported as one error after the rest is stopped."""
         state = load_state(self.state_path)
-        for server in state.servers.values():
-            self._stop(server)
+        left = [f"server {name!r}: {item}" for name, server in state.servers.items() for item in self._stop(server)]
         for local in self.local.values():
             local.stop()
         stop_mps_daemon(self.state_path.parent)
         save_state(DeploymentState(), self.state_path)
+        if left:
+            raise UserError(f"the state {self.state_path} named what igniter did not start; left alone: {'; '.join(left)}",
+                            "stop or delete those yourself if they are yours; the state no longer lists them")
 
 
 def _load_remote(endpoints: Endpoints, model: str, config) -> None:
@@ -272,9 +314,10 @@ def _load_remote(endpoints: Endpoints, model: str, config) -> None:
 def status(state_path: Path) -> dict:
     """What runs where, and whether it is healthy."""
     state = load_state(state_path)
+    owner = owner_of(state_path.parent)
     rows = []
     for server in sorted(state.servers.values(), key=lambda s: s.name):
-        alive = server.pid is None or pid_alive(server.pid)
+        alive = server.pid is None or owned_by(server.pid, owner)
         ready = {}
         if alive:
             try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from igniter.atomic import atomic_write
 from igniter.errors import UserError
+from igniter.ownership import output_errors
 from igniter.triton.server import pid_alive  # noqa: F401 - re-exported for apply/status
 
 STATE_FORMAT = "igniter-state"
@@ -55,8 +56,13 @@ def load_state(path: Path) -> DeploymentState:
     except (OSError, ValueError, TypeError, AttributeError) as err:  # unreadable, not JSON/UTF-8, or not a state
         raise UserError(f"deployment state {path} is unreadable ({err})",
                         "restore it from version control or delete it after stopping the servers it lists") from err
+    for name, server in servers.items():
+        if server.pid is not None and type(server.pid) is not int:  # it is signalled: nothing but a pid will do
+            raise UserError(f"deployment state {path}: server {name!r} has pid {server.pid!r}, not an integer",
+                            "restore the state igniter wrote (or delete it after stopping the servers it lists)")
     return DeploymentState(plan=data.get("plan"), servers=servers)
 
 
 def save_state(state: DeploymentState, path: Path) -> None:
-    atomic_write(path, json.dumps(state.to_dict(), indent=2, sort_keys=True) + "\n")
+    with output_errors(path, "deployment state"):
+        atomic_write(path, json.dumps(state.to_dict(), indent=2, sort_keys=True) + "\n")
