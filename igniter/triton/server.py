@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from igniter.errors import UserError
+from igniter.ownership import output_errors
 
 HOST = "127.0.0.1"
 # Every tritonserver igniter starts carries this tag in its environment (readable in /proc/PID/environ): the
@@ -218,7 +219,8 @@ class LocalServer:
                 raise UserError(f"model {model!r} has no config.pbtxt in {repo}", f"choose one of: {', '.join(list_repo_models(repo)) or '(none)'}")
         ports = [free_port(self.options.host) for _ in range(3)]
         self._log_start = ServerLog(self.log_path).size()  # the file may hold an earlier run's lines
-        log = open(self.log_path, "ab")
+        with output_errors(self.log_path, "server log"):
+            log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             _launch_command(self.command(*ports), self.options.cpus, die_with_parent=not self.options.detached),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
