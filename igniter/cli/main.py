@@ -12,7 +12,7 @@ import sys
 import click
 
 from igniter import __version__
-from igniter.cli.common import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, fail, internal_error, usage_error
+from igniter.cli.common import EXIT_INTERNAL_ERROR, fail, internal_error, usage_error
 from igniter.errors import UserError
 
 # command name -> (module, attribute)
@@ -43,8 +43,11 @@ class LazyGroup(click.Group):
         except click.Abort:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as err:  # a bare `igniter`: its help, as click prints it
+            err.show()
+            sys.exit(err.exit_code)
         except click.ClickException as err:
-            fail(usage_error(err), as_json, err.exit_code if err.exit_code == EXIT_USER_ERROR else EXIT_USER_ERROR)
+            fail(usage_error(err), as_json)
         except UserError as err:
             fail(err, as_json)
         except Exception as err:  # noqa: BLE001 - the last resort: never a traceback for users
