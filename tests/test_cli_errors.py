@@ -90,6 +90,16 @@ def test_an_internal_error_is_one_line_exit_1_with_the_traceback_in_a_log(monkey
     Path(re.search(r"traceback in (\S+\.log)", result.stderr).group(1)).unlink()
 
 
+@pytest.mark.parametrize("command", ["down", "status", "apply"])
+def test_a_path_the_os_refuses_is_one_line(tmp_path, command):
+    state = tmp_path / ("s" * 300) / "state.json"
+    plan = [str(tmp_path / "plan.json")] if command == "apply" else []
+    if plan:
+        Path(plan[0]).write_text('{"format": "igniter-plan", "gpus": []}')
+    line = check_one_line(CliRunner().invoke(cli, [command, *plan, "--state", str(state)]))
+    assert "too long" in line
+
+
 def test_the_real_entry_point_prints_one_line():
     result = subprocess.run([sys.executable, "-m", "igniter", "provision", "--strategy", "best"], capture_output=True,
                             text=True, timeout=120)

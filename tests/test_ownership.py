@@ -225,7 +225,7 @@ def test_a_state_with_a_non_integer_pid_is_one_line(tmp_path, command, sleeper):
 
 # ---------------------------------------------------------------- plans whose names escape (apply)
 
-@pytest.mark.parametrize("escape", ["server_name", "server_link", "model_name"])
+@pytest.mark.parametrize("escape", ["server_name", "server_link", "model_name", "long_name"])
 def test_apply_refuses_a_plan_that_serves_from_outside_its_directory(demo_repo, tmp_path, escape):
     plan = make_plan(tmp_path / "plan", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4}])
     outside = tmp_path / "outside"
@@ -233,6 +233,9 @@ def test_apply_refuses_a_plan_that_serves_from_outside_its_directory(demo_repo, 
     data = json.loads(plan.read_text())
     if escape == "server_name":
         data["gpus"][0]["servers"][0]["name"] = "../../outside"
+        plan.write_text(json.dumps(data))
+    elif escape == "long_name":
+        data["gpus"][0]["servers"][0]["name"] = "x" * 300
         plan.write_text(json.dumps(data))
     elif escape == "server_link":
         shutil.rmtree(tmp_path / "plan" / "triton_repo" / "a")
@@ -244,7 +247,8 @@ def test_apply_refuses_a_plan_that_serves_from_outside_its_directory(demo_repo, 
     before = snapshot(tmp_path / "outside")
     result = CliRunner().invoke(cli, ["apply", str(plan), "--state", str(state)])
     assert result.exit_code == 2
-    assert "outside" in one_error_line(result) or "plain name" in result.stderr
+    assert {"server_name": "plain name", "server_link": "outside", "model_name": "plain name",
+            "long_name": "too long"}[escape] in one_error_line(result)
     assert not state.exists() and snapshot(outside) == before
 
 

@@ -6,6 +6,7 @@ with --json it is also one JSON object on stdout, ``{"error": ..., "where": ...,
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -21,6 +22,10 @@ from igniter.errors import UserError
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 DEBUG_ENV = "IGNITER_DEBUG"  # set to 1: internal errors print their traceback (it always goes to a log file)
+# The OS refusing a path the user chose (an argument, or a name in an input file that became a path): the user's to
+# fix, wherever it surfaces. ENOENT is not among them: a missing file igniter expected is a bug.
+PATH_ERRNOS = {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+               errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
 
 
 def json_option(func: Callable) -> Callable:
@@ -37,8 +42,18 @@ def user_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except UserError as err:
             fail(err, bool(kwargs.get("as_json")))
+        except OSError as err:
+            if err.errno not in PATH_ERRNOS:
+                raise
+            fail(path_error(err), bool(kwargs.get("as_json")))
 
     return wrapper
+
+
+def path_error(err: OSError) -> UserError:
+    where = f" {err.filename}" if err.filename else ""
+    return UserError(f"cannot use{where}: {err.strerror or err}",
+                     "choose a path that exists, is writable and shorter (each name at most 255 bytes)")
 
 
 def fail(err: UserError, as_json: bool, exit_code: int = EXIT_USER_ERROR) -> NoReturn:

@@ -12,7 +12,7 @@ import sys
 import click
 
 from igniter import __version__
-from igniter.cli.common import EXIT_INTERNAL_ERROR, fail, internal_error, usage_error
+from igniter.cli.common import EXIT_INTERNAL_ERROR, PATH_ERRNOS, fail, internal_error, path_error, usage_error
 from igniter.errors import UserError
 
 # command name -> (module, attribute)
@@ -50,6 +50,10 @@ class LazyGroup(click.Group):
             fail(usage_error(err), as_json)
         except UserError as err:
             fail(err, as_json)
+        except OSError as err:
+            if err.errno in PATH_ERRNOS:
+                fail(path_error(err), as_json)
+            fail(internal_error(err), as_json, EXIT_INTERNAL_ERROR)
         except Exception as err:  # noqa: BLE001 - the last resort: never a traceback for users
             fail(internal_error(err), as_json, EXIT_INTERNAL_ERROR)
         sys.exit(code if isinstance(code, int) else 0)
