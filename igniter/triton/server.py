@@ -249,7 +249,7 @@ class LocalServer:
             if http_ok(url):
                 return
             failure = ServerLog(self.log_path).load_failure(since=self._log_start)
-            if failure:  # the server may wait on forever (a python model without model.py): say it now
+            if failure:  # the server might wait forever (a python model without model.py): say it now
                 raise UserError(f"tritonserver could not load a model: {failure}",
                                 f"fix the model in {self.options.repo} (full log: {self.log_path})")
             time.sleep(0.1)
@@ -364,7 +364,7 @@ class ServerLog:
 
     def tail(self, lines: int = 5, since: int = 0) -> str:
         """The last error-looking lines written after byte ``since``, without glog prefixes."""
-        rows = self._rows(since)
+        rows = self._rows(since, last=True)
         if rows is None:
             return "(no log)"
         errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
@@ -377,10 +377,11 @@ class ServerLog:
                 return _message(row)
         return None
 
-    def _rows(self, since: int) -> list[str] | None:
+    def _rows(self, since: int, last: bool = False) -> list[str] | None:
+        """Lines after byte ``since``: the first (or ``last``) _LOG_READ_LIMIT bytes of them."""
         try:
             with open(self.path, "rb") as fh:
-                fh.seek(since)
+                fh.seek(max(since, self.size() - _LOG_READ_LIMIT) if last else since)
                 text = fh.read(_LOG_READ_LIMIT).decode(errors="replace")
         except OSError:
             return None
