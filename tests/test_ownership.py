@@ -264,11 +264,12 @@ def _demo_like_user_repo(tmp_path: Path) -> Path:
 
 
 @pytest.mark.integration
-def test_infer_never_writes_into_a_user_repository_and_fails_as_soon_as_triton_says(tmp_path):
+@pytest.mark.parametrize("command", ["infer", "serve"])
+def test_infer_and_serve_never_write_into_a_user_repository_and_fail_as_soon_as_triton_says(tmp_path, command):
     repo = _demo_like_user_repo(tmp_path)
     before = snapshot(repo)
     # the server's readiness limit is 120 s: an answer within 100 s can only come from reading Triton's verdict
-    result = subprocess.run([sys.executable, "-m", "igniter", "infer", "--repo", str(repo)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "igniter", command, "--repo", str(repo)], capture_output=True,
                             text=True, timeout=100)
     assert result.returncode == 2
     line = one_error_line(result)
@@ -286,6 +287,15 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def test_demo_never_writes_into_a_directory_it_did_not_make(tmp_path):
+    mine = user_repo(tmp_path)
+    before = snapshot(mine)
+    result = CliRunner().invoke(cli, ["demo", "--workdir", str(mine), "--duration", "1"])
+    assert result.exit_code == 2
+    assert "not an igniter output" in one_error_line(result)
+    assert snapshot(mine) == before
 
 
 def test_demo_models_are_generated_only_where_igniter_owns_the_directory(tmp_path):

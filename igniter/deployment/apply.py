@@ -27,7 +27,8 @@ from igniter.errors import UserError
 from igniter.ownership import child_of, contained, is_owned, make_owned_dir, mark
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
-from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, owned_by, stop_process_group
+from igniter.triton.server import (Endpoints, LocalServer, ServerLog, ServerOptions, deployment_owner, owned_by,
+                                   stop_process_group)
 
 Progress = Callable[[str], None]
 
@@ -102,7 +103,7 @@ def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) 
         old = state.servers.get(server.name)
         if old is None:
             actions.append(ServerAction(server.name, "start", "new server", sorted(server.models)))
-        elif old.pid is not None and not owned_by(old.pid, owner_of(state_dir)):
+        elif old.pid is not None and not owned_by(old.pid, deployment_owner(state_dir)):
             actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone (or not this deployment's)",
                                         sorted(server.models)))
         elif old.pid is not None and not is_server_copy(state_dir, Path(old.repo)):
@@ -119,11 +120,6 @@ def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) 
     return actions
 
 
-def owner_of(state_dir: Path) -> str:
-    """The tag (igniter.triton.server.OWNER_ENV) of every server a deployment starts: its state directory."""
-    return str(Path(state_dir).resolve())
-
-
 def is_server_copy(state_dir: Path, repo: Path) -> bool:
     """A repository copy this deployment made: marked, directly under its marked servers/ directory."""
     root = Path(state_dir) / "servers"
@@ -137,7 +133,7 @@ class Deployer:
                  progress: Progress | None = None):
         self.state_path = state_path
         self.root = state_path.parent / "servers"
-        self.owner = owner_of(state_path.parent)
+        self.owner = deployment_owner(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
@@ -314,7 +310,7 @@ def _load_remote(endpoints: Endpoints, model: str, config) -> None:
 def status(state_path: Path) -> dict:
     """What runs where, and whether it is healthy."""
     state = load_state(state_path)
-    owner = owner_of(state_path.parent)
+    owner = deployment_owner(state_path.parent)
     rows = []
     for server in sorted(state.servers.values(), key=lambda s: s.name):
         alive = server.pid is None or owned_by(server.pid, owner)

@@ -327,6 +327,11 @@ def owner_tag(pid: int) -> str | None:
     return tags[0] if tags else None
 
 
+def deployment_owner(state_dir: Path) -> str:
+    """The OWNER_ENV tag of every server a deployment starts: its resolved state directory."""
+    return str(Path(state_dir).resolve())
+
+
 def owned_by(pid: object, owner: str) -> bool:
     """True only for a live tritonserver that igniter started with tag ``owner``: the check before any signal."""
     return type(pid) is int and pid > 0 and pid_alive(pid) and owner_tag(pid) == owner
