@@ -180,6 +180,8 @@ def test_down_never_signals_or_deletes_what_it_did_not_start(triton, sleeper, tm
         # a real tritonserver igniter started, but not for this deployment (tag mismatch)
         "other": {"pid": triton.endpoints.pid, "repo": str(tmp_path / "state" / "servers" / ".." / ".." / "mine")},
     })
+    status = CliRunner().invoke(cli, ["status", "--state", str(state), "--json"])
+    assert status.exit_code == 1 and {r["status"] for r in json.loads(status.stdout)["servers"]} == {"down"}
     result = CliRunner().invoke(cli, ["down", "--state", str(state)])
     assert result.exit_code == 2
     line = one_error_line(result)
@@ -276,6 +278,30 @@ def test_infer_and_serve_never_write_into_a_user_repository_and_fail_as_soon_as_
     assert "model.py" in line and "not ready after" not in line
     assert snapshot(repo) == before, "the user's repository is left exactly as it was"
     assert not processes_mentioning(str(repo)), "no server left behind"
+
+
+LOAD_LATER = """
+import sys
+from pathlib import Path
+from igniter.errors import UserError
+from igniter.triton.client import TritonClient
+from igniter.triton.server import LocalServer, ServerOptions
+with LocalServer(ServerOptions(repo=Path(sys.argv[1]), models=["convnet"])) as server:
+    with TritonClient.connect(server) as client:
+        try:
+            client.load("tinynet")
+        except UserError as err:
+            print(err)
+"""
+
+
+@pytest.mark.integration
+def test_a_model_loaded_later_that_cannot_load_is_reported_as_soon_as_triton_says(tmp_path):
+    """Through the repository API Triton would never answer (the model stays LOADING): the log says why at once."""
+    repo = _demo_like_user_repo(tmp_path)
+    result = subprocess.run([sys.executable, "-c", LOAD_LATER, str(repo)], capture_output=True, text=True, timeout=100)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cannot load model 'tinynet'" in result.stdout and "model.py" in result.stdout
 
 
 def processes_mentioning(text: str) -> list[int]:
