@@ -26,7 +26,7 @@ from igniter.deployment.state import load_state  # noqa: E402
 from igniter.errors import UserError  # noqa: E402
 from igniter.ownership import MARKER, is_owned  # noqa: E402
 from igniter.triton.demo_zoo import ensure_demo_repo  # noqa: E402
-from igniter.triton.server import pid_alive  # noqa: E402
+from igniter.triton.server import OWNER_ENV, deployment_owner, owned_by, pid_alive  # noqa: E402
 from tests.plan_factory import make_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,6 +172,21 @@ def test_provision_refuses_a_live_deployment_then_works_after_down(runner, demo_
 
 
 @pytest.mark.integration
+def test_owned_by_needs_a_tritonserver_with_the_expected_tag(triton, sleeper, tmp_path):
+    assert owned_by(triton.endpoints.pid, f"process:{os.getpid()}"), "the session's server, started by this process"
+    assert not owned_by(triton.endpoints.pid, deployment_owner(tmp_path)), "the same server, another owner"
+    sleeping_tagged = subprocess.Popen(["sleep", "600"], env={**os.environ, OWNER_ENV: deployment_owner(tmp_path)},
+                                       start_new_session=True)
+    try:
+        assert not owned_by(sleeping_tagged.pid, deployment_owner(tmp_path)), "the tag alone is not enough"
+    finally:
+        sleeping_tagged.kill()
+        sleeping_tagged.wait()
+    assert not owned_by(sleeper.pid, f"process:{os.getpid()}")
+    assert not owned_by(str(triton.endpoints.pid), f"process:{os.getpid()}") and not owned_by(None, "")
+
+
+@pytest.mark.integration
 def test_down_never_signals_or_deletes_what_it_did_not_start(triton, sleeper, tmp_path):
     mine = user_repo(tmp_path)
     before = snapshot(mine)
@@ -215,13 +230,15 @@ def test_apply_does_not_trust_a_foreign_pid_or_repo(demo_repo, sleeper, tmp_path
 
 
 @pytest.mark.parametrize("command", ["down", "status", "apply"])
-def test_a_state_with_a_non_integer_pid_is_one_line(tmp_path, command, sleeper):
-    state = hand_edited_state(tmp_path / "state.json", {"a": {"pid": str(sleeper.pid), "repo": str(tmp_path)}})
+@pytest.mark.parametrize("pid", ["text", "negative", "bool"])
+def test_a_state_with_a_non_integer_pid_is_one_line(tmp_path, command, pid, sleeper):
+    value = {"text": str(sleeper.pid), "negative": -sleeper.pid, "bool": True}[pid]  # -pid would be its group
+    state = hand_edited_state(tmp_path / "state.json", {"a": {"pid": value, "repo": str(tmp_path)}})
     before = state.read_bytes()
     plan = [str(make_plan(tmp_path / "p", ensure_demo_repo(ROOT / "triton_repo"), [{"name": "a", "model": "tinynet", "batch": 4}]))] if command == "apply" else []
     result = CliRunner().invoke(cli, [command, *plan, "--state", str(state)])
     assert result.exit_code == 2
-    assert "not an integer" in one_error_line(result)
+    assert "not a positive integer" in one_error_line(result)
     assert state.read_bytes() == before and sleeper.poll() is None
 
 

@@ -57,8 +57,8 @@ def load_state(path: Path) -> DeploymentState:
         raise UserError(f"deployment state {path} is unreadable ({err})",
                         "restore it from version control or delete it after stopping the servers it lists") from err
     for name, server in servers.items():
-        if server.pid is not None and type(server.pid) is not int:  # it is signalled: nothing but a pid will do
-            raise UserError(f"deployment state {path}: server {name!r} has pid {server.pid!r}, not an integer",
+        if server.pid is not None and (type(server.pid) is not int or server.pid <= 0):  # a pid, or nothing
+            raise UserError(f"deployment state {path}: server {name!r} has pid {server.pid!r}, not a positive integer",
                             "restore the state igniter wrote (or delete it after stopping the servers it lists)")
     return DeploymentState(plan=data.get("plan"), servers=servers)
 
