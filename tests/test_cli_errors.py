@@ -91,11 +91,10 @@ def test_an_internal_error_is_one_line_exit_1_with_the_traceback_in_a_log(monkey
 
 
 @pytest.mark.parametrize("command", ["down", "status", "apply"])
-def test_a_path_the_os_refuses_is_one_line(tmp_path, command):
+def test_a_path_the_os_refuses_is_one_line(demo_repo, tmp_path, command):
     state = tmp_path / ("s" * 300) / "state.json"
-    plan = [str(tmp_path / "plan.json")] if command == "apply" else []
-    if plan:
-        Path(plan[0]).write_text('{"format": "igniter-plan", "gpus": []}')
+    servers = [{"name": "a", "model": "tinynet", "batch": 4}]
+    plan = [str(make_plan(tmp_path / "p", demo_repo, servers))] if command == "apply" else []
     line = check_one_line(CliRunner().invoke(cli, [command, *plan, "--state", str(state)]))
     assert "too long" in line
 
