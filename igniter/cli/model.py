@@ -8,7 +8,6 @@ import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.errors import UserError
-from igniter.ownership import output_errors
 
 
 @click.command("fit")
@@ -24,8 +23,7 @@ def fit(profile_dir, out_path, no_residual, as_json):
 
     start = time.perf_counter()
     pm = PerfModel.fit(profile_dir, use_residual=not no_residual)
-    with output_errors(out_path, "model file"):
-        pm.save(out_path)
+    pm.save(out_path)
     result = {"out": out_path, "models": pm.models, "pressure_metric": pm.pressure_metric,
               "residual": pm.residual is not None, "fit_seconds": round(time.perf_counter() - start, 3),
               "coefficients": [{"model": m, "sensitivity": round(f.sensitivity, 4), "sched_ms": round(f.sched_ms, 4)}
