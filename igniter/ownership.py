@@ -73,7 +73,7 @@ def contained(path: Path, root: Path, what: str, fix: str) -> Path:
 def child_of(root: Path, name: str, what: str, fix: str) -> Path:
     """``root / name`` where ``name`` must be one plain path component (no separator, not '.' or '..')."""
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UserError(f"{what} {name!r} is not a plain name (it would leave {root})", fix)
+        raise UserError(f"{what} {str(name)[:80]!r} is not a plain name (it would leave {root})", fix)
     return Path(root) / name
 
 

@@ -132,7 +132,7 @@ class Deployer:
     def __init__(self, state_path: Path, server_map: dict[str, str] | None = None, detached: bool = True,
                  progress: Progress | None = None):
         self.state_path = state_path
-        self.root = state_path.parent / "servers"
+        self.root = state_path.parent.resolve() / "servers"  # copies recorded by absolute path: `down` from anywhere
         self.owner = deployment_owner(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
