@@ -24,7 +24,7 @@ from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.cli.main import cli  # noqa: E402
 from igniter.deployment.state import DeploymentState, ServerState, load_state, save_state  # noqa: E402
 from igniter.errors import UserError  # noqa: E402
-from igniter.ownership import MARKER, is_owned  # noqa: E402
+from igniter.ownership import MARKER, child_of, contained, is_owned  # noqa: E402
 from igniter.triton.demo_zoo import ensure_demo_repo  # noqa: E402
 from igniter.triton.server import OWNER_ENV, deployment_owner, owned_by, pid_alive  # noqa: E402
 from tests.plan_factory import make_plan  # noqa: E402
@@ -131,6 +131,23 @@ def test_names_with_dotdot_never_write_outside_out(runner, tmp_path):
     one_error_line(result)
     assert not out.exists()
     assert not [p for p in tmp_path.rglob("*escape*")], "nothing written anywhere a '..' could reach"
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "../x", "a\\b", "a\0b"])
+def test_a_name_that_is_not_one_plain_path_component_is_refused(tmp_path, name):
+    with pytest.raises(UserError, match="not a plain name"):
+        child_of(tmp_path, name, "server name", "rename it")
+    assert child_of(tmp_path, "gpu0-w1-r0", "server name", "rename it") == tmp_path / "gpu0-w1-r0"
+
+
+def test_a_path_that_resolves_outside_its_root_is_refused(tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "out").symlink_to(tmp_path)
+    with pytest.raises(UserError, match="outside"):
+        contained(tmp_path / "root" / "out" / "x", tmp_path / "root", "server repository", "fix it")
+    with pytest.raises(UserError, match="outside"):
+        contained(tmp_path / "root" / ".." / "x", tmp_path / "root", "server repository", "fix it")
+    assert contained(tmp_path / "root" / "a" / ".." / "b", tmp_path / "root", "x", "y") == tmp_path.resolve() / "root" / "b"
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "too_long", "proc"])
