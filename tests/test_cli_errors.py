@@ -65,7 +65,7 @@ def test_a_user_error_with_json_is_one_json_object(tmp_path):
     result = CliRunner().invoke(cli, ["apply", str(tmp_path / "nope.json"), "--state", str(tmp_path / "s.json"), "--json"])
     line = check_one_line(result)
     error = json.loads(result.stdout)
-    assert error["exit_code"] == 2 and "does not exist" in error["error"] and "igniter provision" in error["fix"]
+    assert error["exit_code"] == 2 and "does not exist" in error["error"] and error["fix"]
     assert error["error"] in line and error["fix"] in line
 
 
