@@ -84,4 +84,5 @@ def output_errors(path: Path, what: str) -> Iterator[None]:
         yield
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise UserError(f"cannot write {what} {path}: {reason}", "choose a writable location with a shorter path") from err
+        raise UserError(f"cannot write {what} {path}: {reason}",
+                        "choose a writable location with a shorter path") from err

@@ -62,7 +62,8 @@ def test_usage_errors_with_json_are_one_json_object(files, case):
 
 
 def test_a_user_error_with_json_is_one_json_object(tmp_path):
-    result = CliRunner().invoke(cli, ["apply", str(tmp_path / "nope.json"), "--state", str(tmp_path / "s.json"), "--json"])
+    args = ["apply", str(tmp_path / "nope.json"), "--state", str(tmp_path / "s.json"), "--json"]
+    result = CliRunner().invoke(cli, args)
     line = check_one_line(result)
     error = json.loads(result.stdout)
     assert error["exit_code"] == 2 and "does not exist" in error["error"] and error["fix"]

@@ -147,7 +147,8 @@ def test_a_path_that_resolves_outside_its_root_is_refused(tmp_path):
         contained(tmp_path / "root" / "out" / "x", tmp_path / "root", "server repository", "fix it")
     with pytest.raises(UserError, match="outside"):
         contained(tmp_path / "root" / ".." / "x", tmp_path / "root", "server repository", "fix it")
-    assert contained(tmp_path / "root" / "a" / ".." / "b", tmp_path / "root", "x", "y") == tmp_path.resolve() / "root" / "b"
+    inside = contained(tmp_path / "root" / "a" / ".." / "b", tmp_path / "root", "x", "y")
+    assert inside == tmp_path.resolve() / "root" / "b"
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "too_long", "proc"])
@@ -255,7 +256,9 @@ def test_a_state_with_a_non_integer_pid_is_one_line(tmp_path, command, pid, slee
     value = {"text": str(sleeper.pid), "negative": -sleeper.pid, "bool": True}[pid]  # -pid would be its group
     state = hand_edited_state(tmp_path / "state.json", {"a": {"pid": value, "repo": str(tmp_path)}})
     before = state.read_bytes()
-    plan = [str(make_plan(tmp_path / "p", ensure_demo_repo(ROOT / "triton_repo"), [{"name": "a", "model": "tinynet", "batch": 4}]))] if command == "apply" else []
+    servers = [{"name": "a", "model": "tinynet", "batch": 4}]
+    repo = ensure_demo_repo(ROOT / "triton_repo")
+    plan = [str(make_plan(tmp_path / "p", repo, servers))] if command == "apply" else []
     result = CliRunner().invoke(cli, [command, *plan, "--state", str(state)])
     assert result.exit_code == 2
     assert "pid" in one_error_line(result)
@@ -372,7 +375,8 @@ def test_demo_models_are_generated_only_where_igniter_owns_the_directory(tmp_pat
     shutil.copytree(ROOT / "triton_repo", ours)  # carries the project's marker
     (ours / "mlp" / "1" / "model.py").unlink()
     ensure_demo_repo(ours)
-    assert (ours / "mlp" / "1" / "model.py").read_bytes() == (ROOT / "igniter" / "triton" / "demo_model_backend.py").read_bytes()
+    backend_code = (ROOT / "igniter" / "triton" / "demo_model_backend.py").read_bytes()
+    assert (ours / "mlp" / "1" / "model.py").read_bytes() == backend_code
 
     fresh = ensure_demo_repo(tmp_path / "fresh")
     assert is_owned(fresh) and (fresh / "convnet" / "1" / "model.onnx").exists()

@@ -1,7 +1,8 @@
 """Shared CLI plumbing: --json, one-line errors (exit 2 for what the user can fix, 1 for igniter's bugs), output.
 
-The error form (docs/artefacts.md, "The CLI error form"): the error is one line, the last on stderr, ``error: WHAT (WHERE). To fix: FIX``;
-with --json it is also one JSON object on stdout, ``{"error": ..., "where": ..., "fix": ..., "exit_code": ...}``.
+The error form (docs/artefacts.md, "The CLI error form"): the error is one line, the last on stderr,
+``error: WHAT (WHERE). To fix: FIX``; with --json it is also one JSON object on stdout,
+``{"error": ..., "where": ..., "fix": ..., "exit_code": ...}``.
 """
 
 from __future__ import annotations

@@ -298,7 +298,8 @@ class Deployer:
         stop_mps_daemon(self.state_path.parent)
         save_state(DeploymentState(), self.state_path)
         if left:
-            raise UserError(f"the state {self.state_path} named what igniter did not start; left alone: {'; '.join(left)}",
+            raise UserError(f"the state {self.state_path} named what igniter did not start; left alone: "
+                            f"{'; '.join(left)}",
                             "stop or delete those yourself if they are yours; the state no longer lists them")
 
 

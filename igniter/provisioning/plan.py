@@ -99,7 +99,8 @@ def check_replaceable(out: Path) -> None:
         return
     live = owned_servers_under(out)
     if live:
-        raise UserError(f"output directory {out} holds a live deployment (tritonserver pid {', '.join(map(str, live))})",
+        pids = ", ".join(map(str, live))
+        raise UserError(f"output directory {out} holds a live deployment (tritonserver pid {pids})",
                         "run `igniter down --state <its state.json>` first, or choose another --out")
     foreign = sorted(e.name for e in out.iterdir() if e.name not in PLAN_ENTRIES and not _igniter_leftover(e))
     if foreign:

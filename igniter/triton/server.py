@@ -343,7 +343,8 @@ def owned_servers_under(root: Path) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         tag = owner_tag(int(entry.name)) if entry.name.isdigit() else None
-        if tag and tag.startswith("/") and (Path(tag) == base or base in Path(tag).parents) and pid_alive(int(entry.name)):
+        inside = tag is not None and tag.startswith("/") and (Path(tag) == base or base in Path(tag).parents)
+        if inside and pid_alive(int(entry.name)):
             pids.append(int(entry.name))
     return sorted(pids)
 
