@@ -105,6 +105,8 @@ class ServerOptions:
     # `igniter down`); otherwise the server dies with its parent.
     detached: bool = False
     owner: str = ""  # the OWNER_ENV tag; default "process:<this pid>"
+    # argv run in front of tritonserver (a profiler that must launch the process it observes: ncu)
+    command_prefix: list[str] = field(default_factory=list)
 
 
 def pytriton_root() -> Path:
@@ -228,7 +230,7 @@ class LocalServer:
             f"--exit-timeout-secs={opts.exit_timeout_s}",
             "--log-verbose=0",
         ]
-        return cmd + [f"--load-model={m}" for m in opts.models]
+        return [*opts.command_prefix, *cmd, *(f"--load-model={m}" for m in opts.models)]
 
     def start(self) -> Endpoints:
         repo = Path(self.options.repo)
