@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import shared_data  # noqa: E402
+from tests.conftest import shared_data  # noqa: E402
 from fake_perf_model import FakePerfModel  # noqa: E402
 
 from igniter.cli import capacity as capacity_cli  # noqa: E402

@@ -88,6 +88,7 @@ def _human(doc: dict) -> str:
     head = (f"{doc['steps']} steps, {doc['plans_solved']} plans solved in {doc['seconds']:.1f} s; "
             f"report: {doc['report']}")
     lines = [head, table(doc["policies"])]
+    lines += [f"growth x{r['growth']:g}: cannot be planned: {r['error']}" for r in doc["growth"] if "error" in r]
     if doc["cheapest"]:
         c = doc["cheapest"]
         lines.append(f"cheapest single type (replan): {c['single_type']} at {c['single_cost']}; mix: {c['mix']}")

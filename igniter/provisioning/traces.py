@@ -73,7 +73,7 @@ class Trace:
 
     def to_csv(self) -> str:
         frame = pd.DataFrame(self.values, columns=list(self.columns))
-        frame.insert(0, "timestamp", self.times)
+        frame.insert(0, "timestamp", [np.format_float_positional(t, trim="-") for t in self.times])  # exact
         return frame.to_csv(index=False, float_format="%.6g")
 
 
