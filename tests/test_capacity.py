@@ -293,3 +293,13 @@ def test_cli_unknown_trace_column_names_the_nearest(fake_cli, tmp_path):
     res = invoke(fake_cli, tmp_path, "--trace", str(trace), "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "did you mean 'a'" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_reads_the_shipped_twitter_trace(fake_cli, tmp_path):
+    path = shared_data("traces", "twitter_trace_workload.tbz2")
+    res = invoke(fake_cli, tmp_path, "--trace", str(path), "--trace-format", "twitter", "--step", "5m",
+                 "--duration", "1h", "--growth", "1", "--out", str(tmp_path / "o"), "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["steps"] == 12
+    assert next(p for p in doc["policies"] if p["name"] == "static-peak")["violations"] == 0

@@ -260,6 +260,7 @@ def plan_capacity(workload_set: WorkloadSet, types: list[GpuType], trace: Trace,
                 if label == 1.0:
                     raise
                 errors[label] = err.what
+    compared = dict(mix.plans)     # the type comparison uses the same solver for every option (no refinement)
     refinement = {}
     if settings.ilp_budget_s > 0 and settings.strategy != "ilp":
         refinement = _refine(mix, scenarios[1.0], targets[1.0], settings)
@@ -267,7 +268,7 @@ def plan_capacity(workload_set: WorkloadSet, types: list[GpuType], trace: Trace,
             for g in growths if g not in errors}
     growth_rows = [{"growth": g, "error": errors[g]} if g in errors else {"growth": g, **r.summary()}
                    for g in growths for r in runs.get(g, [None])]
-    type_rows = _type_rows(types, singles, errors, targets[1.0], scenarios[1.0], runs[1.0], settings)
+    type_rows = _type_rows(types, [mix, *singles], compared, errors, targets[1.0], scenarios[1.0], settings)
     return CapacityResult(settings, starts, tuple(w.name for w in workload_set.workloads),
                           tuple(t.type for t in types), scenarios[1.0].rates, runs[1.0], growth_rows, type_rows,
                           len(mix.plans) + sum(len(p.plans) for p in singles), time.perf_counter() - started,
@@ -303,13 +304,19 @@ def _refine(mix: Planner, scenario: Demand, targets: dict[str, list[tuple]], set
             "max_error": round(float(error.max()), 4)}
 
 
-def _type_rows(types, singles, errors, targets, scenario, mix_runs, settings) -> list[dict]:
-    rows = [{"option": "mix (" + "+".join(t.type for t in types) + ")", **r.summary()} for r in mix_runs]
-    for t, planner in zip(types, singles):
-        if t.type in errors:
-            rows.append({"option": t.type, "error": errors[t.type]})
+def _type_rows(types, planners, mix_plans, errors, targets, scenario, settings) -> list[dict]:
+    """Policies on the whole catalog (the mix) and on each type alone, every option with the per-step solver's
+    plans (the ILP refinement, applied to the mix only, would make the comparison unfair)."""
+    if len(planners) == 1:
+        return []
+    options = [("mix (" + "+".join(t.type for t in types) + ")", mix_plans)]
+    options += [(t.type, p.plans) for t, p in zip(types, planners[1:])]
+    rows = []
+    for option, plans in options:
+        if option in errors:
+            rows.append({"option": option, "error": errors[option]})
             continue
-        rows += [{"option": t.type, **run_policy(n, targets[n], scenario, planner.plans, settings).summary()}
+        rows += [{"option": option, **run_policy(n, targets[n], scenario, plans, settings).summary()}
                  for n in POLICIES]
     return rows
 

@@ -190,7 +190,8 @@ def _html(result: CapacityResult, doc: dict, plots: dict[str, bytes]) -> str:
     figure = lambda name: f'<img alt="{name}" src="data:image/png;base64,{img[name]}">'   # noqa: E731
     best = doc["cheapest"]
     types_note = (f"<p>Cheapest single type under re-plan: <b>{html.escape(str(best['single_type']))}</b> "
-                  f"(cost {best['single_cost']}); the whole catalog (mix): {best['mix']}.</p>" if best else
+                  f"(cost {best['single_cost']}); the whole catalog (mix): {best['mix']}. Every option here uses the per-step "
+                  f"solver's plans ({html.escape(s.strategy)}), without the ILP refinement.</p>" if best else
                   "<p>One GPU type only: no comparison (give --gpus with several types).</p>")
     refine = result.refinement
     refine_note = (f"<p>ILP refinement: {refine['plans']} of {refine['of']} plans re-solved with the ILP "
