@@ -102,8 +102,8 @@ class CapacityResult:
     types: tuple[str, ...]
     rates: np.ndarray                  # (S, W) growth 1
     policies: list[PolicyRun]          # growth 1, whole catalog
-    growth: list[dict]                 # {"growth", "policy", "gpu_hours", "cost", "reconfigurations", "violations"}
-    gpu_types: list[dict]              # {"option", "policy", "cost", "gpu_hours", ...} or {"option", "error"}
+    growth: list[dict]                 # {"growth", "name", "gpu_hours", "cost", "reconfigurations", "violations"}
+    gpu_types: list[dict]              # {"option", "name", "gpu_hours", "cost", ...} or {"option", "error"}
     plans_solved: int
     seconds: float
     refinement: dict = field(default_factory=dict)
@@ -157,10 +157,10 @@ class Planner:
 
     def solve_all(self, keys: set[tuple], scenario: Demand, bar) -> None:
         for key in sorted(keys - set(self.plans)):
-            self.plans[key] = self._solve(key, scenario, self.settings.strategy, self.settings.time_limit_s)
+            self.plans[key] = self.solve_key(key, scenario, self.settings.strategy, self.settings.time_limit_s)
             bar.update(1)
 
-    def _solve(self, key: tuple, scenario: Demand, strategy: str, time_limit_s: float) -> StepPlan:
+    def solve_key(self, key: tuple, scenario: Demand, strategy: str, time_limit_s: float) -> StepPlan:
         rates = scenario.planned(key)
         loaded = [replace(w, rate=float(r)) for w, r in zip(self.workload_set.workloads, rates) if r > 0]
         if not loaded:
@@ -291,7 +291,7 @@ def _refine(mix: Planner, scenario: Demand, targets: dict[str, list[tuple]], set
         greedy = mix.plans[key]
         if greedy.cost_per_h == 0:
             continue
-        exact = mix._solve(key, scenario, "ilp", min(settings.time_limit_s, left))
+        exact = mix.solve_key(key, scenario, "ilp", min(settings.time_limit_s, left))
         pairs.append((greedy.cost_per_h, exact.cost_per_h, weight[key]))
         if exact.cost_per_h < greedy.cost_per_h - 1e-9:
             mix.plans[key] = exact

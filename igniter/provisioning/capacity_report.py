@@ -20,6 +20,7 @@ from igniter.errors import UserError
 from igniter.provisioning.capacity import CapacityResult, cheapest
 
 MARKER = "capacity.json"
+STYLES = ("-", "--", ":")     # one per policy: where two policies use the same plan the lines stay visible
 
 
 def summary(result: CapacityResult, report: Path | None = None) -> dict:
@@ -118,8 +119,8 @@ def _hours(result: CapacityResult) -> np.ndarray:
 
 def _over_time(result: CapacityResult, values, ylabel: str, title: str) -> bytes:
     plt, fig, ax = _figure()
-    for p in result.policies:
-        ax.step(_hours(result), values(p), where="post", label=p.name, linewidth=1.2)
+    for p, style in zip(result.policies, STYLES):
+        ax.step(_hours(result), values(p), style, where="post", label=p.name, linewidth=1.2)
     ax.set_xlabel("time since trace start (h)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -140,8 +141,9 @@ def plot_rate(result: CapacityResult) -> bytes:
     plt, fig, ax = _figure()
     hours = _hours(result)
     ax.step(hours, result.rates.sum(axis=1), where="post", color="black", linewidth=1.0, label="rate (all workloads)")
-    for p in result.policies:
-        ax.step(hours, p.capacity.sum(axis=1), where="post", linewidth=1.0, alpha=0.8, label=f"capacity: {p.name}")
+    for p, style in zip(result.policies, STYLES):
+        ax.step(hours, p.capacity.sum(axis=1), style, where="post", linewidth=1.0, alpha=0.8,
+                label=f"capacity: {p.name}")
         bad = p.violated
         if bad.any():
             ax.plot(hours[bad], result.rates.sum(axis=1)[bad], "x", markersize=3, label=f"violation: {p.name}")
