@@ -85,6 +85,11 @@ def test_iso_timestamps(tmp_path):
     assert trace.is_scale
 
 
+def test_byte_order_mark_and_spaces_in_the_header(tmp_path):
+    trace = load_trace(write_trace(tmp_path, ["\ufefftimestamp, w1", "0, 2"]))
+    assert trace.columns == ("w1",) and trace.values.tolist() == [[2.0]]
+
+
 @pytest.mark.parametrize("rows, needle", [
     (["time,scale", "0,1"], "no `timestamp` column"),
     (["timestamp,scale", "0,-1"], "not a finite number >= 0"),

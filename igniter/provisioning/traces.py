@@ -85,8 +85,8 @@ def load_trace(path: str | Path, fmt: str = "csv") -> Trace:
 
 
 def read_csv_trace(path: Path) -> Trace:
-    text = read_text(path, "trace file", MAX_TRACE_BYTES)
-    header = text.split("\n", 1)[0].strip().split(",")
+    text = read_text(path, "trace file", MAX_TRACE_BYTES).lstrip("\ufeff")   # a spreadsheet's byte-order mark
+    header = [c.strip() for c in text.split("\n", 1)[0].split(",")]
     src = path.name
     if "timestamp" not in header:
         raise UserError(f"{src} has no `timestamp` column (columns: {', '.join(header)})",
@@ -106,6 +106,7 @@ def read_csv_trace(path: Path) -> Trace:
         raise UserError(f"{src} is not a valid CSV: {str(err).splitlines()[0]}", "fix the CSV", src) from err
     if frame.empty:
         raise UserError(f"{src} has no rows", "give at least one sample", src)
+    frame.columns = header
     times = _timestamps(frame["timestamp"], src)
     values = np.empty((len(frame), len(columns)))
     for j, column in enumerate(columns):
