@@ -308,3 +308,33 @@ def test_cli_reads_the_shipped_twitter_trace(fake_cli, tmp_path):
     doc = json.loads(res.stdout)
     assert doc["steps"] == 12
     assert next(p for p in doc["policies"] if p["name"] == "static-peak")["violations"] == 0
+
+
+def test_cli_catalog_names_the_cheapest_type_and_plots_types(fake_cli, tmp_path):
+    for name in ("a.json", "b.json"):
+        (tmp_path / name).write_text("{}")
+    catalog = tmp_path / "gpus.yaml"
+    catalog.write_text("gpus:\n  - {type: dear, price_per_hour: 2.0, perf_model: a.json}\n"
+                       "  - {type: cheap, price_per_hour: 1.0, perf_model: b.json}\n")
+    wl = tmp_path / "w.yaml"
+    wl.write_text("workloads:\n  - {name: a, model: unit, rate: 100, slo_ms: 20}\n")
+    out = tmp_path / "o"
+    res = fake_cli.invoke(capacity_cli.capacity, [
+        "--workloads", str(wl), "--gpus", str(catalog), "--trace", str(scale_trace(tmp_path, [0.5, 2.5, 1.5])),
+        "--latency-model", "half-slo", "--headroom", "0.01", "--step", "1m", "--growth", "1", "--out", str(out),
+        "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["cheapest"] == {"policy": "replan", "mix": round(5 * H, 4), "single_type": "cheap",
+                               "single_cost": round(5 * H, 4)}
+    assert (out / "types.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "report.html").read_text().count('src="data:image/png;base64,') == 5
+    with (out / "steps.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["policy"] == "replan"]
+    assert [(int(r["gpus_dear"]), int(r["gpus_cheap"])) for r in rows] == [(0, 1), (0, 1), (0, 3)]
+
+
+def test_a_trace_without_load_needs_no_gpu(tmp_path):
+    trace = load_trace(scale_trace(tmp_path, [0.0, 0.0]))
+    result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace, settings(), [1.0, 2.0])
+    assert all(p.summary()["gpu_hours"] == 0 and p.summary()["violations"] == 0 for p in result.policies)

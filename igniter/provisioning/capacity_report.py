@@ -67,6 +67,8 @@ def _write_all(result: CapacityResult, tmp: Path, final_report: Path) -> None:
     _csv(tmp / "gpu_types.csv", result.gpu_types)
     _csv(tmp / "steps.csv", step_rows(result))
     plots = {name: draw(result) for name, draw in PLOTS.items()}
+    if len(result.types) > 1:
+        plots["types"] = plot_types(result)
     for name, png in plots.items():
         (tmp / f"{name}.png").write_bytes(png)
     (tmp / "report.html").write_text(_html(result, doc, plots))
@@ -169,6 +171,19 @@ def plot_growth(result: CapacityResult) -> bytes:
     return _png(plt, fig)
 
 
+def plot_types(result: CapacityResult) -> bytes:
+    """GPUs of each type over time under re-planning (which types the per-step plans choose)."""
+    plt, fig, ax = _figure()
+    replan = next(p for p in result.policies if p.name == "replan")
+    ax.stackplot(_hours(result), replan.gpus.T, labels=result.types, step="post")
+    ax.set_xlabel("time since trace start (h)")
+    ax.set_ylabel("GPUs")
+    ax.set_title("GPUs per type under replan")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(plt, fig)
+
+
 PLOTS = {"gpus": plot_gpus, "cost": plot_cost, "rate": plot_rate, "growth": plot_growth}
 
 
@@ -212,7 +227,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}img{{max-width:10
 <h2>Policies</h2>{_table(doc["policies"])}{refine_note}
 {figure("gpus")}{figure("cost")}{figure("rate")}
 <h2>Growth</h2>{_table(result.growth)}{figure("growth")}
-<h2>GPU types</h2>{types_note}{_table(result.gpu_types)}
+<h2>GPU types</h2>{types_note}{_table(result.gpu_types) if result.gpu_types else ""}{figure("types") if "types" in img else ""}
 <p>Per-step numbers: steps.csv (GPUs per type, cost per hour, rate, capacity, violation per policy).</p>
 </body></html>
 """
