@@ -42,6 +42,7 @@ from igniter.provisioning.workloads import GpuType, WorkloadSet
 NO_LOAD = -(10 ** 6)          # level of a zero rate (no server)
 POLICIES = ("static-peak", "replan", "hysteresis")
 RATE_TOLERANCE = 1e-6         # relative: planned levels are computed in floating point
+MIN_PLANNED_RATE = 0.001      # req/s: the smallest rate a workloads file may give (lower ones are planned at it)
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ class Planner:
 
     def solve_key(self, key: tuple, scenario: Demand, strategy: str, time_limit_s: float) -> StepPlan:
         rates = scenario.planned(key)
-        loaded = [replace(w, rate=float(r)) for w, r in zip(self.workload_set.workloads, rates) if r > 0]
+        loaded = [replace(w, rate=max(float(r), MIN_PLANNED_RATE)) for w, r in zip(self.workload_set.workloads, rates)
+                  if r > 0]
         if not loaded:
             return StepPlan(0.0, (0,) * len(self.types), (), strategy)
         try:
