@@ -265,7 +265,8 @@ def plan_capacity(workload_set: WorkloadSet, types: list[GpuType], trace: Trace,
     compared = dict(mix.plans)     # the type comparison uses the same solver for every option (no refinement)
     refinement = {}
     if settings.ilp_budget_s > 0 and settings.strategy != "ilp":
-        refinement = _refine(mix, scenarios[1.0], targets[1.0], settings)
+        with _bar(settings.ilp_budget_s, progress, "ilp refinement", "s") as bar:
+            refinement = _refine(mix, scenarios[1.0], targets[1.0], settings, bar)
     runs = {g: [run_policy(n, targets[g][n], scenarios[g], mix.plans, settings) for n in POLICIES]
             for g in growths if g not in errors}
     growth_rows = [{"growth": g, "error": errors[g]} if g in errors else {"growth": g, **r.summary()}
@@ -277,7 +278,7 @@ def plan_capacity(workload_set: WorkloadSet, types: list[GpuType], trace: Trace,
                           refinement)
 
 
-def _refine(mix: Planner, scenario: Demand, targets: dict[str, list[tuple]], settings: Settings) -> dict:
+def _refine(mix: Planner, scenario: Demand, targets: dict[str, list[tuple]], settings: Settings, bar) -> dict:
     """Re-solve the heaviest plans (steps in force x cost per hour, over the policies) with the ILP, within
     ilp_budget_s; keep the ILP's plan where it is cheaper. Returns what it found (the greedy's cost error)."""
     weight: dict[tuple, float] = {}
@@ -293,7 +294,9 @@ def _refine(mix: Planner, scenario: Demand, targets: dict[str, list[tuple]], set
         greedy = mix.plans[key]
         if greedy.cost_per_h == 0:
             continue
+        began = time.perf_counter()
         exact = mix.solve_key(key, scenario, "ilp", min(settings.time_limit_s, left))
+        bar.update(min(time.perf_counter() - began, left))
         pairs.append((greedy.cost_per_h, exact.cost_per_h, weight[key]))
         if exact.cost_per_h < greedy.cost_per_h - 1e-9:
             mix.plans[key] = exact
@@ -334,7 +337,7 @@ def cheapest(result: CapacityResult, policy: str = "replan") -> dict:
 
 
 class _NoBar:
-    def update(self, n: int) -> None:
+    def update(self, n: float) -> None:
         pass
 
     def __enter__(self):
@@ -344,9 +347,12 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, progress: bool):
+def _bar(total: float, progress: bool, desc: str = "plans", unit: str = "plan"):
+    """Progress with an ETA on stderr (tqdm), or nothing."""
     if not progress:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="plans", unit="plan", file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
+    counts = "{n:.1f}/{total:.1f} s" if unit == "s" else "{n_fmt}/{total_fmt}"
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, mininterval=0.5, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| " + counts + " [{elapsed}<{remaining}]")
