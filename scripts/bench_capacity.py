@@ -90,7 +90,8 @@ def machine() -> str:
                 if line.startswith("model name")), platform.processor() or "?")
     import os
 
-    return f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()}; other engineers' work shared the cores"
+    return (f"{os.cpu_count()} cores ({cpu}), no GPU, Python {platform.python_version()}; other engineers' work "
+            f"shared the cores")
 
 
 def section(rows, timing, sample, cli, label, plans) -> str:
@@ -101,7 +102,8 @@ def section(rows, timing, sample, cli, label, plans) -> str:
              f"req/s, SLO 40-200 ms), perf model: {label}. Machine: {machine()}. Headroom 5 % (rates rounded up to "
              f"levels 5 % apart), hysteresis K = 3 steps, move cost 1.0 per reconfiguration (= one GPU-hour at the "
              f"default price 1.0), greedy (`igniter`) per plan.", "",
-             "| policy | GPU-hours | cost (incl. moves) | reconfigurations | SLO-violation steps | saving vs static peak |",
+             "| policy | GPU-hours | cost (incl. moves) | reconfigurations | SLO-violation steps "
+             "| saving vs static peak |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         saving = (static["cost"] - r["cost"]) / static["cost"] * 100
@@ -116,7 +118,8 @@ def section(rows, timing, sample, cli, label, plans) -> str:
     lines.append(f"- distinct plans solved for the day at growth 1: {plans} of 1,440 steps (equal levels share a plan)")
     worst = max([t for _, t in timing] + cli)
     lines += ["", f"Target: one day at 1-minute steps for 100 workloads in <= 60 s on 2 cores: "
-              f"{'met' if worst <= 60 else 'NOT met'} (slowest run above, growth scenarios included: {worst:.1f} s). Without the level cache every step would be a solve: 1,440 solves at the measured "
+              f"{'met' if worst <= 60 else 'NOT met'} (slowest run above, growth scenarios included: {worst:.1f} s). "
+              f"Without the level cache every step would be a solve: 1,440 solves at the measured "
               f"{timing[0][1] / plans:.2f} s per plan is about {1440 * timing[0][1] / plans:.0f} s (extrapolated, "
               f"not run). Per-workload rate columns: see the last paragraph.",
               "", "Reading the table: the static plan for the day's peak (the trace's bursts reach about 4.4x its "

@@ -122,7 +122,8 @@ def test_twitter_converter_normalises_to_mean_one(tmp_path):
 
 def test_azure_converter_counts_requests_per_second(tmp_path):
     path = write_trace(tmp_path, ["TIMESTAMP,ContextTokens,GeneratedTokens", "2023-11-16 18:00:00.1000000,1,1",
-                                  "2023-11-16 18:00:00.5,1,1", "2023-11-16 18:00:01.2,1,1", "2023-11-16 18:00:03.9,1,1"])
+                                  "2023-11-16 18:00:00.5,1,1", "2023-11-16 18:00:01.2,1,1",
+                                  "2023-11-16 18:00:03.9,1,1"])
     trace = load_trace(path, "azure-llm")
     assert trace.values[:, 0].tolist() == [2, 1, 0, 1]               # counts 2,1,0,1, mean 1
     assert np.diff(trace.times).tolist() == [1, 1, 1]

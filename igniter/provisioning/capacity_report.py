@@ -207,7 +207,8 @@ def _html(result: CapacityResult, doc: dict, plots: dict[str, bytes]) -> str:
     figure = lambda name: f'<img alt="{name}" src="data:image/png;base64,{img[name]}">'   # noqa: E731
     best = doc["cheapest"]
     types_note = (f"<p>Cheapest single type under re-plan: <b>{html.escape(str(best['single_type']))}</b> "
-                  f"(cost {best['single_cost']}); the whole catalog (mix): {best['mix']}. Every option here uses the per-step "
+                  f"(cost {best['single_cost']}); the whole catalog (mix): {best['mix']}. Every option here uses the "
+                  f"per-step "
                   f"solver's plans ({html.escape(s.strategy)}), without the ILP refinement.</p>" if best else
                   "<p>One GPU type only: no comparison (give --gpus with several types).</p>")
     refine = result.refinement
@@ -227,7 +228,8 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}img{{max-width:10
 <h2>Policies</h2>{_table(doc["policies"])}{refine_note}
 {figure("gpus")}{figure("cost")}{figure("rate")}
 <h2>Growth</h2>{_table(result.growth)}{figure("growth")}
-<h2>GPU types</h2>{types_note}{_table(result.gpu_types) if result.gpu_types else ""}{figure("types") if "types" in img else ""}
+<h2>GPU types</h2>{types_note}{_table(result.gpu_types) if result.gpu_types else ""}
+{figure("types") if "types" in img else ""}
 <p>Per-step numbers: steps.csv (GPUs per type, cost per hour, rate, capacity, violation per policy).</p>
 </body></html>
 """

@@ -241,7 +241,8 @@ def _csv(path: Path, required: list[str]) -> pd.DataFrame:
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, ValueError) as err:
-        raise UserError(f"{path.name} is not a valid CSV: {str(err).splitlines()[0]}", "fix the CSV", path.name) from err
+        raise UserError(f"{path.name} is not a valid CSV: {str(err).splitlines()[0]}", "fix the CSV",
+                        path.name) from err
     missing = [c for c in required if c not in frame.columns]
     if missing or frame.empty:
         raise UserError(f"{path.name} lacks column(s) {', '.join(missing) or '(no rows)'}",
