@@ -339,3 +339,10 @@ def test_a_trace_without_load_needs_no_gpu(tmp_path):
     trace = load_trace(scale_trace(tmp_path, [0.0, 0.0]))
     result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace, settings(), [1.0, 2.0])
     assert all(p.summary()["gpu_hours"] == 0 and p.summary()["violations"] == 0 for p in result.policies)
+
+
+def test_cli_unwritable_out_is_one_line(fake_cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = invoke(fake_cli, tmp_path, "--trace", str(scale_trace(tmp_path, [1.0])), "--out", str(blocker / "o"))
+    assert res.exit_code == 2 and "cannot write the report" in res.output and "Traceback" not in res.output

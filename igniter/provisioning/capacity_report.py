@@ -41,8 +41,12 @@ def write_report(result: CapacityResult, out_dir: str | Path) -> Path:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
         raise UserError(f"output directory {out} exists and is not a capacity report",
                         "choose a new --out directory (or an earlier report's, which is replaced)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise UserError(f"cannot write the report beside {out}: {err.strerror or err}",
+                        "choose an --out directory in a writable place") from None
     try:
         _write_all(result, tmp, out / "report.html")
         os.chmod(tmp, 0o755)
@@ -53,6 +57,10 @@ def write_report(result: CapacityResult, out_dir: str | Path) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write the report to {out}: {err.strerror or err}",
+                        "free disk space or choose another --out directory") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
