@@ -346,3 +346,28 @@ def test_cli_unwritable_out_is_one_line(fake_cli, tmp_path):
     blocker.write_text("x")
     res = invoke(fake_cli, tmp_path, "--trace", str(scale_trace(tmp_path, [1.0])), "--out", str(blocker / "o"))
     assert res.exit_code == 2 and "cannot write the report" in res.output and "Traceback" not in res.output
+
+
+def test_refinement_keeps_the_cheaper_ilp_plan(monkeypatch, tmp_path):
+    """An ILP (faked at the edge) that halves the 3-GPU plan's cost and matches the others: the refinement keeps
+    it there only, and reports the greedy's error on the plans it re-solved (1/2 on one of two)."""
+    from dataclasses import replace as copy
+
+    from igniter.provisioning import capacity
+
+    greedy_solve = capacity.Planner.solve_key
+
+    def fake(self, key, scenario, strategy, time_limit_s):
+        plan = greedy_solve(self, key, scenario, "igniter", time_limit_s)
+        if strategy == "ilp" and plan.gpus == (3,):
+            return copy(plan, cost_per_h=1.5, signature=("ilp",), strategy="ilp")
+        return plan
+
+    monkeypatch.setattr(capacity.Planner, "solve_key", fake)
+    trace = load_trace(scale_trace(tmp_path, [0.5, 2.5, 1.5]))
+    result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace, settings(ilp_budget_s=30.0),
+                           [1.0])
+    assert result.refinement["plans"] == 2 and result.refinement["improved"] == 1
+    assert result.refinement["max_error"] == 0.5 and result.refinement["mean_error"] == 0.25
+    assert by_name(result)["static-peak"].summary()["cost"] == round(3 * 1.5 * H, 4)   # 3 steps at 1.5 per hour
+    assert by_name(result)["replan"].summary()["cost"] == round((1 + 1 + 1.5) * H, 4)
