@@ -371,3 +371,10 @@ def test_refinement_keeps_the_cheaper_ilp_plan(monkeypatch, tmp_path):
     assert result.refinement["max_error"] == 0.5 and result.refinement["mean_error"] == 0.25
     assert by_name(result)["static-peak"].summary()["cost"] == round(3 * 1.5 * H, 4)   # 3 steps at 1.5 per hour
     assert by_name(result)["replan"].summary()["cost"] == round((1 + 1 + 1.5) * H, 4)
+
+
+def test_report_shows_the_saving_against_the_static_peak(tmp_path):
+    from igniter.provisioning.capacity_report import with_saving
+
+    rows = with_saving([{"name": "static-peak", "cost": 4.0}, {"name": "replan", "cost": 3.0}])
+    assert [r["saving_vs_static_peak"] for r in rows] == ["0.0 %", "25.0 %"]

@@ -195,6 +195,13 @@ def plot_types(result: CapacityResult) -> bytes:
 PLOTS = {"gpus": plot_gpus, "cost": plot_cost, "rate": plot_rate, "growth": plot_growth}
 
 
+def with_saving(policies: list[dict]) -> list[dict]:
+    """Policy rows plus their saving against provisioning the peak once (static-peak)."""
+    static = next(p["cost"] for p in policies if p["name"] == "static-peak")
+    return [{**p, "saving_vs_static_peak": f"{(static - p['cost']) / static * 100:.1f} %" if static else "-"}
+            for p in policies]
+
+
 def _table(rows: list[dict]) -> str:
     if not rows:
         return "<p>(none)</p>"
@@ -233,7 +240,7 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}img{{max-width:10
 {html.escape(', '.join(result.types))}. Rates rounded up to levels of {s.headroom * 100:g} % (plan headroom);
 {result.plans_solved} distinct plans solved ({html.escape(s.strategy)}) in {result.seconds:.1f} s. Hysteresis:
 {s.hysteresis_steps} steps; move cost {s.move_cost:g} per reconfiguration (included in cost).</p>
-<h2>Policies</h2>{_table(doc["policies"])}{refine_note}
+<h2>Policies</h2>{_table(with_saving(doc["policies"]))}{refine_note}
 {figure("gpus")}{figure("cost")}{figure("rate")}
 <h2>Growth</h2>{_table(result.growth)}{figure("growth")}
 <h2>GPU types</h2>{types_note}{_table(result.gpu_types) if result.gpu_types else ""}
