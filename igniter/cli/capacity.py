@@ -10,7 +10,7 @@ from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES, load_problem
 from igniter.provisioning.capacity import Settings, plan_capacity
-from igniter.provisioning.capacity_report import summary, write_report
+from igniter.provisioning.capacity_report import summary, with_saving, write_report
 from igniter.provisioning.queueing import LATENCY_MODELS
 from igniter.provisioning.traces import FORMATS, load_trace
 from igniter.provisioning.workloads import WorkloadSet, load_perf_model
@@ -87,7 +87,7 @@ def _loader():
 def _human(doc: dict) -> str:
     head = (f"{doc['steps']} steps, {doc['plans_solved']} plans solved in {doc['seconds']:.1f} s; "
             f"report: {doc['report']}")
-    lines = [head, table(doc["policies"])]
+    lines = [head, table(with_saving(doc["policies"]))]
     lines += [f"growth x{r['growth']:g}: cannot be planned: {r['error']}" for r in doc["growth"] if "error" in r]
     if doc["cheapest"]:
         c = doc["cheapest"]
