@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tests.conftest import shared_data  # noqa: E402
@@ -378,3 +381,30 @@ def test_report_shows_the_saving_against_the_static_peak(tmp_path):
 
     rows = with_saving([{"name": "static-peak", "cost": 4.0}, {"name": "replan", "cost": 3.0}])
     assert [r["saving_vs_static_peak"] for r in rows] == ["0.0 %", "25.0 %"]
+
+
+def test_shared_azure_trace_matches_its_source_note():
+    """SOURCE.md: the conv log spans 3502 s with 19,366 requests (mean 5.53 req/s)."""
+    path = shared_data("traces", "azure-llm-inference-2023", "AzureLLMInferenceTrace_conv.csv")
+    trace = load_trace(path, "azure-llm")
+    assert len(trace.times) == 3502
+    assert trace.values[:, 0] * (19366 / 3502) == pytest.approx(np.round(trace.values[:, 0] * (19366 / 3502)))
+
+
+@hypothesis_settings(max_examples=25, deadline=None)
+@given(scales=st.lists(st.sampled_from([0.0, 0.3, 0.5, 1.0, 1.5, 2.5, 2.9]), min_size=1, max_size=10),
+       k=st.integers(1, 4), move_cost=st.sampled_from([0.0, 0.02, 0.2]))
+def test_policy_invariants(tmp_path_factory, scales, k, move_cost):
+    """Whatever the load: the static peak never violates; hysteresis keeps at least re-planning's capacity (its
+    target is a window maximum and it only leaves a plan for its target), so it never violates more often; with
+    K = 1 and no move cost it costs what re-planning costs."""
+    tmp = tmp_path_factory.mktemp("trace")
+    trace = load_trace(scale_trace(tmp, scales))
+    result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace,
+                           settings(hysteresis_steps=k, move_cost=move_cost), [1.0])
+    p = by_name(result)
+    assert not p["static-peak"].violated.any()
+    assert (p["hysteresis"].capacity >= p["replan"].capacity - 1e-9).all()
+    assert p["hysteresis"].violated.sum() <= p["replan"].violated.sum()
+    if k == 1 and move_cost == 0:
+        assert p["hysteresis"].summary()["cost"] == p["replan"].summary()["cost"]
