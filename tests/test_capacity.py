@@ -408,3 +408,10 @@ def test_policy_invariants(tmp_path_factory, scales, k, move_cost):
     assert p["hysteresis"].violated.sum() <= p["replan"].violated.sum()
     if k == 1 and move_cost == 0:
         assert p["hysteresis"].summary()["cost"] == p["replan"].summary()["cost"]
+
+
+def test_a_step_cut_short_by_the_trace_counts_its_part(tmp_path):
+    """Samples at 0 and 60 s hold to 120 s; --duration 90 s at 60-s steps: steps of 60 and 30 s, 3 GPUs each."""
+    trace = load_trace(scale_trace(tmp_path, [2.5, 2.5]))
+    result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace, settings(), [1.0], 90.0)
+    assert by_name(result)["static-peak"].summary()["gpu_hours"] == round(3 * (60 + 30) / 3600, 4)

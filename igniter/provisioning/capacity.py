@@ -89,6 +89,7 @@ class Demand:
     levels: np.ndarray       # (S, W) int, NO_LOAD for a zero rate
     base: np.ndarray         # (W,) W.yaml rates for a scale trace, 1.0 per workload otherwise
     ratio: float
+    hours: np.ndarray        # (S,) length of each step (the last may be cut short by the trace's end)
 
     def planned(self, key: tuple) -> np.ndarray:
         levels = np.array(key)
@@ -114,6 +115,8 @@ def demand(workload_set: WorkloadSet, trace: Trace, step_s: float, growth: float
            duration_s: float | None = None) -> tuple[np.ndarray, Demand]:
     """(step starts, the scenario's rates and levels) for a trace and a growth factor."""
     starts, values = trace.steps(step_s, duration_s)
+    end = trace.end() if duration_s is None else min(trace.end(), starts[0] + duration_s)
+    hours = np.diff(np.append(starts, end)) / 3600.0
     names = [w.name for w in workload_set.workloads]
     if trace.is_scale:
         base = np.array([w.rate for w in workload_set.workloads])
@@ -125,7 +128,7 @@ def demand(workload_set: WorkloadSet, trace: Trace, step_s: float, growth: float
         base = np.ones(len(names))
         rates = values[:, [trace.columns.index(n) for n in names]] * growth
         levels = _levels(rates, headroom)
-    return starts, Demand(rates, levels, base, 1.0 + headroom)
+    return starts, Demand(rates, levels, base, 1.0 + headroom, hours)
 
 
 def _levels(x: np.ndarray, headroom: float) -> np.ndarray:
@@ -203,25 +206,25 @@ def _shifted(rows: np.ndarray, lag: int) -> np.ndarray:
 
 def run_policy(name: str, targets: list[tuple], scenario: Demand, plans: dict[tuple, StepPlan],
                settings: Settings) -> PolicyRun:
-    keys = _hysteresis(targets, plans, settings) if name == "hysteresis" else targets
-    step_h = settings.step_s / 3600.0
+    keys = _hysteresis(targets, scenario.hours, plans, settings) if name == "hysteresis" else targets
     in_force = [plans[k] for k in keys]
     gpus = np.array([p.gpus for p in in_force], dtype=int)
     cost_per_h = np.array([p.cost_per_h for p in in_force])
     capacity = np.array([scenario.planned(k) for k in keys])
     violated = (scenario.rates > capacity * (1 + RATE_TOLERANCE) + 1e-9).any(axis=1)
     moves = sum(1 for a, b in zip(in_force, in_force[1:]) if a.signature != b.signature)
-    return PolicyRun(name, keys, gpus, cost_per_h, capacity, violated, moves, float(gpus.sum() * step_h),
-                     float(cost_per_h.sum() * step_h + moves * settings.move_cost))
+    gpu_hours = float(gpus.sum(axis=1) @ scenario.hours)
+    return PolicyRun(name, keys, gpus, cost_per_h, capacity, violated, moves, gpu_hours,
+                     float(cost_per_h @ scenario.hours + moves * settings.move_cost))
 
 
-def _hysteresis(targets: list[tuple], plans: dict[tuple, StepPlan], settings: Settings) -> list[tuple]:
+def _hysteresis(targets: list[tuple], hours: np.ndarray, plans: dict[tuple, StepPlan],
+                settings: Settings) -> list[tuple]:
     """Follow the window targets: up at once when a target level exceeds the current plan's; down once the cost
     the cheaper target would have saved since it became the target adds up to the move cost (break-even rule)."""
-    step_h = settings.step_s / 3600.0
     current, forgone = targets[0], 0.0
     keys = []
-    for target in targets:
+    for target, step_h in zip(targets, hours):
         if target == current:
             forgone = 0.0
         elif any(t > c for t, c in zip(target, current)):
