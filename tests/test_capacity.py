@@ -415,3 +415,13 @@ def test_a_step_cut_short_by_the_trace_counts_its_part(tmp_path):
     trace = load_trace(scale_trace(tmp_path, [2.5, 2.5]))
     result = plan_capacity(workloads(a=100.0), default_catalog(unit_model()), trace, settings(), [1.0], 90.0)
     assert by_name(result)["static-peak"].summary()["gpu_hours"] == round(3 * (60 + 30) / 3600, 4)
+
+
+def test_a_growth_over_max_count_is_an_error_row(tmp_path):
+    """max_count 3: the 250 req/s peak (3 GPUs) fits, at growth 1.8 the 450 req/s peak (5 GPUs) does not."""
+    trace = load_trace(scale_trace(tmp_path, [0.5, 2.5, 1.5]))
+    types = [GpuType("only", 1.0, 3, unit_model())]
+    result = plan_capacity(workloads(a=100.0), types, trace, settings(), [1.8])
+    rows = {r["growth"]: r for r in result.growth if "error" in r}
+    assert list(rows) == [1.8] and "max_count" in rows[1.8]["error"]
+    assert by_name(result)["static-peak"].gpus[:, 0].tolist() == [3, 3, 3]

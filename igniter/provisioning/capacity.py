@@ -170,12 +170,12 @@ class Planner:
                   if r > 0]
         if not loaded:
             return StepPlan(0.0, (0,) * len(self.types), (), strategy)
-        try:
+        try:     # infeasible at these rates, or over a type's max_count
             problem = build_problem(replace(self.workload_set, workloads=tuple(loaded)), self.types,
                                     self.settings.latency_model)
+            assignment, _ = solve(problem, strategy, time_limit_s)
         except UserError as err:
             raise UserError(f"at {_rates_text(loaded)}: {err.what}", err.fix, err.where) from None
-        assignment, _ = solve(problem, strategy, time_limit_s)
         gpus = [g for g in assignment.gpus if g.servers]
         counts = tuple(sum(1 for g in gpus if g.type_index == ti) for ti in range(len(self.types)))
         signature = tuple(sorted((problem.types[g.type_index].type, tuple(sorted(
