@@ -29,6 +29,8 @@ from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.cli.main import cli  # noqa: E402
 from igniter.deployment import kubernetes as k8s  # noqa: E402
 from igniter.errors import UserError  # noqa: E402
+from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals  # noqa: E402
+from igniter.schema import dump_json  # noqa: E402
 
 KUBERNETES_VERSION = "1.34.0"   # the first release with resource.k8s.io/v1 (DRA) enabled by default
 # apimachinery's validation.IsDNS1035Label / IsDNS1123Label / label values, written out independently
@@ -72,19 +74,24 @@ def write_plan(out: Path, gpus: list[dict], kind: str) -> Path:
             repo = out / "triton_repo" / s["name"]
             (repo / s["model"]).mkdir(parents=True)
             (repo / s["model"] / "config.pbtxt").write_text(CONFIG.format(model=s["model"], batch=s.get("batch", 4)))
-            launch = {"server": s["name"], "gpu": g["id"], "share": s["share"], "models": [s["model"]]}
             if kind == "gpu":
-                launch["env"] = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{s['share']:g}"}
+                launch = LaunchSpec(server=s["name"], gpu=g["id"], backend="mps", share=s["share"], models=[s["model"]],
+                                    env={"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{s['share']:g}"})
             else:
-                launch.update(threads=s["threads"], cpus=list(range(s["threads"])),
-                              env={"OMP_NUM_THREADS": str(s["threads"])})
-            (repo / "launch.json").write_text(json.dumps(launch))
-            entries.append({"name": s["name"], "workload": s["workload"], "replica": s["replica"],
-                            "model": s["model"], "share": s["share"], "batch": s.get("batch", 4), "instances": 1})
-        plan_gpus.append({"id": g["id"], "type": g["type"], "kind": kind, "price_per_hour": 1.0, "servers": entries})
-    plan = {"format": "igniter-plan", "version": 1, "strategy": "manual", "hardware_kind": kind, "gpus": plan_gpus,
-            "totals": {"gpus": len(gpus), "cost": 1.0, "lower_bound": 1.0, "gap": 0.0}, "rejected": []}
-    (out / "plan.json").write_text(json.dumps(plan, indent=2))
+                launch = LaunchSpec(server=s["name"], gpu=g["id"], backend="cpu", share=s["share"], models=[s["model"]],
+                                    threads=s["threads"], cpus=list(range(s["threads"])),
+                                    env={"OMP_NUM_THREADS": str(s["threads"])})
+            (repo / "launch.json").write_text(dump_json(launch))
+            entries.append(ServerPlan(name=s["name"], workload=s["workload"], replica=s["replica"], replicas=1,
+                                      model=s["model"], share=s["share"], batch=s.get("batch", 4), instances=1,
+                                      max_queue_delay_us=1000, rate=10.0, slo_ms=100.0, predicted_latency_ms=1.0,
+                                      predicted_p99_ms=2.0, predicted_throughput_rps=100.0))
+        plan_gpus.append(GpuPlan(id=g["id"], type=g["type"], kind=kind, backend="mps" if kind == "gpu" else "cpu",
+                                 price_per_hour=1.0, servers=entries))
+    plan = Plan(format="igniter-plan", version=2, strategy="manual", latency_model="queueing", hardware_kind=kind,
+                gpus=plan_gpus, totals=Totals(gpus=len(gpus), cost=1.0, accuracy_term=0.0, objective=1.0,
+                                              lower_bound=1.0, gap=0.0, status="manual"))
+    (out / "plan.json").write_text(dump_json(plan))
     return out / "plan.json"
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Iterable
 
 import yaml
-from pydantic import ConfigDict
 
+from igniter import backends
 from igniter.errors import UserError
-from igniter.schema import SafeName, Share, Strict, read_json, read_text, validate
+from igniter.provisioning.plan import read_launch, read_plan
+from igniter.schema import read_json, read_text
 from igniter.triton.config import parse_config
 
 # Triton 2.51.0 (24.10): the tritonserver the nvidia-pytriton wheel bundles, which the plan's configs were
@@ -61,42 +62,7 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-# -- the plan, as far as the export reads it ---------------------------------------------------------------------
-
-class _View(Strict):
-    """A subset of another stage's file: the keys the export needs, checked strictly; other keys ignored."""
-
-    model_config = ConfigDict(**{**Strict.model_config, "extra": "ignore"})
-
-
-class _PlanServer(_View):
-    name: SafeName
-    workload: SafeName
-    replica: int
-    share: Share
-
-
-class _PlanGpu(_View):
-    id: SafeName
-    type: str
-    kind: str | None = None
-    servers: list[_PlanServer]
-
-
-class _PlanFile(_View):
-    format: str
-    hardware_kind: str = "gpu"
-    gpus: list[_PlanGpu]
-
-
-class _Launch(_View):
-    server: SafeName
-    share: Share
-    env: dict[str, str]
-    models: list[SafeName]
-    threads: int | None = None
-    cpus: list[int] | None = None
-
+# -- the plan, through the one plan reader (igniter.provisioning.plan) --------------------------------------------
 
 @dataclass(frozen=True)
 class PlannedServer:
@@ -116,27 +82,22 @@ def read_plan_servers(plan: Path) -> list[PlannedServer]:
     """The servers of a plan (PLAN is plan.json or its directory), with their launch specs and model configs."""
     plan_path = plan / "plan.json" if plan.is_dir() else plan
     fix = "pass the plan.json written by `igniter provision` (or regenerate it)"
-    data = validate(_PlanFile, read_json(plan_path, "plan"), plan_path.name, fix)
-    if data.format != "igniter-plan":
-        raise UserError(f"{plan_path} is not an igniter plan (format={data.format!r})", fix)
     servers = []
-    for gpu in data.gpus:
-        kind = gpu.kind or data.hardware_kind
-        for entry in gpu.servers:
-            repo = plan_path.parent / "triton_repo" / entry.name
-            launch = validate(_Launch, read_json(repo / "launch.json", "launch spec"), f"{entry.name}/launch.json", fix)
-            if launch.server != entry.name or launch.share != entry.share:
-                raise UserError(f"{entry.name}/launch.json is for server {launch.server!r} at {launch.share:g} %, "
-                                f"the plan says {entry.name!r} at {entry.share:g} %", fix)
-            configs = {}
-            for model in launch.models:
-                path = repo / model / "config.pbtxt"
-                text = read_text(path, "model config")
-                parse_config(text, str(path))  # refuse a broken config here, not in a crash-looping pod
-                configs[model] = text
-            servers.append(PlannedServer(entry.name, entry.workload, entry.replica, gpu.id, gpu.type, kind != "cpu",
-                                         entry.share, dict(launch.env), launch.threads or len(launch.cpus or []),
-                                         configs))
+    for gpu, entry in read_plan(plan_path).servers():
+        repo = plan_path.parent / "triton_repo" / entry.name
+        launch = read_launch(repo / "launch.json")
+        if launch.server != entry.name or launch.share != entry.share:
+            raise UserError(f"{entry.name}/launch.json is for server {launch.server!r} at {launch.share:g} %, "
+                            f"the plan says {entry.name!r} at {entry.share:g} %", fix)
+        configs = {}
+        for model in launch.models:
+            path = repo / model / "config.pbtxt"
+            text = read_text(path, "model config")
+            parse_config(text, str(path))  # refuse a broken config here, not in a crash-looping pod
+            configs[model] = text
+        servers.append(PlannedServer(entry.name, entry.workload, entry.replica, gpu.id, gpu.type,
+                                     backends.get(gpu.backend).gpu, entry.share, dict(launch.env),
+                                     launch.threads or len(launch.cpus or []), configs))
     if not servers:
         raise UserError(f"plan {plan_path} has no servers", "provision at least one workload")
     return servers
