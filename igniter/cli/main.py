@@ -24,6 +24,7 @@ _COMMANDS = {
     "fit": ("igniter.cli.model", "fit"),
     "predict": ("igniter.cli.model", "predict"),
     "provision": ("igniter.cli.provision", "provision"),
+    "capacity": ("igniter.cli.capacity", "capacity"),
     "apply": ("igniter.cli.deploy", "apply"),
     "status": ("igniter.cli.deploy", "status"),
     "down": ("igniter.cli.deploy", "down"),
