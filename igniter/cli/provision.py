@@ -35,7 +35,8 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
                   "details": assignment.details}
     write_plan(plan, problem, out_dir, src_repo, solve_info)
     result = {"gpus": totals["gpus"], "cost": totals["cost"], "lower_bound": totals["lower_bound"],
-              "gap": totals["gap"], "solve_seconds": round(seconds, 3),
+              "gap": totals["gap"], "status": totals["status"], "misses": totals.get("misses", []),
+              "solve_seconds": round(seconds, 3),
               "workloads": [{"name": s["workload"], "server": s["name"], "gpu": g["id"], "batch": s["batch"],
                              "share": s["share"], "predicted_latency_ms": s["predicted_latency_ms"]}
                             for g in plan["gpus"] for s in g["servers"]]}
@@ -48,6 +49,10 @@ def _loader():
 
 
 def _human(result: dict) -> str:
-    head = (f"{result['gpus']} GPUs, cost {result['cost']:g}/h, lower bound {result['lower_bound']:g}, "
-            f"gap {result['gap'] * 100:.1f} %, solved in {result['solve_seconds']:.2f} s")
+    gap = "no gap: the plan misses SLOs" if result["gap"] is None else f"gap {result['gap'] * 100:.1f} %"
+    head = (f"{result['gpus']} GPUs, cost {result['cost']:g}/h, lower bound {result['lower_bound']:g}, {gap}, "
+            f"{result['status']}, solved in {result['solve_seconds']:.2f} s")
+    if result["misses"]:
+        head += f"\nINFEASIBLE: {len(result['misses'])} misses under the full model: " + ", ".join(
+            m.get("server", m.get("gpu", "?")) for m in result["misses"][:10])
     return head + "\n" + table(result["workloads"])

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from igniter.errors import UserError
-from igniter.provisioning import ffd, greedy_igniter, ilp
+from igniter.provisioning import bounds, ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import build_plan
-from igniter.provisioning.strategy import Assignment
+from igniter.provisioning.strategy import Assignment, cost
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
                                             load_workloads)
 
@@ -35,6 +35,11 @@ def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: 
 def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> tuple[Assignment, float]:
     start = time.perf_counter()
     assignment = STRATEGIES[strategy].solve(problem, time_limit_s)
+    if "bound" not in assignment.details:   # the plan's lower bound is the strong one whatever the strategy
+        lower, details = bounds.best_bound(problem, cost(problem, assignment.gpus),
+                                           time.monotonic() + bounds.TIME_SHARE * time_limit_s)
+        assignment.lower_bound = max(assignment.lower_bound, lower)
+        assignment.details.update(details)
     return assignment, time.perf_counter() - start
 
 

@@ -34,8 +34,10 @@ import pulp
 # PuLP 3.x deprecates LpVariable()/PULP_CBC_CMD in favour of 4.0 APIs; the bundled CBC is what we want.
 warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=DeprecationWarning)
 
-from igniter.provisioning import greedy_igniter, patterns
+from igniter.provisioning import bounds, greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
+from igniter.provisioning.solvers import SolverFailed
+from igniter.provisioning.solvers import solve as run_solver
 from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, memory_limit, repair,
                                            violations)
 
@@ -53,23 +55,35 @@ ENUMERATION_S = 2.0          # enumerate every packing for at most this long, th
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
-    warm = greedy_igniter.solve(problem).gpus
-    bound = problem.share_lower_bound()
+    warm = [g for g in greedy_igniter.solve(problem).gpus if g.servers]
+    bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s)
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
-        return Assignment([g for g in warm if g.servers], bound, "optimal", {"mode": "greedy meets the bound"})
-    exact = _solve_patterns(problem, warm, start + time_limit_s)
-    if exact is not None:
-        gpus, status, bound, details = exact
-    elif sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
-        gpus, status, rounds = _solve_whole(problem, warm, time_limit_s - (time.monotonic() - start))
-        details = {"mode": "whole", "cut_rounds": rounds}
-    else:
-        gpus, status, tries = _improve_by_windows(problem, warm, start + time_limit_s)
-        details = {"mode": "windows", "windows_tried": tries}
+        return Assignment(warm, bound, "optimal", {"mode": "greedy meets the bound", **details})
+    try:
+        gpus, status, found_bound, more = _search(problem, warm, start + time_limit_s)
+    except SolverFailed as e:   # a crashed solver: the warm start is the best plan found so far
+        gpus, status, found_bound, more = warm, "fallback", -math.inf, {"mode": "fallback", "solver_error": str(e)}
+    details.update(more)
     if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
-        gpus, status = warm, "heuristic"   # never worse than the warm start
+        gpus, status = warm, "heuristic" if status != "fallback" else status   # never worse than the warm start
     details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
-    return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
+    gpus = [g for g in gpus if g.servers]
+    bound = max(bound, found_bound)
+    if status != "fallback" and cost(problem, gpus) <= bound + EPS:
+        status = "optimal"
+    return Assignment(gpus, bound, status, details)
+
+
+def _search(problem: ProvisioningProblem, warm: list[Gpu], deadline: float):
+    """The exact path, the whole-instance ILP or the windows, by size: (gpus, status, bound, details)."""
+    exact = _solve_patterns(problem, warm, deadline)
+    if exact is not None:
+        return exact
+    if sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
+        gpus, status, rounds = _solve_whole(problem, warm, deadline - time.monotonic())
+        return gpus, status, -math.inf, {"mode": "whole", "cut_rounds": rounds}
+    gpus, status, tries, error = _improve_by_windows(problem, warm, deadline)
+    return gpus, status, -math.inf, {"mode": "windows", "windows_tried": tries, **error}
 
 
 def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: float):
@@ -211,9 +225,7 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
                     prob += pulp.lpSum(vs) <= len(vs) - 1, f"cut_{n}_{j}"
     if warm:
         _warm_start(items, opts, slots, position, warm, x, y)
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(0.1, round(time_limit_s, 2)), threads=THREADS,
-                               warmStart=bool(warm))
-    prob.solve(solver)
+    run_solver(prob, max(0.1, round(time_limit_s, 2)), THREADS, bool(warm))
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
         return None, pulp.LpStatus[prob.status]
     gpus = [Gpu(ti) for ti in slots]
@@ -280,7 +292,10 @@ def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
         items = sorted([s for gi in window for s in gpus[gi].servers],
                        key=lambda s: (-s.option.share, s.workload, s.replica))
         slots = [gpus[window[0]].type_index] * (len(window) - 1)
-        found = _repack(problem, items, slots, deadline)
+        try:
+            found = _repack(problem, items, slots, deadline)
+        except SolverFailed as e:   # keep what the windows already gained: the best plan found so far
+            return gpus, "fallback", tries, {"solver_error": str(e)}
         if found is None:
             failed.add(tuple(sorted(_key(gpus[gi]) for gi in window)))
             failures += 1
@@ -289,7 +304,7 @@ def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
             continue
         failures = 0
         gpus = [g for gi, g in enumerate(gpus) if gi not in window] + found
-    return gpus, "heuristic", tries
+    return gpus, "heuristic", tries, {}
 
 
 def _repack(problem, items: list[Server], slots: list[int], deadline: float) -> list[Gpu] | None:

@@ -33,6 +33,7 @@ import numpy as np
 import pulp
 
 from igniter.provisioning.candidates import SMALL_WORKLOADS, Option, ProvisioningProblem
+from igniter.provisioning.solvers import solve as run_solver
 from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
 
 MAX_WORKLOADS = SMALL_WORKLOADS   # above this the exact path is not attempted
@@ -189,7 +190,7 @@ def solve_master(problem: ProvisioningProblem, kinds: list[Kind], packings: list
     for ti, t in enumerate(problem.types):
         if t.max_count:
             prob += pulp.lpSum(x[c] for c, p in enumerate(packings) if p.type_index == ti) <= t.max_count
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit_s)), threads=2))
+    run_solver(prob, max(1, math.ceil(time_limit_s)))
     if prob.sol_status not in (1, 2):
         return None, math.inf, -math.inf, False
     chosen = {i for i, v in enumerate(z) if (v.value() or 0) > 0.5}
@@ -202,7 +203,7 @@ def _lp_bound(prob, x, z) -> float:
     """The LP relaxation's value (a valid bound when the integer solve stopped early)."""
     for v in (*x, *z):
         v.cat = pulp.LpContinuous
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    run_solver(prob)
     return float(pulp.value(prob.objective))
 
 
@@ -277,7 +278,7 @@ def _master_model(problem: ProvisioningProblem, kinds: list[Kind], packings: lis
 def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing]):
     """LP relaxation of the master: (value, dual of every kind's cover row)."""
     prob, _, _ = _master_model(problem, kinds, packings, integer=False)
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    run_solver(prob)
     duals = [max(0.0, prob.constraints[f"cover_{i}"].pi or 0.0) for i in range(len(kinds))]
     return float(pulp.value(prob.objective)), duals
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from igniter.errors import UserError
 from igniter.provisioning.candidates import ProvisioningProblem, host_cores
-from igniter.provisioning.strategy import Assignment, Gpu, cost, predicted
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, cost, memory_limit, predicted
 from igniter.triton.config import (config_text, new_model_config, read_config, set_dynamic_batching,
                                    set_instance_group, set_parameter)
 
@@ -34,10 +34,13 @@ def canonical(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[Gpu]:
 
 
 def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: str) -> dict:
+    """The plan; one that misses an SLO (or overfills a GPU) under the full model says "infeasible", lists
+    its misses and has no gap (its cost may be below the bound: it is not a plan of the candidate space)."""
     gpus = canonical(problem, assignment.gpus)
     preds = predicted(problem, gpus)
     total = cost(problem, gpus)
-    lower = min(assignment.lower_bound, total)
+    lower = assignment.lower_bound
+    misses = _misses(problem, gpus, preds)
     plan_gpus = []
     for gi, (g, gpreds) in enumerate(zip(gpus, preds)):
         t = problem.types[g.type_index]
@@ -46,7 +49,7 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
             w, o = problem.workloads[s.workload], s.option
             entry = {"name": server_name(gi, w.name, s.replica), "share": o.share, "model": o.model,
                      "workload": w.name, "replica": s.replica, "replicas": o.replicas, "batch": o.batch,
-                     "instances": 1, "max_queue_delay_us": o.queue_delay_us, "rate": _r(o.rate), "slo_ms": w.slo_ms,
+                     "max_queue_delay_us": o.queue_delay_us, "rate": _r(o.rate), "slo_ms": w.slo_ms,
                      "predicted_latency_ms": _r(p["latency_ms"]), "predicted_p99_ms": _r(p["p99_ms"]),
                      "predicted_throughput_rps": _r(p["throughput_rps"])}
             if w.variants:
@@ -54,15 +57,33 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
             servers.append(entry)
         plan_gpus.append({"id": f"gpu{gi}", "type": t.type, "price_per_hour": t.price_per_hour, "kind": t.kind,
                           "servers": servers})
+    totals = {"gpus": len(gpus), "cost": _r(total), "lower_bound": _r(lower),
+              "gap": None if misses else _r(gap(total, lower)), "status": "infeasible" if misses else assignment.status}
+    if misses:
+        totals["misses"] = misses
     return {"format": "igniter-plan", "version": 1, "strategy": strategy, "latency_model": problem.latency_model,
-            "hardware_kind": problem.types[0].kind if problem.types else "gpu", "gpus": plan_gpus,
-            "totals": {"gpus": len(gpus), "cost": _r(total), "lower_bound": _r(lower), "gap": _r(gap(total, lower)),
-                       "status": assignment.status},
-            "rejected": []}
+            "hardware_kind": problem.types[0].kind if problem.types else "gpu", "gpus": plan_gpus, "totals": totals}
+
+
+def _misses(problem: ProvisioningProblem, gpus: list[Gpu], preds: list[list[dict]]) -> list[dict]:
+    """Servers whose full-model p99 is over their SLO, and GPUs whose shares or memory overflow."""
+    out = []
+    for gi, (g, gpreds) in enumerate(zip(gpus, preds)):
+        if g.share() > 100 + EPS:
+            out.append({"gpu": f"gpu{gi}", "share": _r(g.share())})
+        if g.memory() > memory_limit(problem, g.type_index) + EPS:
+            out.append({"gpu": f"gpu{gi}", "memory_mb": _r(g.memory())})
+        for s, p in zip(g.servers, gpreds):
+            slo = problem.workloads[s.workload].slo_ms
+            if p["p99_ms"] > slo + EPS:
+                out.append({"server": server_name(gi, problem.workloads[s.workload].name, s.replica),
+                            "predicted_p99_ms": _r(p["p99_ms"]), "slo_ms": slo})
+    return out
 
 
 def gap(total: float, lower: float) -> float:
-    return max(0.0, (total - lower) / total) if total > 0 else 0.0
+    """(cost - bound) / cost; negative only if a bound were invalid for the plan (never clamped to hide it)."""
+    return (total - lower) / total if total > 0 else 0.0
 
 
 def server_name(gpu_index: int, workload: str, replica: int) -> str:
@@ -123,7 +144,8 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
     cfg.name = model
     cfg.max_batch_size = max(int(cfg.max_batch_size), int(server["batch"]))
     set_dynamic_batching(cfg, [int(server["batch"])], int(server["max_queue_delay_us"]))
-    set_instance_group(cfg, int(server["instances"]), "KIND_GPU" if on_gpu else "KIND_CPU")
+    # one model instance per server: what the profiles measured and the queueing model assumes (c = 1)
+    set_instance_group(cfg, 1, "KIND_GPU" if on_gpu else "KIND_CPU")
     launch = {"server": server["name"], "gpu": gpu["id"], "share": server["share"], "models": [model]}
     if on_gpu:
         launch["env"] = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{server['share']:g}"}

@@ -1,0 +1,194 @@
+"""The strong lower bound (provisioning/bounds.py), honest plan totals and the solver-failure fallback, on the
+analytical fake perf model. Oracles: brute force over every partition of the servers and every option choice
+(the linearised model decides, as for the packers), and a brute-force knapsack for the bound's pricing DP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pulp
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_perf_model import FakePerfModel  # noqa: E402
+
+from igniter.cli import provision as provision_cli  # noqa: E402
+from igniter.provisioning import bounds, ffd, greedy_igniter, ilp  # noqa: E402
+from igniter.provisioning import solve as provision_solve  # noqa: E402
+from igniter.provisioning.candidates import build_problem  # noqa: E402
+from igniter.provisioning.plan import build_plan  # noqa: E402
+from igniter.provisioning.strategy import cost, fits_linear  # noqa: E402
+from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog  # noqa: E402
+
+MODELS = ["alexnet", "resnet50", "vgg19", "ssd"]
+
+
+def problem_of(specs, latency_model="queueing", keep=6):
+    ws = WorkloadSet(tuple(Workload(f"w{i}", m, r, slo) for i, (m, r, slo) in enumerate(specs)))
+    problem = build_problem(ws, default_catalog(FakePerfModel()), latency_model)
+    for opts in problem.options:   # keep the brute force small: the bound sees the same candidates
+        del opts[keep:]
+    return problem
+
+
+def partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in partitions(rest):
+        for k in range(len(part)):
+            yield part[:k] + [[first] + part[k]] + part[k + 1:]
+        yield [[first]] + part
+
+
+def brute_force_gpus(problem) -> int:
+    """Fewest GPUs over every replica count offered, every partition of the servers into GPUs (one server
+    per workload per GPU) and every option choice per server."""
+    best = None
+    replica_choices = [sorted({o.replicas for o in opts}) for opts in problem.options]
+    for counts in itertools.product(*replica_choices):
+        servers = [wi for wi, r in enumerate(counts) for _ in range(r)]
+        for part in partitions(list(range(len(servers)))):
+            if best is not None and len(part) >= best:
+                continue
+
+            def fits(group):
+                ws = [servers[i] for i in group]
+                choices = [[o for o in problem.options[w] if o.replicas == counts[w]] for w in ws]
+                return len(set(ws)) == len(ws) and any(fits_linear(problem, 0, list(c))
+                                                       for c in itertools.product(*choices))
+            if all(fits(g) for g in part):
+                best = len(part)
+    return best
+
+
+# (specs, latency model): small random instances (seeded) plus one where the share bound is 3 and the optimum 5
+CASES = [([("ssd", 225, 72), ("vgg19", 217, 118), ("ssd", 201, 45), ("resnet50", 295, 99)], "queueing")]
+_rng = random.Random(7)
+for _ in range(6):
+    CASES.append(([(_rng.choice(MODELS), round(_rng.uniform(20, 300)), round(_rng.uniform(30, 120)))
+                   for _ in range(_rng.choice([3, 4]))], _rng.choice(["queueing", "half-slo"])))
+
+
+@pytest.mark.parametrize("specs,latency_model", CASES)
+def test_strong_bound_never_above_brute_force_optimum(specs, latency_model):
+    try:
+        problem = problem_of(specs, latency_model)
+    except Exception as e:   # a random workload no GPU can serve: nothing to bound
+        pytest.skip(f"infeasible instance: {e}")
+    found = bounds.lower_bound(problem, deadline=float("inf"))
+    optimum = brute_force_gpus(problem) * problem.types[0].price_per_hour
+    assert found.converged
+    assert found.value <= optimum + 1e-9
+
+
+def test_strong_bound_beats_the_share_bound_where_interference_costs_gpus():
+    """Share bound 3 GPUs; brute force says 5; the relaxation proves at least 4."""
+    problem = problem_of(CASES[0][0])
+    assert problem.share_lower_bound() == 3.0
+    assert brute_force_gpus(problem) == 5
+    assert bounds.lower_bound(problem, deadline=float("inf")).value == 4.0
+
+
+def test_pricing_dp_is_the_exact_knapsack_maximum():
+    """_price's value = max over multisets of classes (at most |class| copies, exactly n members) with summed
+    need within the GPU of the members' duals, by enumeration over every (level, size)."""
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        n_classes, levels, sizes, units = 5, 2, 4, 10
+        need = rng.integers(1, 7, size=(n_classes, levels, sizes))
+        need = np.sort(need, axis=2)                               # need grows with the packing size
+        need[rng.random(need.shape) < 0.1] = bounds.NO_FIT
+        tab = bounds.TypeTables(0, 1.0, units, np.arange(levels, dtype=float), need,
+                                [list(range(int(rng.integers(1, 3)))) for _ in range(n_classes)])
+        pi = rng.random(n_classes)
+        best = 0.0
+        for counts in itertools.product(*[range(len(m) + 1) for m in tab.classes]):
+            n = sum(counts)
+            if 1 <= n <= sizes:
+                for li in range(levels):
+                    if sum(q * need[c, li, n - 1] for c, q in enumerate(counts)) <= units:
+                        best = max(best, float(np.dot(counts, pi)))
+        value, _ = bounds._price(tab, pi)
+        assert value == pytest.approx(best, abs=1e-12)
+
+
+def test_plan_gap_is_against_the_strong_bound():
+    problem = problem_of(CASES[0][0])
+    assignment, _ = provision_solve(problem, "igniter", 30.0)
+    totals = build_plan(problem, assignment, "igniter")["totals"]
+    strong = bounds.lower_bound(problem, deadline=float("inf")).value
+    assert totals["lower_bound"] == strong == 4.0
+    assert totals["gap"] == pytest.approx((totals["cost"] - 4.0) / totals["cost"], abs=1e-4)
+
+
+def test_plan_with_slo_misses_says_infeasible_and_has_no_gap():
+    problem = problem_of([("vgg19", 100, 60), ("vgg19", 80, 70), ("ssd", 60, 90), ("resnet50", 200, 40),
+                          ("alexnet", 300, 30), ("ssd", 90, 80)])
+    plan = build_plan(problem, ffd.solve(problem), "ffd")
+    missed = sorted(s["name"] for g in plan["gpus"] for s in g["servers"] if s["predicted_p99_ms"] > s["slo_ms"])
+    assert missed, "the interference-blind packing should miss an SLO on this set"
+    assert plan["totals"]["status"] == "infeasible" and plan["totals"]["gap"] is None
+    assert sorted(m["server"] for m in plan["totals"]["misses"] if "server" in m) == missed
+    good = build_plan(problem, greedy_igniter.solve(problem), "igniter")
+    assert "misses" not in good["totals"] and good["totals"]["status"] != "infeasible"
+    assert all(s["predicted_p99_ms"] <= s["slo_ms"] for g in good["gpus"] for s in g["servers"])
+
+
+@pytest.fixture
+def dying_cbc(tmp_path, monkeypatch):
+    """CBC replaced by an executable that exits 1 (what a crashed or killed cbc looks like to pulp), and a
+    private temporary directory to see what a failed run leaves behind."""
+    cbc = tmp_path / "cbc"
+    cbc.write_text("#!/bin/sh\nexit 1\n")
+    cbc.chmod(0o755)
+    monkeypatch.setattr(pulp.PULP_CBC_CMD, "pulp_cbc_path", str(cbc))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return temp
+
+
+# the greedy's 4 GPUs are above the bound (3), so ilp runs CBC
+SOLVER_SPECS = [("vgg19", 266, 96), ("ssd", 282, 92), ("ssd", 143, 105), ("alexnet", 165, 76), ("vgg19", 188, 73)]
+
+
+def test_solver_failure_falls_back_to_the_best_plan_and_cleans_up(dying_cbc):
+    problem = problem_of(SOLVER_SPECS)
+    greedy_cost = cost(problem, greedy_igniter.solve(problem).gpus)
+    ilp.ENUMERATION_S, saved = 0.0, ilp.ENUMERATION_S   # skip the enumeration: go through CBC at once
+    try:
+        assignment = ilp.solve(problem, 5.0)
+    finally:
+        ilp.ENUMERATION_S = saved
+    assert assignment.status == "fallback" and "solver_error" in assignment.details
+    assert cost(problem, assignment.gpus) <= greedy_cost
+    assert build_plan(problem, assignment, "ilp")["totals"]["status"] == "fallback"
+    assert list(dying_cbc.iterdir()) == []
+
+
+def test_cli_reports_fallback_after_solver_failure(dying_cbc, tmp_path, monkeypatch):
+    wl = tmp_path / "w.yaml"
+    wl.write_text("workloads:\n" + "".join(f"  - {{name: w{i}, model: {m}, rate: {r}, slo_ms: {s}}}\n"
+                                           for i, (m, r, s) in enumerate(SOLVER_SPECS)))
+    monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: FakePerfModel()))
+    monkeypatch.setattr(ilp, "ENUMERATION_S", 0.0)
+    out = tmp_path / "plan"
+    result = CliRunner().invoke(provision_cli.provision, ["--workloads", str(wl), "--perf-model", "x.json",
+                                                          "--out", str(out), "--time-limit", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "fallback"
+    assert json.loads((out / "plan.json").read_text())["totals"]["status"] == "fallback"
+    assert "solver_error" in json.loads((out / "solve.json").read_text())["details"]
+    assert list(dying_cbc.iterdir()) == []
+    assert not any(p.suffix in (".mps", ".mst") for p in Path(os.environ["TMPDIR"]).rglob("*"))
