@@ -276,7 +276,6 @@ class _Master:
         import highspy
         self.h = highspy.Highs()
         self.h.setOptionValue("output_flag", False)
-        self.h.setOptionValue("threads", 1)
         self.inf = highspy.kHighsInf
         n_w = len(problem.workloads)
         self.h.addRows(n_w, np.ones(n_w), np.ones(n_w), 0, np.zeros(0, np.int32), np.zeros(0, np.int32),

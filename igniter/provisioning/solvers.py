@@ -22,12 +22,15 @@ class SolverFailed(Exception):
 
 
 def solve(prob: pulp.LpProblem, time_limit_s: float | None = None, threads: int = 2, warm_start: bool = False,
-          backend: str = DEFAULT_BACKEND) -> None:
-    """prob.solve with the chosen back end; SolverFailed on a solver error; no temporary file left behind."""
+          backend: str | None = None) -> None:
+    """prob.solve with the back end (DEFAULT_BACKEND unless given); SolverFailed on a solver error; no temporary
+    file left behind."""
     tmp = tempfile.mkdtemp(prefix="igniter-solver-")
     try:
-        if backend == "highs":
-            solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s, threads=threads)   # no MIP start in pulp's API
+        if (backend or DEFAULT_BACKEND) == "highs":
+            # no MIP start in pulp's HiGHS API; no thread count: HiGHS fixes its global scheduler's threads at the
+            # first run in a process and refuses ("Not Solved") any later run asking for another count
+            solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
         else:
             solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=threads, warmStart=warm_start)
             solver.tmpDir = tmp
