@@ -38,7 +38,7 @@ from igniter.provisioning.strategy import EPS
 LEVELS = 8              # levels of a packing's least member pressure per type (quantiles of the kinds' pmin)
 COLUMNS_PER_ROUND = 30  # packings added per type and round (best (level, size) slices first)
 TIME_SHARE = 0.3        # of a strategy's time limit spent on the bound
-MAX_WORKLOADS = 400      # above this one pricing round alone outlasts a few-second budget: no strong bound
+MAX_WORKLOADS = 200     # above this it does not beat the share bound within a few seconds (BENCHMARKS.md)
 SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals (Wentges)
 NO_FIT = 10**6          # need of a kind that cannot join a packing of that size at that level
 
@@ -217,16 +217,15 @@ def _price(tab: TypeTables, pi: np.ndarray):
     multiplicities), best slices first."""
     L, N = tab.need.shape[1:]
     items = _items(tab, pi)
-    V = np.full((L, N, N + 1, tab.units + 1), -np.inf)
-    V[:, :, 0, :] = 0.0
-    u = np.arange(tab.units + 1)
+    V = np.full((L * N, N + 1, tab.units + 1), -np.inf)   # (level x size slice, members, grid units used at most)
+    V[:, 0, :] = 0.0
     for c, q in items:
-        shift = q * tab.need[c]                                   # (L, N)
-        src = np.clip(u[None, None, :] - shift[:, :, None], 0, None)
-        valid = (u[None, None, :] >= shift[:, :, None]) & (shift[:, :, None] < NO_FIT)
-        prev = np.take_along_axis(V[:, :, :N + 1 - q, :], src[:, :, None, :], 3)
-        V[:, :, q:, :] = np.maximum(V[:, :, q:, :], np.where(valid[:, :, None, :], prev + q * pi[c], -np.inf))
-    best = V[:, np.arange(N), np.arange(1, N + 1), tab.units]   # (L, N): exactly n members
+        shift = (q * tab.need[c]).ravel()
+        for w in np.unique(shift[shift <= tab.units]):        # slices with the same weight: one slice operation
+            idx = np.nonzero(shift == w)[0]
+            sub = V[idx]
+            V[idx, q:, w:] = np.maximum(sub[:, q:, w:], sub[:, :N + 1 - q, :tab.units + 1 - w] + q * pi[c])
+    best = V.reshape(L, N, N + 1, tab.units + 1)[:, np.arange(N), np.arange(1, N + 1), tab.units]   # exactly n members
     value = float(best.max()) if np.isfinite(best).any() else 0.0
     columns, seen = [], set()
     for flat in np.argsort(-best, axis=None)[:3 * COLUMNS_PER_ROUND]:

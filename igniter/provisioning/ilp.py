@@ -19,8 +19,10 @@ is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that typ
 servers the whole instance is one ILP; above, the greedy solution is improved by re-packing the servers of the
 WINDOW least-loaded GPUs into one GPU fewer (skipped when their smallest solo shares cannot fit; the greedy's
 insertion first, then a local ILP of at most WINDOW_ILP_S), until the time limit or MAX_FAILED_WINDOWS windows
-in a row did not shrink. The lower bound is the interference-free share bound (problem.share_lower_bound), valid for the
-whole candidate set; CBC's "optimal" status only covers the options the ILP was given.
+in a row did not shrink. The lower bound (bounds.py: the relaxed set-cover LP by column generation, at least the
+interference-free share bound) is computed first, in TIME_SHARE of the limit, and holds for the whole candidate
+set; the status is "optimal" only when the plan's cost meets it (a solver's "optimal" covers only the options its
+ILP was given: "feasible"). A solver failure (solvers.SolverFailed) keeps the best plan found so far: "fallback".
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     bound = max(bound, found_bound)
     if status != "fallback" and cost(problem, gpus) <= bound + EPS:
         status = "optimal"
+    elif status == "optimal":   # the solver's optimum over the options it was given, not a proven one
+        status = "feasible"
     return Assignment(gpus, bound, status, details)
 
 
@@ -96,7 +100,9 @@ def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: flo
         packings = patterns.enumerate_packings(problem, kinds, time.monotonic() + ENUMERATION_S)
         lp_value, mode = None, "patterns (all packings)"
     except patterns.TooLarge:
-        packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), deadline - 1.0)
+        # half the time left: when exact pricing does not converge the whole-instance ILP still gets the rest
+        cg_deadline = time.monotonic() + 0.5 * (deadline - time.monotonic())
+        packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), cg_deadline)
         mode = "patterns (column generation)"
         if lp_value is None:
             return None
