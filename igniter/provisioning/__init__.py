@@ -37,7 +37,7 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
     assignment = STRATEGIES[strategy].solve(problem, time_limit_s)
     if "bound" not in assignment.details:   # the plan's lower bound is the strong one whatever the strategy
         lower, details = bounds.best_bound(problem, cost(problem, assignment.gpus),
-                                           time.monotonic() + bounds.TIME_SHARE * time_limit_s)
+                                           time.monotonic() + bounds.TIME_SHARE * time_limit_s, assignment.gpus)
         assignment.lower_bound = max(assignment.lower_bound, lower)
         assignment.details.update(details)
     return assignment, time.perf_counter() - start

@@ -33,7 +33,7 @@ import numpy as np
 
 from igniter.provisioning.candidates import ProvisioningProblem
 from igniter.provisioning.patterns import Kind, kinds_of
-from igniter.provisioning.strategy import EPS
+from igniter.provisioning.strategy import EPS, Gpu
 
 LEVELS = 8              # levels of a packing's least member pressure per type (quantiles of the kinds' pmin)
 COLUMNS_PER_ROUND = 30  # packings added per type and round (best (level, size) slices first)
@@ -71,10 +71,12 @@ class Bound:
                 "bound_seconds": round(self.seconds, 3)}
 
 
-def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = math.inf) -> Bound | None:
+def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = math.inf,
+                seeds: list[Gpu] = ()) -> Bound | None:
     """The strong bound by column generation until converged, `deadline` (time.monotonic()) or a bound that
     proves `target` (a plan's cost) optimal; None when the relaxation does not apply (negative terms) or the
-    instance is too large for it (MAX_WORKLOADS)."""
+    instance is too large for it (MAX_WORKLOADS). `seeds`: a plan's GPUs, initial columns (a real packing is a
+    relaxed one)."""
     start = time.monotonic()
     if len(problem.workloads) > MAX_WORKLOADS:
         return None
@@ -88,6 +90,7 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
                 return None
             tables.append(tab)
     master = _Master(problem, kinds, tables)
+    _seed(master, kinds, tables, seeds)
     # Wentges smoothing: price at a blend of the LP duals and the duals of the best bound so far (starting from
     # the interference-free share duals), so early rounds already give a bound and fewer rounds are needed
     stable = {t.type_index: t.price * t.need[:, 0, 0] / t.units for t in tables}
@@ -124,12 +127,25 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
                  sum(len(t.classes) for t in tables), time.monotonic() - start)
 
 
-def best_bound(problem: ProvisioningProblem, target: float, deadline: float) -> tuple[float, dict]:
+def _seed(master, kinds: list[Kind], tables: list[TypeTables], gpus: list[Gpu]) -> None:
+    kind_of = {(k.workload, k.type_index, k.options[0].model, k.replicas): i for i, k in enumerate(kinds)}
+    class_of = {k: (tab, c) for tab in tables for c, members in enumerate(tab.classes) for k in members}
+    for g in gpus:
+        members = [kind_of.get((s.workload, g.type_index, s.option.model, s.option.replicas)) for s in g.servers]
+        if members and None not in members and len({kinds[m].workload for m in members}) == len(members):
+            col: dict[int, int] = {}
+            for m in members:
+                col[class_of[m][1]] = col.get(class_of[m][1], 0) + 1
+            master.add_column(class_of[members[0]][0], col)
+
+
+def best_bound(problem: ProvisioningProblem, target: float, deadline: float,
+               plan: list[Gpu] = ()) -> tuple[float, dict]:
     """The better of the share bound and the strong bound (when it applies), with the strong bound's details."""
     share = problem.share_lower_bound()
     if target <= share + EPS:
         return share, {"bound": "share (the plan meets it)"}
-    strong = lower_bound(problem, deadline, target)
+    strong = lower_bound(problem, deadline, target, plan)
     if strong is None:
         return share, {"bound": "share (strong bound not computed: over MAX_WORKLOADS or negative terms)"}
     return max(share, strong.value), strong.as_details()

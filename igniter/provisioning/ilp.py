@@ -58,7 +58,8 @@ ENUMERATION_S = 2.0          # enumerate every packing for at most this long, th
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
     warm = [g for g in greedy_igniter.solve(problem).gpus if g.servers]
-    bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s)
+    bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s,
+                                       warm)
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
         return Assignment(warm, bound, "optimal", {"mode": "greedy meets the bound", **details})
     try:
