@@ -3,13 +3,13 @@ relaxed packing set, by column generation, valid whenever it stops (a Farley bou
 
 Master (patterns.py), kinds k = (workload, type, variant, replicas r_k), packings c of one GPU type:
     min sum_c price_c x_c - w sum_k acc_k z_k   s.t.  sum_{k of i} z_k = 1,   sum_{c contains k} x_c >= r_k z_k.
-Relaxation of the packings. A packing of n members may hold any members whose shares sum to at most 100 with
-each member k at no less than need_k(l, n): its smallest grid share at which some batch meets its latency bound
-next to n-1 partners' scheduling delay and a partner pressure of (n-1) * rho_l, for the largest level rho_l at
-most every member's pmin (the least pressure it exerts at any batch and share where it meets its SLO alone).
-Every packing the packers accept (linearised interference, patterns.Oracle, greedy_igniter.place, fits_linear)
-is such a set: each partner sits at a share where it meets its SLO, so presses at least its pmin, and a
-latency grows with partner pressure and count (sensitivity, pressure and sched >= 0; checked, else no bound).
+Relaxation of the packings. A packing of n members at level l (rho_l at most the least pressure any member
+exerts at its share) may hold any members whose shares sum to at most 100 with each member k at no less than
+need_k(l, n): its smallest grid share at which some batch exerts at least rho_l and meets its latency bound next
+to n-1 partners' scheduling delay and a partner pressure of (n-1) * rho_l. Every packing the packers accept
+(linearised interference: patterns.Oracle, greedy_igniter.place, fits_linear) is such a set at the largest
+level below its least member pressure, since a latency grows with partner pressure and count (sensitivity,
+pressure and sched >= 0; checked, else no bound). Levels are quantiles of the kinds' least solo pressures.
 Memory and max_count are dropped (relaxing only lowers the bound).
 Relaxation of the rows. Kinds with the same need table (all levels and sizes) are one class, their cover rows
 summed (a sum of valid rows is valid); a packing may hold up to |class| members of a class.
@@ -18,7 +18,8 @@ size) at once. For any duals pi >= 0 of the class rows, U_t = the DP's best valu
 theta_t = min(1, price_t / U_t) make theta * pi dual feasible, with mu_i = min over kinds k of workload i of
 (r_k theta pi_class(k) - w acc_k); sum_i mu_i is a lower bound on every plan in the candidate space (weak
 duality), whatever the column generation's progress. Columns are the DP's best packings (reduced cost < 0);
-with none left theta = 1 and the bound is the relaxed LP's optimum. LPs: HiGHS (highspy), columns added in place.
+with none left theta = 1 and the bound is the relaxed LP's optimum. Pricing duals are smoothed towards those of
+the best bound so far (Wentges), starting from the share bound's. LPs: HiGHS (highspy), columns added in place.
 Assumptions, as for patterns.py: the candidate space (share grid, kept batches, replica counts) and the
 linearised interference deciding feasibility (the full model re-checks every plan).
 """
