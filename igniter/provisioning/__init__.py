@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from igniter.errors import UserError
 from igniter.provisioning import bounds, ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import build_plan
-from igniter.provisioning.strategy import Assignment, cost
+from igniter.provisioning.strategy import Assignment, cost, violations
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
                                             load_workloads)
 
@@ -36,8 +37,10 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
     start = time.perf_counter()
     assignment = STRATEGIES[strategy].solve(problem, time_limit_s)
     if "bound" not in assignment.details:   # the plan's lower bound is the strong one whatever the strategy
-        lower, details = bounds.best_bound(problem, cost(problem, assignment.gpus),
-                                           time.monotonic() + bounds.TIME_SHARE * time_limit_s, assignment.gpus)
+        # a plan that misses SLOs proves nothing about the optimum: bound the instance, not just up to its cost
+        target = math.inf if violations(problem, assignment.gpus) else cost(problem, assignment.gpus)
+        lower, details = bounds.best_bound(problem, target, time.monotonic() + bounds.TIME_SHARE * time_limit_s,
+                                           [] if math.isinf(target) else assignment.gpus)
         assignment.lower_bound = max(assignment.lower_bound, lower)
         assignment.details.update(details)
     return assignment, time.perf_counter() - start
