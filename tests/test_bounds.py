@@ -26,7 +26,8 @@ from igniter.provisioning import solve as provision_solve  # noqa: E402
 from igniter.provisioning.candidates import build_problem  # noqa: E402
 from igniter.provisioning.plan import build_plan  # noqa: E402
 from igniter.provisioning.strategy import cost, fits_linear  # noqa: E402
-from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog  # noqa: E402
+from igniter.provisioning.workloads import (GpuType, Variant, Workload, WorkloadSet,  # noqa: E402
+                                            default_catalog)
 
 MODELS = ["alexnet", "resnet50", "vgg19", "ssd"]
 
@@ -69,6 +70,44 @@ def brute_force_gpus(problem) -> int:
             if all(fits(g) for g in part):
                 best = len(part)
     return best
+
+
+def brute_force_cost(problem) -> float:
+    """Cheapest plan over every kind per workload (GPU type, model variant, replica count), every partition of the
+    servers into GPUs of one type each and every option choice: price of the GPUs less the accuracy reward."""
+    kinds = [sorted({(o.type_index, o.model, o.replicas) for o in opts}) for opts in problem.options]
+    best = float("inf")
+    for choice in itertools.product(*kinds):
+        servers = [wi for wi, (_, _, r) in enumerate(choice) for _ in range(r)]
+        reward = problem.accuracy_weight * sum(next(o.accuracy for o in problem.options[wi] if o.model == m)
+                                               for wi, (_, m, _) in enumerate(choice))
+        for part in partitions(list(range(len(servers)))):
+            price = 0.0
+            for group in part:
+                ws = [servers[i] for i in group]
+                ti = choice[ws[0]][0]
+                options = [[o for o in problem.options[w] if (o.type_index, o.model, o.replicas) == choice[w]]
+                           for w in ws]
+                if (len(set(ws)) < len(ws) or any(choice[w][0] != ti for w in ws)
+                        or not any(fits_linear(problem, ti, list(c)) for c in itertools.product(*options))):
+                    break
+                price += problem.types[ti].price_per_hour
+            else:
+                best = min(best, price - reward)
+    return best
+
+
+def test_strong_bound_valid_with_two_gpu_types_and_variants():
+    """Two GPU types (the faster dearer) and a workload with a cheaper variant under an accuracy weight."""
+    fast = FakePerfModel(name="fast", speed=1.6)
+    types = default_catalog(FakePerfModel()) + [GpuType("fast", 1.5, None, fast, 16384.0)]
+    ws = WorkloadSet((Workload("a", "ssd", 60, 80, 0.8, variants=(Variant("alexnet", 0.6),)),
+                      Workload("b", "vgg19", 90, 70), Workload("c", "resnet50", 150, 45)), accuracy_weight=0.5)
+    problem = build_problem(ws, types, "queueing")
+    for opts in problem.options:
+        del opts[5:]
+    found = bounds.lower_bound(problem, deadline=float("inf"))
+    assert found.converged and found.value <= brute_force_cost(problem) + 1e-9
 
 
 # (specs, latency model): small random instances (seeded) plus one where the share bound is 3 and the optimum 5
