@@ -96,7 +96,7 @@ def solver_comparison(types) -> str:
         solvers.DEFAULT_BACKEND = "cbc"
         lines.append(f"| packing ILP, 12-workload half-slo, {label} | {len(items)} servers x {len(slots)} slots | "
                      + " | ".join(cells) + " |")
-    for lm, limit in (("queueing", 20.0), ("half-slo", 20.0)):
+    for lm, limit in (("queueing", 60.0), ("half-slo", 60.0)):
         cells = []
         problem = build_problem(ws, types, lm)
         for backend in solvers.BACKENDS:
@@ -177,7 +177,7 @@ def main() -> None:
     for label, f in (("12-workload (paper)", "workloads-12.yaml"), ("3-workload (paper)", "workloads-3.yaml")):
         ws = load_workloads(ROOT / "examples" / f, known_models(types))
         for lm in ("queueing", "half-slo"):
-            rows += run_case(label, ws, types, lm, 20.0)
+            rows += run_case(label, ws, types, lm, 60.0)
     for n in [int(x) for x in args.sizes.split(",") if x]:
         rows += run_case(f"random {n} (seed {n})", random_set(sorted(known_models(types)), n, n), types, "queueing",
                          4.0 if n >= 300 else 10.0)

@@ -231,3 +231,23 @@ def test_cli_reports_fallback_after_solver_failure(dying_cbc, tmp_path, monkeypa
     assert "solver_error" in json.loads((out / "solve.json").read_text())["details"]
     assert list(dying_cbc.iterdir()) == []
     assert not any(p.suffix in (".mps", ".mst") for p in Path(os.environ["TMPDIR"]).rglob("*"))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_pricing_finds_the_best_packing_of_the_enumeration(seed):
+    """patterns._search (exact: no node cap), pruned by the completion bound, returns the packing of largest
+    dual sum whenever one beats the GPU price, against the same maximum over every enumerated packing."""
+    from igniter.provisioning import patterns
+    problem = problem_of(SOLVER_SPECS)
+    kinds = patterns.kinds_of(problem)
+    packings = patterns.enumerate_packings(problem, kinds, deadline=float("inf"))
+    oracle = patterns.Oracle(problem, kinds)
+    rng = np.random.default_rng(seed)
+    duals = list(rng.uniform(0.0, 0.7, len(kinds)))
+    best = max(sum(duals[m] for m in p.kinds) for p in packings)
+    found = patterns._search(problem, kinds, duals, lambda ms: oracle.solve(tuple(sorted(ms))), float("inf"), None,
+                             patterns._Completion(problem, kinds))
+    if best > 1.0 + 1e-7:
+        assert len(found) == 1 and sum(duals[m] for m in found[0].kinds) == pytest.approx(best, abs=1e-9)
+    else:
+        assert found == []

@@ -52,6 +52,7 @@ WINDOW = 5
 WINDOW_ILP_S = 0.3             # CBC time per window: proving a window cannot shrink is what is slow
 MAX_FAILED_WINDOWS = 3         # consecutive windows that did not shrink before giving up
 THREADS = 2
+CG_SHARE = 0.75               # of the time left after the enumeration, for column generation (exact pricing)
 ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
 
@@ -101,8 +102,8 @@ def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: flo
         packings = patterns.enumerate_packings(problem, kinds, time.monotonic() + ENUMERATION_S)
         lp_value, mode = None, "patterns (all packings)"
     except patterns.TooLarge:
-        # half the time left: when exact pricing does not converge the whole-instance ILP still gets the rest
-        cg_deadline = time.monotonic() + 0.5 * (deadline - time.monotonic())
+        # most of the time left: when exact pricing does not converge the whole-instance ILP still gets the rest
+        cg_deadline = time.monotonic() + CG_SHARE * (deadline - time.monotonic())
         packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), cg_deadline)
         mode = "patterns (column generation)"
         if lp_value is None:

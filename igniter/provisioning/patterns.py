@@ -227,8 +227,9 @@ def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: li
                       deadline: float) -> tuple[list[Packing], float | None]:
     """Column generation for the master's LP: (packings generated, LP value when proven optimal over ALL
     packings, else None). Pricing is an exact depth-first search over kinds with positive dual, pruned by
-    the remaining duals and by subset-closed feasibility."""
+    a fractional-knapsack completion bound (_Completion) and by subset-closed feasibility."""
     oracle = Oracle(problem, kinds)
+    completion = _Completion(problem, kinds)
     memo: dict[frozenset, Packing | None] = {}
 
     def fits(members: tuple[int, ...]) -> Packing | None:
@@ -244,7 +245,7 @@ def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: li
             columns[frozenset(members)] = p
     while time.monotonic() < deadline:
         value, duals = _master_lp(problem, kinds, list(columns.values()))
-        found = _price(problem, kinds, duals, fits, deadline)
+        found = _price(problem, kinds, duals, fits, deadline, completion)
         if found is None:
             return list(columns.values()), None
         fresh = [p for p in found if frozenset(p.kinds) not in columns]
@@ -283,36 +284,38 @@ def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[P
     return float(pulp.value(prob.objective)), duals
 
 
-def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float):
+def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
+           completion: "_Completion"):
     """Packings of negative reduced cost (price - sum of member duals), the best per GPU type; [] when none
     exists (the LP is then optimal over every packing); None when the search ran out of time. A search capped
     at PRICING_NODES nodes runs first: any column it finds is enough to go on; only when it finds none is
     the uncapped (exact) search needed."""
     for cap in (PRICING_NODES, None):
-        found = _search(problem, kinds, duals, fits, deadline, cap)
+        found = _search(problem, kinds, duals, fits, deadline, cap, completion)
         if found is None or found or cap is None:
             return found
     return None
 
 
 def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
-            cap: int | None):
+            cap: int | None, completion: "_Completion"):
+    """Depth-first over kinds of positive dual (largest first); a branch is cut when its value plus the
+    completion bound (_Completion.bound) cannot beat the best packing found or the GPU's price."""
     found = []
     nodes = [0]
     for ti, t in enumerate(problem.types):
-        cand = sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
-                      key=lambda m: (-duals[m], m))
-        suffix = np.append(np.cumsum([duals[m] for m in cand][::-1])[::-1], 0.0)
+        cand = np.array(sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
+                               key=lambda m: (-duals[m], m)), dtype=int)
         best: list = [t.price_per_hour + 1e-7, None]
 
-        def dfs(start: int, members: tuple[int, ...], value: float) -> bool:
+        def dfs(start: int, members: tuple[int, ...], value: float, room: float) -> bool:
             for j in range(start, len(cand)):
-                if value + suffix[j] <= best[0]:
+                if value + completion.bound(cand[j:], members, room, duals) <= best[0]:
                     return True
                 nodes[0] += 1
                 if time.monotonic() > deadline or (cap is not None and nodes[0] > cap):
                     return cap is not None and time.monotonic() <= deadline
-                m = cand[j]
+                m = int(cand[j])
                 if any(kinds[x].workload == kinds[m].workload for x in members):
                     continue
                 p = fits(members + (m,))
@@ -320,12 +323,63 @@ def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float],
                     continue
                 if value + duals[m] > best[0]:
                     best[:] = [value + duals[m], p]
-                if not dfs(j + 1, members + (m,), value + duals[m]):
+                if not dfs(j + 1, members + (m,), value + duals[m], 100.0 - sum(o.share for o in p.options)):
                     return False
             return True
 
-        if not dfs(0, (), 0.0):
+        if not dfs(0, (), 0.0, 100.0):
             return None
         if best[1] is not None:
             found.append(best[1])
     return found
+
+
+class _Completion:
+    """Upper bound on the duals that more members can add to a packing: a fractional knapsack over the
+    candidates, each weighing the least share at which it meets its SLO next to the members (their scheduling
+    delay and at least their least solo pressures pmin, interference only grows with more partners), in the
+    room the members leave at their least shares (the oracle's least total share for the members alone: any
+    superset gives them at least as much)."""
+
+    def __init__(self, problem: ProvisioningProblem, kinds: list[Kind]):
+        rows = [[problem.row(o) for o in k.options] for k in kinds]
+        b_max = max(len(r) for r in rows)
+        s_max = max(len(r[0]["shares"]) for r in rows)   # GPU types and CPU hosts have different grids
+        self.shares = np.full((len(kinds), s_max), np.inf)
+        for i, rs in enumerate(rows):
+            self.shares[i, :len(rs[0]["shares"])] = rs[0]["shares"]
+
+        def stacked(name):   # padding has no latency bound (lmax 0): never usable
+            out = np.zeros((len(kinds), b_max, s_max))
+            for i, rs in enumerate(rows):
+                for b, r in enumerate(rs):
+                    out[i, b, :len(r[name])] = r[name]
+            return out
+
+        self.lat, self.sens, self.press, self.sched, self.lmax = (
+            stacked(n) for n in ("latency", "sensitivity", "pressure", "sched", "max_latency"))
+        solo = (self.lmax > 0) & (self.lat <= self.lmax + EPS)
+        self.pmin = np.where(solo, self.press, np.inf).min(axis=(1, 2))
+        self.pmin = np.where(np.isfinite(self.pmin), self.pmin, 0.0)
+        self.workload = np.array([k.workload for k in kinds])
+
+    def bound(self, cand: np.ndarray, members: tuple[int, ...], room: float, duals: list[float]) -> float:
+        if not len(cand):
+            return 0.0
+        partners = float(self.pmin[list(members)].sum()) if members else 0.0
+        ok = (self.lmax[cand] > 0) & (self.lat[cand] * (1 + self.sens[cand] * partners)
+                                     + self.sched[cand] * len(members) <= self.lmax[cand] + EPS)
+        s_max = self.shares.shape[1]
+        first = np.where(ok.any(2), ok.argmax(2), s_max).min(1)
+        keep = (first < s_max) & ~np.isin(self.workload[cand], self.workload[list(members)])
+        if not keep.any():
+            return 0.0
+        weight = self.shares[cand[keep], first[keep]]
+        value = np.array([duals[m] for m in cand[keep]])
+        order = np.argsort(-value / weight)
+        cum = np.cumsum(weight[order])
+        k = int(np.searchsorted(cum, room + EPS, side="right"))
+        total = float(value[order][:k].sum())
+        if k < len(order):
+            total += float(value[order][k]) * max(room - (cum[k - 1] if k else 0.0), 0.0) / float(weight[order][k])
+        return total
