@@ -155,7 +155,7 @@ def best_bound(problem: ProvisioningProblem, target: float, deadline: float,
 def _rounded(problem: ProvisioningProblem, value: float) -> float:
     """With one GPU price and no accuracy reward every plan costs a whole number of GPUs: round up."""
     prices = {t.price_per_hour for t in problem.types}
-    if len(prices) == 1 and problem.accuracy_weight == 0:
+    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0:
         price = prices.pop()
         return math.ceil(value / price - 1e-6) * price
     return value

@@ -40,8 +40,8 @@ from igniter.provisioning import bounds, greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
 from igniter.provisioning.solvers import SolverFailed
 from igniter.provisioning.solvers import solve as run_solver
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, memory_limit, repair,
-                                           violations)
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, enforce_max_count, memory_limit,
+                                           repair, violations, within_max_count)
 
 NAME = "ilp"
 SMALL_SERVERS = 40
@@ -58,19 +58,23 @@ ENUMERATION_S = 2.0          # enumerate every packing for at most this long, th
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
-    warm = [g for g in greedy_igniter.solve(problem).gpus if g.servers]
+    warm = [g for g in greedy_igniter.assign(problem).gpus if g.servers]
     bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s,
                                        warm)
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
+        enforce_max_count(problem, warm)
         return Assignment(warm, bound, "optimal", {"mode": "greedy meets the bound", **details})
     try:
         gpus, status, found_bound, more = _search(problem, warm, start + time_limit_s)
     except SolverFailed as e:   # a crashed solver: the warm start is the best plan found so far
         gpus, status, found_bound, more = warm, "fallback", -math.inf, {"mode": "fallback", "solver_error": str(e)}
     details.update(more)
-    if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
-        gpus, status = warm, "heuristic" if status != "fallback" else status   # never worse than the warm start
+    if violations(problem, gpus) or (cost(problem, gpus) > cost(problem, warm) + EPS
+                                     and within_max_count(problem, warm) >= within_max_count(problem, gpus)):
+        # never worse than the warm start (a warm start over max_count is)
+        gpus, status = warm, "heuristic" if status != "fallback" else status
     details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
+    enforce_max_count(problem, gpus)
     gpus = [g for g in gpus if g.servers]
     bound = max(bound, found_bound)
     if status != "fallback" and cost(problem, gpus) <= bound + EPS:
@@ -133,7 +137,7 @@ def _seeds(kinds, warm: list[Gpu]) -> list[tuple[int, ...]]:
 def _rounded_bound(problem: ProvisioningProblem, lp_value: float) -> float:
     """With one GPU price and no accuracy reward the cost is a multiple of the price: round the LP bound up."""
     prices = {t.price_per_hour for t in problem.types}
-    if len(prices) == 1 and problem.accuracy_weight == 0:
+    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0:
         price = prices.pop()
         return math.ceil(round(lp_value / price, 6)) * price
     return lp_value
@@ -168,7 +172,7 @@ def _slots(problem, warm: list[Gpu]) -> list[int]:
     budget = cost(problem, warm) + problem.accuracy_weight * len(problem.workloads) + EPS
     slots = []
     for ti, t in enumerate(problem.types):
-        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS),
+        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS) if t.price_per_hour > 0 else 10**9,
                 sum(len(g.servers) for g in warm))
         slots += [ti] * n
     return slots
