@@ -1,5 +1,5 @@
-"""Strong lower bound for any instance size: the LP relaxation of the set-cover master (patterns.py) over a
-relaxed packing set, by column generation, valid whenever it stops (a Farley bound from the current duals).
+"""Strong lower bound up to MAX_WORKLOADS workloads: the LP relaxation of the set-cover master (patterns.py) over
+a relaxed packing set, by column generation, valid whenever it stops (a Farley bound from the current duals).
 
 Master (patterns.py), kinds k = (workload, type, variant, replicas r_k), packings c of one GPU type:
     min sum_c price_c x_c - w sum_k acc_k z_k   s.t.  sum_{k of i} z_k = 1,   sum_{c contains k} x_c >= r_k z_k.
