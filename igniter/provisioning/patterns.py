@@ -39,6 +39,7 @@ from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
 MAX_WORKLOADS = SMALL_WORKLOADS   # above this the exact path is not attempted
 MAX_PACKINGS = 60000        # enumeration budget (packings), beyond it the instance counts as large
 MAX_TUPLES = 200000         # batch tuples evaluated per oracle call
+COLUMNS_PER_TYPE = 10      # improving packings a pricing round returns per GPU type (best first)
 PRICING_NODES = 300         # nodes of the capped (heuristic) pricing search
 
 
@@ -106,6 +107,7 @@ class Oracle:
     def __init__(self, problem: ProvisioningProblem, kinds: list[Kind]):
         self.problem, self.kinds = problem, kinds
         self.rows = [[problem.row(o) for o in k.options] for k in kinds]
+        self._stacked: dict[tuple[int, str], np.ndarray] = {}
 
     def solve(self, members: tuple[int, ...]) -> Packing | None:
         ti = self.kinds[members[0]].type_index
@@ -150,7 +152,12 @@ class Oracle:
         return Packing(ti, members, options)
 
     def _field(self, m: int, name: str) -> np.ndarray:
-        return np.stack([r[name] if np.ndim(r[name]) else np.full(len(r["shares"]), r[name]) for r in self.rows[m]])
+        """(batches, shares) array of one kind's field, stacked once (pricing calls solve thousands of times)."""
+        key = (m, name)
+        if key not in self._stacked:
+            self._stacked[key] = np.stack([r[name] if np.ndim(r[name]) else np.full(len(r["shares"]), r[name])
+                                           for r in self.rows[m]])
+        return self._stacked[key]
 
     def _memory(self, m: int) -> np.ndarray:
         return np.array([o.memory_mb for o in self.kinds[m].options])
@@ -300,13 +307,15 @@ def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], 
 def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
             cap: int | None, completion: "_Completion"):
     """Depth-first over kinds of positive dual (largest first); a branch is cut when its value plus the
-    completion bound (_Completion.bound) cannot beat the best packing found or the GPU's price."""
+    completion bound (_Completion.bound) cannot beat the best packing found or the GPU's price. Returns the
+    COLUMNS_PER_TYPE best packings of negative reduced cost met on the way, per type."""
     found = []
     nodes = [0]
     for ti, t in enumerate(problem.types):
         cand = np.array(sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
                                key=lambda m: (-duals[m], m)), dtype=int)
         best: list = [t.price_per_hour + 1e-7, None]
+        improving: list = []
 
         def dfs(start: int, members: tuple[int, ...], value: float, room: float) -> bool:
             for j in range(start, len(cand)):
@@ -321,6 +330,8 @@ def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float],
                 p = fits(members + (m,))
                 if p is None:
                     continue
+                if value + duals[m] > t.price_per_hour + 1e-7:
+                    improving.append((value + duals[m], p))
                 if value + duals[m] > best[0]:
                     best[:] = [value + duals[m], p]
                 if not dfs(j + 1, members + (m,), value + duals[m], 100.0 - sum(o.share for o in p.options)):
@@ -329,8 +340,7 @@ def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float],
 
         if not dfs(0, (), 0.0, 100.0):
             return None
-        if best[1] is not None:
-            found.append(best[1])
+        found += [p for _, p in sorted(improving, key=lambda vp: -vp[0])[:COLUMNS_PER_TYPE]]
     return found
 
 
@@ -364,22 +374,39 @@ class _Completion:
         self.workload = np.array([k.workload for k in kinds])
 
     def bound(self, cand: np.ndarray, members: tuple[int, ...], room: float, duals: list[float]) -> float:
+        """The larger of: the best single candidate that fits next to the members, and the fractional knapsack
+        of two or more (each then also has another candidate as partner: one more scheduling delay and at least
+        the candidates' least pmin more pressure)."""
         if not len(cand):
             return 0.0
+        cand = cand[~np.isin(self.workload[cand], self.workload[list(members)])]
+        if not len(cand):
+            return 0.0
+        value = np.array([duals[m] for m in cand])
         partners = float(self.pmin[list(members)].sum()) if members else 0.0
-        ok = (self.lmax[cand] > 0) & (self.lat[cand] * (1 + self.sens[cand] * partners)
-                                     + self.sched[cand] * len(members) <= self.lmax[cand] + EPS)
+        alone = self._weights(cand, partners, len(members))
+        single = float(value[alone <= room + EPS].max(initial=0.0))
+        several = self._weights(cand, partners + float(self.pmin[cand].min()), len(members) + 1)
+        return max(single, _fractional_knapsack(value, several, room))
+
+    def _weights(self, cand: np.ndarray, partner_pressure: float, partners: int) -> np.ndarray:
+        """Least share of each candidate meeting its SLO next to that partner pressure and count (inf: none)."""
+        ok = (self.lmax[cand] > 0) & (self.lat[cand] * (1 + self.sens[cand] * partner_pressure)
+                                     + self.sched[cand] * partners <= self.lmax[cand] + EPS)
         s_max = self.shares.shape[1]
         first = np.where(ok.any(2), ok.argmax(2), s_max).min(1)
-        keep = (first < s_max) & ~np.isin(self.workload[cand], self.workload[list(members)])
-        if not keep.any():
-            return 0.0
-        weight = self.shares[cand[keep], first[keep]]
-        value = np.array([duals[m] for m in cand[keep]])
-        order = np.argsort(-value / weight)
-        cum = np.cumsum(weight[order])
-        k = int(np.searchsorted(cum, room + EPS, side="right"))
-        total = float(value[order][:k].sum())
-        if k < len(order):
-            total += float(value[order][k]) * max(room - (cum[k - 1] if k else 0.0), 0.0) / float(weight[order][k])
-        return total
+        return np.where(first < s_max, self.shares[cand, np.minimum(first, s_max - 1)], np.inf)
+
+
+def _fractional_knapsack(value: np.ndarray, weight: np.ndarray, room: float) -> float:
+    keep = np.isfinite(weight)
+    value, weight = value[keep], weight[keep]
+    if not len(value):
+        return 0.0
+    order = np.argsort(-value / weight)
+    cum = np.cumsum(weight[order])
+    k = int(np.searchsorted(cum, room + EPS, side="right"))
+    total = float(value[order][:k].sum())
+    if k < len(order):
+        total += float(value[order][k]) * max(room - (cum[k - 1] if k else 0.0), 0.0) / float(weight[order][k])
+    return total
