@@ -49,11 +49,11 @@ def run_case(label: str, ws: WorkloadSet, types, latency_model: str, time_limit:
     rows = []
     for name in ("ilp", "igniter", "ffd"):
         a, secs = solve(problem, name, time_limit)
-        totals = build_plan(problem, a, name)["totals"]
+        totals = build_plan(problem, a, name).totals
         rows.append({"set": label, "latency": latency_model, "strategy": name, "gpus": len(a.gpus),
                      "cost": cost(problem, a.gpus), "share_lb": problem.share_lower_bound(), "lb": a.lower_bound,
                      "solve_s": secs, "bound_s": a.details.get("bound_seconds"), "build_s": build_s,
-                     "misses": sum(1 for m in totals.get("misses", []) if "server" in m), "status": totals["status"]})
+                     "misses": sum(1 for m in totals.misses if m.server), "status": totals.status})
         print(rows[-1], flush=True)
     best = max(r["lb"] for r in rows)   # every strategy's bound holds for the same instance: report the best
     for r in rows:

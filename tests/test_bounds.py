@@ -164,23 +164,24 @@ def test_pricing_dp_is_the_exact_knapsack_maximum():
 def test_plan_gap_is_against_the_strong_bound():
     problem = problem_of(CASES[0][0])
     assignment, _ = provision_solve(problem, "igniter", 30.0)
-    totals = build_plan(problem, assignment, "igniter")["totals"]
+    totals = build_plan(problem, assignment, "igniter").totals
     strong = bounds.lower_bound(problem, deadline=float("inf")).value
-    assert totals["lower_bound"] == strong > problem.share_lower_bound()
-    assert totals["gap"] == pytest.approx((totals["cost"] - strong) / totals["cost"], abs=1e-4)
+    assert totals.lower_bound == strong > problem.share_lower_bound()
+    assert totals.gap == pytest.approx((totals.cost - strong) / totals.cost, abs=1e-4)
 
 
 def test_plan_with_slo_misses_says_infeasible_and_has_no_gap():
     problem = problem_of([("vgg19", 100, 60), ("vgg19", 80, 70), ("ssd", 60, 90), ("resnet50", 200, 40),
                           ("alexnet", 300, 30), ("ssd", 90, 80)])
     plan = build_plan(problem, ffd.solve(problem), "ffd")
-    missed = sorted(s["name"] for g in plan["gpus"] for s in g["servers"] if s["predicted_p99_ms"] > s["slo_ms"])
+    missed = sorted(s.name for _, s in plan.servers()
+                    if s.predicted_p99_ms is None or s.predicted_p99_ms > s.slo_ms)
     assert missed, "the interference-blind packing should miss an SLO on this set"
-    assert plan["totals"]["status"] == "infeasible" and plan["totals"]["gap"] is None
-    assert sorted(m["server"] for m in plan["totals"]["misses"] if "server" in m) == missed
+    assert plan.totals.status == "infeasible" and plan.totals.gap is None
+    assert sorted(m.server for m in plan.totals.misses if m.server) == missed
     good = build_plan(problem, greedy_igniter.solve(problem), "igniter")
-    assert "misses" not in good["totals"] and good["totals"]["status"] != "infeasible"
-    assert all(s["predicted_p99_ms"] <= s["slo_ms"] for g in good["gpus"] for s in g["servers"])
+    assert good.totals.misses == [] and good.totals.status != "infeasible"
+    assert all(s.predicted_p99_ms <= s.slo_ms for _, s in good.servers())
 
 
 @pytest.fixture
@@ -212,7 +213,7 @@ def test_solver_failure_falls_back_to_the_best_plan_and_cleans_up(dying_cbc):
         ilp.ENUMERATION_S = saved
     assert assignment.status == "fallback" and "solver_error" in assignment.details
     assert cost(problem, assignment.gpus) <= greedy_cost
-    assert build_plan(problem, assignment, "ilp")["totals"]["status"] == "fallback"
+    assert build_plan(problem, assignment, "ilp").totals.status == "fallback"
     assert list(dying_cbc.iterdir()) == []
 
 

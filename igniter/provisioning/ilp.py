@@ -13,6 +13,7 @@ candidate options (batch, share). Slots are GPUs (per type, at most what the war
                   + sched; slack = what the queueing model allows minus the solo latency)
           y_j >= y_{j+1} within a type; server i only in slots at positions <= i (symmetry breaking)
 
+The result is repaired and compared with the warm start by igniter.provisioning.solve (as for every strategy).
 After each solve every GPU is re-checked with the full perf model + queueing model; a violated co-located set
 is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that type) and the ILP re-solved
 (bounded). When the greedy warm start already meets the lower bound nothing is searched. Up to SMALL_SERVERS
@@ -40,8 +41,7 @@ from igniter.provisioning import bounds, greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
 from igniter.provisioning.solvers import SolverFailed
 from igniter.provisioning.solvers import solve as run_solver
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, enforce_max_count, memory_limit,
-                                           repair, violations, within_max_count)
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, cost, memory_limit, violations
 
 NAME = "ilp"
 SMALL_SERVERS = 40
@@ -56,25 +56,20 @@ CG_SHARE = 0.75               # of the time left after the enumeration, for colu
 ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
+def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0, warm: list[Gpu] | None = None) -> Assignment:
+    """``warm``: a feasible start (igniter.provisioning.solve gives the repaired greedy); without one the greedy's
+    unrepaired packing is used as the start."""
     start = time.monotonic()
-    warm = [g for g in greedy_igniter.assign(problem).gpus if g.servers]
+    warm = [g for g in (warm if warm is not None else greedy_igniter.solve(problem).gpus) if g.servers]
     bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s,
                                        warm)
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
-        enforce_max_count(problem, warm)
         return Assignment(warm, bound, "optimal", {"mode": "greedy meets the bound", **details})
     try:
         gpus, status, found_bound, more = _search(problem, warm, start + time_limit_s)
     except SolverFailed as e:   # a crashed solver: the warm start is the best plan found so far
         gpus, status, found_bound, more = warm, "fallback", -math.inf, {"mode": "fallback", "solver_error": str(e)}
     details.update(more)
-    if violations(problem, gpus) or (cost(problem, gpus) > cost(problem, warm) + EPS
-                                     and within_max_count(problem, warm) >= within_max_count(problem, gpus)):
-        # never worse than the warm start (a warm start over max_count is)
-        gpus, status = warm, "heuristic" if status != "fallback" else status
-    details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
-    enforce_max_count(problem, gpus)
     gpus = [g for g in gpus if g.servers]
     bound = max(bound, found_bound)
     if status != "fallback" and cost(problem, gpus) <= bound + EPS:
@@ -237,7 +232,7 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
                     prob += pulp.lpSum(vs) <= len(vs) - 1, f"cut_{n}_{j}"
     if warm:
         _warm_start(items, opts, slots, position, warm, x, y)
-    run_solver(prob, max(0.1, round(time_limit_s, 2)), THREADS, bool(warm))
+    run_solver(prob, max(0.1, round(time_limit_s, 2)), THREADS, bool(warm))   # SolverFailed: ilp.solve's fallback
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
         return None, pulp.LpStatus[prob.status]
     gpus = [Gpu(ti) for ti in slots]
