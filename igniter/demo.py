@@ -19,6 +19,7 @@ from igniter.deployment.apply import Deployer
 from igniter.deployment.report import write_html_report
 from igniter.deployment.state import load_state
 from igniter.model import PerfModel
+from igniter.ownership import make_owned_dir
 from igniter.profiling.backends import get_backend
 from igniter.backends.hardware import cpu_hardware
 from igniter.profiling.loadgen import LoadSpec, run_concurrent
@@ -100,9 +101,15 @@ def cores_pinned(plan_dir: Path) -> int:
     return sum(len(launch.cpus or []) for launch in launches)
 
 
+def own_workdir(workdir: Path) -> Path:
+    """The demo's work directory, made (or reused) by igniter: it writes only into a directory it made."""
+    return make_owned_dir(workdir, "igniter demo", "demo work directory",
+                          "choose a new --workdir (the demo writes only into a directory it made)")
+
+
 def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> dict:
     started = time.monotonic()
-    opts.workdir.mkdir(parents=True, exist_ok=True)
+    own_workdir(opts.workdir)
     ensure_demo_repo(opts.repo)
     profiles, profile_source = obtain_profiles(opts, say)
 

@@ -9,7 +9,7 @@ import pytest
 
 from igniter.deployment import interrupt
 from igniter.deployment.interrupt import Interrupted, signals_interrupt
-from igniter.deployment.lock import HOLDER_FILE, writer_lock
+from igniter.deployment.lock import HOLDER_FILE, LOCK_DIR, writer_lock
 from igniter.errors import UserError
 
 
@@ -58,10 +58,10 @@ def test_signal_handlers_are_restored_after_the_block():
 
 def test_a_held_lock_names_its_holder_and_is_released(tmp_path):
     with writer_lock(tmp_path):
-        assert (tmp_path / HOLDER_FILE).exists()
+        assert (tmp_path / LOCK_DIR / HOLDER_FILE).exists()
         with pytest.raises(UserError) as caught, writer_lock(tmp_path, timeout_s=0.1):
             pass
     assert f"pid {os.getpid()}" in caught.value.what and "--lock-timeout" in caught.value.fix
-    assert not (tmp_path / HOLDER_FILE).exists()
+    assert not (tmp_path / LOCK_DIR / HOLDER_FILE).exists()
     with writer_lock(tmp_path, timeout_s=0.1):  # free again
         pass

@@ -25,12 +25,13 @@ from igniter.provisioning import STRATEGIES
 def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, lock_timeout: float,
          as_json: bool) -> None:
     """Profile (or reuse profiles), fit, provision, apply, replay the planned rates, and report SLO attainment."""
-    from igniter.demo import DemoOptions, run_demo  # noqa: PLC0415 - pulls in every stage
+    from igniter.demo import DemoOptions, own_workdir, run_demo  # noqa: PLC0415 - pulls in every stage
 
     opts = DemoOptions(workdir=workdir, duration_s=duration, strategy=strategy)
     if workloads:
         opts.workloads = workloads
-    with writing(workdir, lock_timeout, "demo"):  # the demo deploys into workdir/state.json
+    own_workdir(workdir)  # before its lock is made inside it
+    with writing(workdir, lock_timeout, "demo", as_json):  # the demo deploys into workdir/state.json
         result = run_demo(opts, say=lambda m: click.echo(m, err=True))
     emit(result, as_json, _human)
 
@@ -41,7 +42,8 @@ def _human(result: dict) -> str:
     return "\n".join([
         table(rows),
         f"overall attainment {result['attainment'] * 100:.2f} % of requests within SLO; "
-        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap {result['gap'] * 100:.1f} %",
+        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap "
+        + ("none (the plan misses SLOs)" if result["gap"] is None else f"{result['gap'] * 100:.1f} %"),
         f"machine: {result['machine']}; profiles: {result['profiles']}; {result['seconds']} s in all",
         f"report: {result['report']}",
     ])

@@ -12,7 +12,7 @@ from typing import Annotated, Iterator
 import click
 from pydantic import ConfigDict, RootModel, StringConstraints
 
-from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.cli.common import emit, fail, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
 from igniter.deployment.frontdoor import parse_ports
 from igniter.deployment import interrupt
@@ -41,16 +41,16 @@ ROLLED_BACK = "rolled back: the servers it started are stopped, the state is as 
 
 
 @contextlib.contextmanager
-def writing(state_dir: Path, lock_timeout_s: float, what: str, outcome: str = ROLLED_BACK) -> Iterator[None]:
+def writing(state_dir: Path, lock_timeout_s: float, what: str, as_json: bool,
+            outcome: str = ROLLED_BACK) -> Iterator[None]:
     """The one writer of ``state_dir``; SIGINT/SIGTERM/SIGHUP are handled inside (rollback, or the work finishes
-    first), then exit 128+signal with one line saying ``outcome``."""
+    first), then exit 128+signal in the error form, saying ``outcome``."""
     try:
         with signals_interrupt(), writer_lock(state_dir, lock_timeout_s):
             yield
     except Interrupted as err:
-        click.echo(f"error: {what} interrupted by {err} and {outcome} ({state_dir}). To fix: run it again if "
-                   f"you still want it", err=True)
-        sys.exit(err.exit_code)
+        fail(UserError(f"{what} interrupted by {err} and {outcome}", "run it again if you still want it",
+                       str(state_dir)), as_json, err.exit_code)
 
 
 SERVER_MAP_FIX = "write one `SERVER_NAME: http://HOST:PORT` line per server, e.g. `gpu0-w1-r0: http://10.0.0.5:8000`"
@@ -88,7 +88,7 @@ def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None,
     if dry_run:  # reads only: no lock
         report = deployer.apply(plan, dry_run=True)
     else:
-        with writing(state_path.parent, lock_timeout, "apply"):
+        with writing(state_path.parent, lock_timeout, "apply", as_json):
             report = deployer.apply(plan)
     emit(report, as_json, lambda r: table(r["actions"], ["server", "action", "reason", "models"]))
 
@@ -128,7 +128,7 @@ def _status_text(report: dict) -> str:
 @user_errors
 def down(state_path: Path, lock_timeout: float, as_json: bool) -> None:
     """Stop every server recorded in the deployment state, and any of its tagged servers the state lost."""
-    with writing(state_path.parent, lock_timeout, "down", "finished first: everything it found is stopped"):
+    with writing(state_path.parent, lock_timeout, "down", as_json, "finished first: everything it found is stopped"):
         stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
         with interrupt.deferred():  # half a down would leave a state naming stopped servers
             Deployer(state_path).stop_all()

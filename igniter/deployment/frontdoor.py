@@ -28,6 +28,7 @@ from typing import Annotated
 from pydantic import Field
 
 from igniter.errors import UserError
+from igniter.ownership import make_owned_dir
 from igniter.schema import SafeName, Strict
 from igniter.triton.server import HOST, OWNER_ENV, free_port, launch_command, pid_alive, stop_process_group
 
@@ -115,7 +116,8 @@ class FrontDoor:
             return record
         if record is not None and is_front_door(record.pid, self.owner):
             stop_process_group(record.pid, timeout_s=10)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        make_owned_dir(self.dir, "igniter apply (the front door's config and log)", "front door directory",
+                       "choose another --state directory")
         admin = f"{HOST}:{free_port()}"
         config_path = self.dir / "caddy.json"
         config_path.write_text(json.dumps(caddy_config(admin, {}, {})))

@@ -8,7 +8,6 @@ list is such an orphan, and is stopped.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -28,11 +27,3 @@ def stop_orphans(owner: str, known_pids: Iterable[int | None], say: Callable[[st
         say(f"stop     orphan tritonserver pid {pid} (tagged for this deployment, not in its state)")
         stop_process_group(pid, timeout_s=15)
     return orphans
-
-
-def remove_copies(repos: Iterable[str], root: Path) -> None:
-    """Delete repository copies recorded as starting, only those directly under this deployment's servers/."""
-    for repo in repos:
-        path = Path(repo)
-        if path.parent.resolve() == Path(root).resolve() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)

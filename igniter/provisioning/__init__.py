@@ -9,13 +9,14 @@ for every strategy a plan over a GPU type's max_count is refused (``enforce_max_
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from igniter.errors import UserError
-from igniter.provisioning import ffd, greedy_igniter, ilp
+from igniter.provisioning import bounds, ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import Plan, build_plan
 from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Strategy, cost, enforce_max_count, repair,
@@ -65,7 +66,22 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
     if entry.checked:
         found = finish(problem, found, warm)
     enforce_max_count(problem, found.gpus)   # a hard limit for every strategy: what does not fit is refused
-    return found, time.perf_counter() - start
+    return bounded(problem, found, time_limit_s), time.perf_counter() - start
+
+
+def bounded(problem: ProvisioningProblem, found: Assignment, time_limit_s: float) -> Assignment:
+    """The plan's lower bound is the strong one (bounds.py) whatever the strategy; "optimal" only when the plan's
+    objective meets it (a solver's optimum over the options it was given, or a plan repaired after, is not)."""
+    if "bound" not in found.details:
+        # a plan that misses SLOs proves nothing about the optimum: bound the instance, not just up to its cost
+        target = math.inf if violations(problem, found.gpus) else cost(problem, found.gpus)
+        lower, details = bounds.best_bound(problem, target, time.monotonic() + bounds.TIME_SHARE * time_limit_s,
+                                           [] if math.isinf(target) else found.gpus)
+        found.lower_bound = max(found.lower_bound, lower)
+        found.details.update(details)
+    if found.status == "optimal" and cost(problem, found.gpus) > found.lower_bound + EPS:
+        found.status = "feasible"
+    return found
 
 
 def finish(problem: ProvisioningProblem, found: Assignment, warm: Assignment | None = None) -> Assignment:

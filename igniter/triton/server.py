@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from igniter.errors import UserError
+from igniter.ownership import output_errors
 
 HOST = "127.0.0.1"
 # Every tritonserver igniter starts carries this tag in its environment (readable in /proc/PID/environ): the
@@ -244,7 +245,9 @@ class LocalServer:
             if not (repo / model / "config.pbtxt").exists():
                 raise UserError(f"model {model!r} has no config.pbtxt in {repo}", f"choose one of: {', '.join(list_repo_models(repo)) or '(none)'}")
         ports = [free_port(self.options.host) for _ in range(3)]
-        log = open(self.log_path, "ab")
+        self._log_start = ServerLog(self.log_path).size()  # the file may hold an earlier run's lines
+        with output_errors(self.log_path, "server log"):
+            log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             _launch_command(self.command(*ports), self.options.cpus, die_with_parent=not self.options.detached),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -272,6 +275,10 @@ class LocalServer:
                                 f"read the full log at {self.log_path}")
             if http_ok(url):
                 return
+            failure = ServerLog(self.log_path).load_failure(since=self._log_start)
+            if failure:  # the server might wait forever (a python model without model.py): say it now
+                raise UserError(f"tritonserver could not load a model: {failure}",
+                                f"fix the model in {self.options.repo} (full log: {self.log_path})")
             time.sleep(0.1)
         raise UserError(f"tritonserver was not ready after {self.options.startup_timeout_s:.0f} s: {self.log_tail()}",
                         f"read the full log at {self.log_path}")
@@ -390,15 +397,38 @@ class ServerLog:
 
     def tail(self, lines: int = 5, since: int = 0) -> str:
         """The last error-looking lines written after byte ``since``, without glog prefixes."""
+        rows = self._rows(since, last=True)
+        if rows is None:
+            return "(no log)"
+        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
+        return " | ".join(_message(r) for r in (errors or rows)[-lines:])
+
+    def load_failure(self, since: int = 0) -> str | None:
+        """The first line after byte ``since`` saying a model cannot load, without its glog prefix."""
+        for row in self._rows(since) or []:
+            if any(sign in row.lower() for sign in _LOAD_FAILURE_SIGNS):
+                return _message(row)
+        return None
+
+    def _rows(self, since: int, last: bool = False) -> list[str] | None:
+        """Lines after byte ``since``: the first (or ``last``) _LOG_READ_LIMIT bytes of them."""
         try:
             with open(self.path, "rb") as fh:
-                fh.seek(since)
-                text = fh.read().decode(errors="replace")
+                fh.seek(max(since, self.size() - _LOG_READ_LIMIT) if last else since)
+                text = fh.read(_LOG_READ_LIMIT).decode(errors="replace")
         except OSError:
-            return "(no log)"
-        rows = [r.strip() for r in text.splitlines() if r.strip()]
-        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
-        return " | ".join(r.split("] ", 1)[-1].strip('"') for r in (errors or rows)[-lines:])
+            return None
+        return [r.strip() for r in text.splitlines() if r.strip()]
+
+
+# What Triton, or the python backend's stub, logs when a model cannot load. After the stub's lines the server waits
+# on a stub that already exited and never becomes ready, so the start watches for them instead of timing out.
+_LOAD_FAILURE_SIGNS = ("failed to load '", "failed to preinitialize python stub", "failed to initialize python stub")
+_LOG_READ_LIMIT = 4 * 1024 * 1024
+
+
+def _message(row: str) -> str:
+    return " ".join(row.split("] ", 1)[-1].strip('"').split())
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
