@@ -166,9 +166,10 @@ def render(rows: list[dict], proxy: dict, rate: float, machine: str) -> str:
 Two workloads (tinynet pinned to core 0, mlp to core 1), one replica each, deployed with `igniter apply` (detached
 servers, Caddy front door); Poisson load at {rate:g} requests/s per workload, single-sample gRPC requests, sent to
 the front door's stable address throughout each case. Recovery: kill -9 of the server until `igniter apply` had
-restored it (the apply started at once); failure window: first to last failed request (by scheduled time). Orphans: live tritonservers or front
-doors tagged for the deployment that its state does not record (after kill -9 of igniter one is expected: it is
-recorded as starting, without a pid; the next `igniter down` or `igniter apply` finds it by its tag and stops it).
+restored it (the apply started at once); failure window: first to last failed request (by scheduled time).
+Orphans: live tritonservers or front doors tagged for the deployment that its state does not record (after kill -9
+of igniter one is expected: it is recorded as starting, without a pid; the next `igniter down` or `igniter apply`
+finds it by its tag and stops it).
 
 | case | requests | failed | recovery | failure window | orphans | state = processes |
 |---|---|---|---|---|---|---|
@@ -181,6 +182,9 @@ What the front door adds (same Poisson load, tinynet on server a, direct vs thro
 | direct to the server | {d['requests']} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} |
 | through the front door | {f['requests']} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} |
 | added | | {f['p50_ms'] - d['p50_ms']:+.2f} | {f['p99_ms'] - d['p99_ms']:+.2f} |
+
+The demo sends its traffic through the front door, so its measured p99 includes this hop; the predicted p99 (the
+performance model) does not add it.
 """
 
 
