@@ -85,9 +85,8 @@ def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None,
     progress = (lambda m: click.echo(m, err=True)) if not as_json else None
     deployer = Deployer(state_path, _read_server_map(server_map), detached=True, progress=progress,
                         ports=parse_ports(ports))
-    if dry_run:  # reads only: no lock
-        report = deployer.apply(plan, dry_run=True)
-    else:
+    report = deployer.apply(plan, dry_run=True)  # reads only, no lock: a bad plan or state writes nothing at all
+    if not dry_run:
         with writing(state_path.parent, lock_timeout, "apply", as_json):
             report = deployer.apply(plan)
     emit(report, as_json, lambda r: table(r["actions"], ["server", "action", "reason", "models"]))
@@ -128,6 +127,10 @@ def _status_text(report: dict) -> str:
 @user_errors
 def down(state_path: Path, lock_timeout: float, as_json: bool) -> None:
     """Stop every server recorded in the deployment state, and any of its tagged servers the state lost."""
+    load_state(state_path)  # an unreadable state is one line before anything is written (not even the lock)
+    if not state_path.parent.is_dir():  # no deployment ever ran there (its servers' tags name this directory)
+        emit({"stopped": []}, as_json, lambda r: "stopped 0 server(s)")
+        return
     with writing(state_path.parent, lock_timeout, "down", as_json, "finished first: everything it found is stopped"):
         stopped = sorted(load_state(state_path).servers)  # names only: no health probe of servers about to stop
         with interrupt.deferred():  # half a down would leave a state naming stopped servers
