@@ -10,6 +10,9 @@ servers in a canonical order). The one non-deterministic number, the solve time,
 
 Atomicity: everything is written to a temporary sibling directory first and renamed into place; a previous
 OUT_DIR is swapped out only after the new one is complete.
+
+Ownership: OUT_DIR carries igniter's marker. An existing OUT_DIR is replaced only when it is such a plan directory
+holding nothing but igniter's files, and no deployment runs from it.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pydantic import Field, StringConstraints, field_validator
 
 from igniter import backends
 from igniter.errors import UserError
+from igniter.ownership import MARKER, child_of, is_owned, mark, output_errors, require_owned
 from igniter.provisioning.candidates import ProvisioningProblem
 from igniter.provisioning.strategy import EPS, Assignment, Gpu, accuracy_reward, memory_limit, predicted, price
 from igniter.schema import (Count, NonNegativeFloat, PositiveFloat, SafeName, Share, Strict, dump_json, read_json,
                             validate)
 from igniter.triton.config import config_text, new_model_config, read_config, set_dynamic_batching
+from igniter.triton.server import owned_servers_under
 
 PLAN_FORMAT, PLAN_VERSION = "igniter-plan", 2
 LAUNCH_FORMAT, LAUNCH_VERSION = "igniter-launch", 2
@@ -165,6 +170,8 @@ def _read_versioned(model, path: Path, what: str, file_format: str, version: int
 
 
 DIGITS = 4
+PLAN_ENTRIES = {"plan.json", "solve.json", "triton_repo", MARKER}  # what write_plan puts into OUT_DIR
+_NAME_FIX = "use workload and model names of letters, digits, '.', '_' or '-'"
 
 
 def canonical(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[Gpu]:
@@ -240,9 +247,45 @@ def write_plan(plan: Plan, problem: ProvisioningProblem, out_dir: str | Path, sr
                solve_info: dict) -> None:
     """Write plan.json, solve.json and triton_repo/ atomically into out_dir."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "plan.json").exists())):
-        raise UserError(f"output directory {out} exists and is not a plan directory",
-                        "choose a new --out directory (or an earlier plan's, which is replaced)")
+    with output_errors(out, "plan directory"):
+        check_replaceable(out)
+        _write_plan(plan, problem, out, src_repo, solve_info)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse an --out that is not an earlier plan igniter wrote, holds other files, or serves a live deployment."""
+    fix = "choose a new --out directory (igniter replaces only a plan directory it wrote)"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {out} exists and is not a directory", fix)
+    require_owned(out, "output directory", fix)
+    if not out.exists():
+        return
+    live = owned_servers_under(out)
+    if live:
+        pids = ", ".join(map(str, live))
+        raise UserError(f"output directory {out} holds a live deployment (tritonserver pid {pids})",
+                        "run `igniter down --state <its state.json>` first, or choose another --out")
+    foreign = sorted(e.name for e in out.iterdir() if e.name not in PLAN_ENTRIES and not _igniter_leftover(e))
+    if foreign:
+        raise UserError(f"output directory {out} holds files igniter did not write ({', '.join(foreign[:5])})",
+                        "move them elsewhere, or choose another --out")
+
+
+def _igniter_leftover(entry: Path) -> bool:
+    """A stopped deployment's files beside a plan: a directory igniter marked, or a JSON file of an igniter format."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return is_owned(entry)
+    try:
+        with entry.open("rb") as fh:
+            head = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and str(head.get("format", "")).startswith("igniter-")
+
+
+def _write_plan(plan: Plan, problem: ProvisioningProblem, out: Path, src_repo, solve_info: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -253,7 +296,9 @@ def write_plan(plan: Plan, problem: ProvisioningProblem, out_dir: str | Path, sr
         for g in plan.gpus:
             cpu_next = 0
             for s in g.servers:
-                cpu_next = _write_server(tmp / "triton_repo" / s.name, g, s, types[g.type], src_repo, cpu_next)
+                repo = child_of(tmp / "triton_repo", s.name, "server name", _NAME_FIX)
+                cpu_next = _write_server(repo, g, s, types[g.type], src_repo, cpu_next)
+        mark(tmp, "igniter provision")
         os.chmod(tmp, 0o755)
         _swap_in(tmp, out)
     except BaseException:
@@ -276,8 +321,8 @@ def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, gpu_type, src_re
     model = server.model
     backend = backends.get(gpu.backend)
     repo.mkdir()              # two plain mkdirs: with parents=True each would first fail on the missing parent
-    (repo / model).mkdir()
-    base = Path(src_repo) / model if src_repo else None
+    child_of(repo, model, "model name", _NAME_FIX).mkdir()
+    base = child_of(Path(src_repo), model, "model name", _NAME_FIX) if src_repo else None
     if base is not None and (base / "config.pbtxt").exists():
         cfg = read_config(base / "config.pbtxt")
         _copy_model_files(base, repo / model)
