@@ -288,6 +288,18 @@ def test_cli_refuses_a_directory_it_did_not_write(fake_cli, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".precious")]   # no temporary left
 
 
+def test_cli_refuses_a_stray_capacity_json_beside_a_users_file(fake_cli, tmp_path):
+    trace = scale_trace(tmp_path, [1.0])
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "capacity.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    res = invoke(fake_cli, tmp_path, "--trace", str(trace), "--out", str(out))
+    assert res.exit_code == 2 and "not an igniter output" in res.output
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["capacity.json",
+                                                                                                  "notes.txt"]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--step", "5x"], "--step '5x' is not a duration"),
     (["--growth", "1,-2"], "not a list of positive factors"),
