@@ -15,6 +15,7 @@ import bz2
 import csv
 import io
 import json
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -437,3 +438,20 @@ def test_a_growth_over_max_count_is_an_error_row(tmp_path):
     rows = {r["growth"]: r for r in result.growth if "error" in r}
     assert list(rows) == [1.8] and "max_count" in rows[1.8]["error"]
     assert by_name(result)["static-peak"].gpus[:, 0].tolist() == [3, 3, 3]
+
+
+def test_native_output_during_planning_goes_to_stderr(fake_cli, tmp_path, monkeypatch, capfd):
+    """A solver library writing to file descriptor 1 (HiGHS's banner) must not end up in the --json stdout."""
+    real = capacity_cli.plan_capacity
+
+    def chatty(*args, **kwargs):
+        os.write(1, b"Running a native solver\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capacity_cli, "plan_capacity", chatty)
+    res = invoke(fake_cli, tmp_path, "--trace", str(scale_trace(tmp_path, [1.0])), "--out", str(tmp_path / "o"),
+                 "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["steps"] == 1
+    captured = capfd.readouterr()
+    assert "Running a native solver" not in captured.out and "Running a native solver" in captured.err
