@@ -29,7 +29,7 @@ from igniter.provisioning.workloads import load_perf_model
 def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
-                                             latency_model, _loader())
+                                             latency_model, _loader(), src_repo)
     totals = plan["totals"]
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
                   "details": assignment.details}

@@ -18,9 +18,8 @@ from pathlib import Path
 
 from igniter.errors import UserError
 from igniter.provisioning.candidates import ProvisioningProblem, host_cores
+from igniter.provisioning.repository import Placement, write_server_models
 from igniter.provisioning.strategy import Assignment, Gpu, cost, predicted
-from igniter.triton.config import (config_text, new_model_config, read_config, set_dynamic_batching,
-                                   set_instance_group, set_parameter)
 
 DIGITS = 4
 
@@ -112,19 +111,9 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
     """One server's model repository and launch.json; returns the next free core on a CPU host."""
     model = server["model"]
     on_gpu = gpu_type.kind != "cpu"
-    repo.mkdir()              # two plain mkdirs: with parents=True each would first fail on the missing parent
-    (repo / model).mkdir()
-    base = Path(src_repo) / model if src_repo else None
-    if base is not None and (base / "config.pbtxt").exists():
-        cfg = read_config(base / "config.pbtxt")
-        _copy_model_files(base, repo / model)
-    else:
-        cfg = new_model_config(model)
-    cfg.name = model
-    cfg.max_batch_size = max(int(cfg.max_batch_size), int(server["batch"]))
-    set_dynamic_batching(cfg, [int(server["batch"])], int(server["max_queue_delay_us"]))
-    set_instance_group(cfg, int(server["instances"]), "KIND_GPU" if on_gpu else "KIND_CPU")
-    launch = {"server": server["name"], "gpu": gpu["id"], "share": server["share"], "models": [model]}
+    repo.mkdir()
+    launch = {"server": server["name"], "gpu": gpu["id"], "share": server["share"]}
+    threads = None
     if on_gpu:
         launch["env"] = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{server['share']:g}"}
     else:
@@ -133,22 +122,9 @@ def _write_server(repo: Path, gpu: dict, server: dict, gpu_type, src_repo, cpu_n
         launch["cpus"] = [c % cores for c in range(cpu_next, cpu_next + threads)]
         launch["threads"] = threads
         launch["env"] = {"OMP_NUM_THREADS": str(threads)}
-        if "threads" in cfg.parameters:
-            set_parameter(cfg, "threads", threads)
         cpu_next += threads
-    # plain writes: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
-    (repo / model / "config.pbtxt").write_text(config_text(cfg))
+    place = Placement(server["name"], server["workload"], int(server["batch"]), int(server["max_queue_delay_us"]),
+                      int(server["replicas"]), int(server["instances"]), on_gpu, threads)
+    launch["models"] = write_server_models(repo, model, place, src_repo)
     (repo / "launch.json").write_text(json.dumps(launch, indent=2, sort_keys=True) + "\n")
     return cpu_next
-
-
-def _copy_model_files(src: Path, dst: Path) -> None:
-    """Version directories and any other files of the source model, except its config (rewritten)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(src.iterdir()):
-        if entry.name == "config.pbtxt":
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, dst / entry.name)
-        else:
-            shutil.copy2(entry, dst / entry.name)

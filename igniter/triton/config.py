@@ -28,19 +28,43 @@ def parse_config(text: str, where: str = "config") -> ModelConfig:
 
 
 def read_config(path: str | Path) -> ModelConfig:
+    return read_config_with_header(path)[0]
+
+
+def read_config_with_header(path: str | Path) -> tuple[ModelConfig, str]:
+    """The config and its leading comment block (a license header, say), which protobuf would drop."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no model config at {path}", "create config.pbtxt or point at a model directory that has one")
-    return parse_config(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}", "give a readable UTF-8 config.pbtxt") from err
+    return parse_config(text, str(path)), leading_comments(text)
 
 
-def config_text(cfg: ModelConfig) -> str:
-    return text_format.MessageToString(cfg)
+def leading_comments(text: str) -> str:
+    """The comment lines (and blank lines between them) at the top of a config.pbtxt, with their newlines."""
+    lines = text.splitlines(keepends=True)
+    end = 0
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("#"):
+            end = i + 1
+        elif line.strip():
+            break
+    block = "".join(lines[:end])
+    return block if not block or block.endswith("\n") else block + "\n"
 
 
-def write_config(cfg: ModelConfig, path: str | Path) -> None:
+def config_text(cfg: ModelConfig, header: str = "") -> str:
+    """protobuf text form (map entries sorted, so byte-deterministic), after the kept header with one blank line."""
+    body = text_format.MessageToString(cfg)
+    return f"{header}\n{body}" if header else body
+
+
+def write_config(cfg: ModelConfig, path: str | Path, header: str = "") -> None:
     """Write config.pbtxt atomically (temp file in the same directory, then rename)."""
-    atomic_write(path, config_text(cfg))
+    atomic_write(path, config_text(cfg, header))
 
 
 def config_json(cfg: ModelConfig) -> str:
@@ -106,5 +130,17 @@ def driven_fields(cfg: ModelConfig) -> dict:
         "preferred_batch_size": list(cfg.dynamic_batching.preferred_batch_size),
         "max_queue_delay_us": cfg.dynamic_batching.max_queue_delay_microseconds,
         "dynamic_batching": cfg.HasField("dynamic_batching"),
+        "sequence_batching": sequence_fields(cfg) if cfg.HasField("sequence_batching") else None,
         "parameters": {k: v.string_value for k, v in sorted(cfg.parameters.items())},
     }
+
+
+def sequence_fields(cfg: ModelConfig) -> dict:
+    """The sequence batcher's fields igniter drives: its strategy and how it forms batches."""
+    seq = cfg.sequence_batching
+    if seq.HasField("oldest"):
+        return {"strategy": "oldest", "max_candidate_sequences": seq.oldest.max_candidate_sequences,
+                "preferred_batch_size": list(seq.oldest.preferred_batch_size),
+                "max_queue_delay_us": seq.oldest.max_queue_delay_microseconds}
+    return {"strategy": "direct", "max_queue_delay_us": seq.direct.max_queue_delay_microseconds,
+            "minimum_slot_utilization": seq.direct.minimum_slot_utilization}
