@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.provisioning import STRATEGIES, run
+from igniter.provisioning.check import check_plan
 from igniter.provisioning.plan import write_plan
 from igniter.provisioning.queueing import LATENCY_MODELS
 from igniter.provisioning.workloads import load_perf_model
@@ -24,15 +27,20 @@ from igniter.provisioning.workloads import load_perf_model
               help="Source model repository: base configs and model files are copied from it.")
 @click.option("--latency-model", type=click.Choice(LATENCY_MODELS), default="queueing", show_default=True,
               help="queueing: p99 with batch formation and queueing; half-slo: iGniter's 2 x batch latency rule.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 0 if --out holds exactly what this run would write, else 1 with a diff.")
 @json_option
 @user_errors
-def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
+def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, check,
+              as_json):
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
                                              latency_model, _loader(), src_repo)
     totals = plan["totals"]
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
                   "details": assignment.details}
+    if check:
+        sys.exit(_check(plan, problem, out_dir, src_repo, solve_info, as_json))
     write_plan(plan, problem, out_dir, src_repo, solve_info)
     result = {"gpus": totals["gpus"], "cost": totals["cost"], "lower_bound": totals["lower_bound"],
               "gap": totals["gap"], "solve_seconds": round(seconds, 3),
@@ -40,6 +48,13 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
                              "share": s["share"], "predicted_latency_ms": s["predicted_latency_ms"]}
                             for g in plan["gpus"] for s in g["servers"]]}
     emit(result, as_json, _human)
+
+
+def _check(plan, problem, out_dir, src_repo, solve_info, as_json) -> int:
+    diff = check_plan(plan, problem, out_dir, src_repo, solve_info)
+    emit({"out": out_dir, "up_to_date": not diff, "diff": diff}, as_json,
+         lambda r: f"{r['out']} is up to date" if not r["diff"] else r["diff"].rstrip("\n"))
+    return 1 if diff else 0
 
 
 def _loader():

@@ -32,8 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from igniter.errors import UserError
-from igniter.triton.config import (ModelConfig, config_text, mc, new_model_config, read_config_with_header,
-                                   set_dynamic_batching, set_parameter)
+from igniter.triton.config import ModelConfig, config_text, mc, new_model_config, read_config_with_header, set_parameter
 
 ENSEMBLE_PLATFORM = "ensemble"
 _BLS_CALL = re.compile(r"\bInferenceRequest\s*\(")
@@ -275,9 +274,9 @@ def repository_types(types: list, src_repo: str | Path | None, models: set[str])
     for name in sorted(models):
         if name in sources and sources[name].is_ensemble and not any(name in t.perf_model.models for t in wrapped):
             missing = sorted({s for s in sources[name].steps for t in types if s not in t.perf_model.models})
-            raise UserError(f"ensemble {name!r} is planned as its composing models, but {', '.join(missing)} "
-                            f"is not in the performance model", "profile the composing models and re-run `igniter fit`",
-                            sources[name].where)
+            raise UserError(f"ensemble {name!r} is planned as its composing models, and the performance model "
+                            f"lacks {', '.join(map(repr, missing))}",
+                            "profile the composing models and re-run `igniter fit`", sources[name].where)
     return wrapped
 
 
@@ -346,7 +345,10 @@ def _set_batching(cfg: ModelConfig, src: SourceModel | None, place: Placement) -
                             src.where if src else None)
         _set_sequence_batching(cfg.sequence_batching, place, int(cfg.max_batch_size))
     elif cfg.max_batch_size > 0:
-        set_dynamic_batching(cfg, [place.batch], place.max_queue_delay_us)
+        # only the sizes and the delay: queue policies, priorities and preserve_ordering keep their meaning
+        del cfg.dynamic_batching.preferred_batch_size[:]
+        cfg.dynamic_batching.preferred_batch_size.append(place.batch)
+        cfg.dynamic_batching.max_queue_delay_microseconds = place.max_queue_delay_us
     # max_batch_size 0: no batch dimension, nothing to batch (the planner chose batch 1)
 
 

@@ -1,0 +1,340 @@
+"""Provisioning over a real-world-style source repository (tests/fixtures/repos/zoo): every model keeps its
+meaning, what cannot be planned is refused in one line, written repositories load on a real Triton, and
+`provision --check` answers 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_perf_model import FakePerfModel  # noqa: E402
+
+from igniter.cli import provision as provision_cli  # noqa: E402
+from igniter.errors import UserError  # noqa: E402
+from igniter.provisioning.repository import Placement, check_rules  # noqa: E402
+from igniter.triton.config import leading_comments  # noqa: E402
+
+ZOO = Path(__file__).parent / "fixtures" / "repos" / "zoo"
+LIGHT = (0.3, 0.2, 0.3, 0.5, 0.05, 100.0, 5.0)   # FakePerfModel parameters: a small, fast model
+PLANNED = ("accumulate", "oldest_accumulate", "embed_nobatch", "tokenize", "score", "stream", "densenet_like",
+           "pinned_gpu", "cpu_only", "router_bls", "self_placed")
+
+GPU_WORKLOADS = """
+workloads:
+  - {name: seq, model: accumulate, rate: 400, slo_ms: 40}
+  - {name: old, model: oldest_accumulate, rate: 400, slo_ms: 40}
+  - {name: nob, model: embed_nobatch, rate: 50, slo_ms: 40}
+  - {name: pipe, model: pipeline, rate: 300, slo_ms: 60}
+  - {name: str, model: stream, rate: 50, slo_ms: 40}
+  - {name: dn, model: densenet_like, rate: 50, slo_ms: 60}
+  - {name: pin, model: pinned_gpu, rate: 800, slo_ms: 40}
+"""
+
+CPU_WORKLOADS = """
+workloads:
+  - {name: seq, model: accumulate, rate: 20, slo_ms: 200}
+  - {name: old, model: oldest_accumulate, rate: 20, slo_ms: 200}
+  - {name: nob, model: embed_nobatch, rate: 20, slo_ms: 200}
+  - {name: pipe, model: pipeline, rate: 20, slo_ms: 200}
+  - {name: str, model: stream, rate: 20, slo_ms: 200}
+  - {name: cpu, model: cpu_only, rate: 20, slo_ms: 200}
+"""
+
+
+def gpu_model(**kw) -> FakePerfModel:
+    return FakePerfModel(models={m: LIGHT for m in PLANNED}, **kw)
+
+
+def cpu_model() -> FakePerfModel:
+    return FakePerfModel("cpu-host", memory_mb=None, models={m: LIGHT for m in PLANNED}, kind="cpu", cores=2,
+                         shares=(50.0, 100.0))
+
+
+def provision(monkeypatch, tmp_path, workloads: str, perf_model, *extra, out: str = "out"):
+    monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: perf_model))
+    (tmp_path / "w.yaml").write_text(workloads)
+    (tmp_path / "m.json").write_text("{}")
+    return CliRunner().invoke(provision_cli.provision, [
+        "--workloads", str(tmp_path / "w.yaml"), "--perf-model", str(tmp_path / "m.json"),
+        "--out", str(tmp_path / out), "--repo", str(ZOO), "--strategy", "igniter", *extra])
+
+
+def servers(out: Path) -> dict[str, dict]:
+    plan = json.loads((out / "plan.json").read_text())
+    return {s["workload"]: s for g in plan["gpus"] for s in g["servers"]}
+
+
+def parse(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def without_driven(cfg: mc.ModelConfig) -> mc.ModelConfig:
+    """The source's meaning: everything but the fields the plan drives (instance group, batch sizes, delay)."""
+    rest = mc.ModelConfig()
+    rest.CopyFrom(cfg)
+    rest.ClearField("instance_group")
+    if rest.HasField("dynamic_batching"):
+        rest.dynamic_batching.ClearField("preferred_batch_size")
+        rest.dynamic_batching.ClearField("max_queue_delay_microseconds")
+        if rest.dynamic_batching.ByteSize() == 0:
+            rest.ClearField("dynamic_batching")
+    seq = rest.sequence_batching
+    for strategy in (seq.direct, seq.oldest):
+        for name in ("preferred_batch_size", "max_queue_delay_microseconds", "max_candidate_sequences",
+                     "minimum_slot_utilization"):
+            if name in strategy.DESCRIPTOR.fields_by_name:
+                strategy.ClearField(name)
+    if rest.HasField("sequence_batching") and seq.HasField("direct") and seq.direct.ByteSize() == 0:
+        seq.ClearField("direct")
+    return rest
+
+
+def header_lines(path: Path) -> list[str]:
+    """The file's top comment lines, read line by line (independent of igniter's header code)."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            lines.append(line)
+        elif line.strip():
+            break
+    return lines
+
+
+@pytest.fixture(scope="module")
+def gpu_out(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gpu")
+    with pytest.MonkeyPatch.context() as mp:
+        res = provision(mp, tmp, GPU_WORKLOADS, gpu_model())
+    assert res.exit_code == 0, res.output
+    return tmp / "out"
+
+
+def test_every_model_keeps_its_meaning_and_header(gpu_out):
+    for workload, s in servers(gpu_out).items():
+        repo = gpu_out / "triton_repo" / s["name"]
+        launch = json.loads((repo / "launch.json").read_text())
+        for model in launch["models"]:
+            written, source = repo / model / "config.pbtxt", ZOO / model / "config.pbtxt"
+            if parse(source).platform == "ensemble":
+                continue
+            assert without_driven(parse(written)) == without_driven(parse(source)), model
+            assert header_lines(written) == header_lines(source), model
+            [group] = parse(written).instance_group
+            assert (group.kind, list(group.gpus), group.count) == (mc.ModelInstanceGroup.KIND_GPU, [0], 1), model
+
+
+def test_no_batch_dimension_planned_at_batch_1_without_batcher(gpu_out):
+    for workload, model in (("dn", "densenet_like"), ("nob", "embed_nobatch")):
+        s = servers(gpu_out)[workload]
+        assert s["batch"] == 1
+        cfg = parse(gpu_out / "triton_repo" / s["name"] / model / "config.pbtxt")
+        assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    s = servers(gpu_out)["nob"]
+    [group] = parse(gpu_out / "triton_repo" / s["name"] / "embed_nobatch" / "config.pbtxt").instance_group
+    assert group.rate_limiter.priority == 2 and group.rate_limiter.resources[0].name == "scratch"
+    dn = gpu_out / "triton_repo" / servers(gpu_out)["dn"]["name"] / "densenet_like"
+    for rel in ("labels.txt", "1/model.onnx"):
+        assert (dn / rel).read_bytes() == (ZOO / "densenet_like" / rel).read_bytes()
+
+
+def test_sequence_models_batch_through_their_sequence_batcher(gpu_out):
+    s = servers(gpu_out)["seq"]
+    cfg = parse(gpu_out / "triton_repo" / s["name"] / "accumulate" / "config.pbtxt")
+    assert not cfg.HasField("dynamic_batching")
+    assert [c.name for c in cfg.sequence_batching.control_input] == ["START", "READY", "CORRID"]
+    if s["batch"] > 1:   # direct: wait for batch of the 4 slots
+        assert cfg.sequence_batching.direct.minimum_slot_utilization == pytest.approx(s["batch"] / 4, abs=1e-4)
+        assert cfg.sequence_batching.direct.max_queue_delay_microseconds == s["max_queue_delay_us"]
+    s = servers(gpu_out)["old"]
+    assert s["batch"] > 1, "the rate needs batching (else this test shows nothing)"
+    oldest = parse(gpu_out / "triton_repo" / s["name"] / "oldest_accumulate" / "config.pbtxt").sequence_batching.oldest
+    assert list(oldest.preferred_batch_size) == [s["batch"]]
+    assert oldest.max_candidate_sequences == max(2, s["batch"])
+    assert oldest.max_queue_delay_microseconds == s["max_queue_delay_us"]
+
+
+def test_ensemble_is_one_server_with_its_steps_and_config_unchanged(gpu_out):
+    s = servers(gpu_out)["pipe"]
+    assert s["model"] == "pipeline"
+    repo = gpu_out / "triton_repo" / s["name"]
+    assert json.loads((repo / "launch.json").read_text())["models"] == ["pipeline", "tokenize", "score"]
+    assert (repo / "pipeline" / "config.pbtxt").read_bytes() == (ZOO / "pipeline" / "config.pbtxt").read_bytes()
+    for step in ("tokenize", "score"):
+        cfg = parse(repo / step / "config.pbtxt")
+        assert list(cfg.dynamic_batching.preferred_batch_size) == [s["batch"]]
+    assert parse(repo / "tokenize" / "config.pbtxt").dynamic_batching.preserve_ordering
+
+
+def test_ensemble_latency_is_its_steps_in_series():
+    """Hand-worked: both steps LIGHT at batch 2, share 50 % together: each 0.7 * 2^0.7 + 0.1 ms solo,
+    times (1 + 0.5 * 0.15) for the other step's pressure, plus 0.05 ms scheduling."""
+    from igniter.provisioning.repository import RepositoryPerfModel, source_models
+    pm = RepositoryPerfModel(gpu_model(), source_models(ZOO, {"pipeline"}))
+    solo = 0.7 * 2 ** 0.7 + 0.1
+    step = solo * (1 + 0.5 * 0.15) + 0.05
+    terms = pm.linear_terms_many(["pipeline"], [2], [50.0])
+    assert terms.solo_latency_ms[0] == pytest.approx(2 * step)
+    assert terms.solo_throughput_rps[0] == pytest.approx(1000 * 2 / step)
+    [[pred]] = pm.predict_sets([[type("M", (), {"model": "pipeline", "batch": 2, "share": 50.0})()]])
+    assert pred.latency_ms == pytest.approx(2 * step)
+    assert pm.batches("pipeline") == [1, 2, 4, 8]    # ensemble and steps take at most 8
+
+
+def test_decoupled_and_pinned_gpu_models(gpu_out):
+    s = servers(gpu_out)["str"]
+    assert parse(gpu_out / "triton_repo" / s["name"] / "stream" / "config.pbtxt").model_transaction_policy.decoupled
+    s = servers(gpu_out)["pin"]
+    cfg = parse(gpu_out / "triton_repo" / s["name"] / "pinned_gpu" / "config.pbtxt")
+    assert len(cfg.instance_group) == 1 and list(cfg.instance_group[0].gpus) == [0]
+    assert cfg.dynamic_batching.default_queue_policy.default_timeout_microseconds == 50000
+
+
+class _NoBatchOne(FakePerfModel):
+    def batches(self, model):
+        return [2, 4, 8]
+
+
+@pytest.mark.parametrize("workload, perf_model, needle", [
+    ("{name: b, model: router_bls, rate: 10, slo_ms: 50}", "gpu", "BLS model"),
+    ("{name: k, model: self_placed, rate: 10, slo_ms: 50}", "gpu", "KIND_MODEL"),
+    ("{name: c, model: cpu_only, rate: 10, slo_ms: 50}", "gpu", "asks for KIND_CPU"),
+    ("{name: p, model: pinned_gpu, rate: 10, slo_ms: 200}", "cpu", "asks for KIND_GPU"),
+    ("{name: s, model: accumulate, rate: 20000, slo_ms: 40}", "gpu", "stateful"),
+    ("{name: e, model: pipeline, rate: 10, slo_ms: 50}", "no-score", "the performance model lacks 'score'"),
+    ("{name: n, model: embed_nobatch, rate: 10, slo_ms: 50}", "no-batch-1", "profiled at batches [2, 4, 8] only"),
+])
+def test_unplannable_models_refused_in_one_line_nothing_written(monkeypatch, tmp_path, workload, perf_model, needle):
+    pm = {"gpu": gpu_model(), "cpu": cpu_model(),
+          "no-score": FakePerfModel(models={m: LIGHT for m in PLANNED if m != "score"}),
+          "no-batch-1": _NoBatchOne(models={m: LIGHT for m in PLANNED})}[perf_model]
+    res = provision(monkeypatch, tmp_path, f"workloads:\n  - {workload}\n", pm)
+    assert res.exit_code == 2, res.output
+    [line] = res.output.strip().splitlines()
+    assert needle in line and "To fix:" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_rule_check_uses_tritons_wording():
+    place = Placement("srv", "w", 2, 100, 1, 1, False, None)
+    cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { oldest { preferred_batch_size: 8 } }'
+                            ' instance_group { kind: KIND_CPU }', mc.ModelConfig())
+    with pytest.raises(UserError, match="sequence batching preferred batch size must be <= max batch size for m"):
+        check_rules(cfg, place, "m")
+    cfg = text_format.Parse('name: "m" max_batch_size: 4 instance_group { kind: KIND_CPU gpus: 0 }', mc.ModelConfig())
+    with pytest.raises(UserError, match="has kind KIND_CPU but specifies one or more GPUs"):
+        check_rules(cfg, place, "m")
+    cfg = text_format.Parse('name: "m" max_batch_size: 1 instance_group { kind: KIND_CPU }', mc.ModelConfig())
+    with pytest.raises(UserError, match="planned batch 2 exceeds max_batch_size 1"):
+        check_rules(cfg, place, "m")
+
+
+def test_leading_comments():
+    assert leading_comments("# a\n#\n\n# b\n\nname: \"x\"\n# later\n") == "# a\n#\n\n# b\n"
+    assert leading_comments("name: \"x\"\n# later\n") == ""
+    assert leading_comments("# only") == "# only\n"
+
+
+# ---------------------------------------------------------------- --check (CI mode)
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_check_0_when_up_to_date_1_with_diff_2_on_bad_input(monkeypatch, tmp_path):
+    assert provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model()).exit_code == 0
+    out = tmp_path / "out"
+    before = _snapshot(out)
+    res = provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), "--check")
+    assert res.exit_code == 0, res.output
+    assert "up to date" in res.output
+    assert _snapshot(out) == before, "--check wrote into --out"
+
+    s = servers(out)["nob"]
+    config = out / "triton_repo" / s["name"] / "embed_nobatch" / "config.pbtxt"
+    config.write_text(config.read_text().replace('string_value: "1.0"', 'string_value: "2.0"'))
+    (out / "stray.txt").write_text("left over\n")
+    launch = out / "triton_repo" / servers(out)["pipe"]["name"] / "launch.json"
+    launch.unlink()
+    edited = _snapshot(out)
+    res = provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), "--check")
+    assert res.exit_code == 1
+    rel = config.relative_to(out).as_posix()
+    assert f"--- out/{rel}" in res.output and f"+++ expected/{rel}" in res.output
+    assert '-    string_value: "2.0"' in res.output and '+    string_value: "1.0"' in res.output
+    assert "Only in" in res.output and "stray.txt" in res.output
+    assert launch.relative_to(out).as_posix() in res.output
+    assert _snapshot(out) == edited, "--check wrote into --out"
+
+    res = provision(monkeypatch, tmp_path, "workloads: []\n", gpu_model(), "--check")
+    assert res.exit_code == 2 and "To fix:" in res.output
+
+
+def test_check_against_missing_out_writes_nothing(monkeypatch, tmp_path):
+    res = provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), "--check", "--json")
+    assert res.exit_code == 1
+    assert json.loads(res.output)["up_to_date"] is False
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_is_byte_deterministic(monkeypatch, tmp_path):
+    for out in ("a", "b"):
+        assert provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), out=out).exit_code == 0
+    a, b = _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")
+    a.pop("solve.json"), b.pop("solve.json")
+    assert a == b
+
+
+# ---------------------------------------------------------------- the written repositories on a real Triton
+
+
+@pytest.mark.integration
+def test_written_repositories_load_and_keep_semantics_on_triton(monkeypatch, tmp_path):
+    from igniter.triton.client import TritonClient
+    from igniter.triton.config import driven_fields, read_config
+    from igniter.triton.server import LocalServer, ServerOptions
+    import tritonclient.grpc as grpcclient
+
+    res = provision(monkeypatch, tmp_path, CPU_WORKLOADS, cpu_model())
+    assert res.exit_code == 0, res.output
+    for workload, s in sorted(servers(tmp_path / "out").items()):
+        repo = tmp_path / "out" / "triton_repo" / s["name"]
+        models = json.loads((repo / "launch.json").read_text())["models"]
+        copy = tmp_path / "run" / s["name"]
+        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("launch.json"))
+        with LocalServer(ServerOptions(repo=copy, models=models, log_path=tmp_path / f"{workload}.log")) as server, \
+                TritonClient.connect(server) as client:
+            for model in models:
+                assert client.is_ready(model), (workload, model)
+                if model != s["model"] or read_config(repo / model / "config.pbtxt").platform != "ensemble":
+                    assert driven_fields(client.config(model)) == driven_fields(read_config(repo / model / "config.pbtxt"))
+            if workload in ("seq", "old"):
+                got = [_sequence_step(client.grpc, s["model"], v, i, 3) for i, v in enumerate([3, 4, 5])]
+                assert got == [3, 7, 12]
+            elif workload == "pipe":
+                text = grpcclient.InferInput("TEXT", [1, 6], "INT32")
+                text.set_data_from_numpy(np.arange(1, 7, dtype=np.int32).reshape(1, 6))
+                score = client.grpc.infer("pipeline", [text]).as_numpy("SCORE")
+                assert score.reshape(-1)[0] == pytest.approx(2.1)
+            elif workload == "nob":
+                matrix = grpcclient.InferInput("MATRIX", [4, 8], "FP32")
+                matrix.set_data_from_numpy(np.ones((4, 8), dtype=np.float32))
+                assert client.grpc.infer("embed_nobatch", [matrix]).as_numpy("ROWSUM").tolist() == [8.0] * 4
+
+
+def _sequence_step(grpc, model: str, value: int, index: int, length: int) -> int:
+    import tritonclient.grpc as grpcclient
+
+    tensor = grpcclient.InferInput("INPUT", [1, 1], "INT32")
+    tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
+    result = grpc.infer(model, [tensor], sequence_id=7, sequence_start=index == 0, sequence_end=index == length - 1)
+    return int(result.as_numpy("OUTPUT").reshape(-1)[0])
