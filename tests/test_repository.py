@@ -168,9 +168,10 @@ def test_ensemble_is_one_server_with_its_steps_and_config_unchanged(gpu_out):
     repo = gpu_out / "triton_repo" / s["name"]
     assert json.loads((repo / "launch.json").read_text())["models"] == ["pipeline", "tokenize", "score"]
     assert (repo / "pipeline" / "config.pbtxt").read_bytes() == (ZOO / "pipeline" / "config.pbtxt").read_bytes()
-    for step in ("tokenize", "score"):
+    for step, delay in (("tokenize", s["max_queue_delay_us"]), ("score", 0)):   # the batch forms at the first step
         cfg = parse(repo / step / "config.pbtxt")
         assert list(cfg.dynamic_batching.preferred_batch_size) == [s["batch"]]
+        assert cfg.dynamic_batching.max_queue_delay_microseconds == delay
     assert parse(repo / "tokenize" / "config.pbtxt").dynamic_batching.preserve_ordering
 
 
@@ -338,3 +339,22 @@ def _sequence_step(grpc, model: str, value: int, index: int, length: int) -> int
     tensor.set_data_from_numpy(np.array([[value]], dtype=np.int32))
     result = grpc.infer(model, [tensor], sequence_id=7, sequence_start=index == 0, sequence_end=index == length - 1)
     return int(result.as_numpy("OUTPUT").reshape(-1)[0])
+
+
+def test_ci_docs_and_hook_run_the_real_check():
+    """The workflow and hook in docs/ci.md and .pre-commit-hooks.yaml parse and use options provision has."""
+    import re
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    options = {o for p in provision_cli.provision.params for o in p.opts}
+    [hook] = yaml.safe_load((root / ".pre-commit-hooks.yaml").read_text())
+    assert hook["entry"] == "igniter provision --check" and hook["pass_filenames"] is False
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", (root / "docs" / "ci.md").read_text(), re.S)]
+    workflow, precommit = blocks
+    [command] = [s["run"] for s in workflow["jobs"]["plan-up-to-date"]["steps"] if "provision" in s.get("run", "")]
+    [used] = [h for r in precommit["repos"] for h in r["hooks"]]
+    assert used["id"] == hook["id"]
+    for flag in re.findall(r"--[a-z-]+", command) + [a for a in used["args"] if a.startswith("--")]:
+        assert flag in options, flag

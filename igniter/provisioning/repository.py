@@ -13,7 +13,8 @@ naming the model and why, before anything is written:
   a stateful workload split over several servers is refused (a sequence's requests must reach one server);
 - an ensemble has no instances: it is served by one server holding it (config copied byte for byte) and its
   composing models, each planned at the workload's rate (``RepositoryPerfModel``: the steps' latencies add up,
-  so the SLO is split between them, and the slowest step's throughput is the pipeline's);
+  so the SLO is split between them, and the slowest step's throughput is the pipeline's); the batch forms at
+  the first step (it gets the queue delay, later steps none);
 - decoupled and python models keep their transaction policy and backend; a BLS model (python code that sends
   inference requests to models igniter cannot see) is refused;
 - instance groups: KIND_AUTO (or none) takes the plan's kind; KIND_CPU on a GPU plan, KIND_GPU on a CPU plan,
@@ -301,8 +302,9 @@ def write_server_models(repo: Path, model: str, place: Placement, src_repo: str 
     if src is not None and src.is_ensemble:
         steps = source_models(src_repo, {model})
         _copy_model_files(src.path, repo / model, keep_config=True)   # the ensemble's config, byte for byte
-        for step in src.steps:
-            _write_model(repo, step, steps[step], place)
+        for i, step in enumerate(src.steps):
+            # the batch forms once, at the first step (queueing model); later steps take what arrives together
+            _write_model(repo, step, steps[step], place if i == 0 else replace(place, max_queue_delay_us=0))
         return [model, *src.steps]
     if src is not None:
         refuse_unplannable(src, {model: src})
