@@ -110,7 +110,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     PerfModel.fit(profiles).save(perf_model_path)
 
     say(f"provision: {opts.workloads.name} with the {opts.strategy} strategy")
-    problem, assignment, plan, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
+    problem, assignment, plan, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0,
+                                                   src_repo=opts.repo)
     plan_dir = opts.workdir / "plan"
     write_plan(plan, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
 

@@ -59,13 +59,13 @@ def cpu_model() -> FakePerfModel:
                          shares=(50.0, 100.0))
 
 
-def provision(monkeypatch, tmp_path, workloads: str, perf_model, *extra, out: str = "out"):
+def provision(monkeypatch, tmp_path, workloads: str, perf_model, *extra, out: str = "out", repo: Path = ZOO):
     monkeypatch.setattr(provision_cli, "_loader", lambda: (lambda path: perf_model))
     (tmp_path / "w.yaml").write_text(workloads)
     (tmp_path / "m.json").write_text("{}")
     return CliRunner().invoke(provision_cli.provision, [
         "--workloads", str(tmp_path / "w.yaml"), "--perf-model", str(tmp_path / "m.json"),
-        "--out", str(tmp_path / out), "--repo", str(ZOO), "--strategy", "igniter", *extra])
+        "--out", str(tmp_path / out), "--repo", str(repo), "--strategy", "igniter", *extra])
 
 
 def servers(out: Path) -> dict[str, dict]:
@@ -218,6 +218,27 @@ def test_unplannable_models_refused_in_one_line_nothing_written(monkeypatch, tmp
           "no-score": FakePerfModel(models={m: LIGHT for m in PLANNED if m != "score"}),
           "no-batch-1": _NoBatchOne(models={m: LIGHT for m in PLANNED})}[perf_model]
     res = provision(monkeypatch, tmp_path, f"workloads:\n  - {workload}\n", pm)
+    assert res.exit_code == 2, res.output
+    [line] = res.output.strip().splitlines()
+    assert needle in line and "To fix:" in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (("pipeline", 'model_name: "score"', 'model_name: "../score"'), "not a model directory name"),
+    (("pipeline", 'model_name: "score"', 'model_name: "missing"'), "which the repository does not have"),
+    (("pipeline", 'model_name: "score"', 'model_name: "pipeline"'), "contains the ensemble(s) pipeline"),
+    (("tokenize", 'name: "tokenize"', 'name: "tokenizer"'), "differs from its directory 'tokenize'"),
+    (("tokenize", "max_batch_size: 8", "max_batch_size: 8 ;;"), "invalid Triton model config"),
+])
+def test_broken_source_repositories_refused(monkeypatch, tmp_path, edit, needle):
+    repo = tmp_path / "zoo"
+    shutil.copytree(ZOO, repo)
+    model, old, new = edit
+    config = repo / model / "config.pbtxt"
+    config.write_text(config.read_text().replace(old, new, 1))
+    res = provision(monkeypatch, tmp_path, "workloads:\n  - {name: p, model: pipeline, rate: 10, slo_ms: 50}\n",
+                    gpu_model(), repo=repo)
     assert res.exit_code == 2, res.output
     [line] = res.output.strip().splitlines()
     assert needle in line and "To fix:" in line

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from igniter.errors import UserError
+from igniter.schema import NAME_MAX, NAME_PATTERN, NAME_RULE
 from igniter.triton.config import ModelConfig, config_text, mc, new_model_config, read_config_with_header, set_parameter
 
 ENSEMBLE_PLATFORM = "ensemble"
@@ -50,10 +51,6 @@ class SourceModel:
     @property
     def is_ensemble(self) -> bool:
         return self.config.platform == ENSEMBLE_PLATFORM or self.config.HasField("ensemble_scheduling")
-
-    @property
-    def is_sequence(self) -> bool:
-        return self.config.HasField("sequence_batching")
 
     @property
     def steps(self) -> list[str]:
@@ -92,6 +89,10 @@ def source_models(repo: str | Path | None, names: set[str]) -> dict[str, SourceM
         if src is None or name in found:
             continue
         found[name] = src
+        unsafe = [s for s in src.steps if not re.match(NAME_PATTERN, s) or len(s) > NAME_MAX]
+        if unsafe:
+            raise UserError(f"ensemble {name!r} names the composing model {unsafe[0]!r}, not a model directory name",
+                            f"name composing models with {NAME_RULE}", src.where)
         if src.is_ensemble:
             missing = [s for s in src.steps if source_model(repo, s) is None]
             if missing:

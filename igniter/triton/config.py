@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from igniter.atomic import atomic_write
 from igniter.errors import UserError
+from igniter.schema import read_text
 
 ModelConfig = mc.ModelConfig
 KINDS = {"KIND_CPU": mc.ModelInstanceGroup.KIND_CPU, "KIND_GPU": mc.ModelInstanceGroup.KIND_GPU,
@@ -36,10 +37,7 @@ def read_config_with_header(path: str | Path) -> tuple[ModelConfig, str]:
     path = Path(path)
     if not path.exists():
         raise UserError(f"no model config at {path}", "create config.pbtxt or point at a model directory that has one")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}", "give a readable UTF-8 config.pbtxt") from err
+    text = read_text(path, "model config")
     return parse_config(text, str(path)), leading_comments(text)
 
 
