@@ -403,3 +403,36 @@ def _stream(grpc, count: int) -> list[int]:
             indices.append(int(result.as_numpy("INDEX").reshape(-1)[0]))
     finally:
         grpc.stop_stream()
+
+
+def test_ensemble_of_demo_models_with_the_fitted_cpu_model(demo_repo, tmp_path):
+    """The real PerfModel (fitted on profiles/cpu-2core): a workload on an ensemble of two demo models is one
+    server whose predicted latency is the two steps' latencies predicted together (the fitted model's own
+    prediction for that co-located pair), both steps at the server's batch and thread count."""
+    from igniter.model import Member, PerfModel
+
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "repo"
+    for model in ("convnet", "tinynet"):
+        shutil.copytree(demo_repo / model, repo / model, ignore=shutil.ignore_patterns("*.onnx"))
+    (repo / "chain").mkdir()
+    (repo / "chain" / "config.pbtxt").write_text(
+        'name: "chain"\nplatform: "ensemble"\nmax_batch_size: 8\nensemble_scheduling {\n'
+        '  step { model_name: "convnet" model_version: -1 }\n  step { model_name: "tinynet" model_version: -1 }\n}\n')
+    pm = PerfModel.fit(root / "profiles" / "cpu-2core")
+    pm.save(tmp_path / "cpu.model.json")
+    (tmp_path / "w.yaml").write_text("workloads:\n  - {name: c, model: chain, rate: 20, slo_ms: 400}\n")
+    res = CliRunner().invoke(provision_cli.provision, [
+        "--workloads", str(tmp_path / "w.yaml"), "--perf-model", str(tmp_path / "cpu.model.json"),
+        "--repo", str(repo), "--out", str(tmp_path / "out"), "--strategy", "igniter"])
+    assert res.exit_code == 0, res.output
+    [s] = servers(tmp_path / "out").values()
+    server = tmp_path / "out" / "triton_repo" / s["name"]
+    launch = json.loads((server / "launch.json").read_text())
+    assert launch["models"] == ["chain", "convnet", "tinynet"] and s["batch"] <= 8
+    together = pm.predict([Member("convnet", s["batch"], s["share"]), Member("tinynet", s["batch"], s["share"])])
+    assert s["predicted_latency_ms"] == pytest.approx(sum(p.latency_ms for p in together), abs=1e-3)
+    for step in ("convnet", "tinynet"):
+        cfg = parse(server / step / "config.pbtxt")
+        assert cfg.parameters["threads"].string_value == str(launch["threads"])
+        assert list(cfg.dynamic_batching.preferred_batch_size) == [s["batch"]]
