@@ -436,3 +436,17 @@ def test_ensemble_of_demo_models_with_the_fitted_cpu_model(demo_repo, tmp_path):
         cfg = parse(server / step / "config.pbtxt")
         assert cfg.parameters["threads"].string_value == str(launch["threads"])
         assert list(cfg.dynamic_batching.preferred_batch_size) == [s["batch"]]
+
+
+def test_stateful_workloads_get_one_server_candidates_only(tmp_path):
+    """Without the repository's view the same rate has 1- to 3-server candidates (REPLICA_CHOICES); a stateful
+    model keeps the one-server ones, a stateless one keeps them all."""
+    from igniter.provisioning import load_problem
+
+    (tmp_path / "w.yaml").write_text("workloads:\n  - {name: s, model: accumulate, rate: 400, slo_ms: 40}\n"
+                                     "  - {name: t, model: tokenize, rate: 400, slo_ms: 40}\n")
+    (tmp_path / "m.json").write_text("{}")
+    problem = load_problem(tmp_path / "w.yaml", tmp_path / "m.json", None, loader=lambda path: gpu_model(),
+                           src_repo=ZOO)
+    assert {o.replicas for o in problem.options[0]} == {1}
+    assert {o.replicas for o in problem.options[1]} == {1, 2, 3}

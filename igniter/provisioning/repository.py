@@ -10,7 +10,8 @@ naming the model and why, before anything is written:
 - max_batch_size 0 (no batch dimension): planned at batch 1 (``RepositoryPerfModel.batches``), no batcher added;
 - sequence_batching: kept; batch b is expressed through its strategy (oldest: preferred size b, at least b
   candidate sequences, the queue delay; direct: the queue delay and a minimum slot utilisation of b/max batch);
-  a stateful workload split over several servers is refused (a sequence's requests must reach one server);
+  a stateful workload is planned on one server (keep_stateful_on_one_server: a sequence's requests must all
+  reach the server holding its state), refused when one server cannot carry it;
 - an ensemble has no instances: it is served by one server holding it (config copied byte for byte) and its
   composing models, each planned at the workload's rate (``RepositoryPerfModel``: the steps' latencies add up,
   so the SLO is split between them, and the slowest step's throughput is the pipeline's); the batch forms at
@@ -280,6 +281,33 @@ def repository_types(types: list, src_repo: str | Path | None, models: set[str])
                             f"lacks {', '.join(map(repr, missing))}",
                             "profile the composing models and re-run `igniter fit`", sources[name].where)
     return wrapped
+
+
+def keep_stateful_on_one_server(problem) -> None:
+    """A stateful model's workload may only take one server: every request of a sequence must reach the server
+    that holds its state, and nothing routes sequences between servers. Drops its multi-replica candidates."""
+    sources = next((t.perf_model.sources for t in problem.types if isinstance(t.perf_model, RepositoryPerfModel)), {})
+    for wi, w in enumerate(problem.workloads):
+        stateful = {o.model for o in problem.options[wi] if _stateful(sources, o.model)}
+        if not stateful:
+            continue
+        kept = [o for o in problem.options[wi] if o.model not in stateful or o.replicas == 1]
+        if not kept:
+            fewest = min(o.replicas for o in problem.options[wi])
+            raise UserError(f"workload {w.name!r} needs {fewest} servers at {w.rate:g} req/s, but its model "
+                            f"{sorted(stateful)[0]!r} is stateful (sequence_batching): every request of a sequence "
+                            "must reach the one server that holds its state",
+                            "split its sequences over several workloads with a lower rate each, or use a faster "
+                            "GPU type", "workloads")
+        problem.options[wi] = kept
+
+
+def _stateful(sources: dict[str, SourceModel], model: str) -> bool:
+    src = sources.get(model)
+    if src is None:
+        return False
+    steps = [sources[s] for s in src.steps if s in sources] if src.is_ensemble else [src]
+    return any(s.config.HasField("sequence_batching") for s in steps)
 
 
 # ---- writing: one server's models --------------------------------------------------------------------------
