@@ -245,6 +245,26 @@ def test_broken_source_repositories_refused(monkeypatch, tmp_path, edit, needle)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("source, on_gpu, expected", [
+    # a stateful model without a batch dimension: one sequence slot per instance, nothing to drive but the group
+    ('name: "m" max_batch_size: 0 sequence_batching { max_sequence_idle_microseconds: 9 }',
+     False, 'name: "m" instance_group { count: 1 kind: KIND_CPU } sequence_batching { max_sequence_idle_microseconds: 9 }'),
+    # KIND_AUTO with GPUs listed, planned on a CPU host: the plan's kind, no GPUs; the group's name is kept
+    ('name: "m" max_batch_size: 4 instance_group { name: "g" kind: KIND_AUTO gpus: [1, 2] count: 3 }',
+     False, 'name: "m" max_batch_size: 4 instance_group { name: "g" count: 1 kind: KIND_CPU } '
+            'dynamic_batching { preferred_batch_size: 2 max_queue_delay_microseconds: 100 }'),
+    # the same on a GPU: the plan's GPU, seen by the server as device 0
+    ('name: "m" max_batch_size: 4 instance_group { name: "g" kind: KIND_AUTO gpus: [1, 2] count: 3 }',
+     True, 'name: "m" max_batch_size: 4 instance_group { name: "g" count: 1 kind: KIND_GPU gpus: 0 } '
+           'dynamic_batching { preferred_batch_size: 2 max_queue_delay_microseconds: 100 }'),
+])
+def test_derive_config_hand_worked(source, on_gpu, expected):
+    from igniter.provisioning.repository import derive_config
+    cfg = text_format.Parse(source, mc.ModelConfig())
+    derive_config(cfg, None, Placement("srv", "w", 2 if cfg.max_batch_size else 1, 100, 1, 1, on_gpu, None))
+    assert cfg == text_format.Parse(expected, mc.ModelConfig())
+
+
 def test_rule_check_uses_tritons_wording():
     place = Placement("srv", "w", 2, 100, 1, 1, False, None)
     cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { oldest { preferred_batch_size: 8 } }'
