@@ -315,6 +315,9 @@ def test_check_0_when_up_to_date_1_with_diff_2_on_bad_input(monkeypatch, tmp_pat
     assert '-    string_value: "2.0"' in res.output and '+    string_value: "1.0"' in res.output
     assert "Only in" in res.output and "stray.txt" in res.output
     assert launch.relative_to(out).as_posix() in res.output
+    res = provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), "--check", "--json")
+    assert res.exit_code == 1
+    assert json.loads(res.output)["differing"] == sorted([rel, "stray.txt", launch.relative_to(out).as_posix()])
     assert _snapshot(out) == edited, "--check wrote into --out"
 
     res = provision(monkeypatch, tmp_path, "workloads: []\n", gpu_model(), "--check")

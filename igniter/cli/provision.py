@@ -51,10 +51,17 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
 
 
 def _check(plan, problem, out_dir, src_repo, solve_info, as_json) -> int:
-    diff = check_plan(plan, problem, out_dir, src_repo, solve_info)
-    emit({"out": out_dir, "up_to_date": not diff, "diff": diff}, as_json,
-         lambda r: f"{r['out']} is up to date" if not r["diff"] else r["diff"].rstrip("\n"))
-    return 1 if diff else 0
+    diffs = check_plan(plan, problem, out_dir, src_repo, solve_info)
+    emit({"out": out_dir, "up_to_date": not diffs, "differing": sorted(diffs), "diff": "".join(diffs.values())},
+         as_json, _human_check)
+    return 1 if diffs else 0
+
+
+def _human_check(result: dict) -> str:
+    if result["up_to_date"]:
+        return f"{result['out']} is up to date"
+    return (f"{result['diff']}{len(result['differing'])} file(s) in {result['out']} differ from what this run writes "
+            "(re-run without --check to update them)")
 
 
 def _loader():

@@ -16,32 +16,32 @@ from igniter.provisioning.plan import write_plan
 NOT_COMPARED = {"solve.json"}
 
 
-def check_plan(plan: dict, problem, out_dir: str | Path, src_repo: str | Path | None, solve_info: dict) -> str:
-    """The diff from OUT_DIR to what this run writes; empty when they are the same."""
+def check_plan(plan: dict, problem, out_dir: str | Path, src_repo: str | Path | None,
+               solve_info: dict) -> dict[str, str]:
+    """Per differing file (path relative to OUT_DIR) its diff from OUT_DIR to what this run writes."""
     with tempfile.TemporaryDirectory(prefix="igniter-check-") as tmp:
         expected = Path(tmp) / "out"
         write_plan(plan, problem, expected, src_repo, solve_info)
         return diff_trees(Path(out_dir), expected)
 
 
-def diff_trees(actual: Path, expected: Path) -> str:
+def diff_trees(actual: Path, expected: Path) -> dict[str, str]:
     want, have = _files(expected), _files(actual)
-    parts = []
-    for rel in sorted(set(want) | set(have)):
+    diffs = {}
+    for rel in sorted(want | have):
         if rel not in have:
-            parts.append(f"Only in the expected output: {rel} (missing from {actual})\n")
+            diffs[rel] = f"Only in the expected output: {rel} (missing from {actual})\n"
         elif rel not in want:
-            parts.append(f"Only in {actual}: {rel} (this run does not write it)\n")
+            diffs[rel] = f"Only in {actual}: {rel} (this run does not write it)\n"
         else:
-            parts.append(_diff_file(actual / rel, expected / rel, actual.name, rel))
-    return "".join(parts)
+            diffs[rel] = _diff_file(actual / rel, expected / rel, actual.name, rel)
+    return {rel: text for rel, text in diffs.items() if text}
 
 
 def _files(root: Path) -> set[str]:
     if not root.is_dir():
         return set()
-    return {p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and p.name not in NOT_COMPARED}
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name not in NOT_COMPARED}
 
 
 def _diff_file(actual: Path, expected: Path, label: str, rel: str) -> str:
