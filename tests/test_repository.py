@@ -212,6 +212,7 @@ class _NoBatchOne(FakePerfModel):
     ("{name: s, model: accumulate, rate: 20000, slo_ms: 40}", "gpu", "stateful"),
     ("{name: e, model: pipeline, rate: 10, slo_ms: 50}", "no-score", "the performance model lacks 'score'"),
     ("{name: n, model: embed_nobatch, rate: 10, slo_ms: 50}", "no-batch-1", "profiled at batches [2, 4, 8] only"),
+    ("{name: s, model: score, rate: 10, slo_ms: 50}", "no-score", "in the repository but not in the performance"),
 ])
 def test_unplannable_models_refused_in_one_line_nothing_written(monkeypatch, tmp_path, workload, perf_model, needle):
     pm = {"gpu": gpu_model(), "cpu": cpu_model(),

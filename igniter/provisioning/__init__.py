@@ -14,7 +14,7 @@ from igniter.errors import UserError
 from igniter.provisioning import ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import build_plan
-from igniter.provisioning.repository import ensemble_names, keep_stateful_on_one_server, repository_types
+from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import Assignment
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
                                             load_workloads)
@@ -33,7 +33,7 @@ def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: 
         types = default_catalog(loader(Path(perf_model)))
     else:
         raise UserError("no performance model given", "pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)")
-    workload_set = load_workloads(workloads, known_models(types) | ensemble_names(src_repo))
+    workload_set = load_workloads(workloads, known_models(types) | repository_models(src_repo))
     types = repository_types(types, src_repo, {v.model for w in workload_set.workloads for v in w.models()})
     problem = build_problem(workload_set, types, latency_model)
     keep_stateful_on_one_server(problem)

@@ -186,15 +186,20 @@ class RepositoryPerfModel:
         return sorted(set(self.inner.models) | set(self.pipelines))
 
     def batches(self, model: str) -> list[int]:
-        steps = self.pipelines.get(model, [model])
-        profiled = sorted(set.intersection(*(set(int(b) for b in self.inner.batches(s)) for s in steps)))
-        limit = min(self.sources[m].batch_limit for m in [model, *steps] if m in self.sources) \
-            if any(m in self.sources for m in [model, *steps]) else None
-        allowed = [b for b in profiled if limit is None or b <= limit]
+        """Profiled batches (of every step, for an ensemble) up to the smallest max_batch_size involved."""
+        involved = [model, *self.pipelines.get(model, [])]
+        profiled = sorted(set.intersection(*(set(int(b) for b in self.inner.batches(m))
+                                             for m in self.pipelines.get(model, [model]))))
+        limiting = min((self.sources[m] for m in involved if m in self.sources), key=lambda s: s.batch_limit,
+                       default=None)
+        if limiting is None:
+            return profiled
+        allowed = [b for b in profiled if b <= limiting.batch_limit]
         if not allowed:
-            raise UserError(f"model {model!r} takes batches up to {limit} (its max_batch_size in the repository), "
-                            f"but it was profiled at batches {profiled} only",
-                            f"profile it at batch sizes up to {limit} and re-run `igniter fit`", "--repo")
+            raise UserError(f"model {model!r} takes batches up to {limiting.batch_limit} (max_batch_size "
+                            f"{limiting.config.max_batch_size} of {limiting.name!r}), but it was profiled at batches "
+                            f"{profiled} only", f"profile it at batch sizes up to {limiting.batch_limit} and re-run "
+                            "`igniter fit`", limiting.where)
         return allowed
 
     def shares(self, model: str) -> list[float]:
@@ -256,30 +261,28 @@ def _member(model: str, batch: int, share: float):
     return Member(model, batch, share)
 
 
-def ensemble_names(repo: str | Path | None) -> set[str]:
-    """Ensembles of the source repository (models a workload may name though the perf model does not know them)."""
-    if repo is None:
-        return set()
-    names = set()
-    for config in sorted(Path(repo).glob("*/config.pbtxt")):
-        text = config.read_text(encoding="utf-8", errors="replace")
-        if "ensemble" in text and source_model(repo, config.parent.name).is_ensemble:
-            names.add(config.parent.name)
-    return names
+def repository_models(repo: str | Path | None) -> set[str]:
+    """Models of the source repository (a workload may name an ensemble the perf model does not know)."""
+    return {p.parent.name for p in Path(repo).glob("*/config.pbtxt")} if repo is not None else set()
 
 
 def repository_types(types: list, src_repo: str | Path | None, models: set[str]) -> list:
-    """GPU types whose perf models see the source repository (unchanged without one)."""
+    """GPU types whose perf models see the source repository (unchanged without one); UserError for a
+    workload's model that no type can plan."""
     sources = source_models(src_repo, models)
     if not sources:
         return types
     wrapped = [replace(t, perf_model=RepositoryPerfModel(t.perf_model, sources)) for t in types]
     for name in sorted(models):
-        if name in sources and sources[name].is_ensemble and not any(name in t.perf_model.models for t in wrapped):
+        if any(name in t.perf_model.models for t in wrapped):
+            continue
+        if name in sources and sources[name].is_ensemble:
             missing = sorted({s for s in sources[name].steps for t in types if s not in t.perf_model.models})
             raise UserError(f"ensemble {name!r} is planned as its composing models, and the performance model "
                             f"lacks {', '.join(map(repr, missing))}",
                             "profile the composing models and re-run `igniter fit`", sources[name].where)
+        raise UserError(f"model {name!r} is in the repository but not in the performance model",
+                        "profile the model and re-run `igniter fit` (or name a profiled model)", "workloads")
     return wrapped
 
 

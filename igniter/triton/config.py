@@ -60,9 +60,9 @@ def config_text(cfg: ModelConfig, header: str = "") -> str:
     return f"{header}\n{body}" if header else body
 
 
-def write_config(cfg: ModelConfig, path: str | Path, header: str = "") -> None:
+def write_config(cfg: ModelConfig, path: str | Path) -> None:
     """Write config.pbtxt atomically (temp file in the same directory, then rename)."""
-    atomic_write(path, config_text(cfg, header))
+    atomic_write(path, config_text(cfg))
 
 
 def config_json(cfg: ModelConfig) -> str:
