@@ -333,8 +333,14 @@ def test_check_against_missing_out_writes_nothing(monkeypatch, tmp_path):
 
 
 def test_output_is_byte_deterministic(monkeypatch, tmp_path):
-    for out in ("a", "b"):
-        assert provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), out=out).exit_code == 0
+    """Two runs write the same bytes, also when the source repository was served in between (the python
+    backend leaves __pycache__ in it, which is not the model's and is not copied)."""
+    repo = tmp_path / "zoo"
+    shutil.copytree(ZOO, repo)
+    assert provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), out="a", repo=repo).exit_code == 0
+    (repo / "stream" / "1" / "__pycache__").mkdir()
+    (repo / "stream" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    assert provision(monkeypatch, tmp_path, GPU_WORKLOADS, gpu_model(), out="b", repo=repo).exit_code == 0
     a, b = _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")
     a.pop("solve.json"), b.pop("solve.json")
     assert a == b

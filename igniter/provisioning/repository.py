@@ -457,13 +457,18 @@ def check_rules(cfg: ModelConfig, place: Placement, where: str) -> None:
                         "fix the source config (Triton would refuse to load it)", where)
 
 
+_NOT_COPIED = ("__pycache__", "*.pyc")   # left by a python backend that served the source: not the model's files
+
+
 def _copy_model_files(src: Path, dst: Path, keep_config: bool) -> None:
     """Version directories and any other files of the source model (its config too when kept unchanged)."""
     dst.mkdir(parents=True, exist_ok=True)
+    skip = shutil.ignore_patterns(*_NOT_COPIED)
+    ignored = skip(str(src), [e.name for e in src.iterdir()])
     for entry in sorted(src.iterdir()):
-        if entry.name == "config.pbtxt" and not keep_config:
+        if (entry.name == "config.pbtxt" and not keep_config) or entry.name in ignored:
             continue
         if entry.is_dir():
-            shutil.copytree(entry, dst / entry.name, dirs_exist_ok=True)
+            shutil.copytree(entry, dst / entry.name, dirs_exist_ok=True, ignore=skip)
         else:
             shutil.copy2(entry, dst / entry.name)
