@@ -350,38 +350,43 @@ def test_output_is_byte_deterministic(monkeypatch, tmp_path):
 
 
 @pytest.mark.integration
-def test_written_repositories_load_and_keep_semantics_on_triton(monkeypatch, tmp_path):
-    from igniter.triton.client import TritonClient
-    from igniter.triton.config import driven_fields, read_config
-    from igniter.triton.server import LocalServer, ServerOptions
+def test_written_repositories_apply_and_keep_semantics_on_triton(monkeypatch, tmp_path):
+    """`igniter apply` of the CPU plan (it starts every server and verifies the driven fields Triton runs), then
+    each model behaves as its source says: sequences accumulate, the ensemble chains its steps, the decoupled
+    model streams, the model without a batch dimension takes one unbatched matrix."""
     import tritonclient.grpc as grpcclient
+
+    from igniter.deployment.apply import Deployer, status
+    from igniter.deployment.state import load_state
+    from igniter.triton.client import TritonClient
+    from igniter.triton.server import Endpoints
 
     res = provision(monkeypatch, tmp_path, CPU_WORKLOADS, cpu_model())
     assert res.exit_code == 0, res.output
-    for workload, s in sorted(servers(tmp_path / "out").items()):
-        repo = tmp_path / "out" / "triton_repo" / s["name"]
-        models = json.loads((repo / "launch.json").read_text())["models"]
-        copy = tmp_path / "run" / s["name"]
-        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("launch.json"))
-        with LocalServer(ServerOptions(repo=copy, models=models, log_path=tmp_path / f"{workload}.log")) as server, \
-                TritonClient.connect(server) as client:
-            for model in models:   # ready, and running what was written (what `igniter apply` verifies)
-                assert client.is_ready(model), (workload, model)
-                assert driven_fields(client.config(model)) == driven_fields(read_config(repo / model / "config.pbtxt"))
-            if workload in ("seq", "old"):
-                got = [_sequence_step(client.grpc, s["model"], v, i, 3) for i, v in enumerate([3, 4, 5])]
-                assert got == [3, 7, 12]
-            elif workload == "pipe":
-                text = grpcclient.InferInput("TEXT", [1, 6], "INT32")
-                text.set_data_from_numpy(np.arange(1, 7, dtype=np.int32).reshape(1, 6))
-                score = client.grpc.infer("pipeline", [text]).as_numpy("SCORE")
-                assert score.reshape(-1)[0] == pytest.approx(2.1)
-            elif workload == "str":
-                assert _stream(client.grpc, 3) == [0, 1, 2], "decoupled: one request, three responses"
-            elif workload == "nob":
-                matrix = grpcclient.InferInput("MATRIX", [4, 8], "FP32")
-                matrix.set_data_from_numpy(np.ones((4, 8), dtype=np.float32))
-                assert client.grpc.infer("embed_nobatch", [matrix]).as_numpy("ROWSUM").tolist() == [8.0] * 4
+    deployer = Deployer(tmp_path / "state" / "state.json", detached=False)
+    try:
+        deployer.apply(tmp_path / "out" / "plan.json")
+        assert status(deployer.state_path)["healthy"]
+        running = load_state(deployer.state_path).servers
+        for workload, s in sorted(servers(tmp_path / "out").items()):
+            endpoints = Endpoints(http=running[s["name"]].http, grpc=running[s["name"]].grpc)
+            with TritonClient(endpoints) as client:
+                if workload in ("seq", "old"):
+                    got = [_sequence_step(client.grpc, s["model"], v, i, 3) for i, v in enumerate([3, 4, 5])]
+                    assert got == [3, 7, 12]
+                elif workload == "pipe":
+                    text = grpcclient.InferInput("TEXT", [1, 6], "INT32")
+                    text.set_data_from_numpy(np.arange(1, 7, dtype=np.int32).reshape(1, 6))
+                    score = client.grpc.infer("pipeline", [text]).as_numpy("SCORE")
+                    assert score.reshape(-1)[0] == pytest.approx(2.1)     # (1 + ... + 6) / 10
+                elif workload == "str":
+                    assert _stream(client.grpc, 3) == [0, 1, 2], "decoupled: one request, three responses"
+                elif workload == "nob":
+                    matrix = grpcclient.InferInput("MATRIX", [4, 8], "FP32")
+                    matrix.set_data_from_numpy(np.ones((4, 8), dtype=np.float32))
+                    assert client.grpc.infer("embed_nobatch", [matrix]).as_numpy("ROWSUM").tolist() == [8.0] * 4
+    finally:
+        deployer.stop_all()
 
 
 def _sequence_step(grpc, model: str, value: int, index: int, length: int) -> int:
