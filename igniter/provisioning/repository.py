@@ -18,7 +18,8 @@ naming the model and why, before anything is written:
   the first step (it gets the queue delay, later steps none);
 - decoupled and python models keep their transaction policy and backend; a BLS model (python code that sends
   inference requests to models igniter cannot see) is refused;
-- instance groups: KIND_AUTO (or none) takes the plan's kind; KIND_CPU on a GPU plan, KIND_GPU on a CPU plan,
+- instance groups: KIND_AUTO (or none) takes the plan's kind, and so does KIND_CPU/KIND_GPU where it is that
+  kind already; a KIND_CPU step of an ensemble stays on the CPU; KIND_CPU on a GPU plan, KIND_GPU on a CPU plan,
   KIND_MODEL, passive groups and groups that differ in more than count and GPUs are refused; an explicit
   ``gpus`` list is replaced by the plan's GPU (the server sees only that one, as device 0).
 """
@@ -336,7 +337,8 @@ def write_server_models(repo: Path, model: str, place: Placement, src_repo: str 
         _copy_model_files(src.path, repo / model, keep_config=True)   # the ensemble's config, byte for byte
         for i, step in enumerate(src.steps):
             # the batch forms once, at the first step (queueing model); later steps take what arrives together
-            _write_model(repo, step, steps[step], place if i == 0 else replace(place, max_queue_delay_us=0))
+            _write_model(repo, step, steps[step], place if i == 0 else replace(place, max_queue_delay_us=0),
+                         in_ensemble=True)
         return [model, *src.steps]
     if src is not None:
         refuse_unplannable(src, {model: src})
@@ -344,7 +346,7 @@ def write_server_models(repo: Path, model: str, place: Placement, src_repo: str 
     return [model]
 
 
-def _write_model(repo: Path, name: str, src: SourceModel | None, place: Placement) -> None:
+def _write_model(repo: Path, name: str, src: SourceModel | None, place: Placement, in_ensemble: bool = False) -> None:
     if src is None:
         cfg, header = new_model_config(name), ""
         cfg.max_batch_size = max(int(cfg.max_batch_size), place.batch)
@@ -352,18 +354,18 @@ def _write_model(repo: Path, name: str, src: SourceModel | None, place: Placemen
         cfg, header = ModelConfig(), src.header
         cfg.CopyFrom(src.config)
         _copy_model_files(src.path, repo / name, keep_config=False)
-    derive_config(cfg, src, place)
+    derive_config(cfg, src, place, in_ensemble)
     check_rules(cfg, place, src.where if src else name)
     (repo / name).mkdir(exist_ok=True)
     # a plain write: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
     (repo / name / "config.pbtxt").write_text(config_text(cfg, header))
 
 
-def derive_config(cfg: ModelConfig, src: SourceModel | None, place: Placement) -> ModelConfig:
+def derive_config(cfg: ModelConfig, src: SourceModel | None, place: Placement, in_ensemble: bool = False) -> ModelConfig:
     """Set the fields the plan drives on a copy of the source config, where they keep the model's meaning."""
     cfg.name = cfg.name or (src.name if src else cfg.name)
     _set_batching(cfg, src, place)
-    _set_instances(cfg, src, place)
+    _set_instances(cfg, src, place, in_ensemble)
     if place.threads is not None and "threads" in cfg.parameters:
         set_parameter(cfg, "threads", place.threads)
     return cfg
@@ -401,14 +403,18 @@ def _set_sequence_batching(seq, place: Placement, max_batch: int) -> None:
         seq.direct.minimum_slot_utilization = round(place.batch / max_batch, 4)
 
 
-def _set_instances(cfg: ModelConfig, src: SourceModel | None, place: Placement) -> None:
+def _set_instances(cfg: ModelConfig, src: SourceModel | None, place: Placement, in_ensemble: bool) -> None:
+    """Count from the plan; kind and GPU from the plan too, except a KIND_CPU step of an ensemble on a GPU (a
+    host-side pre/post-processing step, by design: it stays on the CPU)."""
     want = mc.ModelInstanceGroup.KIND_GPU if place.on_gpu else mc.ModelInstanceGroup.KIND_CPU
     groups = list(cfg.instance_group)
     group = mc.ModelInstanceGroup()
     if groups:
         group.CopyFrom(groups[0])
         fixed = group.kind
-        if fixed in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU) and fixed != want:
+        if in_ensemble and fixed == mc.ModelInstanceGroup.KIND_CPU:
+            want = fixed
+        elif fixed in (mc.ModelInstanceGroup.KIND_CPU, mc.ModelInstanceGroup.KIND_GPU) and fixed != want:
             asked = mc.ModelInstanceGroup.Kind.Name(fixed)
             raise UserError(f"model {cfg.name!r} asks for {asked} instances but the plan puts it on a "
                             f"{'GPU' if place.on_gpu else 'CPU host'}",
@@ -417,7 +423,7 @@ def _set_instances(cfg: ModelConfig, src: SourceModel | None, place: Placement) 
     group.count = place.instances
     group.kind = want
     del group.gpus[:]
-    if place.on_gpu:
+    if want == mc.ModelInstanceGroup.KIND_GPU:
         group.gpus.append(0)                    # the server sees only its planned GPU
     del cfg.instance_group[:]
     cfg.instance_group.add().CopyFrom(group)
