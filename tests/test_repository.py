@@ -251,7 +251,8 @@ def test_broken_source_repositories_refused(monkeypatch, tmp_path, edit, needle)
 @pytest.mark.parametrize("source, on_gpu, expected", [
     # a stateful model without a batch dimension: one sequence slot per instance, nothing to drive but the group
     ('name: "m" max_batch_size: 0 sequence_batching { max_sequence_idle_microseconds: 9 }',
-     False, 'name: "m" instance_group { count: 1 kind: KIND_CPU } sequence_batching { max_sequence_idle_microseconds: 9 }'),
+     False, 'name: "m" instance_group { count: 1 kind: KIND_CPU } '
+            'sequence_batching { max_sequence_idle_microseconds: 9 }'),
     # KIND_AUTO with GPUs listed, planned on a CPU host: the plan's kind, no GPUs; the group's name is kept
     ('name: "m" max_batch_size: 4 instance_group { name: "g" kind: KIND_AUTO gpus: [1, 2] count: 3 }',
      False, 'name: "m" max_batch_size: 4 instance_group { name: "g" count: 1 kind: KIND_CPU } '

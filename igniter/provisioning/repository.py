@@ -235,13 +235,14 @@ class RepositoryPerfModel:
                 k += len(members)
                 latency = np.array([p.latency_ms for p in together[part]])
                 out[:, i] = [latency.sum(), min(p.throughput_rps for p in together[part]),
-                             float(np.dot(latency, sens[part]) / latency.sum()), pressure[part].sum(), sched[part].sum()]
+                             float(np.dot(latency, sens[part]) / latency.sum()), pressure[part].sum(),
+                             sched[part].sum()]
         return _Terms(*out)
 
     def predict_sets(self, sets) -> list[list]:
         """Ensembles expanded into their steps for the inner model, then folded back into one prediction each."""
-        expanded = [[_member(step, m.batch, m.share) for m in members for step in self.pipelines.get(m.model, [m.model])]
-                    for members in sets]
+        expanded = [[_member(step, m.batch, m.share) for m in members
+                     for step in self.pipelines.get(m.model, [m.model])] for members in sets]
         out = []
         for members, preds in zip(sets, self.inner.predict_sets(expanded)):
             folded, k = [], 0
@@ -361,7 +362,8 @@ def _write_model(repo: Path, name: str, src: SourceModel | None, place: Placemen
     (repo / name / "config.pbtxt").write_text(config_text(cfg, header))
 
 
-def derive_config(cfg: ModelConfig, src: SourceModel | None, place: Placement, in_ensemble: bool = False) -> ModelConfig:
+def derive_config(cfg: ModelConfig, src: SourceModel | None, place: Placement,
+                  in_ensemble: bool = False) -> ModelConfig:
     """Set the fields the plan drives on a copy of the source config, where they keep the model's meaning."""
     cfg.name = cfg.name or (src.name if src else cfg.name)
     _set_batching(cfg, src, place)
