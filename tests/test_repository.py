@@ -190,6 +190,8 @@ def test_ensemble_latency_is_its_steps_in_series():
     assert terms.solo_throughput_rps[0] == pytest.approx(1000 * 2 / step)
     [[pred]] = pm.predict_sets([[type("M", (), {"model": "pipeline", "batch": 2, "share": 50.0})()]])
     assert pred.latency_ms == pytest.approx(2 * step)
+    assert pm.linear_terms("pipeline", 2, 50.0).solo_latency_ms == pytest.approx(2 * step)
+    assert pm.linear_terms("score", 2, 50.0).solo_latency_ms == pytest.approx(solo)    # a plain model: unchanged
     assert pm.batches("pipeline") == [1, 2, 4, 8]    # ensemble and steps take at most 8
 
 

@@ -239,6 +239,12 @@ class RepositoryPerfModel:
                              sched[part].sum()]
         return _Terms(*out)
 
+    def linear_terms(self, model: str, batch: int, share: float) -> _Terms:
+        return _Terms(*(float(t[0]) for t in self.linear_terms_many([model], [batch], [share])))
+
+    def predict(self, members) -> list:
+        return self.predict_sets([members])[0]
+
     def predict_sets(self, sets) -> list[list]:
         """Ensembles expanded into their steps for the inner model, then folded back into one prediction each."""
         expanded = [[_member(step, m.batch, m.share) for m in members
