@@ -272,6 +272,25 @@ def test_derive_config_hand_worked(source, on_gpu, expected):
     assert cfg == text_format.Parse(expected, mc.ModelConfig())
 
 
+@pytest.mark.parametrize("replace_with, needle", [("/dev/zero", "is not a regular file"),
+                                                   (b"name: \"tokenize\" \xff\xfe", "is not UTF-8 text")])
+def test_unreadable_source_config_refused(monkeypatch, tmp_path, replace_with, needle):
+    repo = tmp_path / "zoo"
+    shutil.copytree(ZOO, repo)
+    config = repo / "tokenize" / "config.pbtxt"
+    config.unlink()
+    if isinstance(replace_with, bytes):
+        config.write_bytes(replace_with)
+    else:
+        config.symlink_to(replace_with)
+    res = provision(monkeypatch, tmp_path, "workloads:\n  - {name: p, model: pipeline, rate: 10, slo_ms: 50}\n",
+                    gpu_model(), repo=repo)
+    assert res.exit_code == 2, res.output
+    [line] = res.output.strip().splitlines()
+    assert needle in line and "To fix:" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_rule_check_uses_tritons_wording():
     place = Placement("srv", "w", 2, 100, 1, 1, False, None)
     cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { oldest { preferred_batch_size: 8 } }'
