@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.provisioning import STRATEGIES
 
 
 @click.command()
@@ -16,7 +17,7 @@ from igniter.cli.common import emit, json_option, table, user_errors
               help="Workloads YAML (default: examples/demo_workloads.yaml).")
 @click.option("--duration", type=click.FloatRange(1, 600), default=20.0, show_default=True,
               help="Seconds of replayed traffic.")
-@click.option("--strategy", type=click.Choice(["ilp", "igniter", "ffd"]), default="ilp", show_default=True)
+@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True)
 @json_option
 @user_errors
 def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, as_json: bool) -> None:

@@ -17,13 +17,14 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from igniter.deployment.mps import SHARE_ENV, ensure_mps_daemon, stop_mps_daemon
+from igniter import backends
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
+from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
 from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
@@ -37,13 +38,13 @@ class PlannedServer:
     gpu: str
     share: float
     repo: Path  # plan's OUT_DIR/triton_repo/<name>
-    launch: dict
+    launch: LaunchSpec
     workloads: list[str]
     models: dict[str, Path]  # model -> planned config.pbtxt
 
     @property
     def launch_digest(self) -> str:
-        spec = {k: self.launch.get(k) for k in ("share", "cpus", "env", "gpu")}
+        spec = self.launch.model_dump(mode="json", include={"backend", "share", "cpus", "env", "gpu"})
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -55,36 +56,21 @@ class ServerAction:
     models: list[str] = field(default_factory=list)  # models whose config changes
 
 
-def read_plan(plan_path: Path) -> list[PlannedServer]:
-    if not plan_path.is_file():
-        raise UserError(f"plan {plan_path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
-    try:
-        plan = json.loads(plan_path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
-        raise UserError(f"plan {plan_path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
-    plan_format = plan.get("format") if isinstance(plan, dict) else None
-    if plan_format != "igniter-plan":
-        raise UserError(f"{plan_path} is not an igniter plan (format={plan_format!r})", "pass the plan.json written by `igniter provision`")
-    servers: dict[str, PlannedServer] = {}
-    for gpu in plan.get("gpus", []):
-        for entry in gpu.get("servers", []):
-            servers.setdefault(entry["name"], _planned_server(plan_path.parent, gpu, entry))
-    return list(servers.values())
-
-
-def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
-    repo = plan_dir / "triton_repo" / entry["name"]
-    launch_path = repo / "launch.json"
-    if not launch_path.exists():
-        raise UserError(f"server {entry['name']!r} has no launch spec at {launch_path}", "regenerate the plan with `igniter provision`")
-    try:
-        launch = json.loads(launch_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"launch spec {launch_path} is not valid JSON ({err})", "regenerate the plan with `igniter provision`") from err
-    models = launch.get("models") or [entry["model"]]
-    return PlannedServer(name=entry["name"], gpu=gpu["id"], share=float(entry["share"]), repo=repo, launch=launch,
-                         workloads=sorted({s for s in [entry.get("workload")] if s}),
-                         models={m: repo / m / "config.pbtxt" for m in models})
+def planned_servers(plan_path: Path) -> list[PlannedServer]:
+    """The plan's servers with their launch specs, through the one plan reader."""
+    plan = read_plan(plan_path)
+    plan_dir = plan_path if plan_path.is_dir() else plan_path.parent
+    servers = []
+    for gpu, entry in plan.servers():
+        repo = plan_dir / "triton_repo" / entry.name
+        launch = read_launch(repo / "launch.json")
+        if (launch.server, launch.gpu, launch.share) != (entry.name, gpu.id, entry.share):
+            raise UserError(f"launch spec of {entry.name!r} ({launch.server}, {launch.gpu}, {launch.share:g} %) does not "
+                            f"match the plan ({entry.name}, {gpu.id}, {entry.share:g} %)", REPROVISION, str(repo))
+        models = {m: repo / m / "config.pbtxt" for m in launch.models}
+        servers.append(PlannedServer(name=entry.name, gpu=gpu.id, share=entry.share, repo=repo, launch=launch,
+                                     workloads=[entry.workload], models=models))
+    return servers
 
 
 def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAction]:
@@ -121,7 +107,7 @@ class Deployer:
         self._retire: list[ServerState] = []
 
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
-        planned = read_plan(plan_path)
+        planned = planned_servers(plan_path)
         state = load_state(self.state_path)
         actions = diff(planned, state)
         if dry_run:
@@ -160,18 +146,19 @@ class Deployer:
             return self._start(server)
         if action.action == "reload":
             self._reload_local(server, old, action.models)
-        current = replace(old, gpu=server.gpu, share=server.share, workloads=server.workloads, models={})
+        current = old.model_copy(update={"gpu": server.gpu, "share": server.share, "workloads": server.workloads,
+                                         "models": {}})
         return self._verify(server, current, self._client_for(old))
 
     def _start(self, server: PlannedServer) -> ServerState:
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
-        env = dict(server.launch.get("env") or {})
-        if SHARE_ENV in env:  # a GPU server: its share only holds under the deployment's MPS daemon
-            env.update(ensure_mps_daemon(self.state_path.parent))
-        options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=SHARE_ENV in env,
-                                cpus=server.launch.get("cpus"), detached=self.detached,
+        backend = backends.get(server.launch.backend)
+        # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
+        env = {**server.launch.env, **backend.start_daemon(self._daemon_dir(backend))}
+        options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=backend.gpu,
+                                cpus=server.launch.cpus, detached=self.detached,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
         local = LocalServer(options)
@@ -184,6 +171,10 @@ class Deployer:
                             launch_digest=server.launch_digest, workloads=server.workloads, log=str(options.log_path))
         with TritonClient.connect(local) as client:
             return self._verify(server, state, client)
+
+    def _daemon_dir(self, backend) -> Path:
+        """Where a backend's daemon keeps its pipes beside the state: applied servers outlive `igniter apply`."""
+        return self.state_path.parent / backend.name
 
     def _reload_local(self, server: PlannedServer, old: ServerState, models: list[str]) -> None:
         with self._client_for(old) as client:
@@ -260,7 +251,8 @@ class Deployer:
             self._stop(server)
         for local in self.local.values():
             local.stop()
-        stop_mps_daemon(self.state_path.parent)
+        for backend in backends.BACKENDS.values():
+            backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)
 
 

@@ -1,25 +1,46 @@
 """Provisioning: workloads + perf model -> plan.json + per-server Triton repositories.
 
-``run`` is the whole stage for the CLI: read the inputs, build the candidates, solve with one strategy
-(a module with ``solve(problem, time_limit_s) -> Assignment``: ilp, igniter, ffd), build the plan.
+``run`` is the whole stage for the CLI: read the inputs, build the candidates, solve with one strategy of
+``STRATEGIES``, build the typed plan. Every interference-aware strategy goes through the same finish (``solve``),
+done once here rather than inside each: the full perf model re-checks every GPU, ``repair`` fixes what it says
+misses an SLO, and the result is never worse than the warm start (the repaired greedy) the strategy was given;
+for every strategy a plan over a GPU type's max_count is refused (``enforce_max_count``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from igniter.errors import UserError
 from igniter.provisioning import ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
-from igniter.provisioning.plan import build_plan
+from igniter.provisioning.plan import Plan, build_plan
 from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
-from igniter.provisioning.strategy import Assignment
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Strategy, cost, enforce_max_count, repair,
+                                           violations, within_max_count)
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
                                             load_workloads)
 
-STRATEGIES = {"ilp": ilp, "igniter": greedy_igniter, "ffd": ffd}
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    strategy: Strategy
+    about: str
+    checked: bool = True      # re-checked and repaired by the full model; False: kept as packed (a baseline)
+    warm_start: bool = False  # given the repaired greedy as a start, and never returns worse
+
+
+MIN_SEARCH_S = 0.5   # search time a strategy gets even when the warm start used up the limit
+
+STRATEGIES: dict[str, StrategyEntry] = {
+    "ilp": StrategyEntry(ilp, "integer program over the candidates, warm-started from the greedy", warm_start=True),
+    "igniter": StrategyEntry(greedy_igniter, "the published iGniter greedy"),
+    "ffd": StrategyEntry(ffd, "interference-blind first-fit decreasing (baseline: SLO misses are kept, not repaired)",
+                         checked=False),
+}
 
 
 def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
@@ -41,14 +62,39 @@ def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: 
 
 
 def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> tuple[Assignment, float]:
+    """Run one registered strategy with the shared finish; returns (assignment, seconds)."""
+    entry = STRATEGIES.get(strategy)
+    if entry is None:
+        raise UserError(f"unknown strategy {strategy!r}", f"use one of {', '.join(sorted(STRATEGIES))}")
     start = time.perf_counter()
-    assignment = STRATEGIES[strategy].solve(problem, time_limit_s)
-    return assignment, time.perf_counter() - start
+    warm = finish(problem, greedy_igniter.solve(problem, time_limit_s, None)) if entry.warm_start else None
+    left = max(time_limit_s - (time.perf_counter() - start), MIN_SEARCH_S)   # the warm start counts against the limit
+    found = entry.strategy.solve(problem, left, warm.gpus if warm else None)
+    if entry.checked:
+        found = finish(problem, found, warm)
+    enforce_max_count(problem, found.gpus)   # a hard limit for every strategy: what does not fit is refused
+    return found, time.perf_counter() - start
+
+
+def finish(problem: ProvisioningProblem, found: Assignment, warm: Assignment | None = None) -> Assignment:
+    """Repair what the full model says misses an SLO; then the warm start instead if the result still misses, or
+    is worse without the warm start being over a type's max_count where the result is not."""
+    gpus = [Gpu(g.type_index, list(g.servers)) for g in found.gpus]
+    repairs = repair(problem, gpus, greedy_igniter.relocate)
+    gpus = [g for g in gpus if g.servers]
+    details = {**found.details, "repairs": repairs}
+    if warm is not None and (violations(problem, gpus) or (
+            cost(problem, gpus) > cost(problem, warm.gpus) + EPS
+            and within_max_count(problem, warm.gpus) >= within_max_count(problem, gpus))):
+        return Assignment(warm.gpus, max(found.lower_bound, warm.lower_bound), "heuristic",
+                          {**details, "fallback": "warm start (the strategy's plan was worse or missed an SLO)"})
+    return Assignment(gpus, found.lower_bound, found.status, details)
 
 
 def run(workloads, perf_model, catalog, strategy: str = "ilp", time_limit_s: float = 10.0,
-        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model, src_repo=None):
-    """Inputs -> (problem, assignment, plan dict, solve seconds)."""
+        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+        src_repo: str | Path | None = None) -> tuple[ProvisioningProblem, Assignment, Plan, float]:
+    """Inputs -> (problem, assignment, plan, solve seconds)."""
     problem = load_problem(workloads, perf_model, catalog, latency_model, loader, src_repo)
     assignment, seconds = solve(problem, strategy, time_limit_s)
     return problem, assignment, build_plan(problem, assignment, strategy), seconds

@@ -13,6 +13,7 @@ candidate options (batch, share). Slots are GPUs (per type, at most what the war
                   + sched; slack = what the queueing model allows minus the solo latency)
           y_j >= y_{j+1} within a type; server i only in slots at positions <= i (symmetry breaking)
 
+The result is repaired and compared with the warm start by igniter.provisioning.solve (as for every strategy).
 After each solve every GPU is re-checked with the full perf model + queueing model; a violated co-located set
 is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that type) and the ILP re-solved
 (bounded). When the greedy warm start already meets the lower bound nothing is searched. Up to SMALL_SERVERS
@@ -36,8 +37,7 @@ warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=Deprecation
 
 from igniter.provisioning import greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, enforce_max_count, memory_limit,
-                                           repair, violations, within_max_count)
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, cost, memory_limit, violations
 
 NAME = "ilp"
 SMALL_SERVERS = 40
@@ -51,12 +51,13 @@ THREADS = 2
 ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
+def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0, warm: list[Gpu] | None = None) -> Assignment:
+    """``warm``: a feasible start (igniter.provisioning.solve gives the repaired greedy); without one the greedy's
+    unrepaired packing is used as the start."""
     start = time.monotonic()
-    warm = greedy_igniter.assign(problem).gpus
+    warm = warm if warm is not None else greedy_igniter.solve(problem).gpus
     bound = problem.share_lower_bound()
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
-        enforce_max_count(problem, warm)
         return Assignment([g for g in warm if g.servers], bound, "optimal", {"mode": "greedy meets the bound"})
     exact = _solve_patterns(problem, warm, start + time_limit_s)
     if exact is not None:
@@ -67,11 +68,6 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     else:
         gpus, status, tries = _improve_by_windows(problem, warm, start + time_limit_s)
         details = {"mode": "windows", "windows_tried": tries}
-    if violations(problem, gpus) or (cost(problem, gpus) > cost(problem, warm) + EPS
-                                     and within_max_count(problem, warm) >= within_max_count(problem, gpus)):
-        gpus, status = warm, "heuristic"   # never worse than the warm start (a warm start over max_count is)
-    details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
-    enforce_max_count(problem, gpus)
     return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
 
 
@@ -216,7 +212,10 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
         _warm_start(items, opts, slots, position, warm, x, y)
     solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(0.1, round(time_limit_s, 2)), threads=THREADS,
                                warmStart=bool(warm))
-    prob.solve(solver)
+    try:
+        prob.solve(solver)
+    except pulp.PulpSolverError:   # CBC itself exited abnormally (seen under a short time limit): no solution here
+        return None, "solver failed"
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
         return None, pulp.LpStatus[prob.status]
     gpus = [Gpu(ti) for ti in slots]

@@ -99,6 +99,8 @@ class ServerOptions:
     # detached: outlives this process (apply's managed servers, recorded by pid in the state file and stopped by
     # `igniter down`); otherwise the server dies with its parent.
     detached: bool = False
+    # argv run in front of tritonserver (a profiler that must launch the process it observes: ncu)
+    command_prefix: list[str] = field(default_factory=list)
 
 
 def pytriton_root() -> Path:
@@ -222,7 +224,7 @@ class LocalServer:
             f"--exit-timeout-secs={opts.exit_timeout_s}",
             "--log-verbose=0",
         ]
-        return cmd + [f"--load-model={m}" for m in opts.models]
+        return [*opts.command_prefix, *cmd, *(f"--load-model={m}" for m in opts.models)]
 
     def start(self) -> Endpoints:
         repo = Path(self.options.repo)
