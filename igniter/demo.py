@@ -19,6 +19,7 @@ from igniter.deployment.apply import Deployer
 from igniter.deployment.report import write_html_report
 from igniter.deployment.state import load_state
 from igniter.model import PerfModel
+from igniter.ownership import make_owned_dir
 from igniter.profiling.backends import get_backend
 from igniter.backends.hardware import cpu_hardware
 from igniter.profiling.loadgen import LoadSpec, run_concurrent
@@ -102,7 +103,8 @@ def cores_pinned(plan_dir: Path) -> int:
 
 def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> dict:
     started = time.monotonic()
-    opts.workdir.mkdir(parents=True, exist_ok=True)
+    make_owned_dir(opts.workdir, "igniter demo", "demo work directory",
+                   "choose a new --workdir (the demo writes only into a directory it made)")
     ensure_demo_repo(opts.repo)
     profiles, profile_source = obtain_profiles(opts, say)
 

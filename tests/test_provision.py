@@ -148,7 +148,7 @@ def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
     out = json.loads(res.output)
     assert set(out) >= {"gpus", "cost", "lower_bound", "gap", "solve_seconds", "workloads"}
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
-    assert plan["format"] == "igniter-plan" and plan["totals"]["gpus"] == out["gpus"]
+    assert plan["format"] == "igniter-plan" and plan["totals"]["gpus"] == out["gpus"] and "rejected" not in plan
     servers = [s for g in plan["gpus"] for s in g["servers"]]
     assert sorted(w["workload"] for w in out["workloads"]) == sorted({s["workload"] for s in servers})
     from igniter.triton.config import driven_fields, read_config
@@ -159,7 +159,7 @@ def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
             assert launch["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == f"{s['share']:g}"
             fields = driven_fields(read_config(repo / s["model"] / "config.pbtxt"))
             assert fields["max_batch_size"] >= s["batch"] and fields["preferred_batch_size"] == [s["batch"]]
-            assert fields["kinds"] == ["KIND_GPU"]
+            assert fields["kinds"] == ["KIND_GPU"] and fields["instances"] == s["instances"] == 1
             assert fields["max_queue_delay_us"] == s["max_queue_delay_us"]
             assert s["predicted_p99_ms"] <= s["slo_ms"]
 

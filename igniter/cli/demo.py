@@ -37,7 +37,8 @@ def _human(result: dict) -> str:
     return "\n".join([
         table(rows),
         f"overall attainment {result['attainment'] * 100:.2f} % of requests within SLO; "
-        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap {result['gap'] * 100:.1f} %",
+        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap "
+        + ("none (the plan misses SLOs)" if result["gap"] is None else f"{result['gap'] * 100:.1f} %"),
         f"machine: {result['machine']}; profiles: {result['profiles']}; {result['seconds']} s in all",
         f"report: {result['report']}",
     ])

@@ -72,7 +72,11 @@ def _loader():
 def _human(result: dict) -> str:
     head = (f"{result['gpus']} GPUs ({result['strategy']}, {result['status']}), cost {result['cost']:g}/h, "
             f"solved in {result['solve_seconds']:.2f} s -> {result['out']}")
-    bound = f"lower bound {result['lower_bound']:g}, gap {result['gap'] * 100:.1f} %"
+    gap = "no gap: the plan is infeasible" if result["gap"] is None else f"gap {result['gap'] * 100:.1f} %"
+    bound = f"lower bound {result['lower_bound']:g}, {gap}"
+    if result["misses"]:
+        bound += (f"\nINFEASIBLE: {len(result['misses'])} misses under the full model: "
+                  + ", ".join(m.get("server") or m.get("gpu") for m in result["misses"][:10]))
     if result["accuracy_weight"]:
         head += (f"\nobjective = cost - accuracy term = {result['cost']:g} - {result['accuracy_term']:g} = "
                  f"{result['objective']:g} (accuracy weight {result['accuracy_weight']:g}); {bound} (of the objective)")

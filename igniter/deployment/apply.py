@@ -24,10 +24,12 @@ from typing import Callable
 from igniter import backends
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
+from igniter.ownership import child_of, contained, is_owned, make_owned_dir, mark
 from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
-from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
+from igniter.triton.server import (Endpoints, LocalServer, ServerLog, ServerOptions, deployment_owner, owned_by,
+                                   stop_process_group)
 
 Progress = Callable[[str], None]
 
@@ -62,25 +64,37 @@ def planned_servers(plan_path: Path) -> list[PlannedServer]:
     plan_dir = plan_path if plan_path.is_dir() else plan_path.parent
     servers = []
     for gpu, entry in plan.servers():
-        repo = plan_dir / "triton_repo" / entry.name
+        repo = _inside(plan_dir / "triton_repo", entry.name, "server name")
         launch = read_launch(repo / "launch.json")
         if (launch.server, launch.gpu, launch.share) != (entry.name, gpu.id, entry.share):
             raise UserError(f"launch spec of {entry.name!r} ({launch.server}, {launch.gpu}, {launch.share:g} %) does not "
                             f"match the plan ({entry.name}, {gpu.id}, {entry.share:g} %)", REPROVISION, str(repo))
-        models = {m: repo / m / "config.pbtxt" for m in launch.models}
+        models = {m: _inside(repo, m, "model name") / "config.pbtxt" for m in launch.models}
         servers.append(PlannedServer(name=entry.name, gpu=gpu.id, share=entry.share, repo=repo, launch=launch,
                                      workloads=[entry.workload], models=models))
     return servers
 
 
-def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAction]:
+def _inside(root: Path, name: str, what: str) -> Path:
+    """root/name, refused unless it is one plain component that stays inside root (no '..', no link out)."""
+    fix = "regenerate the plan with `igniter provision` (names are letters, digits, '.', '_' or '-')"
+    path = child_of(root, name, what, fix)
+    contained(path, root, what, fix)
+    return path
+
+
+def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) -> list[ServerAction]:
     actions = []
     for server in planned:
         old = state.servers.get(server.name)
         if old is None:
             actions.append(ServerAction(server.name, "start", "new server", sorted(server.models)))
-        elif old.pid is not None and not pid_alive(old.pid):
-            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone", sorted(server.models)))
+        elif old.pid is not None and not owned_by(old.pid, deployment_owner(state_dir)):
+            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone (or not this deployment's)",
+                                        sorted(server.models)))
+        elif old.pid is not None and not is_server_copy(state_dir, Path(old.repo)):
+            actions.append(ServerAction(server.name, "restart", f"{old.repo} is not a copy this deployment made",
+                                        sorted(server.models)))
         elif old.launch_digest != server.launch_digest and old.pid is not None:
             actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
         else:
@@ -92,13 +106,20 @@ def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAct
     return actions
 
 
+def is_server_copy(state_dir: Path, repo: Path) -> bool:
+    """A repository copy this deployment made: marked, directly under its marked servers/ directory."""
+    root = Path(state_dir) / "servers"
+    return (not repo.is_symlink() and repo.parent.resolve() == root.resolve() and is_owned(root) and is_owned(repo))
+
+
 class Deployer:
     """Executes a diff transactionally. ``detached`` servers outlive this process (the CLI); the demo keeps them attached."""
 
     def __init__(self, state_path: Path, server_map: dict[str, str] | None = None, detached: bool = True,
                  progress: Progress | None = None):
         self.state_path = state_path
-        self.root = state_path.parent / "servers"
+        self.root = state_path.parent.resolve() / "servers"  # copies recorded by absolute path: `down` from anywhere
+        self.owner = deployment_owner(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
@@ -109,7 +130,7 @@ class Deployer:
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
         planned = planned_servers(plan_path)
         state = load_state(self.state_path)
-        actions = diff(planned, state)
+        actions = diff(planned, state, self.state_path.parent)
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
@@ -129,7 +150,7 @@ class Deployer:
             raise
         save_state(new_state, self.state_path)
         for old in self._retire:
-            self._stop(old)
+            self._stop(old)  # what it leaves alone is not this deployment's (said in progress), the apply stands
         self._undo.clear()
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
@@ -151,14 +172,17 @@ class Deployer:
         return self._verify(server, current, self._client_for(old))
 
     def _start(self, server: PlannedServer) -> ServerState:
+        make_owned_dir(self.root, "igniter apply (server repository copies)", "servers directory",
+                       "choose another --state directory")
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
+        mark(repo, f"igniter apply (repository of server {server.name})")
         backend = backends.get(server.launch.backend)
         # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
         env = {**server.launch.env, **backend.start_daemon(self._daemon_dir(backend))}
         options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=backend.gpu,
-                                cpus=server.launch.cpus, detached=self.detached,
+                                cpus=server.launch.cpus, detached=self.detached, owner=self.owner,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
         local = LocalServer(options)
@@ -237,23 +261,38 @@ class Deployer:
         self._undo.clear()
         self._retire.clear()
 
-    def _stop(self, old: ServerState) -> None:
+    def _stop(self, old: ServerState) -> list[str]:
+        """Stop one recorded server and delete its repository copy, only where both are verifiably this
+        deployment's (a hand-edited state may name any pid or directory); returns what it left alone."""
         self.progress(f"retire   {old.name} (pid {old.pid})")
-        if old.pid and pid_alive(old.pid):
+        left = []
+        if owned_by(old.pid, self.owner):
             stop_process_group(old.pid, timeout_s=15)
+        elif pid_alive(old.pid):
+            left.append(f"pid {old.pid} (not a tritonserver this deployment started)")
         if old.repo != "(remote)":
-            shutil.rmtree(old.repo, ignore_errors=True)
+            if is_server_copy(self.state_path.parent, Path(old.repo)):
+                shutil.rmtree(old.repo, ignore_errors=True)
+            elif Path(old.repo).exists():
+                left.append(f"{old.repo} (not a server copy under {self.root})")
+        for item in left:
+            self.progress(f"left alone: {item}")
+        return left
 
     def stop_all(self) -> None:
-        """Stop every server in the state (`igniter down`; the demo's cleanup)."""
+        """Stop every server in the state (`igniter down`; the demo's cleanup). What is not this deployment's is
+        left alone, dropped from the state, and reported as one error after the rest is stopped."""
         state = load_state(self.state_path)
-        for server in state.servers.values():
-            self._stop(server)
+        left = [f"server {name!r}: {item}" for name, server in state.servers.items() for item in self._stop(server)]
         for local in self.local.values():
             local.stop()
         for backend in backends.BACKENDS.values():
             backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)
+        if left:
+            raise UserError(f"the state {self.state_path} named what igniter did not start; left alone: "
+                            f"{'; '.join(left)}",
+                            "stop or delete those yourself if they are yours; the state no longer lists them")
 
 
 def _load_remote(endpoints: Endpoints, model: str, config) -> None:
@@ -264,9 +303,10 @@ def _load_remote(endpoints: Endpoints, model: str, config) -> None:
 def status(state_path: Path) -> dict:
     """What runs where, and whether it is healthy."""
     state = load_state(state_path)
+    owner = deployment_owner(state_path.parent)
     rows = []
     for server in sorted(state.servers.values(), key=lambda s: s.name):
-        alive = server.pid is None or pid_alive(server.pid)
+        alive = server.pid is None or owned_by(server.pid, owner)
         ready = {}
         if alive:
             try:

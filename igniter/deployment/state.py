@@ -13,6 +13,7 @@ from pydantic import Field
 
 from igniter.atomic import atomic_write
 from igniter.errors import UserError
+from igniter.ownership import output_errors
 from igniter.schema import SafeName, Share, Strict, dump_json, read_json, validate
 from igniter.triton.server import pid_alive  # noqa: F401 - re-exported for apply/status
 
@@ -67,4 +68,5 @@ def load_state(path: Path) -> DeploymentState:
 
 def save_state(state: DeploymentState, path: Path) -> None:
     state.servers = dict(sorted(state.servers.items()))
-    atomic_write(path, dump_json(state))
+    with output_errors(path, "deployment state"):
+        atomic_write(path, dump_json(state))

@@ -10,6 +10,9 @@ servers in a canonical order). The one non-deterministic number, the solve time,
 
 Atomicity: everything is written to a temporary sibling directory first and renamed into place; a previous
 OUT_DIR is swapped out only after the new one is complete.
+
+Ownership: OUT_DIR carries igniter's marker. An existing OUT_DIR is replaced only when it is such a plan directory
+holding nothing but igniter's files, and no deployment runs from it.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from pydantic import Field, StringConstraints, field_validator
 
 from igniter import backends
 from igniter.errors import UserError
+from igniter.ownership import MARKER, child_of, is_owned, mark, output_errors, require_owned
 from igniter.provisioning.candidates import ProvisioningProblem
 from igniter.provisioning.repository import Placement, write_server_models
-from igniter.provisioning.strategy import Assignment, Gpu, accuracy_reward, predicted, price
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, accuracy_reward, memory_limit, predicted, price
 from igniter.schema import (Count, NonNegativeFloat, PositiveFloat, SafeName, Share, Strict, dump_json, read_json,
                             validate)
+from igniter.triton.server import owned_servers_under
 
 PLAN_FORMAT, PLAN_VERSION = "igniter-plan", 2
 LAUNCH_FORMAT, LAUNCH_VERSION = "igniter-launch", 2
@@ -50,7 +55,8 @@ class ServerPlan(Strict):
     accuracy: float | None = None        # the serving model's accuracy, when variants or accuracy_weight matter
     batch: Count
     share: Share
-    instances: Count
+    instances: Count                     # igniter provision plans 1 (profiled: one instance per server; the
+                                         # queueing model has one server per queue); apply applies what is written
     max_queue_delay_us: Annotated[int, Field(ge=0)]
     rate: PositiveFloat                  # req/s this replica carries
     slo_ms: PositiveFloat                # the workload's p99 budget
@@ -70,19 +76,26 @@ class GpuPlan(Strict):
     servers: list[ServerPlan] = Field(min_length=1)
 
 
+class Miss(Strict):
+    """What the full perf model + queueing model says a plan gets wrong: a server over its SLO (its p99, None:
+    unbounded) or a GPU over its share or memory."""
+    server: SafeName | None = None
+    predicted_p99_ms: NonNegativeFloat | None = None
+    slo_ms: PositiveFloat | None = None
+    gpu: SafeName | None = None
+    share: NonNegativeFloat | None = None
+    memory_mb: NonNegativeFloat | None = None
+
+
 class Totals(Strict):
     gpus: Annotated[int, Field(ge=0)]
     cost: NonNegativeFloat               # price per hour of the GPUs (hosts) used
     accuracy_term: NonNegativeFloat      # accuracy_weight x sum of the served variants' accuracy (0 without variants)
     objective: float                     # what the strategy minimised: cost - accuracy_term
-    lower_bound: float                   # bound on the objective
-    gap: NonNegativeFloat
-    status: SafeName
-
-
-class Rejected(Strict):
-    workload: SafeName
-    reason: str
+    lower_bound: float                   # valid bound on the objective of every plan (bounds.py), never capped
+    gap: float | None                    # (objective - bound) / objective; None: the plan is infeasible
+    status: SafeName                     # optimal | feasible | heuristic | fallback | infeasible (docs/artefacts.md)
+    misses: list[Miss] = Field(default_factory=list)
 
 
 class Plan(Strict):
@@ -94,7 +107,6 @@ class Plan(Strict):
     accuracy_weight: NonNegativeFloat = 0.0
     gpus: list[GpuPlan]
     totals: Totals
-    rejected: list[Rejected] = Field(default_factory=list)
 
     @field_validator("gpus")
     @classmethod
@@ -158,6 +170,8 @@ def _read_versioned(model, path: Path, what: str, file_format: str, version: int
 
 
 DIGITS = 4
+PLAN_ENTRIES = {"plan.json", "solve.json", "triton_repo", MARKER}  # what write_plan puts into OUT_DIR
+_NAME_FIX = "use workload and model names of letters, digits, '.', '_' or '-'"
 
 
 def canonical(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[Gpu]:
@@ -169,11 +183,14 @@ def canonical(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[Gpu]:
 
 
 def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: str) -> Plan:
+    """The typed plan; one that misses an SLO (or overfills a GPU) under the full model says "infeasible", lists
+    its misses and has no gap (its objective may be below the bound: it is not a plan of the candidate space)."""
     gpus = canonical(problem, assignment.gpus)
     preds = predicted(problem, gpus)
     cost, accuracy_term = price(problem, gpus), problem.accuracy_weight * accuracy_reward(problem, gpus)
     objective = cost - accuracy_term
-    lower = min(assignment.lower_bound, objective)
+    lower = assignment.lower_bound
+    misses = _misses(problem, gpus, preds)
     plan_gpus = []
     for gi, (g, gpreds) in enumerate(zip(gpus, preds)):
         t = problem.types[g.type_index]
@@ -191,14 +208,31 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
         plan_gpus.append(GpuPlan(id=f"gpu{gi}", type=t.type, price_per_hour=t.price_per_hour, kind=t.kind,
                                  backend=backends.for_hardware(t.perf_model.hardware).name, servers=servers))
     totals = Totals(gpus=len(gpus), cost=_r(cost), accuracy_term=_r(accuracy_term), objective=_r(objective),
-                    lower_bound=_r(lower), gap=_r(gap(objective, lower)), status=assignment.status)
+                    lower_bound=_r(lower), gap=None if misses else _r(gap(objective, lower)),
+                    status="infeasible" if misses else assignment.status, misses=misses)
     return Plan(format=PLAN_FORMAT, version=PLAN_VERSION, strategy=strategy, latency_model=problem.latency_model,
                 hardware_kind=problem.types[0].kind if problem.types else "gpu",
                 accuracy_weight=problem.accuracy_weight, gpus=plan_gpus, totals=totals)
 
 
+def _misses(problem: ProvisioningProblem, gpus: list[Gpu], preds: list[list[dict]]) -> list[Miss]:
+    out = []
+    for gi, (g, gpreds) in enumerate(zip(gpus, preds)):
+        if g.share() > 100 + EPS:
+            out.append(Miss(gpu=f"gpu{gi}", share=_r(g.share())))
+        if g.memory() > memory_limit(problem, g.type_index) + EPS:
+            out.append(Miss(gpu=f"gpu{gi}", memory_mb=_r(g.memory())))
+        for s, p in zip(g.servers, gpreds):
+            w = problem.workloads[s.workload]
+            if p["p99_ms"] > w.slo_ms + EPS:
+                out.append(Miss(server=server_name(gi, w.name, s.replica), slo_ms=w.slo_ms,
+                                predicted_p99_ms=_r(p["p99_ms"]) if math.isfinite(p["p99_ms"]) else None))
+    return out
+
+
 def gap(total: float, lower: float) -> float:
-    return max(0.0, (total - lower) / total) if total > 0 else 0.0
+    """(cost - bound) / cost; negative only if a bound were invalid for the plan (never clamped to hide it)."""
+    return (total - lower) / total if total > 0 else 0.0
 
 
 def server_name(gpu_index: int, workload: str, replica: int) -> str:
@@ -213,9 +247,45 @@ def write_plan(plan: Plan, problem: ProvisioningProblem, out_dir: str | Path, sr
                solve_info: dict) -> None:
     """Write plan.json, solve.json and triton_repo/ atomically into out_dir."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "plan.json").exists())):
-        raise UserError(f"output directory {out} exists and is not a plan directory",
-                        "choose a new --out directory (or an earlier plan's, which is replaced)")
+    with output_errors(out, "plan directory"):
+        check_replaceable(out)
+        _write_plan(plan, problem, out, src_repo, solve_info)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse an --out that is not an earlier plan igniter wrote, holds other files, or serves a live deployment."""
+    fix = "choose a new --out directory (igniter replaces only a plan directory it wrote)"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output directory {out} exists and is not a directory", fix)
+    require_owned(out, "output directory", fix)
+    if not out.exists():
+        return
+    live = owned_servers_under(out)
+    if live:
+        pids = ", ".join(map(str, live))
+        raise UserError(f"output directory {out} holds a live deployment (tritonserver pid {pids})",
+                        "run `igniter down --state <its state.json>` first, or choose another --out")
+    foreign = sorted(e.name for e in out.iterdir() if e.name not in PLAN_ENTRIES and not _igniter_leftover(e))
+    if foreign:
+        raise UserError(f"output directory {out} holds files igniter did not write ({', '.join(foreign[:5])})",
+                        "move them elsewhere, or choose another --out")
+
+
+def _igniter_leftover(entry: Path) -> bool:
+    """A stopped deployment's files beside a plan: a directory igniter marked, or a JSON file of an igniter format."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return is_owned(entry)
+    try:
+        with entry.open("rb") as fh:
+            head = json.loads(fh.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(head, dict) and str(head.get("format", "")).startswith("igniter-")
+
+
+def _write_plan(plan: Plan, problem: ProvisioningProblem, out: Path, src_repo, solve_info: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -226,7 +296,9 @@ def write_plan(plan: Plan, problem: ProvisioningProblem, out_dir: str | Path, sr
         for g in plan.gpus:
             cpu_next = 0
             for s in g.servers:
-                cpu_next = _write_server(tmp / "triton_repo" / s.name, g, s, types[g.type], src_repo, cpu_next)
+                repo = child_of(tmp / "triton_repo", s.name, "server name", _NAME_FIX)
+                cpu_next = _write_server(repo, g, s, types[g.type], src_repo, cpu_next)
+        mark(tmp, "igniter provision")
         os.chmod(tmp, 0o755)
         _swap_in(tmp, out)
     except BaseException:

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from igniter.errors import UserError
+from igniter.ownership import child_of
 from igniter.schema import NAME_MAX, NAME_PATTERN, NAME_RULE
 from igniter.triton.config import ModelConfig, config_text, mc, new_model_config, read_config_with_header, set_parameter
 
@@ -71,9 +72,11 @@ class SourceModel:
 
 def source_model(repo: str | Path | None, name: str) -> SourceModel | None:
     """The source repository's model `name`, or None when there is no repository or no config for it."""
-    if repo is None or not (Path(repo) / name / "config.pbtxt").exists():
+    if repo is None:
         return None
-    path = Path(repo) / name
+    path = child_of(Path(repo), name, "model name", f"name models with {NAME_RULE}")
+    if not (path / "config.pbtxt").exists():
+        return None
     cfg, header = read_config_with_header(path / "config.pbtxt")
     if cfg.name and cfg.name != name:
         raise UserError(f"config name {cfg.name!r} differs from its directory {name!r}",

@@ -37,7 +37,8 @@ def summary(plan: Plan) -> dict:
     t = plan.totals
     return {"strategy": plan.strategy, "status": t.status, "gpus": t.gpus, "cost": t.cost,
             "accuracy_weight": plan.accuracy_weight, "accuracy_term": t.accuracy_term, "objective": t.objective,
-            "lower_bound": t.lower_bound, "gap": t.gap, "workloads": rows}
+            "lower_bound": t.lower_bound, "gap": t.gap, "misses": [m.model_dump(exclude_none=True) for m in t.misses],
+            "workloads": rows}
 
 
 def worst_p99(p99s: list[float | None]) -> float | None:
