@@ -1,0 +1,227 @@
+"""The provisioner against independent oracles: brute-force optima (tests/provision_oracle.py), hand-worked
+first-fit packings, and plans re-checked here from plan.json with the perf model's full prediction.
+
+Instances are small on purpose and chosen (by a seeded search over random ones, then frozen here) so that
+iGniter's greedy is NOT optimal, and so that ignoring interference gives fewer hosts than any plan that meets
+the SLOs: an ILP that returned the greedy's answer, or lost its interference rows, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+
+import pytest
+
+from igniter.provisioning import ffd, greedy_igniter, ilp, patterns
+from igniter.provisioning.candidates import build_problem
+from igniter.provisioning.plan import build_plan, write_plan
+from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog
+from tests.fake_perf_model import FakePerfModel
+from tests.provision_oracle import fewest_hosts, p99_ms
+from tests.simple_perf_model import Model, SimplePerfModel
+
+CORES = 4
+GRID = [25.0, 50.0, 75.0, 100.0]      # a 4-core host: whole cores
+
+
+def simple_model(params: dict, **kwargs) -> SimplePerfModel:
+    return SimplePerfModel({m: Model(base, 0.0, pressure, sens) for m, (base, pressure, sens) in params.items()},
+                           cores=CORES, **kwargs)
+
+
+def problem_for(pm, workloads):
+    ws = WorkloadSet(tuple(Workload(f"w{i}", m, rate, slo) for i, (m, rate, slo) in enumerate(workloads)))
+    return build_problem(ws, default_catalog(pm))
+
+
+def plan_of(problem, assignment, strategy="ilp") -> dict:
+    return build_plan(problem, assignment, strategy)
+
+
+def full_model_misses(pm, plan: dict) -> list[str]:
+    """Servers of plan.json whose SLO the full model misses, and hosts over 100 % share (checked here)."""
+    misses = []
+    for g in plan["gpus"]:
+        servers = g["servers"]
+        if sum(s["share"] for s in servers) > 100 + 1e-6:
+            misses.append(f"{g['id']} share {sum(s['share'] for s in servers)}")
+        lats = pm.latencies([(s["model"], s["batch"], s["share"]) for s in servers])
+        misses += [s["name"] for s, lat in zip(servers, lats) if p99_ms(lat, s["batch"], s["rate"]) > s["slo_ms"] + 1e-6]
+    return misses
+
+
+def served_rate(plan: dict) -> dict[str, float]:
+    rates: dict[str, float] = defaultdict(float)
+    for g in plan["gpus"]:
+        for s in g["servers"]:
+            rates[s["workload"]] += s["rate"]
+    return dict(rates)
+
+
+def assert_serves_every_workload_at_full_rate(problem, plan):
+    rates = served_rate(plan)
+    assert set(rates) == {w.name for w in problem.workloads}
+    for w in problem.workloads:
+        assert rates[w.name] == pytest.approx(w.rate, abs=1e-3 * len([1 for g in plan["gpus"] for _ in g["servers"]]))
+        replicas = [s for g in plan["gpus"] for s in g["servers"] if s["workload"] == w.name]
+        assert sorted(s["replica"] for s in replicas) == list(range(len(replicas)))
+        assert all(s["replicas"] == len(replicas) for s in replicas)
+
+
+# model: (base ms at 100 % share, pressure at 100 %, sensitivity); workloads: (model, req/s, SLO ms)
+GREEDY_NOT_OPTIMAL = {
+    "seed3": ({"m0": (1.09, 0.59, 0.68), "m2": (0.53, 0.85, 0.54)}, [("m0", 149, 21), ("m2", 77, 27), ("m0", 42, 10)]),
+    "seed7": ({"m0": (1.31, 0.24, 1.05), "m1": (0.68, 0.58, 0.68)},
+              [("m1", 20, 8), ("m1", 18, 25), ("m0", 98, 25), ("m0", 91, 19)]),
+    "seed11": ({"m0": (1.63, 0.6, 1.4), "m2": (0.96, 0.56, 1.02)}, [("m0", 73, 10), ("m2", 123, 29), ("m0", 93, 19)]),
+}
+INTERFERENCE_MATTERS = {
+    "seed81": ({"m1": (1.46, 0.85, 0.41), "m2": (1.63, 0.79, 0.99)},
+               [("m1", 111, 13), ("m2", 29, 8), ("m2", 115, 36), ("m2", 145, 40)]),
+    "seed178": ({"m0": (2.87, 0.96, 1.36), "m1": (2.11, 0.78, 0.64)},
+                [("m0", 87, 38), ("m1", 77, 37), ("m0", 83, 34), ("m1", 26, 28)]),
+    "seed248": ({"m0": (2.59, 0.75, 1.24), "m1": (2.29, 0.73, 1.09), "m2": (1.31, 0.86, 1.1)},
+                [("m1", 22, 26), ("m0", 49, 36), ("m1", 91, 39), ("m2", 36, 14)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GREEDY_NOT_OPTIMAL) + sorted(INTERFERENCE_MATTERS))
+def test_ilp_finds_the_brute_force_optimum_strictly_cheaper_than_the_greedy(name):
+    params, workloads = {**GREEDY_NOT_OPTIMAL, **INTERFERENCE_MATTERS}[name]
+    pm = simple_model(params)
+    optimum = fewest_hosts(pm, workloads, GRID)
+    problem = problem_for(pm, workloads)
+    greedy_plan = plan_of(problem, greedy_igniter.solve(problem), "igniter")
+    ilp_plan = plan_of(problem, ilp.solve(problem, 10))
+    assert greedy_plan["totals"]["gpus"] > optimum, "instance no longer separates the greedy from the optimum"
+    assert ilp_plan["totals"]["gpus"] == optimum
+    assert ilp_plan["totals"]["cost"] == pytest.approx(optimum)             # price 1 per host
+    assert ilp_plan["totals"]["lower_bound"] <= optimum + 1e-9
+    assert not full_model_misses(pm, ilp_plan)
+    assert not full_model_misses(pm, greedy_plan)
+    assert_serves_every_workload_at_full_rate(problem, ilp_plan)
+
+
+@pytest.mark.parametrize("name", sorted(INTERFERENCE_MATTERS))
+def test_ignoring_interference_gives_a_plan_the_full_model_rejects(name):
+    params, workloads = INTERFERENCE_MATTERS[name]
+    pm = simple_model(params)
+    blind, optimum = fewest_hosts(pm, workloads, GRID, blind=True), fewest_hosts(pm, workloads, GRID)
+    assert blind < optimum, "instance no longer needs interference to be modelled"
+    problem = problem_for(pm, workloads)
+    blind_plan = plan_of(problem, ffd.solve(problem), "ffd")          # first-fit ignores interference
+    assert blind_plan["totals"]["gpus"] < optimum and full_model_misses(pm, blind_plan)
+
+
+@pytest.mark.parametrize("name", sorted(INTERFERENCE_MATTERS))
+def test_whole_instance_ilp_rows_keep_interference(monkeypatch, name):
+    # the whole-instance ILP (the path above patterns.MAX_WORKLOADS workloads), forced on a small instance: with
+    # an exactly linear perf model its interference rows are exact, so its first solve already passes the
+    # full-model check (cut_rounds == 1: no no-good cut was needed) and it never needs more hosts than the greedy
+    params, workloads = INTERFERENCE_MATTERS[name]
+    pm = simple_model(params)
+    problem = problem_for(pm, workloads)
+    monkeypatch.setattr(patterns, "MAX_WORKLOADS", 0)
+    assignment = ilp.solve(problem, 10)
+    plan = plan_of(problem, assignment)
+    assert assignment.details["mode"] == "whole" and assignment.details["cut_rounds"] == 1
+    assert not full_model_misses(pm, plan)
+    assert fewest_hosts(pm, workloads, GRID) <= plan["totals"]["gpus"] <= len(greedy_igniter.solve(problem).gpus)
+    assert_serves_every_workload_at_full_rate(problem, plan)
+
+
+# -- a full model that differs from its linearisation: repair and the full-model re-check ----------------------
+
+CURVED = {"a": (1.0, 0.9, 0.5), "b": (1.2, 0.8, 0.6), "c": (0.8, 1.0, 0.4)}
+
+
+def curved_workloads(n: int, seed: int):
+    rng = random.Random(seed)
+    return [(rng.choice("abc"), rng.randrange(20, 120), rng.randrange(12, 30)) for _ in range(n)]
+
+
+def curved_model(curvature: float, **kwargs) -> SimplePerfModel:
+    return SimplePerfModel({m: Model(b, 0.0, p, s) for m, (b, p, s) in CURVED.items()}, curvature=curvature, **kwargs)
+
+
+def test_repair_fixes_what_the_linearised_packing_gets_wrong():
+    # the packers see L (1 + s P); the full model says L (1 + s P + 3 P^2): linear packings miss SLOs
+    workloads = curved_workloads(8, 3)
+    linear, curved = curved_model(0.0, cores=20), curved_model(3.0, cores=20)
+    blind_to_curve = plan_of(problem_for(linear, workloads), greedy_igniter.solve(problem_for(linear, workloads)))
+    assert full_model_misses(curved, blind_to_curve), "the curvature must break the linear packing"
+    problem = problem_for(curved, workloads)
+    greedy = greedy_igniter.solve(problem)
+    assert greedy.details["repairs"] > 0
+    greedy_plan = plan_of(problem, greedy, "igniter")
+    assert not full_model_misses(curved, greedy_plan)
+    assert_serves_every_workload_at_full_rate(problem, greedy_plan)
+    # the ILP re-checks its packing with the full model and repairs (or keeps the repaired greedy)
+    ilp_plan = plan_of(problem, ilp.solve(problem, 3))
+    assert not full_model_misses(curved, ilp_plan)
+    assert ilp_plan["totals"]["gpus"] <= greedy_plan["totals"]["gpus"]
+    assert_serves_every_workload_at_full_rate(problem, ilp_plan)
+
+
+def test_large_instance_tries_windows_and_repairs_under_a_curved_model():
+    rng = random.Random(11)
+    pm = curved_model(2.0, kind="gpu", shares=[10.0, 100.0])
+    workloads = [(rng.choice("abc"), rng.randrange(20, 200), rng.randrange(15, 40)) for _ in range(50)]
+    problem = problem_for(pm, workloads)
+    assignment = ilp.solve(problem, 8)
+    assert assignment.details["mode"] == "windows" and assignment.details["windows_tried"] >= 1
+    plan = plan_of(problem, assignment)
+    assert not full_model_misses(pm, plan)
+    assert plan["totals"]["gpus"] <= len(greedy_igniter.solve(problem).gpus)
+    assert_serves_every_workload_at_full_rate(problem, plan)
+
+
+# -- first-fit decreasing, hand-worked ----------------------------------------------------------------------
+
+def test_first_fit_decreasing_order_and_packing_hand_worked():
+    # 10 cores (10 % shares), no interference, 300 MB per server, 800 MB per host (at most 2 servers).
+    # Latency at share s is 100 * base / s; at 1 req/s a batch waits for another under 1 % of the time, so
+    # p99 = latency and the smallest share meeting SLO = 10 ms is 10 * base %: w0..w4 need 30, 60, 20, 50, 40 %.
+    # Largest first: 60 -> host A; 50 -> A would be 110 %: host B; 40 -> A (100 %); 30 -> B (80 %);
+    # 20 -> A is full, B holds 2 servers (memory): host C.
+    pm = SimplePerfModel({f"m{i}": Model(base, 0.0, 0.0, 0.0, 300.0) for i, base in
+                          enumerate([3.0, 6.0, 2.0, 5.0, 4.0])}, cores=10, memory_mb=800.0)
+    problem = problem_for(pm, [(f"m{i}", 1.0, 10.0) for i in range(5)])
+    packed = ffd.solve(problem)
+    assert [[(s.workload, s.option.share) for s in g.servers] for g in packed.gpus] == [
+        [(1, 60.0), (4, 40.0)], [(3, 50.0), (0, 30.0)], [(2, 20.0)]]
+
+
+# -- what the written plan says ------------------------------------------------------------------------------
+
+def test_written_plan_serves_every_workload_at_its_full_rate(tmp_path):
+    # rates above one server's capacity force replicas; the plan's servers must add up to every input rate
+    pm = FakePerfModel()
+    workloads = [("alexnet", 3000.0, 40.0), ("resnet50", 150.0, 50.0), ("vgg19", 900.0, 200.0), ("ssd", 40.0, 120.0)]
+    problem = problem_for(pm, workloads)
+    assert max(o.replicas for opts in problem.options for o in opts) > 1
+    write_plan(plan_of(problem, ilp.solve(problem, 10)), problem, tmp_path / "out", None, {})
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert_serves_every_workload_at_full_rate(problem, plan)
+    assert any(s["replicas"] > 1 for g in plan["gpus"] for s in g["servers"])
+    for g in plan["gpus"]:
+        for s in g["servers"]:
+            assert (tmp_path / "out" / "triton_repo" / s["name"] / s["model"] / "config.pbtxt").is_file()
+
+
+def test_cpu_servers_on_one_host_get_disjoint_cores(tmp_path):
+    # 8-core host, no interference: several servers per host, each pinned to its own whole cores
+    pm = SimplePerfModel({"m": Model(2.0, 0.0, 0.0, 0.0)}, cores=8)
+    problem = problem_for(pm, [("m", 20.0 + 10 * i, 12.0) for i in range(6)])
+    write_plan(plan_of(problem, ilp.solve(problem, 10)), problem, tmp_path / "out", None, {})
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert any(len(g["servers"]) > 1 for g in plan["gpus"])
+    for g in plan["gpus"]:
+        cores = []
+        for s in g["servers"]:
+            launch = json.loads((tmp_path / "out" / "triton_repo" / s["name"] / "launch.json").read_text())
+            assert len(launch["cpus"]) == round(s["share"] * 8 / 100) == launch["threads"]
+            cores += launch["cpus"]
+        assert len(cores) == len(set(cores)) and set(cores) <= set(range(8)), (g["id"], cores)
