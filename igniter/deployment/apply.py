@@ -66,9 +66,13 @@ def read_plan(plan_path: Path) -> list[PlannedServer]:
     if plan_format != "igniter-plan":
         raise UserError(f"{plan_path} is not an igniter plan (format={plan_format!r})", "pass the plan.json written by `igniter provision`")
     servers: dict[str, PlannedServer] = {}
-    for gpu in plan.get("gpus", []):
-        for entry in gpu.get("servers", []):
-            servers.setdefault(entry["name"], _planned_server(plan_path.parent, gpu, entry))
+    try:
+        for gpu in plan.get("gpus", []):
+            for entry in gpu.get("servers", []):
+                servers.setdefault(entry["name"], _planned_server(plan_path.parent, gpu, entry))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:  # a hand-edited or truncated plan
+        raise UserError(f"plan {plan_path} is malformed ({type(err).__name__}: {err})",
+                        "regenerate it with `igniter provision`") from err
     return list(servers.values())
 
 
@@ -137,7 +141,12 @@ class Deployer:
             for action in actions[len(planned):]:
                 self._retire.append(state.servers[action.server])
         except BaseException as err:
-            self._rollback()
+            undone = self._rollback()
+            if undone:  # a step that could not be undone leaves the deployment between two plans: say which
+                what = err.what if isinstance(err, UserError) else str(err)
+                raise UserError(f"apply failed ({what}) and was not rolled back completely: {'; '.join(undone)}",
+                                "check the servers named with `igniter status` and apply the previous plan again",
+                                str(self.state_path)) from err
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
             raise
@@ -211,7 +220,7 @@ class Deployer:
                 previous = client.config(model) if client.is_ready(model) else None
                 client.load(model, read_config(path))
                 if previous is not None:
-                    self._undo.append(lambda m=model, c=previous, e=endpoints: _load_remote(e, m, c))
+                    self._undo.append(lambda m=model, c=previous, e=endpoints, n=server.name: _load_remote(n, e, m, c))
             state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo="(remote)", http=endpoints.http,
                                 grpc=endpoints.grpc, metrics=endpoints.metrics, pid=None,
                                 launch_digest=server.launch_digest, workloads=server.workloads)
@@ -236,15 +245,19 @@ class Deployer:
         log = ServerLog(Path(state.log)) if state.log else None
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
-    def _rollback(self) -> None:
+    def _rollback(self) -> list[str]:
+        """Undo every step done, newest first; returns what could not be undone."""
         self.progress("rolling back")
+        failed = []
         for undo in reversed(self._undo):
             try:
                 undo()
             except Exception as err:  # keep undoing the rest; report what could not be undone
                 self.progress(f"rollback step failed: {err}")
+                failed.append(str(err))
         self._undo.clear()
         self._retire.clear()
+        return failed
 
     def _stop(self, old: ServerState) -> None:
         self.progress(f"retire   {old.name} (pid {old.pid})")
@@ -264,9 +277,13 @@ class Deployer:
         save_state(DeploymentState(), self.state_path)
 
 
-def _load_remote(endpoints: Endpoints, model: str, config) -> None:
-    with TritonClient(endpoints) as client:
-        client.load(model, config)
+def _load_remote(server: str, endpoints: Endpoints, model: str, config) -> None:
+    try:
+        with TritonClient(endpoints) as client:
+            client.load(model, config)
+    except Exception as err:
+        raise RuntimeError(f"{model!r} on remote server {server!r} ({endpoints.grpc}) could not be given its previous config back: "
+                           f"{' '.join(str(err).split())[:200]}") from err
 
 
 def status(state_path: Path) -> dict:

@@ -1,0 +1,183 @@
+"""Bad plan and state files are one-line errors (exit 2, nothing started, nothing written); atomic writes that
+fail midway leave the old file intact and no temporary file. No Triton needed: every case fails before a start."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from igniter import atomic
+from igniter.atomic import atomic_write
+from igniter.cli.main import cli
+from igniter.deployment.state import DeploymentState, ServerState, load_state, save_state
+from igniter.provisioning import plan as plan_module
+from igniter.provisioning.candidates import build_problem
+from igniter.provisioning.plan import build_plan, write_plan
+from igniter.provisioning import greedy_igniter
+from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog
+from tests.fake_perf_model import FakePerfModel
+
+REAL_FDOPEN = os.fdopen
+GOOD_SERVER = {"name": "a", "model": "tinynet", "workload": "a", "replica": 0, "share": 50.0, "batch": 1,
+               "instances": 1}
+
+
+def plan_dir(tmp_path: Path, plan, launch: str | None = '{"models": ["tinynet"], "cpus": [0]}') -> Path:
+    d = tmp_path / "plan"
+    (d / "triton_repo" / "a" / "tinynet").mkdir(parents=True)
+    if launch is not None:
+        (d / "triton_repo" / "a" / "launch.json").write_text(launch)
+    (d / "plan.json").write_text(plan if isinstance(plan, str) else json.dumps(plan))
+    return d / "plan.json"
+
+
+def apply_cli(plan: Path, state: Path, *extra: str):
+    return CliRunner().invoke(cli, ["apply", str(plan), "--state", str(state), *extra])
+
+
+def assert_one_line_error(result, needle: str):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "To fix:" in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def plan_with(server: dict) -> dict:
+    return {"format": "igniter-plan", "version": 1, "gpus": [{"id": "host0", "servers": [server]}]}
+
+
+@pytest.mark.parametrize("plan, launch, needle", [
+    ("{not json", "{}", "is not valid JSON"),
+    (b"\xff\xfe", "{}", "is not valid JSON"),
+    ('["a list"]', "{}", "is not an igniter plan"),
+    ({"format": "something-else"}, "{}", "is not an igniter plan (format='something-else')"),
+    ({"format": "igniter-plan", "gpus": "host0"}, "{}", "is malformed"),
+    ({"format": "igniter-plan", "gpus": [{"id": "host0", "servers": [{"model": "tinynet"}]}]}, "{}", "is malformed"),
+    (plan_with({**GOOD_SERVER, "share": "half"}), "{}", "is malformed"),
+    (plan_with(GOOD_SERVER), None, "has no launch spec"),
+    (plan_with(GOOD_SERVER), "{broken", "is not valid JSON"),
+])
+def test_bad_plan_is_one_line_and_changes_nothing(tmp_path, plan, launch, needle):
+    if isinstance(plan, bytes):
+        path = plan_dir(tmp_path, "{}", launch)
+        path.write_bytes(plan)
+    else:
+        path = plan_dir(tmp_path, plan, launch)
+    state = tmp_path / "state" / "state.json"
+    assert_one_line_error(apply_cli(path, state), needle)
+    assert not state.exists() and not (state.parent / "servers").exists()
+
+
+def test_missing_plan_is_one_line(tmp_path):
+    assert_one_line_error(apply_cli(tmp_path / "nope.json", tmp_path / "s.json"), "does not exist")
+
+
+@pytest.mark.parametrize("text", ["{oops", '{"servers": {"a": {"name": "a"}}}', '{"servers": [1, 2]}', "\xff"])
+def test_bad_state_file_is_one_line_for_apply_status_and_down(tmp_path, text):
+    state = tmp_path / "state.json"
+    state.write_bytes(text.encode("latin-1"))
+    before = state.read_bytes()
+    plan = plan_dir(tmp_path, plan_with(GOOD_SERVER))
+    assert_one_line_error(apply_cli(plan, state), "deployment state")
+    for command in ("status", "down"):
+        assert_one_line_error(CliRunner().invoke(cli, [command, "--state", str(state)]), "deployment state")
+    assert state.read_bytes() == before, "a state igniter cannot read is never overwritten"
+
+
+def test_bad_server_map_is_one_line(tmp_path):
+    plan = plan_dir(tmp_path, plan_with(GOOD_SERVER))
+    bad = tmp_path / "map.yaml"
+    bad.write_text("- just\n- a list\n")
+    assert_one_line_error(apply_cli(plan, tmp_path / "s.json", "--server-map", str(bad)), "is not a mapping")
+
+
+# -- atomic writes made to fail midway ---------------------------------------------------------------------
+
+class HalfWriter:
+    """Stands in for the temp file: writes half the data, then the disk is full."""
+
+    def __init__(self, fd, mode):
+        self.f = REAL_FDOPEN(fd, mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(28, "No space left on device")
+
+
+def leftovers(directory: Path, keep: str) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name != keep)
+
+
+def test_atomic_write_failing_midway_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    target.write_text("old contents\n")
+    monkeypatch.setattr(atomic.os, "fdopen", HalfWriter)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(target, "new contents that do not fit\n")
+    assert target.read_text() == "old contents\n" and leftovers(tmp_path, "state.json") == []
+
+
+def test_atomic_write_failing_at_the_rename_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    target.write_text("old contents\n")
+
+    def refuse(src, dst):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    with pytest.raises(OSError):
+        atomic_write(target, "new\n")
+    assert target.read_text() == "old contents\n" and leftovers(tmp_path, "state.json") == []
+
+
+def test_atomic_write_replaces_whole_file_readable_by_others(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("a much longer old content than the new one\n")
+    atomic_write(target, b"new\n")
+    assert target.read_bytes() == b"new\n" and (target.stat().st_mode & 0o777) == 0o644
+    assert leftovers(tmp_path, "f.txt") == []
+
+
+def test_state_save_failing_midway_keeps_the_previous_state(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    first = DeploymentState(plan="p1", servers={"a": ServerState("a", "host0", 50.0, "/r", "h:1", "h:2", None, None, "d")})
+    save_state(first, path)
+    monkeypatch.setattr(atomic.os, "fdopen", HalfWriter)
+    with pytest.raises(OSError):
+        save_state(DeploymentState(plan="p2"), path)
+    assert load_state(path).plan == "p1" and set(load_state(path).servers) == {"a"}
+    assert leftovers(tmp_path, "state.json") == []
+
+
+def test_plan_write_failing_midway_keeps_the_previous_plan_directory(tmp_path, monkeypatch):
+    ws = WorkloadSet((Workload("w0", "alexnet", 200, 30), Workload("w1", "resnet50", 100, 60)))
+    problem = build_problem(ws, default_catalog(FakePerfModel()))
+    plan = build_plan(problem, greedy_igniter.solve(problem), "igniter")
+    out = tmp_path / "out"
+    write_plan(plan, problem, out, None, {})
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    written = []
+
+    def second_server_fails(repo, *args):
+        written.append(repo)
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        return real(repo, *args)
+
+    real = plan_module._write_server
+    monkeypatch.setattr(plan_module, "_write_server", second_server_fails)
+    with pytest.raises(OSError):
+        write_plan(plan, problem, out, None, {"changed": True})
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert leftovers(tmp_path, "out") == [], "no temporary plan directory left beside it"
