@@ -26,9 +26,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert {w["name"] for w in report["workloads"]} == {"vision", "ranking"}
+    # what the demo claims: every request answered, the plan's p99 within each SLO, and the SLO met for far more
+    # requests than a broken plan manages (replayed at 4x the planned rate the demo measured 0.0 with 661
+    # failures). 0.9, not the 99 % the benchmark reports: the replay is short and shares the cores with CI.
     for workload in report["workloads"]:
-        assert {"slo_ms", "predicted_p99_ms", "measured_p99_ms", "attainment"} <= set(workload)
-        assert workload["requests"] > 0 and 0.0 <= workload["attainment"] <= 1.0
+        assert workload["requests"] > 0 and workload["failed"] == 0, workload
+        assert workload["predicted_p99_ms"] <= workload["slo_ms"], workload
+        assert workload["attainment"] >= 0.9, workload
+    assert report["attainment"] >= 0.9
     assert (tmp_path / "demo" / "report.html").read_text().count("<circle") == 2
     assert not load_state(tmp_path / "demo" / "state.json").servers, "the demo stops what it started"
 

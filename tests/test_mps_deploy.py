@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from igniter.deployment.mps import daemon_running, ensure_mps_daemon, mps_env, stop_mps_daemon
+from igniter.deployment.mps import daemon_running, ensure_mps_daemon, stop_mps_daemon
 from igniter.errors import UserError
 
 
@@ -29,11 +29,18 @@ def test_daemon_started_once_and_stopped(tmp_path):
     run = FakeMpsControl()
     which = lambda name: f"/usr/bin/{name}"  # noqa: E731
     env = ensure_mps_daemon(tmp_path, run, which)
-    assert env == mps_env(tmp_path) and daemon_running(tmp_path)
+    # fixed directories beside the state (servers outlive apply, so the daemon's pipes cannot be in a temp dir)
+    assert env == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "mps" / "pipe"),
+                   "CUDA_MPS_LOG_DIRECTORY": str(tmp_path / "mps" / "log")}
+    assert run.calls == [(["/usr/bin/nvidia-cuda-mps-control", "-d"], None)]
+    assert (tmp_path / "mps" / "pipe" / "control").exists() and daemon_running(tmp_path)
     ensure_mps_daemon(tmp_path, run, which)
     assert len(run.calls) == 1, "a running daemon is reused"
     stop_mps_daemon(tmp_path, run, which)
-    assert not daemon_running(tmp_path) and run.calls[-1][1] == "quit\n"
+    assert run.calls[-1] == (["/usr/bin/nvidia-cuda-mps-control"], "quit\n")
+    assert not (tmp_path / "mps" / "pipe" / "control").exists() and not daemon_running(tmp_path)
+    stop_mps_daemon(tmp_path, run, which)
+    assert len(run.calls) == 2, "no quit sent to a daemon that is not running"
 
 
 def test_missing_mps_control_is_a_user_error(tmp_path):
