@@ -181,3 +181,34 @@ def test_plan_write_failing_midway_keeps_the_previous_plan_directory(tmp_path, m
         write_plan(plan, problem, out, None, {"changed": True})
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert leftovers(tmp_path, "out") == [], "no temporary plan directory left beside it"
+
+
+# -- the diff between a plan and the deployment state, hand-worked -----------------------------------------
+
+def test_diff_names_the_action_each_server_needs(demo_repo, tmp_path):
+    import subprocess
+
+    from igniter.deployment.apply import diff, read_plan
+    from igniter.triton.config import config_digest, read_config
+    from tests.plan_factory import make_plan
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    servers = [{"name": n, "model": "tinynet", "batch": 4} for n in ("fresh", "dead", "moved", "reconf", "same")]
+    planned = read_plan(make_plan(tmp_path / "p", demo_repo, servers))
+    by_name = {s.name: s for s in planned}
+    digest = config_digest(read_config(by_name["same"].models["tinynet"]))
+
+    def recorded(name, pid, launch_digest=None, config=digest):
+        return ServerState(name, "host0", 50.0, "/r", "h:1", "h:2", None, pid,
+                           launch_digest or by_name[name].launch_digest, {"tinynet": config})
+
+    state = DeploymentState(servers={
+        "dead": recorded("dead", finished.pid), "moved": recorded("moved", os.getpid(), "another-launch"),
+        "reconf": recorded("reconf", os.getpid(), config="old-digest"), "same": recorded("same", os.getpid()),
+        "gone": ServerState("gone", "host0", 50.0, "/r", "h:1", "h:2", None, os.getpid(), "x")})
+    actions = {a.server: (a.action, a.models) for a in diff(planned, state)}
+    assert actions == {"fresh": ("start", ["tinynet"]), "dead": ("restart", ["tinynet"]),
+                       "moved": ("reshare", ["tinynet"]), "reconf": ("reload", ["tinynet"]),
+                       "same": ("keep", []), "gone": ("retire", [])}
+    assert by_name["same"].share == 50.0 and by_name["same"].gpu == "host0" and by_name["same"].workloads == ["same"]

@@ -163,7 +163,7 @@ def test_capacity_headroom_and_half_slo_rule():
 
 
 def test_transfer_adds_to_the_p99():
-    assert queueing.transfer_ms(1_250_000, 10.0) == pytest.approx(1.0)   # 10 Mbit over 10 Gbit/s
+    assert queueing.transfer_ms(1_250_000, 10.0) == 1.0   # 10 Mbit over 10 Gbit/s, exactly
     assert queueing.transfer_ms(0, 10.0) == 0.0
     base = model_p99(100.0, 1, 5.0)
     assert float(queueing.p99_latency_ms(5.0, 1, 100.0, 1.0, 2.0)) == pytest.approx(base + 2.0)
@@ -176,3 +176,19 @@ def test_max_latency_inverts_the_p99():
     assert 0 < allowed < 30.0
     assert model_p99(400.0, 4, allowed) <= 30.0 < model_p99(400.0, 4, allowed * 1.001)
     assert float(queueing.max_latency_ms(5.0, 4, 400.0)) == 0.0        # D = 7.5 ms > 5 ms
+
+
+def test_max_latency_hand_worked_and_vectorised():
+    # at 1 req/s and batch 1 fewer than 1 % of requests wait, so p99 = L: the allowed latency is the SLO itself,
+    # below 1 ms too; iGniter's rule halves it (p99 = 2 L)
+    assert float(queueing.max_latency_ms(0.8, 1, 1.0)) == pytest.approx(0.8, rel=1e-6)
+    assert float(queueing.max_latency_ms(30.0, 1, 1.0, model="half-slo")) == pytest.approx(15.0, rel=1e-6)
+    assert float(queueing.max_latency_ms(30.0, 1, 1.0, 1.0, 2.0, "half-slo")) == pytest.approx(14.0, rel=1e-6)
+    # arrays in any argument broadcast; each entry is the scalar answer
+    slo, batch, rate, occ = np.array([30.0, 40.0]), np.array([[1], [4]]), 200.0, np.array([1.0, 0.5])
+    together = queueing.max_latency_ms(slo, batch, rate, occ)
+    assert together.shape == (2, 2)
+    for i in range(2):
+        for j in range(2):
+            alone = float(queueing.max_latency_ms(slo[j], int(batch[i, 0]), rate, occ[j]))
+            assert together[i, j] == pytest.approx(alone, rel=1e-9)
