@@ -212,3 +212,21 @@ def test_diff_names_the_action_each_server_needs(demo_repo, tmp_path):
                        "moved": ("reshare", ["tinynet"]), "reconf": ("reload", ["tinynet"]),
                        "same": ("keep", []), "gone": ("retire", [])}
     assert by_name["same"].share == 50.0 and by_name["same"].gpu == "host0" and by_name["same"].workloads == ["same"]
+
+
+def test_state_file_round_trip_and_endpoints_hand_worked(tmp_path):
+    path = tmp_path / "nested" / "state.json"
+    assert load_state(path).servers == {} and load_state(path).plan is None     # no file yet: nothing deployed
+    a = ServerState("a", "host0", 50.0, "/r/a", "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", 41, "d1",
+                    {"tinynet": "c1"}, ["w1", "w2"], "/logs/a")
+    b = ServerState("b", "host0", 50.0, "(remote)", "10.0.0.5:8000", "10.0.0.5:8001", None, None, "d2", {}, ["w1"])
+    save_state(DeploymentState(plan="/p/plan.json", servers={"b": b, "a": a}), path)
+    data = json.loads(path.read_text())
+    assert data["format"] == "igniter-state" and data["version"] == 1 and data["plan"] == "/p/plan.json"
+    assert list(data["servers"]) == ["a", "b"] and data["servers"]["a"]["pid"] == 41
+    loaded = load_state(path)
+    assert loaded.servers == {"a": a, "b": b}
+    assert loaded.endpoints_by_workload() == {
+        "w1": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"},
+               {"server": "b", "grpc": "10.0.0.5:8001", "http": "10.0.0.5:8000"}],
+        "w2": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"}]}
