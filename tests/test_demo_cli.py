@@ -56,3 +56,22 @@ def test_cli_apply_outlives_the_command_then_down_stops_it(demo_repo, tmp_path):
         for server in load_state(state).servers.values():
             if server.pid and pid_alive(server.pid):
                 os.killpg(server.pid, 9)
+
+
+def test_demo_attainment_counts_failed_requests_as_misses_hand_worked():
+    # attainment = requests answered within the SLO / requests sent, over every replica of a workload:
+    # replica 0 answers 3 of 4 (10, 20, 30 ms; one failed), replica 1 answers 2 of 2 (5, 40 ms); SLO 25 ms
+    # -> within 10, 20, 5 = 3 of 6 sent = 0.5
+    import numpy as np
+
+    from igniter.demo import summarise
+    from igniter.profiling.loadgen import LoadResult
+
+    entry = {"workload": "w", "model": "m", "rate": 50.0, "slo_ms": 25.0, "batch": 1, "share": 50.0,
+             "predicted_p99_ms": 12.0}
+    runs = [(entry, LoadResult(np.array([10.0, 20.0, 30.0]), 4, 3, 1, 1.0, 3.0)),
+            ({**entry, "predicted_p99_ms": 14.0}, LoadResult(np.array([5.0, 40.0]), 2, 2, 0, 1.0, 2.0))]
+    [row] = summarise({"w": runs})
+    assert (row["requests"], row["failed"], row["replicas"], row["rate"]) == (6, 1, 2, 100.0)
+    assert row["attainment"] == 0.5 and row["predicted_p99_ms"] == 14.0
+    assert row["measured_p99_ms"] == pytest.approx(39.6)   # rank 0.99 x 4 = 3.96: 30 + 0.96 x (40 - 30)

@@ -192,3 +192,15 @@ def test_max_latency_hand_worked_and_vectorised():
         for j in range(2):
             alone = float(queueing.max_latency_ms(slo[j], int(batch[i, 0]), rate, occ[j]))
             assert together[i, j] == pytest.approx(alone, rel=1e-9)
+
+
+@pytest.mark.parametrize("position", range(4))
+def test_max_latency_takes_its_shape_from_any_one_array_argument(position):
+    scalars = [40.0, 4, 200.0, 1.0]                       # slo, batch, rate, occupancy
+    values = [np.array([30.0, 40.0]), np.array([1, 4]), np.array([100.0, 200.0]), np.array([0.5, 1.0])][position]
+    args = [values if i == position else v for i, v in enumerate(scalars)]
+    together = queueing.max_latency_ms(*args)
+    assert together.shape == (2,)
+    for k in range(2):
+        alone = [values[k] if i == position else v for i, v in enumerate(scalars)]
+        assert together[k] == pytest.approx(float(queueing.max_latency_ms(*alone)), rel=1e-9)
