@@ -204,3 +204,32 @@ def test_max_latency_takes_its_shape_from_any_one_array_argument(position):
     for k in range(2):
         alone = [values[k] if i == position else v for i, v in enumerate(scalars)]
         assert together[k] == pytest.approx(float(queueing.max_latency_ms(*alone)), rel=1e-9)
+
+
+def test_formation_and_batch_queueing_tail_hand_worked():
+    # wait_p99 solves rho * exp(-t/theta) * mean_j exp(j h / theta) = 1 % for t (>= D), theta = Kingman's mean
+    # wait / rho = (1/b + 0.05)/2 * tau / (1 - rho), h = D / (b - 1); written out here for b = 2 and b = 4
+    def tail(D, b, rho, tau):
+        theta = (1.0 / b + 0.05) / 2.0 * tau / (1.0 - rho)
+        h = D / (b - 1) if b > 1 else 0.0
+        mean = sum(math.exp(j * h / theta) for j in range(b)) / b
+        return max(D, theta * math.log(rho * mean / 0.01))
+
+    for D, b, rho, tau in [(5.0, 2, 0.5, 6.0), (7.5, 4, 0.6, 6.0), (2.0, 4, 0.8, 0.5), (0.0, 4, 0.5, 6.0),
+                           (0.0, 1, 0.7, 5.0), (1.0, 2, 0.002, 6.0)]:
+        assert float(queueing.wait_p99_ms(D, b, rho, tau)) == pytest.approx(tail(D, b, rho, tau), rel=1e-9)
+
+
+def test_p99_hand_worked_edges():
+    # 4 req/s at batch 4 and 1 ms batches: rho = 0.001, so no batch queues at the p99 and every batch's first
+    # request waits the whole delay D = 3/4 s: p99 = D + L = 751 ms
+    assert model_p99(4.0, 4, 1.0) == pytest.approx(751.0)
+    assert queueing.max_queue_delay_us(2, 1.0).tolist() == 1_000_000
+    assert queueing.max_queue_delay_us(4, 400.0).dtype.kind == "i"          # Triton takes whole microseconds
+    # the capacity cap sits exactly at rho = 0.95: 190.1 req/s x 5 ms = 0.9505 is over it
+    assert model_p99(190.1, 1, 5.0) == math.inf
+    # the default occupancy is 1 (a batch holds the instance for its whole latency)
+    assert float(queueing.p99_latency_ms(5.0, 1, 100.0)) == model_p99(100.0, 1, 5.0)
+    # the half-slo rule carries rho = 1 exactly (200 req/s x 5 ms), and its largest latency is capped by rho <= 1
+    assert float(queueing.p99_latency_ms(5.0, 1, 200.0, 1.0, 0.0, "half-slo")) == pytest.approx(10.0)
+    assert float(queueing.max_latency_ms(30.0, 1, 150.0, model="half-slo")) == pytest.approx(1000 / 150, rel=1e-6)
