@@ -14,6 +14,7 @@ from igniter import atomic
 from igniter.atomic import atomic_write
 from igniter.cli.main import cli
 from igniter.deployment.state import DeploymentState, ServerState, load_state, save_state
+from igniter.errors import UserError
 from igniter.provisioning import plan as plan_module
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.plan import build_plan, write_plan
@@ -212,6 +213,10 @@ def test_diff_names_the_action_each_server_needs(demo_repo, tmp_path):
                        "moved": ("reshare", ["tinynet"]), "reconf": ("reload", ["tinynet"]),
                        "same": ("keep", []), "gone": ("retire", [])}
     assert by_name["same"].share == 50.0 and by_name["same"].gpu == "host0" and by_name["same"].workloads == ["same"]
+    reasons = {a.server: a.reason for a in diff(planned, state)}
+    assert reasons == {"fresh": "new server", "dead": f"process {finished.pid} is gone",
+                       "moved": "share 50% -> 50%", "reconf": "configs changed", "same": "up to date",
+                       "gone": "not in the plan"}
 
 
 def test_state_file_round_trip_and_endpoints_hand_worked(tmp_path):
@@ -230,3 +235,80 @@ def test_state_file_round_trip_and_endpoints_hand_worked(tmp_path):
         "w1": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"},
                {"server": "b", "grpc": "10.0.0.5:8001", "http": "10.0.0.5:8000"}],
         "w2": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"}]}
+
+
+# -- the exact lines users see, and the rest of the file formats -------------------------------------------
+
+def test_error_lines_are_exactly_what_users_read(tmp_path):
+    from igniter.deployment.apply import read_plan
+
+    missing = tmp_path / "nope.json"
+    with pytest.raises(UserError) as err:
+        read_plan(missing)
+    assert str(err.value) == (f"plan {missing} does not exist. To fix: run `igniter provision ... --out DIR` and "
+                              "pass DIR/plan.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(UserError) as err:
+        read_plan(bad)
+    assert str(err.value).endswith(". To fix: regenerate it with `igniter provision`")
+    bad.write_text('{"format": "x"}')
+    with pytest.raises(UserError) as err:
+        read_plan(bad)
+    assert str(err.value) == (f"{bad} is not an igniter plan (format='x'). To fix: pass the plan.json written by "
+                              "`igniter provision`")
+    bad.write_text('{"format": "igniter-plan", "gpus": [{"servers": [{"model": "m"}]}]}')
+    with pytest.raises(UserError) as err:
+        read_plan(bad)
+    assert str(err.value) == (f"plan {bad} is malformed (KeyError: 'name'). To fix: regenerate it with "
+                              "`igniter provision`")
+    path = plan_dir(tmp_path / "x", plan_with(GOOD_SERVER), None)
+    with pytest.raises(UserError) as err:
+        read_plan(path)
+    launch = path.parent / "triton_repo" / "a" / "launch.json"
+    assert str(err.value) == (f"server 'a' has no launch spec at {launch}. To fix: regenerate the plan with "
+                              "`igniter provision`")
+    launch.write_text("{")
+    with pytest.raises(UserError) as err:
+        read_plan(path)
+    assert str(err.value).startswith(f"launch spec {launch} is not valid JSON (") and \
+        str(err.value).endswith(". To fix: regenerate the plan with `igniter provision`")
+    state = tmp_path / "state.json"
+    state.write_text("{")
+    with pytest.raises(UserError) as err:
+        load_state(state)
+    assert str(err.value).endswith(". To fix: restore it from version control or delete it after stopping the "
+                                   "servers it lists")
+
+
+def test_plans_without_servers_and_launch_specs_without_models(tmp_path):
+    from igniter.deployment.apply import read_plan
+
+    empty = tmp_path / "empty" / "plan.json"
+    empty.parent.mkdir()
+    empty.write_text('{"format": "igniter-plan"}')
+    assert read_plan(empty) == []                                   # nothing planned: apply retires everything
+    empty.write_text('{"format": "igniter-plan", "gpus": [{"id": "g"}]}')
+    assert read_plan(empty) == []
+    [server] = read_plan(plan_dir(tmp_path, plan_with(GOOD_SERVER), '{"cpus": [0]}'))
+    assert list(server.models) == ["tinynet"], "a launch spec without models serves the plan entry's model"
+    assert server.repo == tmp_path / "plan" / "triton_repo" / "a"
+    assert server.models["tinynet"] == server.repo / "tinynet" / "config.pbtxt"
+    assert server.launch == {"cpus": [0]} and server.share == 50.0 and server.gpu == "host0"
+
+
+def test_state_file_text_and_a_state_without_servers(tmp_path):
+    path = tmp_path / "state.json"
+    save_state(DeploymentState(plan="p"), path)
+    assert path.read_text() == '{\n  "format": "igniter-state",\n  "plan": "p",\n  "servers": {},\n  "version": 1\n}\n'
+    path.write_text('{"format": "igniter-state", "plan": "p"}')
+    assert load_state(path).servers == {} and load_state(path).plan == "p"
+
+
+def test_mps_control_missing_is_this_line(tmp_path):
+    from igniter.deployment.mps import ensure_mps_daemon
+
+    with pytest.raises(UserError) as err:
+        ensure_mps_daemon(tmp_path, lambda *a, **k: None, lambda name: None)
+    assert str(err.value) == ("the plan sets MPS shares but nvidia-cuda-mps-control is not on PATH. To fix: run "
+                              "apply on the GPU host with the NVIDIA driver utilities installed")

@@ -181,17 +181,18 @@ def test_large_instance_tries_windows_and_repairs_under_a_curved_model():
 # -- first-fit decreasing, hand-worked ----------------------------------------------------------------------
 
 def test_first_fit_decreasing_order_and_packing_hand_worked():
-    # 10 cores (10 % shares), no interference, 300 MB per server, 800 MB per host (at most 2 servers).
+    # 10 cores (10 % shares), no interference, 300 MB per server, 600 MB per host (2 servers fill it exactly).
     # Latency at share s is 100 * base / s; at 1 req/s a batch waits for another under 1 % of the time, so
     # p99 = latency and the smallest share meeting SLO = 10 ms is 10 * base %: w0..w4 need 30, 60, 20, 50, 40 %.
     # Largest first: 60 -> host A; 50 -> A would be 110 %: host B; 40 -> A (100 %); 30 -> B (80 %);
     # 20 -> A is full, B holds 2 servers (memory): host C.
     pm = SimplePerfModel({f"m{i}": Model(base, 0.0, 0.0, 0.0, 300.0) for i, base in
-                          enumerate([3.0, 6.0, 2.0, 5.0, 4.0])}, cores=10, memory_mb=800.0)
+                          enumerate([3.0, 6.0, 2.0, 5.0, 4.0])}, cores=10, memory_mb=600.0)
     problem = problem_for(pm, [(f"m{i}", 1.0, 10.0) for i in range(5)])
     packed = ffd.solve(problem)
     assert [[(s.workload, s.option.share) for s in g.servers] for g in packed.gpus] == [
         [(1, 60.0), (4, 40.0)], [(3, 50.0), (0, 30.0)], [(2, 20.0)]]
+    assert packed.status == "heuristic" and packed.lower_bound == pytest.approx(2.0)   # 200 % of shares: 2 hosts
 
 
 # -- what the written plan says ------------------------------------------------------------------------------

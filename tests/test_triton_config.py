@@ -91,3 +91,43 @@ def test_digest_and_json_forms(tmp_path):
         read_config(tmp_path / "missing" / "config.pbtxt")
     write_config(a, tmp_path / "m" / "config.pbtxt")
     assert read_config(tmp_path / "m" / "config.pbtxt") == a
+
+
+def test_config_error_lines_and_defaults(tmp_path):
+    from igniter.triton.config import instance_count
+
+    with pytest.raises(UserError) as err:
+        parse_config("max_batch_size: banana")
+    assert str(err.value).startswith("invalid Triton model config: ") and \
+        str(err.value).endswith(" (config). To fix: fix the config.pbtxt syntax")
+    bad = tmp_path / "config.pbtxt"
+    bad.write_text("nonsense {")
+    with pytest.raises(UserError) as err:
+        read_config(bad)
+    assert f"({bad}). To fix: fix the config.pbtxt syntax" in str(err.value)
+    with pytest.raises(UserError) as err:
+        read_config(tmp_path / "none.pbtxt")
+    assert str(err.value) == (f"no model config at {tmp_path / 'none.pbtxt'}. To fix: create config.pbtxt or point "
+                              "at a model directory that has one")
+    cfg = new_model_config("m", max_batch_size=2)
+    with pytest.raises(UserError) as err:
+        set_instance_group(cfg, 0)
+    assert str(err.value) == "instance count 0 for 'm' is below 1. To fix: use at least one instance"
+    with pytest.raises(UserError) as err:
+        set_instance_group(cfg, 1, "KIND_TPU")
+    assert str(err.value) == "unknown instance kind 'KIND_TPU'. To fix: use one of KIND_CPU, KIND_GPU, KIND_AUTO"
+    with pytest.raises(UserError) as err:
+        set_dynamic_batching(cfg, [4], 1)
+    assert str(err.value) == ("preferred batch sizes [4] exceed max_batch_size 2 of 'm'. To fix: raise "
+                              "max_batch_size or lower the preferred batch size")
+    assert new_model_config("m").backend == "python" and new_model_config("m").max_batch_size == 0
+    # a group without a count is one instance in Triton (two groups without counts: two)
+    assert instance_count(parse_config("instance_group { kind: KIND_CPU }\ninstance_group { kind: KIND_CPU }")) == 2
+    assert instance_count(parse_config("instance_group { count: 3 }")) == 3
+
+
+def test_json_form_exact_and_unknown_fields_ignored():
+    cfg = set_dynamic_batching(new_model_config("m", max_batch_size=4), [4], 100)
+    assert config_json(cfg) == ('{"backend": "python", "dynamic_batching": {"max_queue_delay_microseconds": "100", '
+                                '"preferred_batch_size": [4]}, "max_batch_size": 4, "name": "m"}')
+    assert config_from_json('{"name": "m", "not_a_field": 1}').name == "m"   # Triton's JSON carries extra keys
