@@ -295,6 +295,8 @@ def test_plans_without_servers_and_launch_specs_without_models(tmp_path):
     assert server.repo == tmp_path / "plan" / "triton_repo" / "a"
     assert server.models["tinynet"] == server.repo / "tinynet" / "config.pbtxt"
     assert server.launch == {"cpus": [0]} and server.share == 50.0 and server.gpu == "host0"
+    [server] = read_plan(plan_dir(tmp_path / "two", plan_with(GOOD_SERVER), '{"models": ["mlp", "tinynet"]}'))
+    assert sorted(server.models) == ["mlp", "tinynet"], "the launch spec's models are what the server loads"
 
 
 def test_state_file_text_and_a_state_without_servers(tmp_path):
