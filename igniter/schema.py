@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Mapping, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -76,7 +77,8 @@ def read_text(path: str | Path, what: str, limit: int = MAX_INPUT_BYTES) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last) and reads
+    ``1e9`` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 rules make it the string "1e9")."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict[Any, Any] = {}
@@ -91,6 +93,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen[key] = True
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
 
 
 def read_yaml(path: str | Path, what: str, limit: int = MAX_INPUT_BYTES) -> Any:
@@ -131,10 +138,10 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
 
 # -- validating --------------------------------------------------------------------------------------------------
 
-def validate(model: type[M], data: Any, source: str, fix: str) -> M:
+def validate(model: type[M], data: Any, source: str, fix: str | Mapping[str, str]) -> M:
     """``model.model_validate(data)``; the first error becomes one UserError line naming the file (``source``),
     the entry (``workloads[2] 'w3'``) and the field, with ``fix`` as the hint (the nearest valid key for an
-    unknown one)."""
+    unknown one). ``fix`` may map field names to hints, "" to the hint for any other field."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -144,8 +151,11 @@ def validate(model: type[M], data: Any, source: str, fix: str) -> M:
         raise error_line(model, data, first, source, fix) from None
 
 
-def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix: str) -> UserError:
+def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix: str | Mapping[str, str]) -> UserError:
     loc = tuple(error.get("loc", ()))
+    if not isinstance(fix, str):
+        field = next((k for k in reversed(loc) if isinstance(k, str) and k in fix), "")
+        fix = fix.get(field) or fix.get("", "see docs/artefacts.md")
     where = _location(loc, data)
     kind = error.get("type", "")
     if kind == "extra_forbidden":
@@ -156,7 +166,7 @@ def error_line(model: type[BaseModel], data: Any, error: dict, source: str, fix:
         return UserError(f"unknown key {where}", hint, source)
     message = error.get("msg", "is invalid").rstrip(".")
     message = message[0].lower() + message[1:] if message else "is invalid"
-    if kind == "string_pattern_mismatch":
+    if kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NAME_PATTERN:
         message = f"must be {NAME_RULE}"
     elif kind in ("model_type", "dict_type", "model_attributes_type"):
         message = "must be a mapping of keys to values"
@@ -177,6 +187,8 @@ def _location(loc: tuple, data: Any) -> str:
             label = next((node.get(k) for k in ("name", "type") if isinstance(node, dict) and isinstance(node.get(k), str)), None)
             if label:
                 parts.append(f" {_short(label)}")
+        elif key == "[key]":     # pydantic's marker for a mapping's key (the key itself is the previous part)
+            parts.append(" (the key)")
         else:
             parts.append(f".{key}" if parts else str(key))
             node = node.get(key) if isinstance(node, dict) else None
@@ -217,7 +229,7 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_file(model: type[M], path: str | Path, what: str, fix: str, limit: int = MAX_INPUT_BYTES) -> M:
+def load_file(model: type[M], path: str | Path, what: str, fix: str | Mapping[str, str], limit: int = MAX_INPUT_BYTES) -> M:
     """Read (YAML or JSON by suffix) and validate one file."""
     path = Path(path)
     data = read_json(path, what, limit) if path.suffix == ".json" else read_yaml(path, what, limit)

@@ -201,13 +201,13 @@ def test_cli_copies_source_repo(fake_cli, tmp_path):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("workloads:\n  - {name: a, rate: 10, slo_ms: 20}\n", "workloads[0].model is missing"),
-    ("workloads:\n  - {name: a, model: alexnet, rate: -5, slo_ms: 20}\n", "workloads[0].rate = -5 must be > 0"),
+    ("workloads:\n  - {name: a, rate: 10, slo_ms: 20}\n", "workloads[0] 'a'.model: field required"),
+    ("workloads:\n  - {name: a, model: alexnet, rate: -5, slo_ms: 20}\n", "workloads[0] 'a'.rate = -5: input should be greater than or equal to 0.001"),
     ("workloads:\n  - {name: a, model: alexnet, rate: 5, slo_ms: 20}\n  - {name: b, model: alexnet, rate: 5, slo_ms: 0}\n",
-     "workloads[1].slo_ms = 0 must be > 0"),
+     "workloads[1] 'b'.slo_ms = 0: input should be greater than 0"),
     ("workloads:\n  - {name: a, model: bert, rate: 10, slo_ms: 20}\n", "'bert' is not in the performance model"),
     ("workloads: [\n", "not valid YAML"),
-    ("other: 1\n", "needs a non-empty `workloads:` list"),
+    ("other: 1\n", "unknown key other"),
 ])
 def test_bad_workloads_exit_2(fake_cli, tmp_path, text, needle):
     res = invoke(fake_cli, tmp_path, text)
@@ -217,10 +217,10 @@ def test_bad_workloads_exit_2(fake_cli, tmp_path, text, needle):
 
 
 @pytest.mark.parametrize("catalog, needle", [
-    ("gpus:\n  - {type: V100, price_per_hour: 3.06, perf_model: missing.json}\n", "gpus[0].perf_model 'missing.json' does not exist"),
-    ("gpus:\n  - {type: V100, price_per_hour: 0, perf_model: m.json}\n", "gpus[0].price_per_hour = 0 must be > 0"),
-    ("gpus:\n  - {type: V100, price_per_hour: 1, max_count: 0, perf_model: m.json}\n", "gpus[0].max_count = 0"),
-    ("gpus: []\n", "needs a non-empty `gpus:` list"),
+    ("gpus:\n  - {type: V100, price_per_hour: 3.06, perf_model: missing.json}\n", "gpus[0] 'V100'.perf_model 'missing.json' does not exist"),
+    ("gpus:\n  - {type: V100, price_per_hour: -1, perf_model: m.json}\n", "gpus[0] 'V100'.price_per_hour = -1: input should be greater than or equal to 0"),
+    ("gpus:\n  - {type: V100, price_per_hour: 1, max_count: 0, perf_model: m.json}\n", "gpus[0] 'V100'.max_count = 0: input should be greater than or equal to 1"),
+    ("gpus: []\n", "gpus = []: list should have at least 1 item"),
 ])
 def test_bad_catalog_exit_2(fake_cli, tmp_path, catalog, needle):
     cat = write(tmp_path / "gpus.yaml", catalog)

@@ -6,29 +6,41 @@ import json
 import sys
 from pathlib import Path
 
+from typing import Annotated
+
 import click
-import yaml
+from pydantic import ConfigDict, RootModel, StringConstraints
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.deployment.apply import Deployer, status as deployment_status
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
+from igniter.schema import SafeName, load_file
+from igniter.triton.server import Endpoints
 
 DEFAULT_STATE = Path(".igniter/state.json")
 state_option = click.option("--state", "state_path", type=click.Path(path_type=Path), default=DEFAULT_STATE,
                             show_default=True, help="Deployment state file (what runs where).")
 
 
+class ServerMapFile(RootModel[dict[SafeName, Annotated[str, StringConstraints(min_length=1, max_length=1024)]]]):
+    """--server-map: planned server name -> address of an existing Triton server (Endpoints.from_url forms)."""
+    model_config = ConfigDict(strict=True)
+
+
+SERVER_MAP_FIX = "write one `SERVER_NAME: http://HOST:PORT` line per server, e.g. `gpu0-w1-r0: http://10.0.0.5:8000`"
+
+
 def _read_server_map(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"cannot read server map {path}: {err}", "give a YAML/JSON mapping of server name -> http://HOST:PORT") from err
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise UserError(f"server map {path} is not a mapping of server name -> URL", "write e.g. `gpu0-w1-r0: http://10.0.0.5:8000`")
-    return data
+    urls = load_file(ServerMapFile, path, "server map", SERVER_MAP_FIX).root
+    for name, url in urls.items():
+        try:
+            Endpoints.from_url(url)
+        except UserError as err:
+            raise UserError(f"{name}: {err.what}", err.fix, path.name) from None
+    return urls
 
 
 @click.command()

@@ -22,8 +22,12 @@ def fit(profile_dir, out_path, no_residual, as_json):
     from igniter.model import PerfModel  # imported here: xgboost is slow to import and only these commands need it
 
     start = time.perf_counter()
-    pm = PerfModel.fit(profile_dir, use_residual=not no_residual)
-    pm.save(out_path)
+    pm = PerfModel.fit(profile_dir, use_residual=not no_residual)   # validates everything before writing
+    try:
+        pm.save(out_path)   # atomic: the previous model file stays until the new one is complete
+    except OSError as err:
+        raise UserError(f"cannot write the model file {out_path!r}: {err.strerror or err}",
+                        "choose a writable --out path") from None
     result = {"out": out_path, "models": pm.models, "pressure_metric": pm.pressure_metric,
               "residual": pm.residual is not None, "fit_seconds": round(time.perf_counter() - start, 3),
               "coefficients": [{"model": m, "sensitivity": round(f.sensitivity, 4), "sched_ms": round(f.sched_ms, 4)}

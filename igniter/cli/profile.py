@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -14,6 +15,7 @@ import click
 from igniter.cli.common import emit, json_option, user_errors
 from igniter.errors import UserError
 from igniter.profiling.importers import FORMATS, import_profiles as run_import
+from igniter.schema import NAME_MAX, NAME_PATTERN, NAME_RULE
 
 
 @click.command("import-profiles")
@@ -24,7 +26,11 @@ from igniter.profiling.importers import FORMATS, import_profiles as run_import
 @user_errors
 def import_profiles(fmt, src_dir, out_dir, as_json):
     """Convert profiles measured elsewhere (SRC_DIR) into a profile store."""
-    result = run_import(fmt, src_dir, out_dir)
+    try:
+        result = run_import(fmt, src_dir, out_dir)
+    except OSError as err:
+        raise UserError(f"cannot write the profile store {out_dir!r}: {err.strerror or err}",
+                        "choose a writable --out directory") from None
     emit(result, as_json, lambda r: f"wrote {r['out']}: {r['solo_rows']} solo rows, {r['pair_rows']} pair rows "
                                     f"({', '.join(r['models'])})")
 
@@ -101,6 +107,10 @@ def profile(repo: Path, models_csv: str, out: Path, batches_csv: str, shares_csv
     from igniter.triton.client import resolve_repo  # noqa: PLC0415
 
     models = _csv_list(models_csv, str, "models")
+    unsafe = next((m for m in models if not re.fullmatch(NAME_PATTERN, m) or len(m) > NAME_MAX), None)
+    if unsafe is not None:   # refused now, not when its first measurement is stored
+        raise UserError(f"model name {unsafe[:80]!r} in --models must be {NAME_RULE}",
+                        "rename the model directory in the repository")
     batches = _csv_list(batches_csv, int, "batches")
     shares = _csv_list(shares_csv, float, "shares")
     if any(b < 1 for b in batches):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES, run
 from igniter.provisioning.plan import write_plan
 from igniter.provisioning.queueing import LATENCY_MODELS
@@ -28,6 +31,8 @@ from igniter.provisioning.workloads import load_perf_model
 @user_errors
 def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
+    if not math.isfinite(time_limit):   # click's FloatRange lets nan and inf through
+        raise UserError(f"--time-limit {time_limit} is not a number of seconds", "give e.g. --time-limit 10")
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
                                              latency_model, _loader())
     totals = plan["totals"]

@@ -7,20 +7,25 @@ analytical            = solo * (1 + sensitivity * sum(partner pressure) + clock_
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+import xgboost
+from pydantic import Field, StringConstraints, model_validator
 
 from igniter.atomic import atomic_write
 from igniter.errors import UserError
 from igniter.model import analytical, features, residual
 from igniter.model.features import Members
-from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, ProfileStore, validate
+from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, HardwareFile, ProfileStore, validate
+from igniter.schema import Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Share, Strict, read_json
+from igniter.schema import validate as validate_schema
 
 FORMAT, VERSION = "igniter-perf-model", 2
 # Demand metrics: store columns giving a member's load on shared resources, in % of peak.
@@ -31,6 +36,100 @@ DEMAND_CANDIDATES = [["l2", "dram"], ["l2"], ["dram"], ["gpu_util"], ["cpu_util"
 IMPORTED_POWER_GRID = ([1, 16, 32], [10.0, 50.0, 100.0])  # iGniter coefficients: power[batch][MPS %] tables
 INNER_COMBO_FOLDS = 5
 UPDATE_RATE = 0.3           # weight of the newest observation in the exponentially weighted correction
+
+
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+MAX_LOG_FACTOR = 50.0
+
+
+# -- the model file's schema (PerfModel.to_dict) -------------------------------------------------------------------
+
+class GridFile(Strict):
+    batches: Annotated[list[Count], Field(min_length=1)]
+    shares: list[Annotated[list[Share], Field(min_length=1)]]
+    values: list[list[float]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GridFile":
+        if not len(self.batches) == len(self.shares) == len(self.values):
+            raise ValueError("batches, shares and values must have one entry per batch")
+        if any(len(s) != len(v) for s, v in zip(self.shares, self.values)):
+            raise ValueError("each batch needs one value per share")
+        if any(a >= b for a, b in zip(self.batches, self.batches[1:])) or \
+                any(a > b for row in self.shares for a, b in zip(row, row[1:])):
+            raise ValueError("batches and shares must be sorted")
+        return self
+
+
+LogFactor = Annotated[float, Field(ge=-MAX_LOG_FACTOR, le=MAX_LOG_FACTOR)]
+
+
+class LogGridFile(GridFile):
+    """A grid of log corrections: beyond e^50 a factor is no correction but an overflow."""
+    values: list[list[LogFactor]]
+
+
+class FitFile(Strict):
+    surface: Annotated[list[float], Field(min_length=analytical.SURFACE_PARAMS, max_length=analytical.SURFACE_PARAMS)]
+    latency: LogGridFile
+    pipelining: LogGridFile
+    metrics: dict[Literal["l2", "dram", "gpu_util", "cpu_util"], GridFile]
+    memory: dict[Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,8}$")], NonNegativeFloat]
+    power: GridFile | None
+    kernels: PositiveFloat
+    correction: LogFactor
+    sensitivity: float
+    sched_ms: float
+
+
+class InterferenceFile(Strict):
+    metrics: Annotated[list[Literal["l2", "dram", "gpu_util", "cpu_util", "share"]], Field(min_length=1)]
+    pressure_weights: list[float]
+    base: float
+    own_weights: list[float] | None
+    share_weight: float
+    sched_ms_per_kernel: float
+    clock_per_w: float
+
+    @model_validator(mode="after")
+    def _one_weight_per_metric(self) -> "InterferenceFile":
+        if len(self.pressure_weights) != len(self.metrics) or \
+                (self.own_weights is not None and len(self.own_weights) != len(self.metrics)):
+            raise ValueError("pressure_weights and own_weights need one weight per metric")
+        return self
+
+
+class ResidualFile(Strict):
+    booster_json_b64: Annotated[str, StringConstraints(min_length=1)]
+    clip: Annotated[list[float], Field(min_length=2, max_length=2)]
+    box_low: list[float | None]
+    box_high: list[float | None]
+    features: list[str]
+    weight_unseen: Fraction
+    weight_seen: Fraction
+
+    @model_validator(mode="after")
+    def _features(self) -> "ResidualFile":
+        if self.features != features.FEATURES or not len(self.box_low) == len(self.box_high) == len(self.features):
+            raise ValueError("features differ from this igniter version's")
+        # xgboost aborts the process (no exception) on some malformed models: only its own JSON goes to it
+        try:
+            booster = json.loads(base64.b64decode(self.booster_json_b64, validate=True))
+        except (ValueError, RecursionError):
+            booster = None
+        if not isinstance(booster, dict) or "learner" not in booster:
+            raise ValueError("booster_json_b64 is not base64 of an xgboost JSON model")
+        return self
+
+
+class PerfModelFile(Strict):
+    format: Literal[FORMAT]
+    version: Literal[VERSION]
+    hardware: HardwareFile
+    interference: InterferenceFile
+    seen_sets: list[list[SafeName]]
+    models: Annotated[dict[SafeName, FitFile], Field(min_length=1)]
+    residual: ResidualFile | None
 
 
 class Member(NamedTuple):
@@ -106,6 +205,9 @@ class PerfModel:
                    use_residual: bool = True) -> "PerfModel":
         solo = validate(solo.copy(), SOLO_REQUIRED, "solo.csv")
         pairs = validate(pairs.copy(), PAIR_REQUIRED, "pairs.csv").reset_index(drop=True)
+        if solo.empty:
+            raise UserError("solo.csv has no measurements", "profile the models solo (igniter profile) or import "
+                            "profiles first", "solo.csv")
         imported = hardware.get("imported", {})
         fits = {m: _fit_solo(rows, imported.get(m, {}), _idle_w(hardware)) for m, rows in solo.groupby("model", sort=True)}
         unknown = sorted((set(pairs["model"]) | set(pairs["partner"])) - set(fits))
@@ -270,19 +372,21 @@ class PerfModel:
     @classmethod
     def load(cls, path: str | Path) -> "PerfModel":
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise UserError("the performance model file does not exist", "run igniter fit --out FILE first",
                             str(path))
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError("the performance model file is not JSON", "re-run igniter fit", str(path)) from None
+        d = read_json(path, "performance model file", MAX_MODEL_BYTES)
         if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
             raise UserError(f"not an {FORMAT} version {VERSION} file", "re-run igniter fit to regenerate it",
                             str(path))
+        validate_schema(PerfModelFile, d, path.name, "re-run igniter fit to regenerate the file")
+        try:
+            fitted_residual = residual.Residual.from_dict(d["residual"]) if d["residual"] else None
+        except (ValueError, xgboost.core.XGBoostError):
+            raise UserError("residual.booster_json_b64 is not a model this xgboost can load",
+                            "re-run igniter fit to regenerate the file", path.name) from None
         return cls(d["hardware"], {m: ModelFit.from_dict(f) for m, f in d["models"].items()},
-                   analytical.Interference(**d["interference"]),
-                   residual.Residual.from_dict(d["residual"]) if d["residual"] else None, d["seen_sets"])
+                   analytical.Interference(**d["interference"]), fitted_residual, d["seen_sets"])
 
     # --- internals -----------------------------------------------------------------------------------------
     def _fit_of(self, model: str) -> ModelFit:

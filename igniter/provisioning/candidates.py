@@ -20,10 +20,11 @@ import numpy as np
 from igniter.errors import UserError
 from igniter.profiling.sysmetrics import cpu_count
 from igniter.provisioning import queueing
-from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet
+from igniter.provisioning.workloads import MAX_SERVERS, GpuType, Workload, WorkloadSet
 
 SHARE_STEP = 2.5                 # GPU share grid (%): the MPS granularity iGniter uses
 MAX_EXTRA_REPLICAS = 4           # replicas tried beyond the capacity estimate before a workload is infeasible
+MAX_REPLICAS = 64                # servers one workload may be split over; more is refused (bounded search)
 REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO,
 SMALL_WORKLOADS = 16             # ... on instances this small (the exact path); larger ones get the fewest only
 MAX_BATCHES = 6                  # batches kept per (type, variant): those needing the least share
@@ -137,7 +138,7 @@ class ProvisioningProblem:
         total = sum(min(self.fraction_cost(o) for o in opts) for opts in self.options)
         reward = sum(max(o.accuracy for o in opts) for opts in self.options) * self.accuracy_weight
         prices = {t.price_per_hour for t in self.types}
-        if len(prices) == 1 and self.accuracy_weight == 0:
+        if len(prices) == 1 and self.accuracy_weight == 0 and min(prices) > 0:
             price = prices.pop()
             return math.ceil(round(total / price, 9)) * price
         return total - reward
@@ -209,12 +210,23 @@ def build_problem(workload_set: WorkloadSet, types: list[GpuType],
                                   latency_model)
     found: list[list[Option]] = [[] for _ in workload_set.workloads]
     best = [math.inf] * len(workload_set.workloads)
+    fewest = [math.inf] * len(workload_set.workloads)    # servers the workload needs at the least, any type
     for (ti, model), g in grids.items():
         users = [(wi, v) for wi, w in enumerate(workload_set.workloads) for v in w.models() if v.model == model]
-        for (wi, variant), (opts, b) in zip(users, _options_for_users(problem, ti, g, users)):
+        for (wi, variant), (opts, b, k) in zip(users, _options_for_users(problem, ti, g, users)):
             found[wi] += opts
             best[wi] = min(best[wi], b)
+            fewest[wi] = min(fewest[wi], k)
     for wi, w in enumerate(workload_set.workloads):
+        if not found[wi] and fewest[wi] > MAX_REPLICAS:
+            raise UserError(
+                f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) would need {_figure(fewest[wi])} servers: one "
+                f"server carries at most {w.rate / fewest[wi]:.4g} req/s of it, and a workload may be split over at "
+                f"most {MAX_REPLICAS}", "lower its rate or split it into several workloads", "workloads")
+        if not found[wi] and not math.isfinite(best[wi]):
+            raise UserError(f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) cannot be served at any batch, "
+                            f"share or replica count up to {MAX_REPLICAS}: no server carries its rate",
+                            "lower its rate, or split it into several workloads", "workloads")
         if not found[wi]:
             raise UserError(
                 f"workload {w.name!r} ({w.model}, {w.rate:g} req/s) cannot meet slo_ms={w.slo_ms:g}: the best "
@@ -222,7 +234,15 @@ def build_problem(workload_set: WorkloadSet, types: list[GpuType],
                 f"raise slo_ms to at least {math.ceil(best[wi] * 100) / 100:g} or use a faster model/GPU", "workloads")
         found[wi].sort(key=lambda o: (problem.option_cost(o), o.share, o.batch, o.type_index, o.model))
         problem.options.append(found[wi])
+    servers = sum(min(o.replicas for o in opts) for opts in problem.options)
+    if servers > MAX_SERVERS:
+        raise UserError(f"the workloads need at least {servers} servers; igniter plans at most {MAX_SERVERS}",
+                        "provision the workloads in several smaller files", "workloads")
     return problem
+
+
+def _figure(count: float) -> str:
+    return f"{count:.3g}" if count >= 1e6 else f"{count:.0f}"
 
 
 def _options_for_users(problem, ti: int, g: ModelGrid, users):
@@ -232,15 +252,19 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     occ = _occupancy(g.batches[:, None], g.throughput, g.latency)
     top_rps = float(np.max(g.throughput[:, -1])) * queueing.RHO_MAX
     ws = [problem.workloads[wi] for wi, _ in users]
-    k = np.array([max(1, math.ceil(w.rate / top_rps)) for w in ws], dtype=float)
+    # fewest replicas by capacity alone (float: 1e308 req/s must not become a 300-digit int); above MAX_REPLICAS
+    # a user is not searched at all
+    k = np.maximum(1.0, np.ceil(np.array([w.rate for w in ws], dtype=float) / top_rps)) if top_rps > 0 \
+        else np.full(len(ws), math.inf)
+    fewest = k.copy()
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
     extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) for w in ws])[:, None, None]
     results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)
     first_k = np.zeros(len(users))       # replica count at which each user first became feasible (0: not yet)
-    last_k = k + MAX_EXTRA_REPLICAS
-    todo = np.arange(len(users))
+    last_k = np.minimum(k + MAX_EXTRA_REPLICAS, MAX_REPLICAS)
+    todo = np.arange(len(users))[k <= MAX_REPLICAS]
     while len(todo):
         lam = (rate[todo] / k[todo])[:, None, None]
         # p99 grows with the batch latency, so "p99 at the solo latency meets the SLO" is one evaluation where
@@ -269,7 +293,7 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
         more = np.where(first_k[todo] > 0, k[todo] < first_k[todo] + choices - 1, k[todo] < last_k[todo])
         todo = todo[more]
         k[todo] += 1
-    return [(results[u], float(best[u])) for u in range(len(users))]
+    return [(results[u], float(best[u]), float(fewest[u])) for u in range(len(users))]
 
 
 def _share_levels(feasible: np.ndarray):

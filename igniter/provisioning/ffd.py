@@ -5,7 +5,8 @@ full-model check usually finds SLO misses: this is the baseline that shows what 
 from __future__ import annotations
 
 from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
-from igniter.provisioning.strategy import EPS, Assignment, Gpu, memory_limit, servers_of
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, alternatives, enforce_max_count, has_room,
+                                           memory_limit, servers_of)
 
 NAME = "ffd"
 
@@ -14,11 +15,17 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
     gpus: list[Gpu] = []
     for s in sorted(servers_of(problem, choice), key=lambda s: (-s.option.share, s.workload, s.replica)):
-        o = s.option
-        target = next((g for g in gpus if g.type_index == o.type_index and g.share() + o.share <= 100 + EPS
-                       and g.memory() + o.memory_mb <= memory_limit(problem, o.type_index)), None)
-        if target is None:
-            gpus.append(Gpu(o.type_index, [s]))
+        for alt in alternatives(problem, s):   # its own type first; another one when that is at max_count
+            o = alt.option
+            target = next((g for g in gpus if g.type_index == o.type_index and g.share() + o.share <= 100 + EPS
+                           and g.memory() + o.memory_mb <= memory_limit(problem, o.type_index)), None)
+            if target is not None:
+                target.servers.append(alt)
+                break
+            if has_room(problem, gpus, o.type_index):
+                gpus.append(Gpu(o.type_index, [alt]))
+                break
         else:
-            target.servers.append(s)
+            gpus.append(Gpu(s.option.type_index, [s]))   # over max_count: refused below
+    enforce_max_count(problem, gpus)
     return Assignment(gpus, problem.share_lower_bound(), "heuristic")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
-from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, memory_limit, repair, servers_of
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, alternatives, enforce_max_count, has_room,
+                                           memory_limit, repair, servers_of)
 
 NAME = "igniter"
 SHORTLIST = 4
@@ -19,6 +20,13 @@ CHUNK = 16          # placements evaluated together (vectorised); most servers s
 
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
+    assignment = assign(problem)
+    enforce_max_count(problem, assignment.gpus)
+    return assignment
+
+
+def assign(problem: ProvisioningProblem) -> Assignment:
+    """The greedy's GPUs, over a type's max_count where nothing else fits (the ILP's warm start may be)."""
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
     problem.prefetch_rows(choice)
     gpus = pack(problem, servers_of(problem, choice))
@@ -39,20 +47,13 @@ def pack(problem: ProvisioningProblem, servers: list[Server], gpus: list[Gpu] | 
     avoid = avoid or {}
     load = np.array([[g.share(), sum(m.option.pressure for m in g.servers), len(g.servers), g.type_index]
                      for g in gpus]).reshape(len(gpus), 4)   # per GPU: share, pressure, servers, type index
-    for s in sorted(servers, key=lambda s: (-s.option.share, s.workload, s.replica)):
-        best, found = None, 0
-        tries = [gi for gi in _shortlist(problem, gpus, load, s) if avoid.get((s.workload, s.replica)) != gi]
-        for lo in range(0, len(tries), CHUNK):
-            chunk = tries[lo:lo + CHUNK]
-            for gi, placed in zip(chunk, place(problem, [gpus[gi].servers for gi in chunk], s)):
-                if placed is None or found >= SHORTLIST:
-                    continue
-                found += 1
-                extra = sum(p.option.share for p in placed) - gpus[gi].share() - s.option.share
-                if best is None or extra < best[0] - EPS:
-                    best = (extra, gi, placed)
-            if found >= SHORTLIST:
+    for server in sorted(servers, key=lambda s: (-s.option.share, s.workload, s.replica)):
+        for s in alternatives(problem, server):   # its own type first; another one when that is at max_count
+            best = _best_placement(problem, gpus, load, s, avoid)
+            if best is not None or has_room(problem, gpus, s.option.type_index):
                 break
+        else:
+            s, best = server, None                # over max_count: enforce_max_count refuses the plan
         if best is None:
             gpus.append(Gpu(s.option.type_index, [s]))
             load = np.vstack([load, [s.option.share, s.option.pressure, 1, s.option.type_index]])
@@ -61,6 +62,24 @@ def pack(problem: ProvisioningProblem, servers: list[Server], gpus: list[Gpu] | 
             g.servers = best[2]
             load[best[1]] = [g.share(), sum(m.option.pressure for m in g.servers), len(g.servers), g.type_index]
     return gpus
+
+
+def _best_placement(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, s: Server, avoid: dict):
+    """(extra share, GPU index, its new servers) of the best existing GPU for s, or None."""
+    best, found = None, 0
+    tries = [gi for gi in _shortlist(problem, gpus, load, s) if avoid.get((s.workload, s.replica)) != gi]
+    for lo in range(0, len(tries), CHUNK):
+        chunk = tries[lo:lo + CHUNK]
+        for gi, placed in zip(chunk, place(problem, [gpus[gi].servers for gi in chunk], s)):
+            if placed is None or found >= SHORTLIST:
+                continue
+            found += 1
+            extra = sum(p.option.share for p in placed) - gpus[gi].share() - s.option.share
+            if best is None or extra < best[0] - EPS:
+                best = (extra, gi, placed)
+        if found >= SHORTLIST:
+            break
+    return best
 
 
 def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, s: Server) -> list[int]:

@@ -36,8 +36,8 @@ warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=Deprecation
 
 from igniter.provisioning import greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, memory_limit, repair,
-                                           violations)
+from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, enforce_max_count, memory_limit,
+                                           repair, violations, within_max_count)
 
 NAME = "ilp"
 SMALL_SERVERS = 40
@@ -53,9 +53,10 @@ ENUMERATION_S = 2.0          # enumerate every packing for at most this long, th
 
 def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
     start = time.monotonic()
-    warm = greedy_igniter.solve(problem).gpus
+    warm = greedy_igniter.assign(problem).gpus
     bound = problem.share_lower_bound()
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
+        enforce_max_count(problem, warm)
         return Assignment([g for g in warm if g.servers], bound, "optimal", {"mode": "greedy meets the bound"})
     exact = _solve_patterns(problem, warm, start + time_limit_s)
     if exact is not None:
@@ -66,9 +67,11 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignmen
     else:
         gpus, status, tries = _improve_by_windows(problem, warm, start + time_limit_s)
         details = {"mode": "windows", "windows_tried": tries}
-    if cost(problem, gpus) > cost(problem, warm) + EPS or violations(problem, gpus):
-        gpus, status = warm, "heuristic"   # never worse than the warm start
+    if violations(problem, gpus) or (cost(problem, gpus) > cost(problem, warm) + EPS
+                                     and within_max_count(problem, warm) >= within_max_count(problem, gpus)):
+        gpus, status = warm, "heuristic"   # never worse than the warm start (a warm start over max_count is)
     details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
+    enforce_max_count(problem, gpus)
     return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
 
 
@@ -111,7 +114,7 @@ def _seeds(kinds, warm: list[Gpu]) -> list[tuple[int, ...]]:
 def _rounded_bound(problem: ProvisioningProblem, lp_value: float) -> float:
     """With one GPU price and no accuracy reward the cost is a multiple of the price: round the LP bound up."""
     prices = {t.price_per_hour for t in problem.types}
-    if len(prices) == 1 and problem.accuracy_weight == 0:
+    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0:
         price = prices.pop()
         return math.ceil(round(lp_value / price, 6)) * price
     return lp_value
@@ -146,7 +149,7 @@ def _slots(problem, warm: list[Gpu]) -> list[int]:
     budget = cost(problem, warm) + problem.accuracy_weight * len(problem.workloads) + EPS
     slots = []
     for ti, t in enumerate(problem.types):
-        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS),
+        n = min(t.max_count or 10**9, math.floor(budget / t.price_per_hour + EPS) if t.price_per_hour > 0 else 10**9,
                 sum(len(g.servers) for g in warm))
         slots += [ti] * n
     return slots

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
+from igniter.errors import UserError
 from igniter.provisioning import queueing
-from igniter.provisioning.candidates import Option, ProvisioningProblem
+from igniter.provisioning.candidates import Option, ProvisioningProblem, min_share_options
 
 EPS = 1e-6
 
@@ -114,6 +115,41 @@ def violations(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[tuple[int,
             if p["p99_ms"] > problem.workloads[s.workload].slo_ms + EPS:
                 bad.append((gi, si, p["p99_ms"]))
     return bad
+
+
+def has_room(problem: ProvisioningProblem, gpus: list[Gpu], type_index: int) -> bool:
+    """May one more GPU of this type be opened (the catalog's max_count is a hard limit)?"""
+    limit = problem.types[type_index].max_count
+    return limit is None or sum(1 for g in gpus if g.type_index == type_index and g.servers) < limit
+
+
+def alternatives(problem: ProvisioningProblem, server: Server) -> Iterator[Server]:
+    """The server as chosen, then (lazily: only when asked) the same replica on each other GPU type, at its
+    cheapest smallest-share option there with the same replica count (so it carries the same rate): where to
+    go when its type is full."""
+    yield server
+    types = {server.option.type_index}
+    for o in min_share_options(problem, server.workload):
+        if o.type_index not in types and o.replicas == server.option.replicas:
+            types.add(o.type_index)
+            yield Server(server.workload, server.replica, o)
+
+
+def within_max_count(problem: ProvisioningProblem, gpus: list[Gpu]) -> bool:
+    return all(t.max_count is None or sum(1 for g in gpus if g.type_index == ti and g.servers) <= t.max_count
+               for ti, t in enumerate(problem.types))
+
+
+def enforce_max_count(problem: ProvisioningProblem, gpus: list[Gpu]) -> None:
+    """UserError when a plan uses more GPUs of a type than its max_count: the objective may not drop workloads,
+    so what does not fit is refused with the figure."""
+    for ti, t in enumerate(problem.types):
+        used = sum(1 for g in gpus if g.type_index == ti and g.servers)
+        if t.max_count is not None and used > t.max_count:
+            raise UserError(f"the {len(problem.workloads)} workloads need {used} GPUs of type {t.type!r}, but its "
+                            f"max_count is {t.max_count}",
+                            "raise max_count in the GPU catalog, add another GPU type, or provision fewer or "
+                            "lighter workloads", "GPU catalog")
 
 
 def servers_of(problem: ProvisioningProblem, choice: list[Option]) -> list[Server]:

@@ -1,4 +1,4 @@
-"""Provisioning inputs: the workloads file and the GPU catalog (YAML), validated field by field.
+"""Provisioning inputs: the workloads file and the GPU catalog (YAML), one pydantic schema each (igniter.schema).
 
 Workloads file::
 
@@ -23,17 +23,15 @@ GPU catalog (optional; default: one type = the perf model's hardware, price 1.0,
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
-import yaml
+from pydantic import Field, StringConstraints
 
 from igniter.errors import UserError
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from igniter.schema import NAME_MAX, Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Strict, load_file
 
 
 @dataclass(frozen=True)
@@ -87,127 +85,130 @@ def load_perf_model(path: str | Path) -> Any:
     return PerfModel.load(path)
 
 
-def _read_yaml(path: Path, top_key: str) -> dict:
-    if not path.exists():
-        raise UserError(f"file {path} does not exist", "fix the path")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read {path.name}: {err}", "give a readable UTF-8 YAML file", str(path)) from err
-    except yaml.YAMLError as err:
-        first = str(err).splitlines()[0] if str(err) else "syntax error"
-        raise UserError(f"{path.name} is not valid YAML: {first}", "fix the YAML syntax", str(path)) from err
-    if not isinstance(data, dict) or not isinstance(data.get(top_key), list) or not data[top_key]:
-        raise UserError(f"{path.name} needs a non-empty `{top_key}:` list at the top level",
-                        f"write `{top_key}: [...]` with one entry per item", str(path))
-    return data
+# Bounds of the search (candidates.py): a larger input would take the packers hours or all memory.
+MAX_SERVERS = 4096          # servers (workload replicas) in one plan
+MAX_WORKLOADS = MAX_SERVERS
+# Beyond these the queueing model's arithmetic leaves float range (a batcher delay of centuries, an SLO of 1e308 ms)
+MIN_RATE = 0.001            # req/s
+MAX_SLO_MS = 3_600_000.0    # one hour
+MAX_INPUT_BYTES = 2.0 ** 40
+MAX_PRICE = 1e9             # per hour: sums of thousands stay far from float overflow
+MIN_GBPS, MAX_GBPS = 0.001, 1e6
+
+WORKLOAD_FIX = {
+    "name": "give every workload a unique name such as w1 or resnet50-a",
+    "model": "name the model to serve (a profiled model name)",
+    "rate": f"set rate to the expected requests per second (a number >= {MIN_RATE:g})",
+    "slo_ms": f"set slo_ms to the p99 latency budget in milliseconds (a number > 0, at most {MAX_SLO_MS:g})",
+    "accuracy": "give the model's accuracy as a fraction in [0, 1]",
+    "input_bytes": "give the request size in bytes (>= 0) or leave it out",
+    "variants": "write `variants: [{model: m, accuracy: 0.7}]`",
+    "accuracy_weight": "set accuracy_weight to a number >= 0 or leave it out",
+    "workloads": "write `workloads: [...]` with one `{name: w1, model: m, rate: 100, slo_ms: 50}` per workload",
+    "": "see the workloads format at the top of igniter/provisioning/workloads.py",
+}
+CATALOG_FIX = {
+    "type": "name the GPU type, e.g. V100",
+    "price_per_hour": f"set price_per_hour to a number >= 0 (at most {MAX_PRICE:g})",
+    "max_count": "set max_count to how many such GPUs may be used (an integer >= 1) or leave it out: unbounded",
+    "memory_mb": "set memory_mb (> 0) or leave it out",
+    "network_gbps": f"set network_gbps ({MIN_GBPS:g} to {MAX_GBPS:g}) or leave it out",
+    "perf_model": "give the perf model file of this GPU type (from `igniter fit`), relative to the catalog",
+    "gpus": "write `gpus: [...]` with one `{type: V100, price_per_hour: 3.06, perf_model: v100.json}` per type",
+    "": "see the catalog format at the top of igniter/provisioning/workloads.py",
+}
 
 
-def _field(item: dict, key: str, where: str, src: str, convert: Callable[[Any], Any], check: Callable[[Any], bool],
-           rule: str, fix: str, default: Any = ...) -> Any:
-    if not isinstance(item, dict):
-        raise UserError(f"{where} must be a mapping", "write each entry as `{key: value, ...}`", src)
-    if key not in item or item[key] is None:
-        if default is not ...:
-            return default
-        raise UserError(f"{where}.{key} is missing", fix, src)
-    try:
-        value = convert(item[key])
-    except (TypeError, ValueError):
-        raise UserError(f"{where}.{key} = {item[key]!r} {rule}", fix, src) from None
-    if isinstance(value, float) and not math.isfinite(value) or not check(value):
-        raise UserError(f"{where}.{key} = {item[key]!r} {rule}", fix, src)
-    return value
+class VariantEntry(Strict):
+    model: SafeName
+    accuracy: Fraction
 
 
-def _positive(item: dict, key: str, where: str, src: str, fix: str, default: Any = ...) -> float:
-    return _field(item, key, where, src, float, lambda v: v > 0, "must be > 0", fix, default)
+class WorkloadEntry(Strict):
+    name: SafeName
+    model: SafeName
+    rate: Annotated[float, Field(ge=MIN_RATE)]     # large rates are bounded by the search (MAX_REPLICAS)
+    slo_ms: Annotated[float, Field(gt=0, le=MAX_SLO_MS)]
+    accuracy: Fraction = 1.0
+    input_bytes: Annotated[float, Field(ge=0, le=MAX_INPUT_BYTES)] = 0.0
+    variants: list[VariantEntry] = []
 
 
-def _name(item: dict, key: str, where: str, src: str, fix: str) -> str:
-    return _field(item, key, where, src, str, lambda v: bool(v.strip()), "must be a non-empty string", fix)
+class WorkloadsFile(Strict):
+    """The workloads YAML (see the module docstring)."""
+    accuracy_weight: NonNegativeFloat = 0.0
+    workloads: Annotated[list[WorkloadEntry], Field(min_length=1, max_length=MAX_WORKLOADS)]
+
+
+class GpuEntry(Strict):
+    type: SafeName
+    price_per_hour: Annotated[float, Field(ge=0, le=MAX_PRICE)]
+    max_count: Count | None = None
+    memory_mb: PositiveFloat | None = None
+    network_gbps: Annotated[float, Field(ge=MIN_GBPS, le=MAX_GBPS)] = 10.0
+    perf_model: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class CatalogFile(Strict):
+    """The GPU catalog YAML (see the module docstring)."""
+    gpus: Annotated[list[GpuEntry], Field(min_length=1, max_length=1024)]
 
 
 def load_workloads(path: str | Path, known_models: set[str]) -> WorkloadSet:
     """Parse and validate a workloads file against the models the perf model(s) know."""
     path = Path(path)
-    src = path.name
-    data = _read_yaml(path, "workloads")
-    weight = _field(data, "accuracy_weight", "accuracy_weight", src, float, lambda v: v >= 0, "must be >= 0",
-                    "set accuracy_weight to a non-negative number", 0.0)
-    workloads: list[Workload] = []
+    parsed = load_file(WorkloadsFile, path, "workloads file", WORKLOAD_FIX)
+    _refuse_duplicates([w.name for w in parsed.workloads], "workloads", "name", "give every workload a unique name",
+                       path.name)
+    workloads = []
+    for i, w in enumerate(parsed.workloads):
+        where = f"workloads[{i}] {w.name!r}"
+        _known(w.model, f"{where}.model", known_models, path.name)
+        for j, v in enumerate(w.variants):
+            _known(v.model, f"{where}.variants[{j}].model", known_models, path.name)
+        workloads.append(Workload(w.name, w.model, w.rate, w.slo_ms, w.accuracy, w.input_bytes,
+                                  tuple(Variant(v.model, v.accuracy) for v in w.variants)))
+    return WorkloadSet(tuple(workloads), parsed.accuracy_weight)
+
+
+def _refuse_duplicates(names: list[str], top: str, key: str, fix: str, src: str) -> None:
     seen: set[str] = set()
-    for i, item in enumerate(data["workloads"]):
-        where = f"workloads[{i}]"
-        name = _field(item, "name", where, src, str, lambda v: bool(_SAFE_NAME.match(v)),
-                      "must be letters, digits, '.', '_' or '-' (it names server directories)",
-                      "give every workload a unique name such as w1 or resnet50-a")
+    for i, name in enumerate(names):
         if name in seen:
-            raise UserError(f"{where}.name {name!r} is used twice", "give every workload a unique name", src)
+            raise UserError(f"{top}[{i}].{key} {name!r} is used twice", fix, src)
         seen.add(name)
-        model = _model(item, "model", where, src, known_models)
-        rate = _positive(item, "rate", where, src, "set rate to the expected requests per second (> 0)")
-        slo = _positive(item, "slo_ms", where, src, "set slo_ms to the p99 latency budget in milliseconds (> 0)")
-        accuracy = _field(item, "accuracy", where, src, float, lambda v: 0 <= v <= 1, "must be in [0, 1]",
-                          "give the model's accuracy as a fraction", 1.0)
-        input_bytes = _field(item, "input_bytes", where, src, float, lambda v: v >= 0, "must be >= 0",
-                             "give the request size in bytes (or leave it out)", 0.0)
-        variants = _variants(item, where, src, known_models)
-        workloads.append(Workload(name, model, rate, slo, accuracy, input_bytes, variants))
-    return WorkloadSet(tuple(workloads), weight)
 
 
-def _model(item: dict, key: str, where: str, src: str, known_models: set[str]) -> str:
-    model = _name(item, key, where, src, "name the model to serve")
+def _known(model: str, where: str, known_models: set[str], src: str) -> None:
     if model not in known_models:
-        raise UserError(f"{where}.{key} {model!r} is not in the performance model (knows {', '.join(sorted(known_models))})",
+        raise UserError(f"{where} {model!r} is not in the performance model (knows {', '.join(sorted(known_models))})",
                         "use a profiled model name or profile the model and re-run `igniter fit`", src)
-    return model
-
-
-def _variants(item: dict, where: str, src: str, known_models: set[str]) -> tuple[Variant, ...]:
-    raw = item.get("variants") or []
-    if not isinstance(raw, list):
-        raise UserError(f"{where}.variants must be a list", "write `variants: [{model: m, accuracy: 0.7}]`", src)
-    out = []
-    for j, v in enumerate(raw):
-        vwhere = f"{where}.variants[{j}]"
-        model = _model(v, "model", vwhere, src, known_models)
-        acc = _field(v, "accuracy", vwhere, src, float, lambda a: 0 <= a <= 1, "must be in [0, 1]",
-                     "give the variant's accuracy as a fraction")
-        out.append(Variant(model, acc))
-    return tuple(out)
 
 
 def load_catalog(path: str | Path, loader: Callable[[Path], Any] = load_perf_model) -> list[GpuType]:
     """Parse the GPU catalog; each type's perf model is loaded from a path relative to the catalog."""
     path = Path(path)
-    src = path.name
-    data = _read_yaml(path, "gpus")
+    parsed = load_file(CatalogFile, path, "GPU catalog", CATALOG_FIX)
+    _refuse_duplicates([g.type for g in parsed.gpus], "gpus", "type", "list each GPU type once", path.name)
     types: list[GpuType] = []
-    for i, item in enumerate(data["gpus"]):
-        where = f"gpus[{i}]"
-        name = _name(item, "type", where, src, "name the GPU type, e.g. V100")
-        if any(t.type == name for t in types):
-            raise UserError(f"{where}.type {name!r} is listed twice", "list each GPU type once", src)
-        price = _positive(item, "price_per_hour", where, src, "set price_per_hour (> 0)")
-        count = _field(item, "max_count", where, src, int, lambda v: v >= 1, "must be an integer >= 1",
-                       "set max_count to how many such GPUs may be used (or leave it out: unbounded)", None)
-        memory = _positive(item, "memory_mb", where, src, "set memory_mb (> 0) or leave it out", None)
-        gbps = _positive(item, "network_gbps", where, src, "set network_gbps (> 0) or leave it out", 10.0)
-        model_rel = _name(item, "perf_model", where, src, "give the perf model file of this GPU type (from `igniter fit`)")
-        model_path = (path.parent / model_rel)
-        if not model_path.exists():
-            raise UserError(f"{where}.perf_model {model_rel!r} does not exist (looked at {model_path})",
-                            "fit a model with `igniter fit` and give its path relative to the catalog", src)
-        types.append(GpuType(name, price, count, loader(model_path), memory, gbps))
+    for i, g in enumerate(parsed.gpus):
+        model_path = path.parent / g.perf_model
+        if not model_path.is_file():
+            raise UserError(f"gpus[{i}] {g.type!r}.perf_model {g.perf_model!r} does not exist (looked at {model_path})",
+                            "fit a model with `igniter fit` and give its path relative to the catalog", path.name)
+        types.append(GpuType(g.type, g.price_per_hour, g.max_count, loader(model_path), g.memory_mb, g.network_gbps))
     return types
 
 
 def default_catalog(perf_model: Any) -> list[GpuType]:
     """No catalog: one type, the perf model's hardware, price 1.0 per hour, as many as needed."""
     hw = perf_model.hardware or {}
-    return [GpuType(str(hw.get("name", "gpu")), 1.0, None, perf_model, hw.get("memory_mb"))]
+    return [GpuType(safe_type_name(str(hw.get("name") or "gpu")), 1.0, None, perf_model, hw.get("memory_mb"))]
+
+
+def safe_type_name(hardware_name: str) -> str:
+    """hardware.json's free-text name ("AMD EPYC") as a type name within schema.SafeName ("AMD-EPYC")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", hardware_name).strip("-._")[:NAME_MAX] or "gpu"
 
 
 def known_models(types: list[GpuType]) -> set[str]:

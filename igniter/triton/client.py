@@ -110,6 +110,10 @@ class TritonClient:
     def make_inputs(self, name: str, batch: int, seed: int = 0) -> list[grpcclient.InferInput]:
         """Random inputs of the right shape and type for ``batch`` samples (the config says what)."""
         cfg = self.config(name)
+        largest = max(cfg.max_batch_size, 1)   # 0: the model takes no batch dimension, one sample per request
+        if batch > largest:
+            raise UserError(f"batch {batch} is above the largest batch model {name!r} takes ({largest})",
+                            f"use a batch of at most {largest}, or raise max_batch_size in its config.pbtxt")
         rng = np.random.default_rng(seed)
         inputs = []
         for spec in cfg.input:

@@ -55,12 +55,32 @@ class Endpoints:
             parts = dict(p.split("=", 1) for p in url.split(",") if "=" in p)
             if "grpc" not in parts or "http" not in parts:
                 raise UserError(f"server address {url!r} lacks http= or grpc=", "give http=HOST:PORT,grpc=HOST:PORT")
+            for key in ("http", "grpc", "metrics"):
+                if key in parts:
+                    try:
+                        _host_port(f"http://{parts[key]}", url)
+                    except UserError:
+                        raise UserError(f"server address {url!r}: {key}={parts[key]!r} is not HOST:PORT",
+                                        "give http=HOST:PORT,grpc=HOST:PORT[,metrics=HOST:PORT]") from None
             return cls(http=parts["http"], grpc=parts["grpc"], metrics=parts.get("metrics"))
-        parsed = urlparse(url if "://" in url else f"http://{url}")
-        if not parsed.hostname or not parsed.port:
-            raise UserError(f"server address {url!r} has no host:port", "give e.g. http://127.0.0.1:8000")
-        host, port = parsed.hostname, parsed.port
+        host, port = _host_port(url if "://" in url else f"http://{url}", url)
+        if port + 2 > 65535:
+            raise UserError(f"server address {url!r}: port {port} leaves no room for gRPC and metrics on PORT+1, "
+                            "PORT+2", "give the three endpoints as http=HOST:PORT,grpc=HOST:PORT,metrics=HOST:PORT")
         return cls(http=f"{host}:{port}", grpc=f"{host}:{port + 1}", metrics=f"{host}:{port + 2}")
+
+
+def _host_port(url: str, given: str) -> tuple[str, int]:
+    """(host, port) of http://HOST:PORT, or a UserError naming the address as given."""
+    try:
+        parsed = urlparse(url)
+        port = parsed.port            # ValueError when not a number in 0..65535
+    except ValueError:
+        port, parsed = None, None
+    if parsed is None or parsed.scheme != "http" or not parsed.hostname or not port or \
+            parsed.path not in ("", "/") or parsed.query or parsed.username:
+        raise UserError(f"server address {given!r} is not http://HOST:PORT", "give e.g. http://127.0.0.1:8000")
+    return parsed.hostname, port
 
 
 @dataclass
