@@ -93,7 +93,7 @@ def test_bad_server_map_is_one_line(tmp_path):
     plan = plan_dir(tmp_path, plan_with(GOOD_SERVER))
     bad = tmp_path / "map.yaml"
     bad.write_text("- just\n- a list\n")
-    assert_one_line_error(apply_cli(plan, tmp_path / "s.json", "--server-map", str(bad)), "is not a mapping")
+    assert_one_line_error(apply_cli(plan, tmp_path / "s.json", "--server-map", str(bad)), "must be a mapping")
 
 
 # -- atomic writes made to fail midway ---------------------------------------------------------------------
