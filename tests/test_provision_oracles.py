@@ -17,6 +17,7 @@ import pytest
 from igniter.provisioning import ffd, greedy_igniter, ilp, patterns
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.plan import build_plan, write_plan
+from igniter.provisioning.strategy import Gpu, Server, cost, repair, violations
 from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog
 from tests.fake_perf_model import FakePerfModel
 from tests.provision_oracle import fewest_hosts, p99_ms
@@ -226,3 +227,58 @@ def test_cpu_servers_on_one_host_get_disjoint_cores(tmp_path):
             assert len(launch["cpus"]) == round(s["share"] * 8 / 100) == launch["threads"]
             cores += launch["cpus"]
         assert len(cores) == len(set(cores)) and set(cores) <= set(range(8)), (g["id"], cores)
+
+
+# -- the shared checks of every strategy, hand-worked ----------------------------------------------------------
+
+def _smallest(problem, wi, replicas=None):
+    return min((o for o in problem.options[wi] if replicas is None or o.replicas == replicas), key=lambda o: o.share)
+
+
+def test_cost_counts_used_hosts_less_the_accuracy_reward_per_server():
+    # two workloads, the second served by 2 replicas; accuracy 0.8 and 0.6, weight 0.5:
+    # price 1 x 2 used hosts (the empty third is free) - 0.5 x (0.8 + 2 x 0.6 / 2) = 2 - 0.7 = 1.3
+    pm = simple_model({"m": (1.0, 0.0, 0.0)})
+    ws = WorkloadSet((Workload("a", "m", 10.0, 40.0, accuracy=0.8), Workload("b", "m", 10.0, 40.0, accuracy=0.6)),
+                     accuracy_weight=0.5)
+    problem = build_problem(ws, default_catalog(pm))
+    a, b = _smallest(problem, 0, 1), _smallest(problem, 1, 2)
+    gpus = [Gpu(0, [Server(0, 0, a)]), Gpu(0, [Server(1, 0, b), Server(1, 1, b)]), Gpu(0, [])]
+    assert cost(problem, gpus) == pytest.approx(1.3)
+
+
+def test_violations_report_share_memory_and_slo_overruns():
+    # 25 % shares on a 4-core host, 400 MB servers on an 1000 MB host; p99 = latency at 1 req/s
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 0.0, 400.0)}, cores=4, memory_mb=1000.0, curvature=3.0)
+    problem = problem_for(pm, [("m", 1.0, 4.5)] * 3)
+    at25 = [_smallest(problem, wi) for wi in range(3)]
+    assert [o.share for o in at25] == [25.0] * 3
+    two = Gpu(0, [Server(0, 0, at25[0]), Server(1, 0, at25[1])])
+    # each: 4 ms solo x (1 + 3 x 0.25^2) = 4.75 ms > 4.5 ms
+    assert violations(problem, [two]) == [(0, 0, pytest.approx(4.75)), (0, 1, pytest.approx(4.75))]
+    wide = problem.with_share(at25[0], 3)                 # 100 %
+    over = Gpu(0, [Server(0, 0, wide), Server(1, 0, at25[1]), Server(2, 0, at25[2])])
+    found = violations(problem, [Gpu(0, [Server(0, 0, at25[0])]), over])
+    assert (1, -1, 150.0) in found and (1, -1, 1200.0) in found and all(gi == 1 for gi, _, _ in found)
+
+
+def test_repair_widens_shares_while_the_host_has_room_hand_worked():
+    # two servers at 25 % miss (4.75 ms, above); round 1 widens both to 50 % (the host is then exactly full):
+    # each 2 ms x (1 + 3 x 0.5^2) = 3.5 ms <= 4.5 ms, so round 2 finds nothing: 2 fixes, one host
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 0.0)}, cores=4, curvature=3.0)
+    problem = problem_for(pm, [("m", 1.0, 4.5)] * 2)
+    gpus = [Gpu(0, [Server(0, 0, _smallest(problem, 0)), Server(1, 0, _smallest(problem, 1))])]
+    assert repair(problem, gpus) == 2
+    assert [[s.option.share for s in g.servers] for g in gpus] == [[50.0, 50.0]] and not violations(problem, gpus)
+
+
+def test_repair_moves_a_server_off_a_full_host_hand_worked():
+    # three servers at 25 %: widening one fills the host's room, so in round 1 server 2 widens to 50 %, server 1
+    # has no room left (25 + 50 + 50 > 100) and goes to a host of its own, server 0 then widens to 50 %;
+    # round 2: the pair at 50 % meets 4.5 ms, the lone server too: 3 fixes, two hosts
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 0.0)}, cores=4, curvature=3.0)
+    problem = problem_for(pm, [("m", 1.0, 4.5)] * 3)
+    gpus = [Gpu(0, [Server(wi, 0, _smallest(problem, wi)) for wi in range(3)])]
+    assert repair(problem, gpus) == 3
+    assert [[(s.workload, s.option.share) for s in g.servers] for g in gpus] == [[(0, 50.0), (2, 50.0)], [(1, 25.0)]]
+    assert not violations(problem, gpus)
