@@ -282,3 +282,26 @@ def test_repair_moves_a_server_off_a_full_host_hand_worked():
     assert repair(problem, gpus) == 3
     assert [[(s.workload, s.option.share) for s in g.servers] for g in gpus] == [[(0, 50.0), (2, 50.0)], [(1, 25.0)]]
     assert not violations(problem, gpus)
+
+
+def test_memory_limit_from_the_catalog_else_the_hardware_else_none():
+    import math
+
+    from igniter.provisioning.strategy import memory_limit
+    from igniter.provisioning.workloads import GpuType
+
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, memory_mb=1000.0)
+    bare = SimplePerfModel({"m": Model(1.0, 0.0)}, memory_mb=0.0)
+    ws = WorkloadSet((Workload("a", "m", 1.0, 40.0),))
+    types = [GpuType("given", 1.0, None, pm, 500.0), GpuType("hardware", 1.0, None, pm), GpuType("none", 1.0, None, bare)]
+    problem = build_problem(ws, types)
+    assert [memory_limit(problem, i) for i in range(3)] == [500.0, 1000.0, math.inf]
+
+
+def test_half_slo_plans_predict_twice_the_batch_latency():
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, 0.0)}, cores=4)
+    ws = WorkloadSet((Workload("a", "m", 50.0, 40.0),))
+    problem = build_problem(ws, default_catalog(pm), "half-slo")
+    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    [server] = plan["gpus"][0]["servers"]
+    assert server["predicted_p99_ms"] == pytest.approx(2 * server["predicted_latency_ms"])
