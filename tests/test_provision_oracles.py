@@ -305,3 +305,61 @@ def test_half_slo_plans_predict_twice_the_batch_latency():
     plan = plan_of(problem, ffd.solve(problem), "ffd")
     [server] = plan["gpus"][0]["servers"]
     assert server["predicted_p99_ms"] == pytest.approx(2 * server["predicted_latency_ms"])
+
+
+def test_plan_files_for_one_workload_hand_worked(tmp_path):
+    # latency 200 / share ms on a 4-core host: 25 % gives 8 ms <= SLO 10 ms; at 1 req/s (rho 0.008) p99 = 8 ms
+    pm = SimplePerfModel({"m": Model(2.0, 0.0, 0.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)])
+    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    server = {"name": "gpu0-w0-r0", "share": 25.0, "model": "m", "workload": "w0", "replica": 0, "replicas": 1,
+              "batch": 1, "instances": 1, "max_queue_delay_us": 0, "rate": 1.0, "slo_ms": 10.0,
+              "predicted_latency_ms": 8.0, "predicted_p99_ms": 8.0, "predicted_throughput_rps": 125.0}
+    assert plan == {"format": "igniter-plan", "version": 1, "strategy": "ffd", "latency_model": "queueing",
+                    "hardware_kind": "cpu",
+                    "gpus": [{"id": "gpu0", "type": "simple-cpu", "price_per_hour": 1.0, "kind": "cpu",
+                              "servers": [server]}],
+                    "totals": {"gpus": 1, "cost": 1.0, "lower_bound": 1.0, "gap": 0.0, "status": "heuristic"},
+                    "rejected": []}
+    write_plan(plan, problem, tmp_path / "out", None, {"strategy": "ffd"})
+    repo = tmp_path / "out" / "triton_repo" / "gpu0-w0-r0"
+    assert json.loads((repo / "launch.json").read_text()) == {
+        "server": "gpu0-w0-r0", "gpu": "gpu0", "share": 25.0, "models": ["m"], "cpus": [0], "threads": 1,
+        "env": {"OMP_NUM_THREADS": "1"}}
+    assert (repo / "m" / "config.pbtxt").read_text() == (
+        'name: "m"\nmax_batch_size: 1\ninstance_group {\n  count: 1\n  kind: KIND_CPU\n}\n'
+        'dynamic_batching {\n  preferred_batch_size: 1\n}\nbackend: "python"\n')
+    assert json.loads((tmp_path / "out" / "plan.json").read_text()) == plan
+    assert json.loads((tmp_path / "out" / "solve.json").read_text()) == {"strategy": "ffd"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_gpu_plan_with_a_variant_and_a_source_repository_hand_worked(tmp_path):
+    # on a GPU (2.5 % MPS steps) latency 100 * base / share: the primary m (base 2) needs 20 %, its variant m2
+    # (base 1, accuracy 0.5) 10 %; without an accuracy weight the cheaper variant serves, and the plan says so
+    from igniter.provisioning.workloads import Variant
+    from igniter.triton.config import new_model_config, set_parameter, write_config
+
+    pm = SimplePerfModel({"m": Model(2.0, 0.0, 0.0, 0.0), "m2": Model(1.0, 0.0, 0.0, 0.0)}, kind="gpu",
+                         shares=[10.0, 100.0])
+    ws = WorkloadSet((Workload("w", "m", 1.0, 10.0, accuracy=0.9, variants=(Variant("m2", 0.5),)),))
+    problem = build_problem(ws, default_catalog(pm))
+    src = tmp_path / "src"
+    (src / "m2" / "1").mkdir(parents=True)
+    (src / "m2" / "1" / "model.onnx").write_bytes(b"weights")
+    base = set_parameter(new_model_config("m2", backend="onnxruntime", max_batch_size=4), "custom", "kept")
+    write_config(base, src / "m2" / "config.pbtxt")
+    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    [server] = plan["gpus"][0]["servers"]
+    assert (server["model"], server["share"], server["accuracy"]) == ("m2", 10.0, 0.5)
+    assert plan["hardware_kind"] == "gpu" and plan["gpus"][0]["kind"] == "gpu"
+    write_plan(plan, problem, tmp_path / "out", src, {})
+    repo = tmp_path / "out" / "triton_repo" / "gpu0-w-r0"
+    assert json.loads((repo / "launch.json").read_text()) == {
+        "server": "gpu0-w-r0", "gpu": "gpu0", "share": 10.0, "models": ["m2"],
+        "env": {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "10"}}
+    assert (repo / "m2" / "1" / "model.onnx").read_bytes() == b"weights"
+    assert (repo / "m2" / "config.pbtxt").read_text() == (
+        'name: "m2"\nmax_batch_size: 4\ninstance_group {\n  count: 1\n  kind: KIND_GPU\n}\n'
+        'dynamic_batching {\n  preferred_batch_size: 1\n}\nparameters {\n  key: "custom"\n  value {\n'
+        '    string_value: "kept"\n  }\n}\nbackend: "onnxruntime"\n')
