@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from igniter.deployment.mps import daemon_running, ensure_mps_daemon, stop_mps_daemon
+from igniter.backends.mps import MpsGpu
 from igniter.errors import UserError
 
 
@@ -27,22 +27,21 @@ class FakeMpsControl:
 
 def test_daemon_started_once_and_stopped(tmp_path):
     run = FakeMpsControl()
-    which = lambda name: f"/usr/bin/{name}"  # noqa: E731
-    env = ensure_mps_daemon(tmp_path, run, which)
-    # fixed directories beside the state (servers outlive apply, so the daemon's pipes cannot be in a temp dir)
-    assert env == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "mps" / "pipe"),
-                   "CUDA_MPS_LOG_DIRECTORY": str(tmp_path / "mps" / "log")}
+    gpu = MpsGpu(run, lambda name: f"/usr/bin/{name}")
+    env = gpu.start_daemon(tmp_path)
+    # the pipe and log directories under the given base (servers outlive apply: not a temp dir)
+    assert env == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(tmp_path / "log")}
     assert run.calls == [(["/usr/bin/nvidia-cuda-mps-control", "-d"], None)]
-    assert (tmp_path / "mps" / "pipe" / "control").exists() and daemon_running(tmp_path)
-    ensure_mps_daemon(tmp_path, run, which)
+    assert (tmp_path / "pipe" / "control").exists() and gpu.daemon_running(tmp_path)
+    gpu.start_daemon(tmp_path)
     assert len(run.calls) == 1, "a running daemon is reused"
-    stop_mps_daemon(tmp_path, run, which)
+    gpu.stop_daemon(tmp_path)
     assert run.calls[-1] == (["/usr/bin/nvidia-cuda-mps-control"], "quit\n")
-    assert not (tmp_path / "mps" / "pipe" / "control").exists() and not daemon_running(tmp_path)
-    stop_mps_daemon(tmp_path, run, which)
+    assert not (tmp_path / "pipe" / "control").exists() and not gpu.daemon_running(tmp_path)
+    gpu.stop_daemon(tmp_path)
     assert len(run.calls) == 2, "no quit sent to a daemon that is not running"
 
 
 def test_missing_mps_control_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="To fix"):
-        ensure_mps_daemon(tmp_path, FakeMpsControl(), lambda name: None)
+        MpsGpu(FakeMpsControl(), lambda name: None).start_daemon(tmp_path)
