@@ -14,7 +14,9 @@ from collections import defaultdict
 
 import pytest
 
-from igniter.provisioning import ffd, greedy_igniter, ilp, patterns
+from igniter import provisioning
+from igniter.provisioning import patterns
+from igniter.schema import dump_json
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.plan import build_plan, write_plan
 from igniter.provisioning.strategy import Gpu, Server, cost, repair, violations
@@ -37,8 +39,18 @@ def problem_for(pm, workloads):
     return build_problem(ws, default_catalog(pm))
 
 
-def plan_of(problem, assignment, strategy="ilp") -> dict:
+def plan_model(problem, assignment, strategy="ilp"):
     return build_plan(problem, assignment, strategy)
+
+
+def plan_of(problem, assignment, strategy="ilp") -> dict:
+    """plan.json's content (what apply and the tests read)."""
+    return json.loads(dump_json(build_plan(problem, assignment, strategy)))
+
+
+def solve_with(problem, strategy: str, time_limit_s: float = 10.0):
+    """A strategy through the provisioning stage's one entry point (the shared finish included)."""
+    return provisioning.solve(problem, strategy, time_limit_s)[0]
 
 
 def full_model_misses(pm, plan: dict) -> list[str]:
@@ -94,8 +106,8 @@ def test_ilp_finds_the_brute_force_optimum_strictly_cheaper_than_the_greedy(name
     pm = simple_model(params)
     optimum = fewest_hosts(pm, workloads, GRID)
     problem = problem_for(pm, workloads)
-    greedy_plan = plan_of(problem, greedy_igniter.solve(problem), "igniter")
-    ilp_plan = plan_of(problem, ilp.solve(problem, 10))
+    greedy_plan = plan_of(problem, solve_with(problem, "igniter"), "igniter")
+    ilp_plan = plan_of(problem, solve_with(problem, "ilp", 10))
     assert greedy_plan["totals"]["gpus"] > optimum, "instance no longer separates the greedy from the optimum"
     assert ilp_plan["totals"]["gpus"] == optimum
     assert ilp_plan["totals"]["cost"] == pytest.approx(optimum)             # price 1 per host
@@ -112,7 +124,7 @@ def test_ignoring_interference_gives_a_plan_the_full_model_rejects(name):
     blind, optimum = fewest_hosts(pm, workloads, GRID, blind=True), fewest_hosts(pm, workloads, GRID)
     assert blind < optimum, "instance no longer needs interference to be modelled"
     problem = problem_for(pm, workloads)
-    blind_plan = plan_of(problem, ffd.solve(problem), "ffd")          # first-fit ignores interference
+    blind_plan = plan_of(problem, solve_with(problem, "ffd"), "ffd")          # first-fit ignores interference
     assert blind_plan["totals"]["gpus"] < optimum and full_model_misses(pm, blind_plan)
 
 
@@ -125,11 +137,11 @@ def test_whole_instance_ilp_rows_keep_interference(monkeypatch, name):
     pm = simple_model(params)
     problem = problem_for(pm, workloads)
     monkeypatch.setattr(patterns, "MAX_WORKLOADS", 0)
-    assignment = ilp.solve(problem, 10)
+    assignment = solve_with(problem, "ilp", 10)
     plan = plan_of(problem, assignment)
     assert assignment.details["mode"] == "whole" and assignment.details["cut_rounds"] == 1
     assert not full_model_misses(pm, plan)
-    assert fewest_hosts(pm, workloads, GRID) <= plan["totals"]["gpus"] <= len(greedy_igniter.solve(problem).gpus)
+    assert fewest_hosts(pm, workloads, GRID) <= plan["totals"]["gpus"] <= len(solve_with(problem, "igniter").gpus)
     assert_serves_every_workload_at_full_rate(problem, plan)
 
 
@@ -151,16 +163,16 @@ def test_repair_fixes_what_the_linearised_packing_gets_wrong():
     # the packers see L (1 + s P); the full model says L (1 + s P + 3 P^2): linear packings miss SLOs
     workloads = curved_workloads(8, 3)
     linear, curved = curved_model(0.0, cores=20), curved_model(3.0, cores=20)
-    blind_to_curve = plan_of(problem_for(linear, workloads), greedy_igniter.solve(problem_for(linear, workloads)))
+    blind_to_curve = plan_of(problem_for(linear, workloads), solve_with(problem_for(linear, workloads), "igniter"))
     assert full_model_misses(curved, blind_to_curve), "the curvature must break the linear packing"
     problem = problem_for(curved, workloads)
-    greedy = greedy_igniter.solve(problem)
+    greedy = solve_with(problem, "igniter")
     assert greedy.details["repairs"] > 0
     greedy_plan = plan_of(problem, greedy, "igniter")
     assert not full_model_misses(curved, greedy_plan)
     assert_serves_every_workload_at_full_rate(problem, greedy_plan)
     # the ILP re-checks its packing with the full model and repairs (or keeps the repaired greedy)
-    ilp_plan = plan_of(problem, ilp.solve(problem, 3))
+    ilp_plan = plan_of(problem, solve_with(problem, "ilp", 3))
     assert not full_model_misses(curved, ilp_plan)
     assert ilp_plan["totals"]["gpus"] <= greedy_plan["totals"]["gpus"]
     assert_serves_every_workload_at_full_rate(problem, ilp_plan)
@@ -171,11 +183,11 @@ def test_large_instance_tries_windows_and_repairs_under_a_curved_model():
     pm = curved_model(2.0, kind="gpu", shares=[10.0, 100.0])
     workloads = [(rng.choice("abc"), rng.randrange(20, 200), rng.randrange(15, 40)) for _ in range(50)]
     problem = problem_for(pm, workloads)
-    assignment = ilp.solve(problem, 8)
+    assignment = solve_with(problem, "ilp", 8)
     assert assignment.details["mode"] == "windows" and assignment.details["windows_tried"] >= 1
     plan = plan_of(problem, assignment)
     assert not full_model_misses(pm, plan)
-    assert plan["totals"]["gpus"] <= len(greedy_igniter.solve(problem).gpus)
+    assert plan["totals"]["gpus"] <= len(solve_with(problem, "igniter").gpus)
     assert_serves_every_workload_at_full_rate(problem, plan)
 
 
@@ -190,7 +202,7 @@ def test_first_fit_decreasing_order_and_packing_hand_worked():
     pm = SimplePerfModel({f"m{i}": Model(base, 0.0, 0.0, 0.0, 300.0) for i, base in
                           enumerate([3.0, 6.0, 2.0, 5.0, 4.0])}, cores=10, memory_mb=600.0)
     problem = problem_for(pm, [(f"m{i}", 1.0, 10.0) for i in range(5)])
-    packed = ffd.solve(problem)
+    packed = solve_with(problem, "ffd")
     assert [[(s.workload, s.option.share) for s in g.servers] for g in packed.gpus] == [
         [(1, 60.0), (4, 40.0)], [(3, 50.0), (0, 30.0)], [(2, 20.0)]]
     assert packed.status == "heuristic" and packed.lower_bound == pytest.approx(2.0)   # 200 % of shares: 2 hosts
@@ -204,7 +216,7 @@ def test_written_plan_serves_every_workload_at_its_full_rate(tmp_path):
     workloads = [("alexnet", 3000.0, 40.0), ("resnet50", 150.0, 50.0), ("vgg19", 900.0, 200.0), ("ssd", 40.0, 120.0)]
     problem = problem_for(pm, workloads)
     assert max(o.replicas for opts in problem.options for o in opts) > 1
-    write_plan(plan_of(problem, ilp.solve(problem, 10)), problem, tmp_path / "out", None, {})
+    write_plan(plan_model(problem, solve_with(problem, "ilp", 10)), problem, tmp_path / "out", None, {})
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert_serves_every_workload_at_full_rate(problem, plan)
     assert any(s["replicas"] > 1 for g in plan["gpus"] for s in g["servers"])
@@ -217,7 +229,7 @@ def test_cpu_servers_on_one_host_get_disjoint_cores(tmp_path):
     # 8-core host, no interference: several servers per host, each pinned to its own whole cores
     pm = SimplePerfModel({"m": Model(2.0, 0.0, 0.0, 0.0)}, cores=8)
     problem = problem_for(pm, [("m", 20.0 + 10 * i, 12.0) for i in range(6)])
-    write_plan(plan_of(problem, ilp.solve(problem, 10)), problem, tmp_path / "out", None, {})
+    write_plan(plan_model(problem, solve_with(problem, "ilp", 10)), problem, tmp_path / "out", None, {})
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert any(len(g["servers"]) > 1 for g in plan["gpus"])
     for g in plan["gpus"]:
@@ -302,7 +314,7 @@ def test_half_slo_plans_predict_twice_the_batch_latency():
     pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, 0.0)}, cores=4)
     ws = WorkloadSet((Workload("a", "m", 50.0, 40.0),))
     problem = build_problem(ws, default_catalog(pm), "half-slo")
-    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    plan = plan_of(problem, solve_with(problem, "ffd"), "ffd")
     [server] = plan["gpus"][0]["servers"]
     assert server["predicted_p99_ms"] == pytest.approx(2 * server["predicted_latency_ms"])
 
@@ -311,27 +323,31 @@ def test_plan_files_for_one_workload_hand_worked(tmp_path):
     # latency 200 / share ms on a 4-core host: 25 % gives 8 ms <= SLO 10 ms; at 1 req/s (rho 0.008) p99 = 8 ms
     pm = SimplePerfModel({"m": Model(2.0, 0.0, 0.0, 0.0)}, cores=4)
     problem = problem_for(pm, [("m", 1.0, 10.0)])
-    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    plan = plan_of(problem, solve_with(problem, "ffd"), "ffd")
     server = {"name": "gpu0-w0-r0", "share": 25.0, "model": "m", "workload": "w0", "replica": 0, "replicas": 1,
-              "batch": 1, "instances": 1, "max_queue_delay_us": 0, "rate": 1.0, "slo_ms": 10.0,
+              "batch": 1, "instances": 1, "max_queue_delay_us": 0, "rate": 1.0, "slo_ms": 10.0, "accuracy": None,
               "predicted_latency_ms": 8.0, "predicted_p99_ms": 8.0, "predicted_throughput_rps": 125.0}
-    assert plan == {"format": "igniter-plan", "version": 1, "strategy": "ffd", "latency_model": "queueing",
-                    "hardware_kind": "cpu",
+    assert plan == {"format": "igniter-plan", "version": 2, "strategy": "ffd", "latency_model": "queueing",
+                    "hardware_kind": "cpu", "accuracy_weight": 0.0,
                     "gpus": [{"id": "gpu0", "type": "simple-cpu", "price_per_hour": 1.0, "kind": "cpu",
-                              "servers": [server]}],
-                    "totals": {"gpus": 1, "cost": 1.0, "lower_bound": 1.0, "gap": 0.0, "status": "heuristic"},
-                    "rejected": []}
-    write_plan(plan, problem, tmp_path / "out", None, {"strategy": "ffd"})
+                              "backend": "cpu", "servers": [server]}],
+                    "totals": {"gpus": 1, "cost": 1.0, "lower_bound": 1.0, "gap": 0.0, "status": "heuristic",
+                               "accuracy_term": 0.0, "objective": 1.0, "misses": []}}
+    write_plan(plan_model(problem, solve_with(problem, "ffd"), "ffd"), problem, tmp_path / "out", None,
+               {"strategy": "ffd"})
     repo = tmp_path / "out" / "triton_repo" / "gpu0-w0-r0"
     assert json.loads((repo / "launch.json").read_text()) == {
-        "server": "gpu0-w0-r0", "gpu": "gpu0", "share": 25.0, "models": ["m"], "cpus": [0], "threads": 1,
-        "env": {"OMP_NUM_THREADS": "1"}}
+        "format": "igniter-launch", "version": 2, "backend": "cpu", "server": "gpu0-w0-r0", "gpu": "gpu0",
+        "share": 25.0, "models": ["m"], "cpus": [0], "threads": 1,
+        "env": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}}
     assert (repo / "m" / "config.pbtxt").read_text() == (
         'name: "m"\nmax_batch_size: 1\ninstance_group {\n  count: 1\n  kind: KIND_CPU\n}\n'
         'dynamic_batching {\n  preferred_batch_size: 1\n}\nbackend: "python"\n')
     assert json.loads((tmp_path / "out" / "plan.json").read_text()) == plan
     assert json.loads((tmp_path / "out" / "solve.json").read_text()) == {"strategy": "ffd"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".igniter-owned", "plan.json", "solve.json",
+                                                                     "triton_repo"]
 
 
 def test_gpu_plan_with_a_variant_and_a_source_repository_hand_worked(tmp_path):
@@ -349,17 +365,18 @@ def test_gpu_plan_with_a_variant_and_a_source_repository_hand_worked(tmp_path):
     (src / "m2" / "1" / "model.onnx").write_bytes(b"weights")
     base = set_parameter(new_model_config("m2", backend="onnxruntime", max_batch_size=4), "custom", "kept")
     write_config(base, src / "m2" / "config.pbtxt")
-    plan = plan_of(problem, ffd.solve(problem), "ffd")
+    plan = plan_of(problem, solve_with(problem, "ffd"), "ffd")
     [server] = plan["gpus"][0]["servers"]
     assert (server["model"], server["share"], server["accuracy"]) == ("m2", 10.0, 0.5)
     assert plan["hardware_kind"] == "gpu" and plan["gpus"][0]["kind"] == "gpu"
-    write_plan(plan, problem, tmp_path / "out", src, {})
+    write_plan(plan_model(problem, solve_with(problem, "ffd"), "ffd"), problem, tmp_path / "out", src, {})
     repo = tmp_path / "out" / "triton_repo" / "gpu0-w-r0"
     assert json.loads((repo / "launch.json").read_text()) == {
-        "server": "gpu0-w-r0", "gpu": "gpu0", "share": 10.0, "models": ["m2"],
+        "format": "igniter-launch", "version": 2, "backend": "mps", "server": "gpu0-w-r0", "gpu": "gpu0",
+        "share": 10.0, "models": ["m2"], "cpus": None, "threads": None,
         "env": {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "10"}}
     assert (repo / "m2" / "1" / "model.onnx").read_bytes() == b"weights"
     assert (repo / "m2" / "config.pbtxt").read_text() == (
-        'name: "m2"\nmax_batch_size: 4\ninstance_group {\n  count: 1\n  kind: KIND_GPU\n}\n'
+        'name: "m2"\nmax_batch_size: 4\ninstance_group {\n  count: 1\n  gpus: 0\n  kind: KIND_GPU\n}\n'
         'dynamic_batching {\n  preferred_batch_size: 1\n}\nparameters {\n  key: "custom"\n  value {\n'
         '    string_value: "kept"\n  }\n}\nbackend: "onnxruntime"\n')
