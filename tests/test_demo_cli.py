@@ -68,10 +68,15 @@ def test_demo_attainment_counts_failed_requests_as_misses_hand_worked():
     from igniter.demo import summarise
     from igniter.profiling.loadgen import LoadResult
 
-    entry = {"workload": "w", "model": "m", "rate": 50.0, "slo_ms": 25.0, "batch": 1, "share": 50.0,
-             "predicted_p99_ms": 12.0}
-    runs = [(entry, LoadResult(np.array([10.0, 20.0, 30.0]), 4, 3, 1, 1.0, 3.0)),
-            ({**entry, "predicted_p99_ms": 14.0}, LoadResult(np.array([5.0, 40.0]), 2, 2, 0, 1.0, 2.0))]
+    from igniter.provisioning.plan import ServerPlan
+
+    def entry(replica, predicted_p99_ms):
+        return ServerPlan(name=f"gpu0-w-r{replica}", share=50.0, model="m", workload="w", replica=replica, replicas=2,
+                          batch=1, instances=1, max_queue_delay_us=0, rate=50.0, slo_ms=25.0,
+                          predicted_latency_ms=5.0, predicted_p99_ms=predicted_p99_ms, predicted_throughput_rps=200.0)
+
+    runs = [(entry(0, 12.0), LoadResult(np.array([10.0, 20.0, 30.0]), 4, 3, 1, 1.0, 3.0)),
+            (entry(1, 14.0), LoadResult(np.array([5.0, 40.0]), 2, 2, 0, 1.0, 2.0))]
     [row] = summarise({"w": runs})
     assert (row["requests"], row["failed"], row["replicas"], row["rate"]) == (6, 1, 2, 100.0)
     assert row["attainment"] == 0.5 and row["predicted_p99_ms"] == 14.0

@@ -106,7 +106,8 @@ def test_failed_apply_rolls_back_start_reshare_and_restart(deployer, demo_repo, 
     assert pid_alive(old["keep"].pid) and answers(deployer.state_path, "keep", "tinynet"), \
         "the old server of a reshare keeps serving"
     servers_dir = deployer.state_path.parent / "servers"
-    assert sorted(p.name.split("-")[0] for p in servers_dir.iterdir() if p.name != "logs") == ["dies", "keep"], \
+    assert sorted(p.name.split("-")[0] for p in servers_dir.iterdir()
+                  if p.name != "logs" and not p.name.startswith(".")) == ["dies", "keep"], \
         "repositories copied for the new processes are removed (only the two from the first apply remain)"
     assert not [s for s in deployer.local.values() if s.alive() and s.endpoints.pid != old["keep"].pid
                 and s.endpoints.pid != old["dies"].pid], "every process started by the failed apply is stopped"
