@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import pulp  # noqa: E402
 
-from igniter.provisioning import greedy_igniter, ilp, patterns, solvers, solve  # noqa: E402
+from igniter.provisioning import bounded, greedy_igniter, ilp, patterns, solvers, solve  # noqa: E402
 from igniter.provisioning.candidates import build_problem  # noqa: E402
 from igniter.provisioning.plan import build_plan, gap  # noqa: E402
 from igniter.provisioning.strategy import cost  # noqa: E402
@@ -48,7 +48,9 @@ def run_case(label: str, ws: WorkloadSet, types, latency_model: str, time_limit:
     build_s = time.perf_counter() - t0
     rows = []
     for name in ("ilp", "igniter", "ffd"):
-        a, secs = solve(problem, name, time_limit)
+        t0 = time.perf_counter()
+        a = bounded(problem, solve(problem, name, time_limit)[0], time_limit)   # as `igniter provision` does
+        secs = time.perf_counter() - t0
         totals = build_plan(problem, a, name).totals
         rows.append({"set": label, "latency": latency_model, "strategy": name, "gpus": len(a.gpus),
                      "cost": cost(problem, a.gpus), "share_lb": problem.share_lower_bound(), "lb": a.lower_bound,

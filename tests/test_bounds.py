@@ -22,6 +22,7 @@ from fake_perf_model import FakePerfModel  # noqa: E402
 
 from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.provisioning import bounds, ffd, greedy_igniter, ilp  # noqa: E402
+from igniter.provisioning import bounded  # noqa: E402
 from igniter.provisioning import solve as provision_solve  # noqa: E402
 from igniter.provisioning.candidates import build_problem  # noqa: E402
 from igniter.provisioning.plan import build_plan  # noqa: E402
@@ -163,7 +164,7 @@ def test_pricing_dp_is_the_exact_knapsack_maximum():
 
 def test_plan_gap_is_against_the_strong_bound():
     problem = problem_of(CASES[0][0])
-    assignment, _ = provision_solve(problem, "igniter", 30.0)
+    assignment = bounded(problem, provision_solve(problem, "igniter", 30.0)[0], 30.0)   # as igniter provision does
     totals = build_plan(problem, assignment, "igniter").totals
     strong = bounds.lower_bound(problem, deadline=float("inf")).value
     assert totals.lower_bound == strong > problem.share_lower_bound()

@@ -152,7 +152,12 @@ class Deployer:
                 self._retire.append(state.servers[action.server])
             new_state.frontdoor = self._route(plan_path, state, new_state)  # new servers ready -> routes switched
         except BaseException as err:
-            self._rollback()
+            undone = self._rollback()
+            if undone:  # a step that could not be undone leaves the deployment between two plans: say which
+                what = err.what if isinstance(err, UserError) else str(err)
+                raise UserError(f"apply failed ({what}) and was not rolled back completely: {'; '.join(undone)}",
+                                "check the servers named with `igniter status` and apply the previous plan again",
+                                str(self.state_path)) from err
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
             raise
@@ -236,7 +241,7 @@ class Deployer:
                 previous = client.config(model) if client.is_ready(model) else None
                 client.load(model, read_config(path))
                 if previous is not None:
-                    self._undo.append(lambda m=model, c=previous, e=endpoints: _load_remote(e, m, c))
+                    self._undo.append(lambda m=model, c=previous, e=endpoints, n=server.name: _load_remote(n, e, m, c))
             state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo="(remote)", http=endpoints.http,
                                 grpc=endpoints.grpc, metrics=endpoints.metrics, pid=None,
                                 launch_digest=server.launch_digest, workloads=server.workloads)
@@ -261,17 +266,21 @@ class Deployer:
         log = ServerLog(Path(state.log)) if state.log else None
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
-    def _rollback(self) -> None:
-        with interrupt.deferred():  # a signal during the rollback waits for its end
-            self._undo_all()
+    def _rollback(self) -> list[str]:
+        """Undo every step done, newest first; returns what could not be undone. A signal during it waits for
+        its end."""
+        with interrupt.deferred():
+            return self._undo_all()
 
-    def _undo_all(self) -> None:
+    def _undo_all(self) -> list[str]:
         self.progress("rolling back")
+        failed = []
         for undo in reversed(self._undo):
             try:
                 undo()
             except Exception as err:  # keep undoing the rest; report what could not be undone
                 self.progress(f"rollback step failed: {err}")
+                failed.append(str(err))
         self._undo.clear()
         self._retire.clear()
         # a process whose start was interrupted before this run learnt its pid: found by its tag
@@ -280,6 +289,7 @@ class Deployer:
         if self._state.starting:
             self._state.starting.clear()
             save_state(self._state, self.state_path)
+        return failed
 
     def _route(self, plan_path: Path, old: DeploymentState, new: DeploymentState) -> FrontDoorState:
         """Point every workload's stable endpoint at its new replicas, weighted by the planned rates."""
@@ -374,9 +384,13 @@ def routes_of(state: DeploymentState) -> dict[str, dict]:
     return routes
 
 
-def _load_remote(endpoints: Endpoints, model: str, config) -> None:
-    with TritonClient(endpoints) as client:
-        client.load(model, config)
+def _load_remote(server: str, endpoints: Endpoints, model: str, config) -> None:
+    try:
+        with TritonClient(endpoints) as client:
+            client.load(model, config)
+    except Exception as err:
+        raise RuntimeError(f"{model!r} on remote server {server!r} ({endpoints.grpc}) could not be given its previous config back: "
+                           f"{' '.join(str(err).split())[:200]}") from err
 
 
 def status(state_path: Path) -> dict:

@@ -19,6 +19,7 @@ from igniter.errors import UserError
 from igniter.provisioning import bounds, ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import Plan, build_plan
+from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Strategy, cost, enforce_max_count, repair,
                                            violations, within_max_count)
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
@@ -44,14 +45,21 @@ STRATEGIES: dict[str, StrategyEntry] = {
 
 
 def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
-                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model) -> ProvisioningProblem:
+                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+                 src_repo: str | Path | None = None) -> ProvisioningProblem:
+    """With a source repository its configs constrain the plan (batch limits; an ensemble is planned as its
+    composing models: repository.RepositoryPerfModel)."""
     if catalog:
         types = load_catalog(catalog, loader)
     elif perf_model:
         types = default_catalog(loader(Path(perf_model)))
     else:
         raise UserError("no performance model given", "pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)")
-    return build_problem(load_workloads(workloads, known_models(types)), types, latency_model)
+    workload_set = load_workloads(workloads, known_models(types) | repository_models(src_repo))
+    types = repository_types(types, src_repo, {v.model for w in workload_set.workloads for v in w.models()})
+    problem = build_problem(workload_set, types, latency_model)
+    keep_stateful_on_one_server(problem)
+    return problem
 
 
 def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> tuple[Assignment, float]:
@@ -66,12 +74,14 @@ def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> t
     if entry.checked:
         found = finish(problem, found, warm)
     enforce_max_count(problem, found.gpus)   # a hard limit for every strategy: what does not fit is refused
-    return bounded(problem, found, time_limit_s), time.perf_counter() - start
+    if found.status == "optimal" and cost(problem, found.gpus) > found.lower_bound + EPS:
+        found.status = "feasible"   # a solver's optimum over the options it was given, or repaired after
+    return found, time.perf_counter() - start
 
 
 def bounded(problem: ProvisioningProblem, found: Assignment, time_limit_s: float) -> Assignment:
-    """The plan's lower bound is the strong one (bounds.py) whatever the strategy; "optimal" only when the plan's
-    objective meets it (a solver's optimum over the options it was given, or a plan repaired after, is not)."""
+    """The strong lower bound (bounds.py) for a plan whatever its strategy (ilp computes it itself), in
+    bounds.TIME_SHARE of the limit; for plans that are written (run), not for every solve (capacity's many)."""
     if "bound" not in found.details:
         # a plan that misses SLOs proves nothing about the optimum: bound the instance, not just up to its cost
         target = math.inf if violations(problem, found.gpus) else cost(problem, found.gpus)
@@ -79,8 +89,6 @@ def bounded(problem: ProvisioningProblem, found: Assignment, time_limit_s: float
                                            [] if math.isinf(target) else found.gpus)
         found.lower_bound = max(found.lower_bound, lower)
         found.details.update(details)
-    if found.status == "optimal" and cost(problem, found.gpus) > found.lower_bound + EPS:
-        found.status = "feasible"
     return found
 
 
@@ -100,9 +108,11 @@ def finish(problem: ProvisioningProblem, found: Assignment, warm: Assignment | N
 
 
 def run(workloads, perf_model, catalog, strategy: str = "ilp", time_limit_s: float = 10.0,
-        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model
-        ) -> tuple[ProvisioningProblem, Assignment, Plan, float]:
+        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+        src_repo: str | Path | None = None) -> tuple[ProvisioningProblem, Assignment, Plan, float]:
     """Inputs -> (problem, assignment, plan, solve seconds)."""
-    problem = load_problem(workloads, perf_model, catalog, latency_model, loader)
-    assignment, seconds = solve(problem, strategy, time_limit_s)
-    return problem, assignment, build_plan(problem, assignment, strategy), seconds
+    problem = load_problem(workloads, perf_model, catalog, latency_model, loader, src_repo)
+    start = time.perf_counter()
+    assignment, _ = solve(problem, strategy, time_limit_s)
+    assignment = bounded(problem, assignment, time_limit_s)
+    return problem, assignment, build_plan(problem, assignment, strategy), time.perf_counter() - start

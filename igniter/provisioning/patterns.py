@@ -117,7 +117,8 @@ class Oracle:
         count = math.prod(len(c) for c in choices)
         if count > MAX_TUPLES:
             raise TooLarge(f"{count} batch tuples")
-        tuples = np.array(list(itertools.product(*choices)), dtype=int)          # (T, n)
+        tuples = np.stack(np.meshgrid(*[np.arange(len(c)) for c in choices], indexing="ij"),
+                          -1).reshape(-1, len(members))                          # (T, n), product order
         n = len(members)
         lat = np.stack([self._field(m, "latency")[tuples[:, j]] for j, m in enumerate(members)], 1)   # (T, n, S)
         sens = np.stack([self._field(m, "sensitivity")[tuples[:, j]] for j, m in enumerate(members)], 1)
