@@ -241,10 +241,13 @@ def test_state_file_round_trip_and_endpoints_hand_worked(tmp_path):
     assert list(data["servers"]) == ["a", "b"] and data["servers"]["a"]["pid"] == 41
     loaded = load_state(path)
     assert loaded.servers == {"a": a, "b": b}
+    # no front door recorded: no stable address yet, every replica weight 1 (the front door's own test has them)
     assert loaded.endpoints_by_workload() == {
-        "w1": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"},
-               {"server": "b", "grpc": "10.0.0.5:8001", "http": "10.0.0.5:8000"}],
-        "w2": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1"}]}
+        "w1": {"grpc": None, "http": None,
+               "replicas": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1", "weight": 1},
+                            {"server": "b", "grpc": "10.0.0.5:8001", "http": "10.0.0.5:8000", "weight": 1}]},
+        "w2": {"grpc": None, "http": None,
+               "replicas": [{"server": "a", "grpc": "127.0.0.1:2", "http": "127.0.0.1:1", "weight": 1}]}}
 
 
 # -- the exact lines users see, and the rest of the file formats -------------------------------------------
@@ -260,7 +263,8 @@ def test_state_error_line_is_what_users_read(tmp_path):
 def test_state_file_text_and_a_state_without_servers(tmp_path):
     path = tmp_path / "state.json"
     save_state(DeploymentState(plan="p"), path)
-    assert json.loads(path.read_text()) == {"format": "igniter-state", "version": 2, "plan": "p", "servers": {}}
+    assert json.loads(path.read_text()) == {"format": "igniter-state", "version": 2, "plan": "p", "servers": {},
+                                            "starting": {}, "frontdoor": None}
     path.write_text('{"format": "igniter-state", "version": 2, "plan": "p"}')
     assert load_state(path).servers == {} and load_state(path).plan == "p"
 
