@@ -113,7 +113,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     PerfModel.fit(profiles).save(perf_model_path)
 
     say(f"provision: {opts.workloads.name} with the {opts.strategy} strategy")
-    problem, assignment, built, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
+    problem, assignment, built, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0,
+                                                    src_repo=opts.repo)
     plan_dir = opts.workdir / "plan"
     write_plan(built, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
     plan = read_plan(plan_dir)   # what apply deploys: the plan as written
