@@ -56,7 +56,8 @@ def test_setters_hand_worked_against_protobuf_text():
                                 '  key: "threads"\n  value {\n    string_value: "3"\n  }\n}\nbackend: "onnxruntime"\n')
     assert driven_fields(cfg) == {"max_batch_size": 8, "instances": 2, "kinds": ["KIND_GPU"],
                                   "preferred_batch_size": [4, 8], "max_queue_delay_us": 250,
-                                  "dynamic_batching": True, "parameters": {"threads": "3"}}
+                                  "dynamic_batching": True, "sequence_batching": None,
+                                  "parameters": {"threads": "3"}}
     set_instance_group(cfg, 1)                           # replaces the group (CPU, no GPU list)
     set_dynamic_batching(cfg, [2], 0)
     assert driven_fields(cfg)["instances"] == 1 and driven_fields(cfg)["kinds"] == ["KIND_CPU"]
