@@ -22,7 +22,7 @@ from igniter.model import PerfModel
 from igniter.ownership import make_owned_dir
 from igniter.profiling.backends import get_backend
 from igniter.backends.hardware import cpu_hardware
-from igniter.profiling.loadgen import LoadSpec, run_concurrent
+from igniter.profiling.loadgen import LoadResult, LoadSpec, run_concurrent
 from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
@@ -63,9 +63,10 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
     return out, "measured now"
 
 
-def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, tuple[list, object]]:
+def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, list]:
     """Open-loop Poisson arrivals at every workload's planned rate, all at once, sent where its clients send: its
-    front door, which splits them over the replicas by the planned weights; single-sample requests."""
+    front door, which splits them over the replicas by the planned weights; single-sample requests. The one result
+    stands for the whole workload: its other replicas add their plan entries (rate, predicted p99), no traffic."""
     endpoints = load_state(state_path).endpoints_by_workload()
     replicas: dict[str, list] = {}
     for _, entry in plan.servers():
@@ -74,20 +75,26 @@ def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, tuple[l
     specs = [LoadSpec(endpoints[name]["grpc"], replicas[name][0].model, 1, "open",
                       rate_rps=sum(e.rate for e in replicas[name]), seed=i) for i, name in enumerate(names)]
     results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
-    return {name: (replicas[name], result) for name, result in zip(names, results)}
+    return {name: [(replicas[name][0], result)] + [(entry, _no_traffic(result)) for entry in replicas[name][1:]]
+            for name, result in zip(names, results)}
 
 
-def summarise(by_workload: dict[str, tuple[list, object]]) -> list[dict]:
+def _no_traffic(result: LoadResult) -> LoadResult:
+    return LoadResult(np.array([], dtype=float), 0, 0, 0, result.duration_s, 0.0, batch=result.batch, model=result.model)
+
+
+def summarise(by_workload: dict[str, list]) -> list[dict]:
     rows = []
-    for name, (entries, result) in sorted(by_workload.items()):
-        entry = entries[0]
-        latencies = result.latencies_ms
-        sent, failed = result.ok + result.failed, result.failed
+    for name, runs in sorted(by_workload.items()):
+        entry = runs[0][0]
+        latencies = np.concatenate([r.latencies_ms for _, r in runs]) if runs else np.array([])
+        sent = sum(r.ok + r.failed for _, r in runs)
+        failed = sum(r.failed for _, r in runs)
         within = int(np.sum(latencies <= entry.slo_ms))
         rows.append({
-            "name": name, "model": entry.model, "rate": sum(e.rate for e in entries),
-            "slo_ms": entry.slo_ms, "replicas": len(entries), "batch": entry.batch, "share": entry.share,
-            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e in entries]),
+            "name": name, "model": entry.model, "rate": sum(e.rate for e, _ in runs),
+            "slo_ms": entry.slo_ms, "replicas": len(runs), "batch": entry.batch, "share": entry.share,
+            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
             "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
