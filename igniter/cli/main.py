@@ -25,6 +25,7 @@ _COMMANDS = {
     "status": ("igniter.cli.deploy", "status"),
     "down": ("igniter.cli.deploy", "down"),
     "demo": ("igniter.cli.demo", "demo"),
+    "replay": ("igniter.cli.replay", "replay"),
 }
 
 

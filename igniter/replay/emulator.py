@@ -1,0 +1,147 @@
+"""An emulated accelerator for Triton: a plan's servers as python-backend models that sleep for the predicted time.
+
+Every planned server becomes a Triton model repository serving the planned model name with the planned batcher
+(max_batch_size, preferred batch, max queue delay, instances: Triton's real dynamic batcher forms the batches),
+whose execute() holds a batch of n samples for latency(n, busy partners) x K (igniter/triton/emulated_backend.py).
+
+Interference: the latency table comes from the perf model's full co-located prediction (``PerfModel.predict``)
+for every subset of the server's partners on the same planned GPU (at their planned batch and share), and the
+backend picks the row of the partners busy at that moment (a byte per server in a shared file per emulated GPU),
+so a partner slows a batch only while it is itself holding one. With every partner busy the hold is exactly the
+plan's predicted co-located latency; with none, the solo latency. Partners beyond MAX_TRACKED_PARTNERS are
+counted as always busy (the plan's co-location, as predicted), which keeps the table at 2^6 rows per batch.
+
+Time scale K: holds are latency x K and the replay sends at rate / K with max queue delays x K, so the client
+and gRPC overheads shrink by K relative to the emulated times; every time is reported divided by K.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from igniter.errors import UserError
+from igniter.model import Member
+from igniter.triton.config import (config_text, new_model_config, set_dynamic_batching, set_instance_group)
+from tritonclient.grpc import model_config_pb2 as mc
+
+BACKEND_SOURCE = Path(__file__).resolve().parents[1] / "triton" / "emulated_backend.py"
+MAX_TRACKED_PARTNERS = 6
+SLICE_MS = 2.0  # real ms between re-reads of the busy partners while a batch is held
+
+
+@dataclass(frozen=True)
+class PlannedServer:
+    """What the replay needs of one planned server (a plan.json "servers" entry)."""
+
+    name: str
+    gpu: str
+    model: str
+    workload: str
+    batch: int
+    share: float
+    instances: int
+    max_queue_delay_us: int
+    rate: float
+    slo_ms: float
+    predicted_latency_ms: float
+    predicted_p99_ms: float
+
+
+def read_plan(plan_path: Path) -> tuple[dict, list[PlannedServer]]:
+    """The plan and its servers. The only place the replay reads a plan."""
+    path = Path(plan_path)
+    if not path.is_file():
+        raise UserError(f"plan {path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"plan {path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
+    if not isinstance(plan, dict) or plan.get("format") != "igniter-plan":
+        raise UserError(f"{path} is not an igniter plan", "pass the plan.json written by `igniter provision`")
+    try:
+        servers = [PlannedServer(name=s["name"], gpu=g["id"], model=s["model"], workload=s["workload"],
+                                 batch=int(s["batch"]), share=float(s["share"]), instances=int(s.get("instances", 1)),
+                                 max_queue_delay_us=int(s["max_queue_delay_us"]), rate=float(s["rate"]),
+                                 slo_ms=float(s["slo_ms"]), predicted_latency_ms=float(s["predicted_latency_ms"]),
+                                 predicted_p99_ms=float(s["predicted_p99_ms"]))
+                   for g in plan["gpus"] for s in g["servers"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"plan {path} lacks or mistypes a server field ({err})",
+                        "regenerate it with `igniter provision`") from err
+    if not servers:
+        raise UserError(f"plan {path} has no servers", "provision at least one workload")
+    return plan, servers
+
+
+def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
+    """Per server: its partners on the same GPU and latency_ms[n - 1][mask] for n = 1..batch."""
+    by_gpu: dict[str, list[PlannedServer]] = {}
+    for s in servers:
+        by_gpu.setdefault(s.gpu, []).append(s)
+    tables = {}
+    for gpu_servers in by_gpu.values():
+        for slot, s in enumerate(gpu_servers):
+            others = [(i, p) for i, p in enumerate(gpu_servers) if p is not s]
+            tracked, always = others[:MAX_TRACKED_PARTNERS], [p for _, p in others[MAX_TRACKED_PARTNERS:]]
+            masks = list(range(1 << len(tracked)))
+            sets = []
+            for n in range(1, s.batch + 1):
+                for mask in masks:
+                    busy = [p for bit, (_, p) in enumerate(tracked) if mask >> bit & 1] + always
+                    sets.append([Member(s.model, n, s.share)] + [Member(p.model, p.batch, p.share) for p in busy])
+            flat = [ps[0].latency_ms for ps in perf_model.predict_sets(sets)]
+            rows = [flat[i:i + len(masks)] for i in range(0, len(flat), len(masks))]
+            tables[s.name] = {"slot": slot, "partners": [i for i, _ in tracked], "slots": len(gpu_servers),
+                              "latency_ms": [[round(x, 6) for x in row] for row in rows]}
+    return tables
+
+
+def emulated_config(server: PlannedServer, queue_delay_scale: float) -> mc.ModelConfig:
+    """The planned batcher on a CPU-kind python model with one small FP32 input and output."""
+    cfg = new_model_config(server.model, "python", server.batch)
+    cfg.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[1])
+    cfg.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[1])
+    set_dynamic_batching(cfg, [server.batch], round(server.max_queue_delay_us * queue_delay_scale))
+    set_instance_group(cfg, server.instances, "KIND_CPU")
+    return cfg
+
+
+def write_emulated_plan(plan: dict, servers: list[PlannedServer], tables: dict[str, dict], out: Path,
+                        time_scale: float) -> Path:
+    """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models; busy files under OUT/busy/.
+    Returns the plan path for Deployer.apply."""
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "busy").mkdir(parents=True)
+    for gpu in {s.gpu for s in servers}:
+        slots = next(tables[s.name]["slots"] for s in servers if s.gpu == gpu)
+        (out / "busy" / gpu).write_bytes(bytes(max(slots, 1)))
+    for s in servers:
+        repo = out / "triton_repo" / s.name
+        version = repo / s.model / "1"
+        version.mkdir(parents=True)
+        (repo / s.model / "config.pbtxt").write_text(config_text(emulated_config(s, time_scale)))
+        shutil.copyfile(BACKEND_SOURCE, version / "model.py")
+        table = tables[s.name]
+        spec = {"time_scale": time_scale, "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
+                "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS}
+        (version / "emulation.json").write_text(json.dumps(spec))
+        launch = {"server": s.name, "gpu": s.gpu, "share": s.share, "models": [s.model], "env": {}}
+        (repo / "launch.json").write_text(json.dumps(launch, indent=2, sort_keys=True) + "\n")
+    (out / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    return out / "plan.json"
+
+
+def constant_tables(servers: list[PlannedServer], latency_ms) -> dict[str, dict]:
+    """Tables without interference: latency_ms(server, n) for every mask (the sweep and the overhead calibration)."""
+    tables = {}
+    for s in servers:
+        others = [p for p in servers if p.gpu == s.gpu]
+        slot = others.index(s)
+        tables[s.name] = {"slot": slot, "partners": [], "slots": len(others),
+                          "latency_ms": [[float(latency_ms(s, n))] for n in range(1, s.batch + 1)]}
+    return tables
+
