@@ -21,6 +21,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from igniter.errors import UserError
 from igniter.model import Member
@@ -110,9 +111,9 @@ def emulated_config(server: PlannedServer, queue_delay_scale: float) -> mc.Model
 
 
 def write_emulated_plan(plan: dict, servers: list[PlannedServer], tables: dict[str, dict], out: Path,
-                        time_scale: float) -> Path:
+                        time_scale: Callable[[PlannedServer], float]) -> Path:
     """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models; busy files under OUT/busy/.
-    Returns the plan path for Deployer.apply."""
+    ``time_scale``: each server's K. Returns the plan path for Deployer.apply."""
     if out.exists():
         shutil.rmtree(out)
     (out / "busy").mkdir(parents=True)
@@ -123,10 +124,10 @@ def write_emulated_plan(plan: dict, servers: list[PlannedServer], tables: dict[s
         repo = out / "triton_repo" / s.name
         version = repo / s.model / "1"
         version.mkdir(parents=True)
-        (repo / s.model / "config.pbtxt").write_text(config_text(emulated_config(s, time_scale)))
+        (repo / s.model / "config.pbtxt").write_text(config_text(emulated_config(s, time_scale(s))))
         shutil.copyfile(BACKEND_SOURCE, version / "model.py")
         table = tables[s.name]
-        spec = {"time_scale": time_scale, "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
+        spec = {"time_scale": time_scale(s), "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
                 "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS}
         (version / "emulation.json").write_text(json.dumps(spec))
         launch = {"server": s.name, "gpu": s.gpu, "share": s.share, "models": [s.model], "env": {}}

@@ -50,6 +50,10 @@ class ReplayOptions:
     trace: Path | None = None
     seed: int = 0
     tables: dict | None = None      # latency tables to use instead of the perf model's (the sweep)
+    server_scales: dict[str, float] | None = None  # a K of their own for some servers (the sweep)
+
+    def scale(self, server: PlannedServer) -> float:
+        return (self.server_scales or {}).get(server.name, self.time_scale)
 
 
 def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
@@ -65,7 +69,7 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     trace = read_trace(opts.trace, _workload_rates(servers)) if opts.trace else None
     emulated = _with_calibration(plan)
     plan_path = write_emulated_plan(emulated, servers + [CALIBRATION], tables, opts.workdir / "emulated",
-                                    opts.time_scale)
+                                    opts.scale)
     deployer = Deployer(opts.workdir / "state.json", detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
     started = time.monotonic()
     try:
@@ -102,7 +106,7 @@ def schedule(server: PlannedServer, servers: list[PlannedServer], trace: RateTra
              seed: int) -> np.ndarray:
     """Real-time send offsets of one server: its planned rate (or its part of the trace's) / K."""
     horizon = opts.warmup_s + opts.duration_s
-    k = opts.time_scale
+    k = opts.scale(server)
     if trace is None:
         return arrival_offsets(server.rate / k, horizon, "poisson", seed)
     workload_rate = _workload_rates(servers)[server.workload]
@@ -145,7 +149,7 @@ def summarise(servers: list[PlannedServer], results: list[LoadResult], calibrati
     rows = []
     for name, runs in sorted(by_workload.items()):
         first = runs[0][0]
-        latencies = np.concatenate([r.latencies_ms for _, r in runs]) / k
+        latencies = np.concatenate([r.latencies_ms / opts.scale(s) for s, r in runs])
         requests = sum(r.ok + r.failed for _, r in runs)
         failed = sum(r.failed for _, r in runs)
         measured = lambda q: float(np.percentile(latencies, q)) if len(latencies) else math.nan  # noqa: E731
