@@ -155,15 +155,20 @@ def test_replay_a_provisioned_plan_on_triton(tmp_path):
     write_plan(plan, problem, tmp_path / "plan", None, {})
     _, servers = read_plan(tmp_path / "plan" / "plan.json")
     messages = []
+    trace = tmp_path / "trace.csv"    # emulated seconds: planned rates for 0.5 s, then half of them
+    trace.write_text("timestamp,scale\n0,1\n0.5,0.5\n")
     result = run_replay(ReplayOptions(plan=tmp_path / "plan" / "plan.json", perf_model=Path("unused"),
                                       workdir=tmp_path / "replay", time_scale=5.0, duration_s=4.0, warmup_s=1.0,
-                                      tables=latency_tables(pm, servers)), messages.append)
-    assert result["gpus"] == plan["totals"]["gpus"]
+                                      trace=trace, tables=latency_tables(pm, servers)), messages.append)
+    assert result["gpus"] == plan["totals"]["gpus"] and result["trace"] == str(trace)
     rows = {r["name"]: r for r in result["workloads"]}
     assert sorted(rows) == ["alexnet", "resnet50", "vgg19"]
     solo = {s.workload: pm.predict([Member(s.model, 1, s.share)])[0].latency_ms for s in servers}
     for name, row in rows.items():
-        assert row["requests"] > 0 and row["failed"] == 0
+        # scheduled in the measured window (real 1-5 s): 1.5 s at rate / K, then 2.5 s at half that
+        expected = sum(s.rate for s in servers if s.workload == name) / 5.0 * (1.5 + 2.5 * 0.5)
+        assert abs(row["requests"] - expected) < 5 * expected ** 0.5 + 2
+        assert row["failed"] == 0
         # physics: no request can finish faster than its emulated batch of one sample, solo
         assert row["measured_p50_ms"] >= solo[name] * 0.999
         assert 0.0 <= row["attainment"] <= 1.0

@@ -2,7 +2,10 @@
 
 Every planned server becomes a Triton model repository serving the planned model name with the planned batcher
 (max_batch_size, preferred batch, max queue delay, instances: Triton's real dynamic batcher forms the batches),
-whose execute() holds a batch of n samples for latency(n, busy partners) x K (igniter/triton/emulated_backend.py).
+whose execute() holds a batch of n samples for hold(n, busy partners) x K (igniter/triton/emulated_backend.py).
+hold = n / throughput, the time the batch occupies the device; latency - hold (input loading, which overlaps the
+previous batch: iGniter's t_load) delays the request without occupying the device, so the replay adds it to each
+request's measured latency instead of holding the instance for it.
 
 Interference: the latency table comes from the perf model's full co-located prediction (``PerfModel.predict``)
 for every subset of the server's partners on the same planned GPU (at their planned batch and share), and the
@@ -78,7 +81,9 @@ def read_plan(plan_path: Path) -> tuple[dict, list[PlannedServer]]:
 
 
 def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
-    """Per server: its partners on the same GPU and latency_ms[n - 1][mask] for n = 1..batch."""
+    """Per server: its partners on the same GPU, latency_ms[n - 1][mask] for n = 1..batch: how long a batch holds
+    the instance (b / throughput), and pipeline_ms: latency - hold at the planned batch with every partner busy,
+    the part of a request's latency that overlaps the next batch (the replay adds it to every request)."""
     by_gpu: dict[str, list[PlannedServer]] = {}
     for s in servers:
         by_gpu.setdefault(s.gpu, []).append(s)
@@ -93,10 +98,13 @@ def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
                 for mask in masks:
                     busy = [p for bit, (_, p) in enumerate(tracked) if mask >> bit & 1] + always
                     sets.append([Member(s.model, n, s.share)] + [Member(p.model, p.batch, p.share) for p in busy])
-            flat = [ps[0].latency_ms for ps in perf_model.predict_sets(sets)]
-            rows = [flat[i:i + len(masks)] for i in range(0, len(flat), len(masks))]
+            preds = [ps[0] for ps in perf_model.predict_sets(sets)]
+            # the instance is occupied for b / throughput <= latency (loading overlaps the previous batch)
+            holds = [min(p.latency_ms, p.batch * 1000.0 / p.throughput_rps) for p in preds]
+            rows = [holds[i:i + len(masks)] for i in range(0, len(holds), len(masks))]
             tables[s.name] = {"slot": slot, "partners": [i for i, _ in tracked], "slots": len(gpu_servers),
-                              "latency_ms": [[round(x, 6) for x in row] for row in rows]}
+                              "latency_ms": [[round(x, 6) for x in row] for row in rows],
+                              "pipeline_ms": round(preds[-1].latency_ms - holds[-1], 6)}
     return tables
 
 
@@ -142,7 +150,7 @@ def constant_tables(servers: list[PlannedServer], latency_ms) -> dict[str, dict]
     for s in servers:
         others = [p for p in servers if p.gpu == s.gpu]
         slot = others.index(s)
-        tables[s.name] = {"slot": slot, "partners": [], "slots": len(others),
+        tables[s.name] = {"slot": slot, "partners": [], "slots": len(others), "pipeline_ms": 0.0,
                           "latency_ms": [[float(latency_ms(s, n))] for n in range(1, s.batch + 1)]}
     return tables
 

@@ -81,7 +81,8 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
         results = asyncio.run(_drive(servers, grpc, trace, opts, say))
     finally:
         deployer.stop_all()
-    result = summarise(servers, results[:-1], results[-1], opts)
+    pipeline = {s.name: tables[s.name].get("pipeline_ms", 0.0) for s in servers}
+    result = summarise(servers, results[:-1], results[-1], opts, pipeline)
     result["seconds"] = round(time.monotonic() - started, 1)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -141,7 +142,8 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
 
 
 def summarise(servers: list[PlannedServer], results: list[LoadResult], calibration: LoadResult,
-              opts: ReplayOptions) -> dict:
+              opts: ReplayOptions, pipeline_ms: dict[str, float]) -> dict:
+    """Per workload (replicas together); a request's latency is measured / K + its server's pipeline delay."""
     k = opts.time_scale
     by_workload: dict[str, list] = {}
     for s, r in zip(servers, results):
@@ -149,7 +151,7 @@ def summarise(servers: list[PlannedServer], results: list[LoadResult], calibrati
     rows = []
     for name, runs in sorted(by_workload.items()):
         first = runs[0][0]
-        latencies = np.concatenate([r.latencies_ms / opts.scale(s) for s, r in runs])
+        latencies = np.concatenate([r.latencies_ms / opts.scale(s) + pipeline_ms[s.name] for s, r in runs])
         requests = sum(r.ok + r.failed for _, r in runs)
         failed = sum(r.failed for _, r in runs)
         measured = lambda q: float(np.percentile(latencies, q)) if len(latencies) else math.nan  # noqa: E731
