@@ -21,7 +21,7 @@ from igniter.deployment.state import load_state
 from igniter.model import PerfModel
 from igniter.profiling.backends import get_backend
 from igniter.profiling.hardware import cpu_hardware
-from igniter.profiling.loadgen import LoadSpec, run_concurrent
+from igniter.profiling.loadgen import LoadSpec, perf_analyzer_path, run_concurrent, run_perf_analyzer
 from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
@@ -40,6 +40,10 @@ class DemoOptions:
     duration_s: float = 20.0
     warmup_s: float = 2.0
     strategy: str = "ilp"
+    # who sends the replayed requests: "auto" is NVIDIA's perf_analyzer (C++) where installed, else igniter's
+    # Python generator. On a small host the client shares the cores it measures: the Python one costs enough CPU
+    # to double the demo's p99 (../shared/notes/p99-measurement.md), perf_analyzer a fraction of that.
+    loadgen: str = "auto"
 
 
 def hardware_matches(stored: dict, here: dict) -> bool:
@@ -67,11 +71,20 @@ def replay(plan: dict, state_path: Path, opts: DemoOptions) -> dict[str, list]:
     entries = [s for g in plan["gpus"] for s in g["servers"]]
     specs = [LoadSpec(servers[s["name"]].grpc, s["model"], 1, "open", rate_rps=float(s["rate"]), seed=i)
              for i, s in enumerate(entries)]
-    results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
+    if client_of(opts) == "perf_analyzer":
+        results = run_perf_analyzer(specs, opts.duration_s, opts.warmup_s, per_request=True)
+    else:
+        results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
     by_workload: dict[str, list] = {}
     for entry, result in zip(entries, results):
         by_workload.setdefault(entry["workload"], []).append((entry, result))
     return by_workload
+
+
+def client_of(opts: DemoOptions) -> str:
+    if opts.loadgen == "auto":
+        return "perf_analyzer" if perf_analyzer_path() is not None else "builtin"
+    return opts.loadgen
 
 
 def summarise(by_workload: dict[str, list]) -> list[dict]:
@@ -133,6 +146,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cost": plan["totals"]["cost"], "lower_bound": plan["totals"]["lower_bound"], "gap": plan["totals"]["gap"],
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
+        "client": client_of(opts),
         "seconds": round(time.monotonic() - started, 1),
     }
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -102,8 +102,13 @@ def provision(work: Path, model: Path, name: str, latency_model: str, slo_factor
     path = work / f"workloads-{name}.yaml"
     path.write_text(yaml.safe_dump(workloads))
     out = work / f"plan-{name}"
-    subprocess.run(IGNITER + ["provision", "--workloads", str(path), "--perf-model", str(model), "--out", str(out),
-                              "--latency-model", latency_model, "--json"], check=True, stdout=subprocess.DEVNULL)
+    command = IGNITER + ["provision", "--workloads", str(path), "--perf-model", str(model), "--out", str(out),
+                         "--latency-model", latency_model, "--json"]
+    for attempt in range(4):   # the bundled CBC sometimes exits with an error at its time limit (PulpSolverError)
+        if subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            break
+    else:
+        raise SystemExit(f"provision failed four times: {' '.join(command)}")
     plan = json.loads((out / "plan.json").read_text())
     for g in plan["gpus"]:
         for s in g["servers"]:
