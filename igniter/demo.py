@@ -19,13 +19,15 @@ from igniter.deployment.apply import Deployer
 from igniter.deployment.report import write_html_report
 from igniter.deployment.state import load_state
 from igniter.model import PerfModel
+from igniter.ownership import make_owned_dir
 from igniter.profiling.backends import get_backend
-from igniter.profiling.hardware import cpu_hardware
+from igniter.backends.hardware import cpu_hardware
 from igniter.profiling.loadgen import LoadSpec, perf_analyzer_path, run_concurrent, run_perf_analyzer
 from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
-from igniter.provisioning.plan import write_plan
+from igniter.provisioning.plan import Plan, read_launch, read_plan, write_plan
+from igniter.provisioning.summary import worst_p99
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,11 +67,11 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
     return out, "measured now"
 
 
-def replay(plan: dict, state_path: Path, opts: DemoOptions) -> dict[str, list]:
+def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, list]:
     """Open-loop Poisson arrivals at every server's planned rate, all at once; single-sample requests as clients send."""
     servers = load_state(state_path).servers
-    entries = [s for g in plan["gpus"] for s in g["servers"]]
-    specs = [LoadSpec(servers[s["name"]].grpc, s["model"], 1, "open", rate_rps=float(s["rate"]), seed=i)
+    entries = [s for _, s in plan.servers()]
+    specs = [LoadSpec(servers[s.name].grpc, s.model, 1, "open", rate_rps=s.rate, seed=i)
              for i, s in enumerate(entries)]
     if client_of(opts) == "perf_analyzer":
         results = run_perf_analyzer(specs, opts.duration_s, opts.warmup_s, per_request=True)
@@ -77,7 +79,7 @@ def replay(plan: dict, state_path: Path, opts: DemoOptions) -> dict[str, list]:
         results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
     by_workload: dict[str, list] = {}
     for entry, result in zip(entries, results):
-        by_workload.setdefault(entry["workload"], []).append((entry, result))
+        by_workload.setdefault(entry.workload, []).append((entry, result))
     return by_workload
 
 
@@ -94,11 +96,11 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
         latencies = np.concatenate([r.latencies_ms for _, r in runs]) if runs else np.array([])
         sent = sum(r.ok + r.failed for _, r in runs)
         failed = sum(r.failed for _, r in runs)
-        within = int(np.sum(latencies <= entry["slo_ms"]))
+        within = int(np.sum(latencies <= entry.slo_ms))
         rows.append({
-            "name": name, "model": entry["model"], "rate": sum(float(e["rate"]) for e, _ in runs),
-            "slo_ms": entry["slo_ms"], "replicas": len(runs), "batch": entry["batch"], "share": entry["share"],
-            "predicted_p99_ms": max(float(e["predicted_p99_ms"]) for e, _ in runs),
+            "name": name, "model": entry.model, "rate": sum(e.rate for e, _ in runs),
+            "slo_ms": entry.slo_ms, "replicas": len(runs), "batch": entry.batch, "share": entry.share,
+            "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
             "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
@@ -108,13 +110,14 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
 
 def cores_pinned(plan_dir: Path) -> int:
     """Cores the plan pins servers to (from the launch specs the servers were started with)."""
-    launches = (json.loads(p.read_text()) for p in sorted((plan_dir / "triton_repo").glob("*/launch.json")))
-    return sum(len(launch.get("cpus") or []) for launch in launches)
+    launches = (read_launch(p) for p in sorted((plan_dir / "triton_repo").glob("*/launch.json")))
+    return sum(len(launch.cpus or []) for launch in launches)
 
 
 def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> dict:
     started = time.monotonic()
-    opts.workdir.mkdir(parents=True, exist_ok=True)
+    make_owned_dir(opts.workdir, "igniter demo", "demo work directory",
+                   "choose a new --workdir (the demo writes only into a directory it made)")
     ensure_demo_repo(opts.repo)
     profiles, profile_source = obtain_profiles(opts, say)
 
@@ -123,9 +126,10 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     PerfModel.fit(profiles).save(perf_model_path)
 
     say(f"provision: {opts.workloads.name} with the {opts.strategy} strategy")
-    problem, assignment, plan, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
+    problem, assignment, built, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
     plan_dir = opts.workdir / "plan"
-    write_plan(plan, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
+    write_plan(built, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
+    plan = read_plan(plan_dir)   # what apply deploys: the plan as written
 
     state_path = opts.workdir / "state.json"
     deployer = Deployer(state_path, detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
@@ -141,9 +145,9 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     result = {
         "workloads": rows,
         "attainment": sum(r["attainment"] * r["requests"] for r in rows) / total_requests if total_requests else 0.0,
-        "hosts": plan["totals"]["gpus"],
+        "hosts": plan.totals.gpus,
         "cores_used": cores_pinned(plan_dir),
-        "cost": plan["totals"]["cost"], "lower_bound": plan["totals"]["lower_bound"], "gap": plan["totals"]["gap"],
+        "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
         "client": client_of(opts),

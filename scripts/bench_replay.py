@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from igniter.profiling.hardware import cpu_hardware  # noqa: E402
+from igniter.backends.hardware import cpu_hardware  # noqa: E402
 from igniter.replay.sweep import Point, error_summary, solo_latency, sweep  # noqa: E402
 from scripts.benchmarks_md import write_section  # noqa: E402
 from tests.batcher_sim import p99 as simulated_p99  # noqa: E402

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
+from igniter.schema import dump_json
 from igniter.triton.config import read_config, set_dynamic_batching, set_instance_group, set_parameter, write_config
 
 
 def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
-    """servers: [{name, model, batch, instances, share, cpus}] -> out/plan.json + out/triton_repo/<server>/."""
+    """servers: [{name, model, batch, instances, share, cpus, backend}] -> out/plan.json + out/triton_repo/<server>/."""
     if out.exists():
         shutil.rmtree(out)
     entries = []
@@ -24,13 +25,18 @@ def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
         if spec.get("break_config"):
             cfg.dynamic_batching.preferred_batch_size.append(cfg.max_batch_size + 1)  # Triton rejects this
         write_config(cfg, repo / spec["model"] / "config.pbtxt")
-        launch = {"server": spec["name"], "gpu": "host0", "share": spec.get("share", 50.0), "cpus": spec.get("cpus", [0]),
-                  "env": {"OMP_NUM_THREADS": "1"}, "models": [spec["model"]]}
-        (repo / "launch.json").write_text(json.dumps(launch, sort_keys=True))
-        entries.append({"name": spec["name"], "model": spec["model"], "workload": spec["name"], "replica": 0,
-                        "share": spec.get("share", 50.0), "batch": spec["batch"], "instances": spec.get("instances", 1)})
-    plan = {"format": "igniter-plan", "version": 1, "strategy": "manual", "hardware_kind": "cpu",
-            "gpus": [{"id": "host0", "type": "cpu", "price_per_hour": 1.0, "servers": entries}],
-            "totals": {"gpus": 1, "cost": 1.0, "lower_bound": 1.0, "gap": 0.0}}
-    (out / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
+        launch = LaunchSpec(server=spec["name"], gpu="host0", backend=spec.get("backend", "cpu"),
+                            share=spec.get("share", 50.0), cpus=spec.get("cpus", [0]), env={"OMP_NUM_THREADS": "1"},
+                            models=[spec["model"]])
+        (repo / "launch.json").write_text(dump_json(launch))
+        entries.append(ServerPlan(name=spec["name"], model=spec["model"], workload=spec["name"], replica=0,
+                                  replicas=1, share=spec.get("share", 50.0), batch=spec["batch"],
+                                  instances=spec.get("instances", 1),
+                                  max_queue_delay_us=spec.get("delay_us", 1000), rate=10.0, slo_ms=100.0,
+                                  predicted_latency_ms=1.0, predicted_p99_ms=2.0, predicted_throughput_rps=100.0))
+    plan = Plan(format="igniter-plan", version=2, strategy="manual", latency_model="queueing", hardware_kind="cpu",
+                gpus=[GpuPlan(id="host0", type="cpu", kind="cpu", backend="cpu", price_per_hour=1.0, servers=entries)],
+                totals=Totals(gpus=1, cost=1.0, accuracy_term=0.0, objective=1.0, lower_bound=1.0, gap=0.0,
+                              status="manual"))
+    (out / "plan.json").write_text(dump_json(plan))
     return out / "plan.json"

@@ -107,6 +107,7 @@ def test_broken_config_rolls_back(deployer, demo_repo, tmp_path):
     assert status(deployer.state_path)["healthy"]
 
 
+@pytest.mark.slow
 def test_killed_server_is_reported_and_restored(deployer, demo_repo, tmp_path):
     plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4}])
     deployer.apply(plan)
@@ -144,3 +145,35 @@ def test_dry_run_changes_nothing(deployer, demo_repo, tmp_path):
 def test_missing_plan_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["apply", str(tmp_path / "nope.json"), "--state", str(tmp_path / "s.json")])
     assert result.exit_code == 2 and "To fix:" in result.output
+
+
+class RecordingBackend:
+    """The CPU backend plus a daemon that only records: what apply asks of a backend like MPS."""
+
+    name, kind, gpu, exclusive_shares = "recording", "cpu", False, False
+
+    def __init__(self):
+        self.started, self.stopped = [], []
+
+    def start_daemon(self, base):
+        self.started.append(base)
+        return {"IGNITER_TEST_DAEMON": str(base)}
+
+    def stop_daemon(self, base):
+        self.stopped.append(base)
+
+
+def test_apply_starts_and_stops_the_backends_daemon(monkeypatch, deployer, demo_repo, tmp_path):
+    from igniter import backends
+
+    recording = RecordingBackend()
+    monkeypatch.setitem(backends.BACKENDS, recording.name, recording)
+    deployer.apply(make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 4,
+                                                          "backend": "recording"}]))
+    daemon_dir = deployer.state_path.parent / "recording"
+    assert recording.started == [daemon_dir]
+    pid = load_state(deployer.state_path).servers["a"].pid
+    environ = dict(item.split("=", 1) for item in open(f"/proc/{pid}/environ").read().split("\0") if "=" in item)
+    assert environ["IGNITER_TEST_DAEMON"] == str(daemon_dir) and environ["OMP_NUM_THREADS"] == "1"
+    deployer.stop_all()
+    assert recording.stopped == [daemon_dir]

@@ -11,10 +11,12 @@ import pytest
 from igniter.errors import UserError
 from igniter.profiling import sysmetrics
 from igniter.profiling.backends import WorkloadContext, get_backend
-from igniter.profiling.backends.cpu import CpuBackend, cores_for_share
-from igniter.profiling.backends.mps import MpsBackend, MpsDaemon, ncu_metrics, parse_ncu_csv
+from igniter.backends import Launch
+from igniter.backends.cpu import cores_for_share
+from igniter.profiling.backends.cpu import CpuBackend
+from igniter.profiling.backends.mps import MpsBackend, MpsDaemon
 from igniter.profiling.design import pair_design, solo_grid
-from igniter.profiling.hardware import gpu_hardware
+from igniter.backends.hardware import gpu_hardware
 from igniter.triton.config import get_parameter
 from igniter.triton.demo_zoo import demo_config, DEMO_MODELS
 from igniter.triton.config import write_config
@@ -41,16 +43,17 @@ def test_cores_for_share():
 
 def test_cpu_allocation_wraps_so_shares_overlap(repo):
     backend = CpuBackend(cpus=[0, 1])
-    assert backend.allocate(50) == [0]
+    assert backend.allocate(50).cpus == [0]
     backend._active = 1
-    assert backend.allocate(50) == [1]  # 50 + 50: one core each
+    second = backend.allocate(50)
+    assert second.cpus == [1]  # 50 + 50: one core each
     backend._active = 0
-    assert backend.allocate(100) == [0, 1]
+    assert backend.allocate(100).cpus == [0, 1]
     backend._active = 1
-    assert backend.allocate(50) == [0]  # 100 + 50: the second shares core 0
-    opts = backend.options(repo, "convnet", 50, [1])
+    assert backend.allocate(50).cpus == [0]  # 100 + 50: the second shares core 0
+    opts = backend.options(repo, "convnet", 50, second)
     assert opts.cpus == [1] and opts.env["OMP_NUM_THREADS"] == "1" and opts.models == [] and not opts.gpu
-    cfg = backend.model_config(repo, "mlp", 2)
+    cfg = backend.model_config(repo, "mlp", Launch(env={}, cpus=[0, 1], threads=2))
     assert get_parameter(cfg, "threads") == "2"
     assert backend.describe_hardware()["kind"] == "cpu"
 
@@ -218,18 +221,6 @@ def test_mps_backend_workload(repo, tmp_path):
         figures = backend.per_workload(sampler.stop(), ctx)
         assert set(figures) == {"sm_clock_mhz", "power_w", "gpu_util_pct", "memory_mb"}
     assert [c[0][-1] for c in run.calls] == ["-d", "nvidia-cuda-mps-control"]
-
-
-def test_ncu_stub_and_parser():
-    assert ncu_metrics("m", 1, which=lambda b: None) == {"l2_util_pct": None, "dram_util_pct": None}
-    text = ('==PROF== done\n"ID","Kernel Name","Metric Name","Metric Unit","Metric Value"\n'
-            '"0","k","lts__t_sectors.avg.pct_of_peak_sustained_elapsed","%","40.0"\n'
-            '"1","k","lts__t_sectors.avg.pct_of_peak_sustained_elapsed","%","60.0"\n'
-            '"0","k","dram__throughput.avg.pct_of_peak_sustained_elapsed","%","12.5"\n')
-    assert parse_ncu_csv(text) == {"l2_util_pct": 50.0, "dram_util_pct": 12.5}
-    fake = lambda argv, **kw: SimpleNamespace(stdout=text, returncode=0)  # noqa: E731
-    got = ncu_metrics("m", 2, which=lambda b: "/bin/ncu", run=fake, env={"IGNITER_NCU_CMD": "ncu --csv x {model} {batch}"})
-    assert got == {"l2_util_pct": 50.0, "dram_util_pct": 12.5}
 
 
 # -- design ----------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ def _igniter(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "igniter", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     result = _igniter("demo", "--duration", "3", "--workdir", str(tmp_path / "demo"), "--json")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from igniter.deployment.mps import daemon_running, ensure_mps_daemon, mps_env, stop_mps_daemon
+from igniter.backends.mps import MpsGpu, mps_dirs_env
 from igniter.errors import UserError
 
 
@@ -27,15 +27,15 @@ class FakeMpsControl:
 
 def test_daemon_started_once_and_stopped(tmp_path):
     run = FakeMpsControl()
-    which = lambda name: f"/usr/bin/{name}"  # noqa: E731
-    env = ensure_mps_daemon(tmp_path, run, which)
-    assert env == mps_env(tmp_path) and daemon_running(tmp_path)
-    ensure_mps_daemon(tmp_path, run, which)
+    gpu = MpsGpu(run, lambda name: f"/usr/bin/{name}")
+    env = gpu.start_daemon(tmp_path)
+    assert env == mps_dirs_env(tmp_path) and gpu.daemon_running(tmp_path)
+    gpu.start_daemon(tmp_path)
     assert len(run.calls) == 1, "a running daemon is reused"
-    stop_mps_daemon(tmp_path, run, which)
-    assert not daemon_running(tmp_path) and run.calls[-1][1] == "quit\n"
+    gpu.stop_daemon(tmp_path)
+    assert not gpu.daemon_running(tmp_path) and run.calls[-1][1] == "quit\n"
 
 
 def test_missing_mps_control_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="To fix"):
-        ensure_mps_daemon(tmp_path, FakeMpsControl(), lambda name: None)
+        MpsGpu(FakeMpsControl(), lambda name: None).start_daemon(tmp_path)

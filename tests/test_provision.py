@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_perf_model import FakePerfModel  # noqa: E402
 
 from igniter.cli import provision as provision_cli  # noqa: E402
-from igniter.provisioning import ffd, greedy_igniter, ilp  # noqa: E402
+from igniter.provisioning import ffd, greedy_igniter, solve  # noqa: E402
 from igniter.provisioning.candidates import build_problem  # noqa: E402
 from igniter.provisioning.strategy import (Gpu, Server, cost, fits_linear, memory_limit,  # noqa: E402
                                            violations)
@@ -66,7 +66,7 @@ def test_ilp_matches_enumerated_optimum(specs):
     for opts in problem.options:   # keep enumeration small: the ILP sees the same options
         del opts[6:]
     best = enumerate_optimum(problem)
-    plan = ilp.solve(problem, 10)
+    plan, _ = solve(problem, "ilp", 10)
     assert not violations(problem, plan.gpus)
     assert len(plan.gpus) == best
 
@@ -78,7 +78,7 @@ def test_limits_hold_and_ilp_never_worse_than_greedy(seed):
     specs = [(rng.choice(["alexnet", "resnet50", "vgg19", "ssd"]), rng.uniform(20, 300), rng.uniform(40, 150))
              for _ in range(10)]
     problem = problem_of(specs, FakePerfModel(memory_mb=4000))
-    results = {m.NAME: m.solve(problem, 5) for m in (ilp, greedy_igniter, ffd)}
+    results = {name: solve(problem, name, 5)[0] for name in ("ilp", "igniter", "ffd")}
     for name, a in results.items():
         placed = sorted((s.workload, s.replica) for g in a.gpus for s in g.servers)
         assert placed == sorted((wi, r) for wi, o in enumerate(problem.options) for r in range(o[0].replicas) if True) \
@@ -98,8 +98,8 @@ def test_large_instance_uses_windows_and_stays_feasible():
     specs = [(rng.choice(["alexnet", "resnet50", "vgg19", "ssd"]), rng.uniform(20, 200), rng.uniform(50, 150))
              for _ in range(60)]
     problem = problem_of(specs)
-    a = ilp.solve(problem, 3)
-    g = greedy_igniter.solve(problem)
+    a, _ = solve(problem, "ilp", 3)
+    g, _ = solve(problem, "igniter", 3)
     assert a.details["mode"] == "windows"
     assert not violations(problem, a.gpus)
     assert len(a.gpus) <= len(g.gpus)
@@ -148,9 +148,9 @@ def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
     out = json.loads(res.output)
     assert set(out) >= {"gpus", "cost", "lower_bound", "gap", "solve_seconds", "workloads"}
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
-    assert plan["format"] == "igniter-plan" and plan["totals"]["gpus"] == out["gpus"]
+    assert plan["format"] == "igniter-plan" and plan["totals"]["gpus"] == out["gpus"] and "rejected" not in plan
     servers = [s for g in plan["gpus"] for s in g["servers"]]
-    assert len(servers) == len(out["workloads"])
+    assert sorted(w["workload"] for w in out["workloads"]) == sorted({s["workload"] for s in servers})
     from igniter.triton.config import driven_fields, read_config
     for g in plan["gpus"]:
         for s in g["servers"]:
@@ -159,7 +159,7 @@ def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
             assert launch["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == f"{s['share']:g}"
             fields = driven_fields(read_config(repo / s["model"] / "config.pbtxt"))
             assert fields["max_batch_size"] >= s["batch"] and fields["preferred_batch_size"] == [s["batch"]]
-            assert fields["kinds"] == ["KIND_GPU"]
+            assert fields["kinds"] == ["KIND_GPU"] and fields["instances"] == s["instances"] == 1
             assert fields["max_queue_delay_us"] == s["max_queue_delay_us"]
             assert s["predicted_p99_ms"] <= s["slo_ms"]
 
@@ -267,7 +267,7 @@ def test_cpu_shares_are_whole_cores_within_profiled_range(tmp_path, cores, allow
     pm = FakePerfModel("cpu-host", kind="cpu", cores=cores, shares=(50.0, 100.0))
     problem = problem_of([("alexnet", 100, 60), ("resnet50", 30, 120), ("alexnet", 50, 80)], pm)
     assert {o.share for opts in problem.options for o in opts} <= allowed
-    plan = ilp.solve(problem, 5)
+    plan, _ = solve(problem, "ilp", 5)
     assert {s.option.share for g in plan.gpus for s in g.servers} <= allowed
     from igniter.provisioning.plan import build_plan, write_plan
     write_plan(build_plan(problem, plan, "ilp"), problem, tmp_path / "out", None, {})
@@ -283,7 +283,7 @@ def test_gpu_shares_extrapolate_at_most_one_step_below_profiled():
 
 def test_ilp_stops_when_greedy_meets_bound():
     problem = problem_of([("alexnet", 100, 60)])
-    a = ilp.solve(problem, 5)
+    a, _ = solve(problem, "ilp", 5)
     assert a.status == "optimal" and a.details["mode"] == "greedy meets the bound"
     assert cost(problem, a.gpus) == pytest.approx(a.lower_bound)
 

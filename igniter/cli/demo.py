@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.provisioning import STRATEGIES
 
 
 @click.command()
@@ -16,7 +17,7 @@ from igniter.cli.common import emit, json_option, table, user_errors
               help="Workloads YAML (default: examples/demo_workloads.yaml).")
 @click.option("--duration", type=click.FloatRange(1, 600), default=20.0, show_default=True,
               help="Seconds of replayed traffic.")
-@click.option("--strategy", type=click.Choice(["ilp", "igniter", "ffd"]), default="ilp", show_default=True)
+@click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True)
 @json_option
 @user_errors
 def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, as_json: bool) -> None:
@@ -36,7 +37,8 @@ def _human(result: dict) -> str:
     return "\n".join([
         table(rows),
         f"overall attainment {result['attainment'] * 100:.2f} % of requests within SLO; "
-        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap {result['gap'] * 100:.1f} %",
+        f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap "
+        + ("none (the plan misses SLOs)" if result["gap"] is None else f"{result['gap'] * 100:.1f} %"),
         f"machine: {result['machine']}; profiles: {result['profiles']}; {result['seconds']} s in all",
         f"report: {result['report']}",
     ])

@@ -14,6 +14,7 @@ import click
 
 from igniter.cli.common import emit, json_option, user_errors
 from igniter.errors import UserError
+from igniter.profiling.backends import BACKENDS
 from igniter.profiling.importers import FORMATS, import_profiles as run_import
 from igniter.schema import NAME_MAX, NAME_PATTERN, NAME_RULE
 
@@ -86,7 +87,7 @@ def _check_models(repo: Path, models: list[str], batches: list[int]) -> None:
 @click.option("--warmup", type=click.FloatRange(0), default=1.0, show_default=True, help="Warm-up seconds per run.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the pair design and inputs.")
 @click.option("--server", "server_url", help="Profile a running server (http://HOST:PORT); shares must be 100.")
-@click.option("--backend", type=click.Choice(["auto", "cpu", "mps"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="How a workload gets its share: CPU cores + threads, or NVIDIA MPS.")
 @click.option("--loadgen", "loadgen_name", type=click.Choice(["builtin", "perf_analyzer"]), default="builtin",
               show_default=True, help="Load generator.")

@@ -9,8 +9,9 @@ import click
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES, run
-from igniter.provisioning.plan import write_plan
+from igniter.provisioning.plan import read_plan, write_plan
 from igniter.provisioning.queueing import LATENCY_MODELS
+from igniter.provisioning.summary import summary
 from igniter.provisioning.workloads import load_perf_model
 
 
@@ -35,15 +36,10 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
         raise UserError(f"--time-limit {time_limit} is not a number of seconds", "give e.g. --time-limit 10")
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
                                              latency_model, _loader())
-    totals = plan["totals"]
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
                   "details": assignment.details}
     write_plan(plan, problem, out_dir, src_repo, solve_info)
-    result = {"gpus": totals["gpus"], "cost": totals["cost"], "lower_bound": totals["lower_bound"],
-              "gap": totals["gap"], "solve_seconds": round(seconds, 3),
-              "workloads": [{"name": s["workload"], "server": s["name"], "gpu": g["id"], "batch": s["batch"],
-                             "share": s["share"], "predicted_latency_ms": s["predicted_latency_ms"]}
-                            for g in plan["gpus"] for s in g["servers"]]}
+    result = {**summary(read_plan(out_dir)), "solve_seconds": round(seconds, 3), "out": str(out_dir)}
     emit(result, as_json, _human)
 
 
@@ -53,6 +49,20 @@ def _loader():
 
 
 def _human(result: dict) -> str:
-    head = (f"{result['gpus']} GPUs, cost {result['cost']:g}/h, lower bound {result['lower_bound']:g}, "
-            f"gap {result['gap'] * 100:.1f} %, solved in {result['solve_seconds']:.2f} s")
-    return head + "\n" + table(result["workloads"])
+    head = (f"{result['gpus']} GPUs ({result['strategy']}, {result['status']}), cost {result['cost']:g}/h, "
+            f"solved in {result['solve_seconds']:.2f} s -> {result['out']}")
+    gap = "no gap: the plan is infeasible" if result["gap"] is None else f"gap {result['gap'] * 100:.1f} %"
+    bound = f"lower bound {result['lower_bound']:g}, {gap}"
+    if result["misses"]:
+        bound += (f"\nINFEASIBLE: {len(result['misses'])} misses under the full model: "
+                  + ", ".join(m.get("server") or m.get("gpu") for m in result["misses"][:10]))
+    if result["accuracy_weight"]:
+        head += (f"\nobjective = cost - accuracy term = {result['cost']:g} - {result['accuracy_term']:g} = "
+                 f"{result['objective']:g} (accuracy weight {result['accuracy_weight']:g}); {bound} (of the objective)")
+    else:
+        head += f"\n{bound}"
+    columns = ["workload", "model", "replicas", "batch", "share", "rate", "predicted_p99_ms", "slo_ms",
+               "price_per_hour"] + (["accuracy", "accuracy_term"] if result["accuracy_weight"] else [])
+    rows = [{**r, "predicted_p99_ms": "unbounded" if r["predicted_p99_ms"] is None else r["predicted_p99_ms"]}
+            for r in result["workloads"]]
+    return head + "\n" + table(rows, columns)

@@ -14,6 +14,7 @@ import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.errors import UserError
+from igniter.ownership import is_owned
 from igniter.triton.client import TritonClient, resolve_repo
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
 from igniter.triton.server import LocalServer, ServerOptions, list_repo_models
@@ -22,9 +23,10 @@ DEFAULT_REPO = Path("triton_repo")
 
 
 def prepare_repo(repo: Path) -> Path:
-    """Resolve a repository path; the bundled demo repo gets its generated weights if they are missing."""
+    """Resolve a repository path; the bundled demo repo gets its generated weights if they are missing (only a
+    repository igniter made: a user's models named like the demo's are never touched)."""
     repo = resolve_repo(repo)
-    if {m.name for m in DEMO_MODELS} <= set(list_repo_models(repo)):
+    if is_owned(repo) and {m.name for m in DEMO_MODELS} <= set(list_repo_models(repo)):
         ensure_demo_repo(repo)
     return repo
 

@@ -17,16 +17,19 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from igniter.deployment.mps import SHARE_ENV, ensure_mps_daemon, stop_mps_daemon
+from igniter import backends
 from igniter.deployment.state import DeploymentState, ServerState, load_state, pid_alive, save_state
 from igniter.errors import UserError
+from igniter.ownership import child_of, contained, is_owned, make_owned_dir, mark
+from igniter.provisioning.plan import REPROVISION, LaunchSpec, read_launch, read_plan
 from igniter.triton.client import TritonClient
 from igniter.triton.config import config_digest, driven_fields, read_config
-from igniter.triton.server import Endpoints, LocalServer, ServerLog, ServerOptions, stop_process_group
+from igniter.triton.server import (Endpoints, LocalServer, ServerLog, ServerOptions, deployment_owner, owned_by,
+                                   stop_process_group)
 
 Progress = Callable[[str], None]
 
@@ -37,13 +40,13 @@ class PlannedServer:
     gpu: str
     share: float
     repo: Path  # plan's OUT_DIR/triton_repo/<name>
-    launch: dict
+    launch: LaunchSpec
     workloads: list[str]
     models: dict[str, Path]  # model -> planned config.pbtxt
 
     @property
     def launch_digest(self) -> str:
-        spec = {k: self.launch.get(k) for k in ("share", "cpus", "env", "gpu")}
+        spec = self.launch.model_dump(mode="json", include={"backend", "share", "cpus", "env", "gpu"})
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -55,46 +58,43 @@ class ServerAction:
     models: list[str] = field(default_factory=list)  # models whose config changes
 
 
-def read_plan(plan_path: Path) -> list[PlannedServer]:
-    if not plan_path.is_file():
-        raise UserError(f"plan {plan_path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
-    try:
-        plan = json.loads(plan_path.read_text())
-    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError and UnicodeDecodeError
-        raise UserError(f"plan {plan_path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
-    plan_format = plan.get("format") if isinstance(plan, dict) else None
-    if plan_format != "igniter-plan":
-        raise UserError(f"{plan_path} is not an igniter plan (format={plan_format!r})", "pass the plan.json written by `igniter provision`")
-    servers: dict[str, PlannedServer] = {}
-    for gpu in plan.get("gpus", []):
-        for entry in gpu.get("servers", []):
-            servers.setdefault(entry["name"], _planned_server(plan_path.parent, gpu, entry))
-    return list(servers.values())
+def planned_servers(plan_path: Path) -> list[PlannedServer]:
+    """The plan's servers with their launch specs, through the one plan reader."""
+    plan = read_plan(plan_path)
+    plan_dir = plan_path if plan_path.is_dir() else plan_path.parent
+    servers = []
+    for gpu, entry in plan.servers():
+        repo = _inside(plan_dir / "triton_repo", entry.name, "server name")
+        launch = read_launch(repo / "launch.json")
+        if (launch.server, launch.gpu, launch.share) != (entry.name, gpu.id, entry.share):
+            raise UserError(f"launch spec of {entry.name!r} ({launch.server}, {launch.gpu}, {launch.share:g} %) does not "
+                            f"match the plan ({entry.name}, {gpu.id}, {entry.share:g} %)", REPROVISION, str(repo))
+        models = {m: _inside(repo, m, "model name") / "config.pbtxt" for m in launch.models}
+        servers.append(PlannedServer(name=entry.name, gpu=gpu.id, share=entry.share, repo=repo, launch=launch,
+                                     workloads=[entry.workload], models=models))
+    return servers
 
 
-def _planned_server(plan_dir: Path, gpu: dict, entry: dict) -> PlannedServer:
-    repo = plan_dir / "triton_repo" / entry["name"]
-    launch_path = repo / "launch.json"
-    if not launch_path.exists():
-        raise UserError(f"server {entry['name']!r} has no launch spec at {launch_path}", "regenerate the plan with `igniter provision`")
-    try:
-        launch = json.loads(launch_path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"launch spec {launch_path} is not valid JSON ({err})", "regenerate the plan with `igniter provision`") from err
-    models = launch.get("models") or [entry["model"]]
-    return PlannedServer(name=entry["name"], gpu=gpu["id"], share=float(entry["share"]), repo=repo, launch=launch,
-                         workloads=sorted({s for s in [entry.get("workload")] if s}),
-                         models={m: repo / m / "config.pbtxt" for m in models})
+def _inside(root: Path, name: str, what: str) -> Path:
+    """root/name, refused unless it is one plain component that stays inside root (no '..', no link out)."""
+    fix = "regenerate the plan with `igniter provision` (names are letters, digits, '.', '_' or '-')"
+    path = child_of(root, name, what, fix)
+    contained(path, root, what, fix)
+    return path
 
 
-def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAction]:
+def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) -> list[ServerAction]:
     actions = []
     for server in planned:
         old = state.servers.get(server.name)
         if old is None:
             actions.append(ServerAction(server.name, "start", "new server", sorted(server.models)))
-        elif old.pid is not None and not pid_alive(old.pid):
-            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone", sorted(server.models)))
+        elif old.pid is not None and not owned_by(old.pid, deployment_owner(state_dir)):
+            actions.append(ServerAction(server.name, "restart", f"process {old.pid} is gone (or not this deployment's)",
+                                        sorted(server.models)))
+        elif old.pid is not None and not is_server_copy(state_dir, Path(old.repo)):
+            actions.append(ServerAction(server.name, "restart", f"{old.repo} is not a copy this deployment made",
+                                        sorted(server.models)))
         elif old.launch_digest != server.launch_digest and old.pid is not None:
             actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
         else:
@@ -106,13 +106,20 @@ def diff(planned: list[PlannedServer], state: DeploymentState) -> list[ServerAct
     return actions
 
 
+def is_server_copy(state_dir: Path, repo: Path) -> bool:
+    """A repository copy this deployment made: marked, directly under its marked servers/ directory."""
+    root = Path(state_dir) / "servers"
+    return (not repo.is_symlink() and repo.parent.resolve() == root.resolve() and is_owned(root) and is_owned(repo))
+
+
 class Deployer:
     """Executes a diff transactionally. ``detached`` servers outlive this process (the CLI); the demo keeps them attached."""
 
     def __init__(self, state_path: Path, server_map: dict[str, str] | None = None, detached: bool = True,
                  progress: Progress | None = None):
         self.state_path = state_path
-        self.root = state_path.parent / "servers"
+        self.root = state_path.parent.resolve() / "servers"  # copies recorded by absolute path: `down` from anywhere
+        self.owner = deployment_owner(state_path.parent)
         self.server_map = server_map or {}
         self.detached = detached
         self.progress = progress or (lambda message: None)
@@ -121,9 +128,9 @@ class Deployer:
         self._retire: list[ServerState] = []
 
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
-        planned = read_plan(plan_path)
+        planned = planned_servers(plan_path)
         state = load_state(self.state_path)
-        actions = diff(planned, state)
+        actions = diff(planned, state, self.state_path.parent)
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
@@ -143,7 +150,7 @@ class Deployer:
             raise
         save_state(new_state, self.state_path)
         for old in self._retire:
-            self._stop(old)
+            self._stop(old)  # what it leaves alone is not this deployment's (said in progress), the apply stands
         self._undo.clear()
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
@@ -160,18 +167,22 @@ class Deployer:
             return self._start(server)
         if action.action == "reload":
             self._reload_local(server, old, action.models)
-        current = replace(old, gpu=server.gpu, share=server.share, workloads=server.workloads, models={})
+        current = old.model_copy(update={"gpu": server.gpu, "share": server.share, "workloads": server.workloads,
+                                         "models": {}})
         return self._verify(server, current, self._client_for(old))
 
     def _start(self, server: PlannedServer) -> ServerState:
+        make_owned_dir(self.root, "igniter apply (server repository copies)", "servers directory",
+                       "choose another --state directory")
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
         self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
-        env = dict(server.launch.get("env") or {})
-        if SHARE_ENV in env:  # a GPU server: its share only holds under the deployment's MPS daemon
-            env.update(ensure_mps_daemon(self.state_path.parent))
-        options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=SHARE_ENV in env,
-                                cpus=server.launch.get("cpus"), detached=self.detached,
+        mark(repo, f"igniter apply (repository of server {server.name})")
+        backend = backends.get(server.launch.backend)
+        # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
+        env = {**server.launch.env, **backend.start_daemon(self._daemon_dir(backend))}
+        options = ServerOptions(repo=repo, models=sorted(server.models), env=env, gpu=backend.gpu,
+                                cpus=server.launch.cpus, detached=self.detached, owner=self.owner,
                                 log_path=self.root / "logs" / f"{repo.name}.log")
         options.log_path.parent.mkdir(parents=True, exist_ok=True)
         local = LocalServer(options)
@@ -184,6 +195,10 @@ class Deployer:
                             launch_digest=server.launch_digest, workloads=server.workloads, log=str(options.log_path))
         with TritonClient.connect(local) as client:
             return self._verify(server, state, client)
+
+    def _daemon_dir(self, backend) -> Path:
+        """Where a backend's daemon keeps its pipes beside the state: applied servers outlive `igniter apply`."""
+        return self.state_path.parent / backend.name
 
     def _reload_local(self, server: PlannedServer, old: ServerState, models: list[str]) -> None:
         with self._client_for(old) as client:
@@ -246,22 +261,38 @@ class Deployer:
         self._undo.clear()
         self._retire.clear()
 
-    def _stop(self, old: ServerState) -> None:
+    def _stop(self, old: ServerState) -> list[str]:
+        """Stop one recorded server and delete its repository copy, only where both are verifiably this
+        deployment's (a hand-edited state may name any pid or directory); returns what it left alone."""
         self.progress(f"retire   {old.name} (pid {old.pid})")
-        if old.pid and pid_alive(old.pid):
+        left = []
+        if owned_by(old.pid, self.owner):
             stop_process_group(old.pid, timeout_s=15)
+        elif pid_alive(old.pid):
+            left.append(f"pid {old.pid} (not a tritonserver this deployment started)")
         if old.repo != "(remote)":
-            shutil.rmtree(old.repo, ignore_errors=True)
+            if is_server_copy(self.state_path.parent, Path(old.repo)):
+                shutil.rmtree(old.repo, ignore_errors=True)
+            elif Path(old.repo).exists():
+                left.append(f"{old.repo} (not a server copy under {self.root})")
+        for item in left:
+            self.progress(f"left alone: {item}")
+        return left
 
     def stop_all(self) -> None:
-        """Stop every server in the state (`igniter down`; the demo's cleanup)."""
+        """Stop every server in the state (`igniter down`; the demo's cleanup). What is not this deployment's is
+        left alone, dropped from the state, and reported as one error after the rest is stopped."""
         state = load_state(self.state_path)
-        for server in state.servers.values():
-            self._stop(server)
+        left = [f"server {name!r}: {item}" for name, server in state.servers.items() for item in self._stop(server)]
         for local in self.local.values():
             local.stop()
-        stop_mps_daemon(self.state_path.parent)
+        for backend in backends.BACKENDS.values():
+            backend.stop_daemon(self._daemon_dir(backend))
         save_state(DeploymentState(), self.state_path)
+        if left:
+            raise UserError(f"the state {self.state_path} named what igniter did not start; left alone: "
+                            f"{'; '.join(left)}",
+                            "stop or delete those yourself if they are yours; the state no longer lists them")
 
 
 def _load_remote(endpoints: Endpoints, model: str, config) -> None:
@@ -272,9 +303,10 @@ def _load_remote(endpoints: Endpoints, model: str, config) -> None:
 def status(state_path: Path) -> dict:
     """What runs where, and whether it is healthy."""
     state = load_state(state_path)
+    owner = deployment_owner(state_path.parent)
     rows = []
     for server in sorted(state.servers.values(), key=lambda s: s.name):
-        alive = server.pid is None or pid_alive(server.pid)
+        alive = server.pid is None or owned_by(server.pid, owner)
         ready = {}
         if alive:
             try:

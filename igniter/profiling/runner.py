@@ -52,10 +52,10 @@ class ProfileSpec:
         return 2 * len(self.models) if self.pairs is None else self.pairs
 
 
-def plan(spec: ProfileSpec, gpu: bool) -> tuple[list[Member], list[PairRun]]:
+def plan(spec: ProfileSpec, exclusive_shares: bool) -> tuple[list[Member], list[PairRun]]:
     return (solo_grid(spec.models, spec.batches, spec.shares),
             pair_design(spec.models, spec.batches, spec.shares, spec.n_pairs if len(spec.models) > 1 else 0,
-                        spec.seed, gpu=gpu))
+                        spec.seed, gpu=exclusive_shares))
 
 
 class Progress:
@@ -157,7 +157,7 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
     started = time.monotonic()
     backend.check_shares(spec.shares)
     _hardware(store, backend)
-    solo, pairs = plan(spec, gpu=backend.kind == "gpu")
+    solo, pairs = plan(spec, exclusive_shares=backend.exclusive_shares)
     done_solo, done_pairs = store.done_keys("solo"), store.done_keys("pairs")
     solo_todo = [m for m in solo if run_key({"model": m.model, "batch": m.batch, "share": m.share}, SOLO_KEY) not in done_solo]
     pairs_todo = [p for p in pairs if not all(_pair_key(k) in done_pairs for k in p.rows_keys())]
@@ -165,10 +165,16 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
     progress = progress or Progress(len(solo_todo) + len(pairs_todo))
     progress.total = len(solo_todo) + len(pairs_todo)
     solo_runs = pair_runs = 0
-    for (model, share), group in itertools.groupby(solo_todo, key=lambda m: (m.model, m.share)):
+    kernel: dict[tuple[str, int], dict] = {}   # (model, batch) -> kernel metrics: one pass each, not per share
+    for (model, share), members in itertools.groupby(solo_todo, key=lambda m: (m.model, m.share)):
+        group = list(members)
+        for member in group:   # before the measured server starts: the pass runs a server of its own
+            if (model, member.batch) not in kernel:
+                kernel[(model, member.batch)] = backend.kernel_metrics(spec.repo, model, member.batch)
         with backend.start_workload(spec.repo, model, share) as ctx:
             for member in group:
                 row = measure(backend, [ctx], [member.batch], spec)[0]
+                row.update(kernel[(model, member.batch)])
                 row["run_id"] = f"solo:{model}/b{member.batch}/s{share:g}"
                 store.append_solo(row)
                 solo_runs += 1
@@ -190,6 +196,7 @@ def run_profile(spec: ProfileSpec, store: ProfileStore, backend: ResourceBackend
             on_row("pair", a)
         progress.step(f"pair {run.a.model}(b{run.a.batch},s{run.a.share:g}) + {run.b.model}(b{run.b.batch},s{run.b.share:g})")
     return {"solo_runs": solo_runs, "pair_runs": pair_runs, "skipped": skipped,
+            "kernel_metric_passes": sum(1 for found in kernel.values() if found),
             "seconds": round(time.monotonic() - started, 2), "out": str(store.dir)}
 
 

@@ -7,13 +7,12 @@ A sampler is used as ``sampler.start(); ...; figures = sampler.stop()``; figures
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol
 
-PROC = Path("/proc")
+from igniter.backends.hardware import PROC
 
 
 class Sampler(Protocol):
@@ -118,17 +117,6 @@ class CpuSampler:
         return out
 
 
-def load_pynvml():
-    """The pynvml module, initialised; raises RuntimeError when there is no NVIDIA driver."""
-    import pynvml  # noqa: PLC0415
-
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
-        raise RuntimeError(f"NVML unavailable: {err}") from err
-    return pynvml
-
-
 class NvmlSampler:
     """SM clock (MHz), power (W), GPU utilisation (%) and memory used (MB) of one GPU, sampled on a thread."""
 
@@ -174,13 +162,6 @@ class CombinedSampler:
         for s in self.samplers:
             out.update(s.stop())
         return out
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def monotonic() -> float:

@@ -1,9 +1,9 @@
 """Candidate server configurations per workload: (GPU type, model variant, batch, share, replicas).
 
 For every GPU type and model variant the perf model's linearised terms are tabulated once over its profiled
-batches x the type's share grid (share_grid: 2.5 % MPS steps on a GPU, whole cores on a CPU host), restricted
-to the shares the profiles support (usable_shares: no extrapolation below the profiled range on a CPU host,
-at most one grid step below it on a GPU). A workload's rate is split over k
+batches x the type's share grid (its igniter.backends backend's: 2.5 % MPS steps on a GPU, whole cores on a CPU
+host), restricted to the shares the profiles support (usable_shares: no extrapolation below the profiled range on
+a CPU host, at most one grid step below it on a GPU). A workload's rate is split over k
 replicas, for the fewest k that let one server meet the SLO solo (queueing model, see queueing.py) and
 REPLICA_CHOICES - 1 more on small instances (smaller servers sometimes pack better); each (batch, share)
 whose solo latency fits under the latency the queueing model allows is a candidate, and its slack
@@ -17,12 +17,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from igniter import backends
 from igniter.errors import UserError
-from igniter.profiling.sysmetrics import cpu_count
 from igniter.provisioning import queueing
 from igniter.provisioning.workloads import MAX_SERVERS, GpuType, Workload, WorkloadSet
 
-SHARE_STEP = 2.5                 # GPU share grid (%): the MPS granularity iGniter uses
 MAX_EXTRA_REPLICAS = 4           # replicas tried beyond the capacity estimate before a workload is infeasible
 MAX_REPLICAS = 64                # servers one workload may be split over; more is refused (bounded search)
 REPLICA_CHOICES = 3              # replica counts offered per workload, from the fewest that meet the SLO,
@@ -148,31 +147,22 @@ def _row_key(option: Option) -> tuple:
     return option.workload, option.type_index, option.model, option.batch, option.rate
 
 
-def host_cores(gpu_type: GpuType) -> int:
-    """Cores of a CPU host type: hardware.json's "cores", else those usable here (counted as the profiler does)."""
-    return int((gpu_type.perf_model.hardware or {}).get("cores") or cpu_count())
-
-
-def share_step(gpu_type: GpuType) -> float:
-    """Grid step (%) of a device type: SHARE_STEP on a GPU; one core on a CPU host, where plan.py pins
-    round(share / 100 * cores) whole cores to a server, so any other share would not be what runs."""
-    if gpu_type.kind != "cpu":
-        return SHARE_STEP
-    return 100.0 / host_cores(gpu_type)
-
-
-def share_grid(step: float) -> np.ndarray:
-    return np.round(np.arange(1, math.floor(100.0 / step + 1e-9) + 1) * step, 4)
+def share_grid(gpu_type: GpuType) -> np.ndarray:
+    """The shares a server may get on this type: its resource backend's grid (2.5 % MPS steps on a GPU; whole
+    cores on a CPU host, where a server is pinned to round(share / 100 * cores) cores, so any other share would
+    not be what runs)."""
+    hardware = gpu_type.perf_model.hardware or {}
+    return backends.for_hardware(hardware).share_grid(hardware)
 
 
 def usable_shares(gpu_type: GpuType, model: str, shares: np.ndarray) -> np.ndarray:
-    """Shares the fitted surface may be trusted at: from the smallest profiled share up on a CPU host (measured
-    whole-core points; below them the surface is pure extrapolation), from one grid step below it on a GPU
-    (the MPS surface is smooth in the share, one step of extrapolation is a small error; more is a guess)."""
+    """Shares the fitted surface may be trusted at: from the backend's lowest usable share for the smallest
+    profiled one up (CPU: the profiled whole-core points; MPS: one grid step of extrapolation below them)."""
     profiled = [float(s) for s in gpu_type.perf_model.shares(model)]
     if not profiled:
         return np.ones(len(shares), dtype=bool)
-    lowest = min(profiled) if gpu_type.kind == "cpu" else min(profiled) - share_step(gpu_type)
+    hardware = gpu_type.perf_model.hardware or {}
+    lowest = backends.for_hardware(hardware).lowest_usable_share(min(profiled), hardware)
     return shares >= lowest - 1e-9
 
 
@@ -183,7 +173,7 @@ def _occupancy(batch, throughput, latency):
 def build_grid(gpu_type: GpuType, model: str) -> ModelGrid:
     perf_model = gpu_type.perf_model
     batches = np.array(sorted(int(b) for b in perf_model.batches(model)))
-    shares = share_grid(share_step(gpu_type))
+    shares = share_grid(gpu_type)
     fields = _linear_terms_grid(perf_model, model, batches, shares)
     memory = np.array([perf_model.memory_mb(model, int(b)) or 0.0 for b in batches], dtype=float)
     return ModelGrid(batches, shares, usable_shares(gpu_type, model, shares), *fields, memory)

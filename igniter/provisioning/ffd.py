@@ -1,17 +1,17 @@
 """Interference-blind first-fit decreasing: each workload at its smallest solo share, servers sorted by share
 (largest first), first GPU whose summed share and memory still fit. Co-location slowdowns are ignored, so the
-full-model check usually finds SLO misses: this is the baseline that shows what interference costs."""
+full-model check usually finds SLO misses: this is the baseline that shows what interference costs, so the
+registry (igniter.provisioning.STRATEGIES) keeps its plan as packed instead of repairing it."""
 
 from __future__ import annotations
 
 from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, alternatives, enforce_max_count, has_room,
-                                           memory_limit, servers_of)
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, alternatives, has_room, memory_limit, servers_of
 
 NAME = "ffd"
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
+def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0, warm: list[Gpu] | None = None) -> Assignment:
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
     gpus: list[Gpu] = []
     for s in sorted(servers_of(problem, choice), key=lambda s: (-s.option.share, s.workload, s.replica)):
@@ -26,6 +26,5 @@ def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment
                 gpus.append(Gpu(o.type_index, [alt]))
                 break
         else:
-            gpus.append(Gpu(s.option.type_index, [s]))   # over max_count: refused below
-    enforce_max_count(problem, gpus)
+            gpus.append(Gpu(s.option.type_index, [s]))   # over max_count: igniter.provisioning.solve refuses it
     return Assignment(gpus, problem.share_lower_bound(), "heuristic")

@@ -3,7 +3,8 @@
 Per workload the smallest share meeting its SLO solo with the batch that needs it; servers sorted by that share,
 largest first; each goes to the GPU where the extra share needed because of interference (its own and the
 residents' share increases) is smallest, a new GPU when none can take it. Interference is the perf model's
-linearised form; afterwards the full model re-checks every GPU and ``repair`` fixes any miss.
+linearised form; afterwards (igniter.provisioning.solve) the full model re-checks every GPU and ``repair`` fixes
+any miss, re-inserting the servers it takes off a GPU with ``relocate`` (this greedy's rule).
 """
 
 from __future__ import annotations
@@ -11,27 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 from igniter.provisioning.candidates import ProvisioningProblem, min_share_options
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, alternatives, enforce_max_count, has_room,
-                                           memory_limit, repair, servers_of)
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, alternatives, has_room, memory_limit, servers_of
 
 NAME = "igniter"
 SHORTLIST = 4
 CHUNK = 16          # placements evaluated together (vectorised); most servers settle within the first chunk
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0) -> Assignment:
-    assignment = assign(problem)
-    enforce_max_count(problem, assignment.gpus)
-    return assignment
-
-
-def assign(problem: ProvisioningProblem) -> Assignment:
-    """The greedy's GPUs, over a type's max_count where nothing else fits (the ILP's warm start may be)."""
+def solve(problem: ProvisioningProblem, time_limit_s: float = 0.0, warm: list[Gpu] | None = None) -> Assignment:
+    """The greedy's GPUs, over a type's max_count where nothing else fits (igniter.provisioning.solve refuses such
+    a plan; as the ILP's warm start it may be)."""
     choice = [min_share_options(problem, wi)[0] for wi in range(len(problem.workloads))]
     problem.prefetch_rows(choice)
     gpus = pack(problem, servers_of(problem, choice))
-    fixes = repair(problem, gpus, relocate)
-    return Assignment([g for g in gpus if g.servers], problem.share_lower_bound(), "heuristic", {"repairs": fixes})
+    return Assignment([g for g in gpus if g.servers], problem.share_lower_bound(), "heuristic")
 
 
 def relocate(problem: ProvisioningProblem, gpus: list[Gpu], moved: list[tuple[int, Server]]) -> None:

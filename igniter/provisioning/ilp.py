@@ -13,14 +13,17 @@ candidate options (batch, share). Slots are GPUs (per type, at most what the war
                   + sched; slack = what the queueing model allows minus the solo latency)
           y_j >= y_{j+1} within a type; server i only in slots at positions <= i (symmetry breaking)
 
+The result is repaired and compared with the warm start by igniter.provisioning.solve (as for every strategy).
 After each solve every GPU is re-checked with the full perf model + queueing model; a violated co-located set
 is forbidden by a no-good cut (sum of its x <= size-1, in every slot of that type) and the ILP re-solved
 (bounded). When the greedy warm start already meets the lower bound nothing is searched. Up to SMALL_SERVERS
 servers the whole instance is one ILP; above, the greedy solution is improved by re-packing the servers of the
 WINDOW least-loaded GPUs into one GPU fewer (skipped when their smallest solo shares cannot fit; the greedy's
 insertion first, then a local ILP of at most WINDOW_ILP_S), until the time limit or MAX_FAILED_WINDOWS windows
-in a row did not shrink. The lower bound is the interference-free share bound (problem.share_lower_bound), valid for the
-whole candidate set; CBC's "optimal" status only covers the options the ILP was given.
+in a row did not shrink. The lower bound (bounds.py: the relaxed set-cover LP by column generation, at least the
+interference-free share bound) is computed first, in TIME_SHARE of the limit, and holds for the whole candidate
+set; the status is "optimal" only when the plan's cost meets it (a solver's "optimal" covers only the options its
+ILP was given: "feasible"). A solver failure (solvers.SolverFailed) keeps the best plan found so far: "fallback".
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ import pulp
 # PuLP 3.x deprecates LpVariable()/PULP_CBC_CMD in favour of 4.0 APIs; the bundled CBC is what we want.
 warnings.filterwarnings("ignore", message=r".*PuLP 4\.0.*", category=DeprecationWarning)
 
-from igniter.provisioning import greedy_igniter, patterns
+from igniter.provisioning import bounds, greedy_igniter, patterns
 from igniter.provisioning.candidates import Option, ProvisioningProblem
-from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Server, cost, enforce_max_count, memory_limit,
-                                           repair, violations, within_max_count)
+from igniter.provisioning.solvers import SolverFailed
+from igniter.provisioning.solvers import solve as run_solver
+from igniter.provisioning.strategy import EPS, Assignment, Gpu, Server, cost, memory_limit, violations
 
 NAME = "ilp"
 SMALL_SERVERS = 40
@@ -48,31 +52,43 @@ WINDOW = 5
 WINDOW_ILP_S = 0.3             # CBC time per window: proving a window cannot shrink is what is slow
 MAX_FAILED_WINDOWS = 3         # consecutive windows that did not shrink before giving up
 THREADS = 2
+CG_SHARE = 0.75               # of the time left after the enumeration, for column generation (exact pricing)
 ENUMERATION_S = 2.0          # enumerate every packing for at most this long, then generate columns
 
 
-def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0) -> Assignment:
+def solve(problem: ProvisioningProblem, time_limit_s: float = 10.0, warm: list[Gpu] | None = None) -> Assignment:
+    """``warm``: a feasible start (igniter.provisioning.solve gives the repaired greedy); without one the greedy's
+    unrepaired packing is used as the start."""
     start = time.monotonic()
-    warm = greedy_igniter.assign(problem).gpus
-    bound = problem.share_lower_bound()
+    warm = [g for g in (warm if warm is not None else greedy_igniter.solve(problem).gpus) if g.servers]
+    bound, details = bounds.best_bound(problem, cost(problem, warm), start + bounds.TIME_SHARE * time_limit_s,
+                                       warm)
     if cost(problem, warm) <= bound + EPS:   # the greedy already meets a valid bound: nothing to search
-        enforce_max_count(problem, warm)
-        return Assignment([g for g in warm if g.servers], bound, "optimal", {"mode": "greedy meets the bound"})
-    exact = _solve_patterns(problem, warm, start + time_limit_s)
+        return Assignment(warm, bound, "optimal", {"mode": "greedy meets the bound", **details})
+    try:
+        gpus, status, found_bound, more = _search(problem, warm, start + time_limit_s)
+    except SolverFailed as e:   # a crashed solver: the warm start is the best plan found so far
+        gpus, status, found_bound, more = warm, "fallback", -math.inf, {"mode": "fallback", "solver_error": str(e)}
+    details.update(more)
+    gpus = [g for g in gpus if g.servers]
+    bound = max(bound, found_bound)
+    if status != "fallback" and cost(problem, gpus) <= bound + EPS:
+        status = "optimal"
+    elif status == "optimal":   # the solver's optimum over the options it was given, not a proven one
+        status = "feasible"
+    return Assignment(gpus, bound, status, details)
+
+
+def _search(problem: ProvisioningProblem, warm: list[Gpu], deadline: float):
+    """The exact path, the whole-instance ILP or the windows, by size: (gpus, status, bound, details)."""
+    exact = _solve_patterns(problem, warm, deadline)
     if exact is not None:
-        gpus, status, bound, details = exact
-    elif sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
-        gpus, status, rounds = _solve_whole(problem, warm, time_limit_s - (time.monotonic() - start))
-        details = {"mode": "whole", "cut_rounds": rounds}
-    else:
-        gpus, status, tries = _improve_by_windows(problem, warm, start + time_limit_s)
-        details = {"mode": "windows", "windows_tried": tries}
-    if violations(problem, gpus) or (cost(problem, gpus) > cost(problem, warm) + EPS
-                                     and within_max_count(problem, warm) >= within_max_count(problem, gpus)):
-        gpus, status = warm, "heuristic"   # never worse than the warm start (a warm start over max_count is)
-    details["repairs"] = repair(problem, gpus, greedy_igniter.relocate)
-    enforce_max_count(problem, gpus)
-    return Assignment([g for g in gpus if g.servers], max(bound, problem.share_lower_bound()), status, details)
+        return exact
+    if sum(len(g.servers) for g in warm) <= SMALL_SERVERS:
+        gpus, status, rounds = _solve_whole(problem, warm, deadline - time.monotonic())
+        return gpus, status, -math.inf, {"mode": "whole", "cut_rounds": rounds}
+    gpus, status, tries, error = _improve_by_windows(problem, warm, deadline)
+    return gpus, status, -math.inf, {"mode": "windows", "windows_tried": tries, **error}
 
 
 def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: float):
@@ -85,7 +101,9 @@ def _solve_patterns(problem: ProvisioningProblem, warm: list[Gpu], deadline: flo
         packings = patterns.enumerate_packings(problem, kinds, time.monotonic() + ENUMERATION_S)
         lp_value, mode = None, "patterns (all packings)"
     except patterns.TooLarge:
-        packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), deadline - 1.0)
+        # most of the time left: when exact pricing does not converge the whole-instance ILP still gets the rest
+        cg_deadline = time.monotonic() + CG_SHARE * (deadline - time.monotonic())
+        packings, lp_value = patterns.generate_packings(problem, kinds, _seeds(kinds, warm), cg_deadline)
         mode = "patterns (column generation)"
         if lp_value is None:
             return None
@@ -214,9 +232,7 @@ def pack_ilp(problem: ProvisioningProblem, items: list[Server], slots: list[int]
                     prob += pulp.lpSum(vs) <= len(vs) - 1, f"cut_{n}_{j}"
     if warm:
         _warm_start(items, opts, slots, position, warm, x, y)
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(0.1, round(time_limit_s, 2)), threads=THREADS,
-                               warmStart=bool(warm))
-    prob.solve(solver)
+    run_solver(prob, max(0.1, round(time_limit_s, 2)), THREADS, bool(warm))   # SolverFailed: ilp.solve's fallback
     if pulp.LpStatus[prob.status] != "Optimal" and prob.sol_status not in (1, 2):
         return None, pulp.LpStatus[prob.status]
     gpus = [Gpu(ti) for ti in slots]
@@ -283,7 +299,10 @@ def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
         items = sorted([s for gi in window for s in gpus[gi].servers],
                        key=lambda s: (-s.option.share, s.workload, s.replica))
         slots = [gpus[window[0]].type_index] * (len(window) - 1)
-        found = _repack(problem, items, slots, deadline)
+        try:
+            found = _repack(problem, items, slots, deadline)
+        except SolverFailed as e:   # keep what the windows already gained: the best plan found so far
+            return gpus, "fallback", tries, {"solver_error": str(e)}
         if found is None:
             failed.add(tuple(sorted(_key(gpus[gi]) for gi in window)))
             failures += 1
@@ -292,7 +311,7 @@ def _improve_by_windows(problem, warm: list[Gpu], deadline: float):
             continue
         failures = 0
         gpus = [g for gi, g in enumerate(gpus) if gi not in window] + found
-    return gpus, "heuristic", tries
+    return gpus, "heuristic", tries, {}
 
 
 def _repack(problem, items: list[Server], slots: list[int], deadline: float) -> list[Gpu] | None:

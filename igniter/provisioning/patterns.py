@@ -33,11 +33,13 @@ import numpy as np
 import pulp
 
 from igniter.provisioning.candidates import SMALL_WORKLOADS, Option, ProvisioningProblem
+from igniter.provisioning.solvers import solve as run_solver
 from igniter.provisioning.strategy import EPS, Gpu, Server, memory_limit
 
 MAX_WORKLOADS = SMALL_WORKLOADS   # above this the exact path is not attempted
 MAX_PACKINGS = 60000        # enumeration budget (packings), beyond it the instance counts as large
 MAX_TUPLES = 200000         # batch tuples evaluated per oracle call
+COLUMNS_PER_TYPE = 10      # improving packings a pricing round returns per GPU type (best first)
 PRICING_NODES = 300         # nodes of the capped (heuristic) pricing search
 
 
@@ -105,6 +107,7 @@ class Oracle:
     def __init__(self, problem: ProvisioningProblem, kinds: list[Kind]):
         self.problem, self.kinds = problem, kinds
         self.rows = [[problem.row(o) for o in k.options] for k in kinds]
+        self._stacked: dict[tuple[int, str], np.ndarray] = {}
 
     def solve(self, members: tuple[int, ...]) -> Packing | None:
         ti = self.kinds[members[0]].type_index
@@ -114,7 +117,8 @@ class Oracle:
         count = math.prod(len(c) for c in choices)
         if count > MAX_TUPLES:
             raise TooLarge(f"{count} batch tuples")
-        tuples = np.array(list(itertools.product(*choices)), dtype=int)          # (T, n)
+        tuples = np.stack(np.meshgrid(*[np.arange(len(c)) for c in choices], indexing="ij"),
+                          -1).reshape(-1, len(members))                          # (T, n), product order
         n = len(members)
         lat = np.stack([self._field(m, "latency")[tuples[:, j]] for j, m in enumerate(members)], 1)   # (T, n, S)
         sens = np.stack([self._field(m, "sensitivity")[tuples[:, j]] for j, m in enumerate(members)], 1)
@@ -149,7 +153,12 @@ class Oracle:
         return Packing(ti, members, options)
 
     def _field(self, m: int, name: str) -> np.ndarray:
-        return np.stack([r[name] if np.ndim(r[name]) else np.full(len(r["shares"]), r[name]) for r in self.rows[m]])
+        """(batches, shares) array of one kind's field, stacked once (pricing calls solve thousands of times)."""
+        key = (m, name)
+        if key not in self._stacked:
+            self._stacked[key] = np.stack([r[name] if np.ndim(r[name]) else np.full(len(r["shares"]), r[name])
+                                           for r in self.rows[m]])
+        return self._stacked[key]
 
     def _memory(self, m: int) -> np.ndarray:
         return np.array([o.memory_mb for o in self.kinds[m].options])
@@ -189,7 +198,7 @@ def solve_master(problem: ProvisioningProblem, kinds: list[Kind], packings: list
     for ti, t in enumerate(problem.types):
         if t.max_count:
             prob += pulp.lpSum(x[c] for c, p in enumerate(packings) if p.type_index == ti) <= t.max_count
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=max(1, math.ceil(time_limit_s)), threads=2))
+    run_solver(prob, max(1, math.ceil(time_limit_s)))
     if prob.sol_status not in (1, 2):
         return None, math.inf, -math.inf, False
     chosen = {i for i, v in enumerate(z) if (v.value() or 0) > 0.5}
@@ -202,7 +211,7 @@ def _lp_bound(prob, x, z) -> float:
     """The LP relaxation's value (a valid bound when the integer solve stopped early)."""
     for v in (*x, *z):
         v.cat = pulp.LpContinuous
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    run_solver(prob)
     return float(pulp.value(prob.objective))
 
 
@@ -226,8 +235,9 @@ def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: li
                       deadline: float) -> tuple[list[Packing], float | None]:
     """Column generation for the master's LP: (packings generated, LP value when proven optimal over ALL
     packings, else None). Pricing is an exact depth-first search over kinds with positive dual, pruned by
-    the remaining duals and by subset-closed feasibility."""
+    a fractional-knapsack completion bound (_Completion) and by subset-closed feasibility."""
     oracle = Oracle(problem, kinds)
+    completion = _Completion(problem, kinds)
     memo: dict[frozenset, Packing | None] = {}
 
     def fits(members: tuple[int, ...]) -> Packing | None:
@@ -243,7 +253,7 @@ def generate_packings(problem: ProvisioningProblem, kinds: list[Kind], seeds: li
             columns[frozenset(members)] = p
     while time.monotonic() < deadline:
         value, duals = _master_lp(problem, kinds, list(columns.values()))
-        found = _price(problem, kinds, duals, fits, deadline)
+        found = _price(problem, kinds, duals, fits, deadline, completion)
         if found is None:
             return list(columns.values()), None
         fresh = [p for p in found if frozenset(p.kinds) not in columns]
@@ -277,54 +287,127 @@ def _master_model(problem: ProvisioningProblem, kinds: list[Kind], packings: lis
 def _master_lp(problem: ProvisioningProblem, kinds: list[Kind], packings: list[Packing]):
     """LP relaxation of the master: (value, dual of every kind's cover row)."""
     prob, _, _ = _master_model(problem, kinds, packings, integer=False)
-    prob.solve(pulp.PULP_CBC_CMD(msg=False, threads=2))
+    run_solver(prob)
     duals = [max(0.0, prob.constraints[f"cover_{i}"].pi or 0.0) for i in range(len(kinds))]
     return float(pulp.value(prob.objective)), duals
 
 
-def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float):
+def _price(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
+           completion: "_Completion"):
     """Packings of negative reduced cost (price - sum of member duals), the best per GPU type; [] when none
     exists (the LP is then optimal over every packing); None when the search ran out of time. A search capped
     at PRICING_NODES nodes runs first: any column it finds is enough to go on; only when it finds none is
     the uncapped (exact) search needed."""
     for cap in (PRICING_NODES, None):
-        found = _search(problem, kinds, duals, fits, deadline, cap)
+        found = _search(problem, kinds, duals, fits, deadline, cap, completion)
         if found is None or found or cap is None:
             return found
     return None
 
 
 def _search(problem: ProvisioningProblem, kinds: list[Kind], duals: list[float], fits, deadline: float,
-            cap: int | None):
+            cap: int | None, completion: "_Completion"):
+    """Depth-first over kinds of positive dual (largest first); a branch is cut when its value plus the
+    completion bound (_Completion.bound) cannot beat the best packing found or the GPU's price. Returns the
+    COLUMNS_PER_TYPE best packings of negative reduced cost met on the way, per type."""
     found = []
     nodes = [0]
     for ti, t in enumerate(problem.types):
-        cand = sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
-                      key=lambda m: (-duals[m], m))
-        suffix = np.append(np.cumsum([duals[m] for m in cand][::-1])[::-1], 0.0)
+        cand = np.array(sorted((m for m in range(len(kinds)) if kinds[m].type_index == ti and duals[m] > EPS),
+                               key=lambda m: (-duals[m], m)), dtype=int)
         best: list = [t.price_per_hour + 1e-7, None]
+        improving: list = []
 
-        def dfs(start: int, members: tuple[int, ...], value: float) -> bool:
+        def dfs(start: int, members: tuple[int, ...], value: float, room: float) -> bool:
             for j in range(start, len(cand)):
-                if value + suffix[j] <= best[0]:
+                if value + completion.bound(cand[j:], members, room, duals) <= best[0]:
                     return True
                 nodes[0] += 1
                 if time.monotonic() > deadline or (cap is not None and nodes[0] > cap):
                     return cap is not None and time.monotonic() <= deadline
-                m = cand[j]
+                m = int(cand[j])
                 if any(kinds[x].workload == kinds[m].workload for x in members):
                     continue
                 p = fits(members + (m,))
                 if p is None:
                     continue
+                if value + duals[m] > t.price_per_hour + 1e-7:
+                    improving.append((value + duals[m], p))
                 if value + duals[m] > best[0]:
                     best[:] = [value + duals[m], p]
-                if not dfs(j + 1, members + (m,), value + duals[m]):
+                if not dfs(j + 1, members + (m,), value + duals[m], 100.0 - sum(o.share for o in p.options)):
                     return False
             return True
 
-        if not dfs(0, (), 0.0):
+        if not dfs(0, (), 0.0, 100.0):
             return None
-        if best[1] is not None:
-            found.append(best[1])
+        found += [p for _, p in sorted(improving, key=lambda vp: -vp[0])[:COLUMNS_PER_TYPE]]
     return found
+
+
+class _Completion:
+    """Upper bound on the duals that more members can add to a packing: a fractional knapsack over the
+    candidates, each weighing the least share at which it meets its SLO next to the members (their scheduling
+    delay and at least their least solo pressures pmin, interference only grows with more partners), in the
+    room the members leave at their least shares (the oracle's least total share for the members alone: any
+    superset gives them at least as much)."""
+
+    def __init__(self, problem: ProvisioningProblem, kinds: list[Kind]):
+        rows = [[problem.row(o) for o in k.options] for k in kinds]
+        b_max = max(len(r) for r in rows)
+        s_max = max(len(r[0]["shares"]) for r in rows)   # GPU types and CPU hosts have different grids
+        self.shares = np.full((len(kinds), s_max), np.inf)
+        for i, rs in enumerate(rows):
+            self.shares[i, :len(rs[0]["shares"])] = rs[0]["shares"]
+
+        def stacked(name):   # padding has no latency bound (lmax 0): never usable
+            out = np.zeros((len(kinds), b_max, s_max))
+            for i, rs in enumerate(rows):
+                for b, r in enumerate(rs):
+                    out[i, b, :len(r[name])] = r[name]
+            return out
+
+        self.lat, self.sens, self.press, self.sched, self.lmax = (
+            stacked(n) for n in ("latency", "sensitivity", "pressure", "sched", "max_latency"))
+        solo = (self.lmax > 0) & (self.lat <= self.lmax + EPS)
+        self.pmin = np.where(solo, self.press, np.inf).min(axis=(1, 2))
+        self.pmin = np.where(np.isfinite(self.pmin), self.pmin, 0.0)
+        self.workload = np.array([k.workload for k in kinds])
+
+    def bound(self, cand: np.ndarray, members: tuple[int, ...], room: float, duals: list[float]) -> float:
+        """The larger of: the best single candidate that fits next to the members, and the fractional knapsack
+        of two or more (each then also has another candidate as partner: one more scheduling delay and at least
+        the candidates' least pmin more pressure)."""
+        if not len(cand):
+            return 0.0
+        cand = cand[~np.isin(self.workload[cand], self.workload[list(members)])]
+        if not len(cand):
+            return 0.0
+        value = np.array([duals[m] for m in cand])
+        partners = float(self.pmin[list(members)].sum()) if members else 0.0
+        alone = self._weights(cand, partners, len(members))
+        single = float(value[alone <= room + EPS].max(initial=0.0))
+        several = self._weights(cand, partners + float(self.pmin[cand].min()), len(members) + 1)
+        return max(single, _fractional_knapsack(value, several, room))
+
+    def _weights(self, cand: np.ndarray, partner_pressure: float, partners: int) -> np.ndarray:
+        """Least share of each candidate meeting its SLO next to that partner pressure and count (inf: none)."""
+        ok = (self.lmax[cand] > 0) & (self.lat[cand] * (1 + self.sens[cand] * partner_pressure)
+                                     + self.sched[cand] * partners <= self.lmax[cand] + EPS)
+        s_max = self.shares.shape[1]
+        first = np.where(ok.any(2), ok.argmax(2), s_max).min(1)
+        return np.where(first < s_max, self.shares[cand, np.minimum(first, s_max - 1)], np.inf)
+
+
+def _fractional_knapsack(value: np.ndarray, weight: np.ndarray, room: float) -> float:
+    keep = np.isfinite(weight)
+    value, weight = value[keep], weight[keep]
+    if not len(value):
+        return 0.0
+    order = np.argsort(-value / weight)
+    cum = np.cumsum(weight[order])
+    k = int(np.searchsorted(cum, room + EPS, side="right"))
+    total = float(value[order][:k].sum())
+    if k < len(order):
+        total += float(value[order][k]) * max(room - (cum[k - 1] if k else 0.0), 0.0) / float(weight[order][k])
+    return total

@@ -1,8 +1,9 @@
 """What every provisioning strategy takes and returns, and the checks they share.
 
-A strategy is a module with ``solve(problem: ProvisioningProblem, time_limit_s: float) -> Assignment``.
-Packers reason with the linearised interference (perf_model.linear_terms, exact for additive models);
-``verify`` re-checks every GPU's co-located set with the full perf_model.predict_sets + queueing model.
+A strategy (``Strategy``: a module with ``solve``) searches; what every interference-aware one needs afterwards is
+done once around it (igniter.provisioning.solve): ``violations`` re-checks every GPU's co-located set with the full
+perf_model.predict_sets + queueing model, ``repair`` fixes the misses, and the warm start replaces a worse result.
+Packers reason with the linearised interference (perf_model.linear_terms, exact for additive models).
 """
 
 from __future__ import annotations
@@ -55,13 +56,26 @@ class Assignment:
 
 
 class Strategy(Protocol):
-    def solve(self, problem: ProvisioningProblem, time_limit_s: float) -> Assignment: ...
+    NAME: str
+
+    def solve(self, problem: ProvisioningProblem, time_limit_s: float, warm: list[Gpu] | None) -> Assignment:
+        """Place every server of ``problem``; ``warm``: a feasible solution to start from, when the registry gives
+        one (the result is then compared with it)."""
+
+
+def price(problem: ProvisioningProblem, gpus: list[Gpu]) -> float:
+    """Price per hour of the GPUs (hosts) in use."""
+    return sum(problem.types[g.type_index].price_per_hour for g in gpus if g.servers)
+
+
+def accuracy_reward(problem: ProvisioningProblem, gpus: list[Gpu]) -> float:
+    """Sum over workloads of the accuracy of the model serving them (replicas count once together)."""
+    return sum(s.option.accuracy / s.option.replicas for g in gpus for s in g.servers)
 
 
 def cost(problem: ProvisioningProblem, gpus: list[Gpu]) -> float:
-    price = sum(problem.types[g.type_index].price_per_hour for g in gpus if g.servers)
-    reward = sum(s.option.accuracy / s.option.replicas for g in gpus for s in g.servers)
-    return price - problem.accuracy_weight * reward
+    """The objective every strategy minimises: price less accuracy_weight x accuracy reward."""
+    return price(problem, gpus) - problem.accuracy_weight * accuracy_reward(problem, gpus)
 
 
 def memory_limit(problem: ProvisioningProblem, type_index: int) -> float:

@@ -21,19 +21,23 @@ and gRPC overheads shrink by K relative to the emulated times; every time is rep
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from igniter.errors import UserError
 from igniter.model import Member
+from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
+from igniter.provisioning.plan import read_plan as read_typed_plan
+from igniter.schema import dump_json
 from igniter.triton.config import (config_text, new_model_config, set_dynamic_batching, set_instance_group)
 from tritonclient.grpc import model_config_pb2 as mc
 
 BACKEND_SOURCE = Path(__file__).resolve().parents[1] / "triton" / "emulated_backend.py"
 MAX_TRACKED_PARTNERS = 6
 SLICE_MS = 2.0  # real ms between re-reads of the busy partners while a batch is held
+EMULATED_BACKEND = "cpu"  # emulated servers are plain CPU-kind Triton servers (they sleep: no cores pinned)
 
 
 @dataclass(frozen=True)
@@ -54,30 +58,14 @@ class PlannedServer:
     predicted_p99_ms: float
 
 
-def read_plan(plan_path: Path) -> tuple[dict, list[PlannedServer]]:
-    """The plan and its servers. The only place the replay reads a plan."""
-    path = Path(plan_path)
-    if not path.is_file():
-        raise UserError(f"plan {path} does not exist", "run `igniter provision ... --out DIR` and pass DIR/plan.json")
-    try:
-        plan = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise UserError(f"plan {path} is not valid JSON ({err})", "regenerate it with `igniter provision`") from err
-    if not isinstance(plan, dict) or plan.get("format") != "igniter-plan":
-        raise UserError(f"{path} is not an igniter plan", "pass the plan.json written by `igniter provision`")
-    try:
-        servers = [PlannedServer(name=s["name"], gpu=g["id"], model=s["model"], workload=s["workload"],
-                                 batch=int(s["batch"]), share=float(s["share"]), instances=int(s.get("instances", 1)),
-                                 max_queue_delay_us=int(s["max_queue_delay_us"]), rate=float(s["rate"]),
-                                 slo_ms=float(s["slo_ms"]), predicted_latency_ms=float(s["predicted_latency_ms"]),
-                                 predicted_p99_ms=float(s["predicted_p99_ms"]))
-                   for g in plan["gpus"] for s in g["servers"]]
-    except (KeyError, TypeError, ValueError) as err:
-        raise UserError(f"plan {path} lacks or mistypes a server field ({err})",
-                        "regenerate it with `igniter provision`") from err
-    if not servers:
-        raise UserError(f"plan {path} has no servers", "provision at least one workload")
-    return plan, servers
+def read_plan(plan_path: Path) -> list[PlannedServer]:
+    """The plan's servers, through the one plan reader (igniter.provisioning.plan.read_plan)."""
+    plan = read_typed_plan(plan_path)
+    return [PlannedServer(name=s.name, gpu=g.id, model=s.model, workload=s.workload, batch=s.batch, share=s.share,
+                          instances=s.instances, max_queue_delay_us=s.max_queue_delay_us, rate=s.rate,
+                          slo_ms=s.slo_ms, predicted_latency_ms=s.predicted_latency_ms,
+                          predicted_p99_ms=math.inf if s.predicted_p99_ms is None else s.predicted_p99_ms)
+            for g, s in plan.servers()]
 
 
 def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
@@ -118,7 +106,24 @@ def emulated_config(server: PlannedServer, queue_delay_scale: float) -> mc.Model
     return cfg
 
 
-def write_emulated_plan(plan: dict, servers: list[PlannedServer], tables: dict[str, dict], out: Path,
+def emulated_plan(servers: list[PlannedServer]) -> Plan:
+    """A plan of the same servers on emulated devices: CPU-kind Triton servers, unpinned, no MPS."""
+    gpus: dict[str, list[ServerPlan]] = {}
+    for s in servers:
+        gpus.setdefault(s.gpu, []).append(ServerPlan(
+            name=s.name, workload=s.workload, replica=0, replicas=1, model=s.model, batch=s.batch, share=s.share,
+            instances=s.instances, max_queue_delay_us=s.max_queue_delay_us, rate=max(s.rate, 1e-9),
+            slo_ms=s.slo_ms if math.isfinite(s.slo_ms) else 3.6e6, predicted_latency_ms=s.predicted_latency_ms,
+            predicted_p99_ms=s.predicted_p99_ms if math.isfinite(s.predicted_p99_ms) else None,
+            predicted_throughput_rps=0.0))
+    return Plan(format="igniter-plan", version=2, strategy="replay", latency_model="emulated", hardware_kind="cpu",
+                gpus=[GpuPlan(id=g, type="emulated", kind="cpu", backend=EMULATED_BACKEND, price_per_hour=0.0,
+                              servers=v) for g, v in gpus.items()],
+                totals=Totals(gpus=len(gpus), cost=0.0, accuracy_term=0.0, objective=0.0, lower_bound=0.0, gap=0.0,
+                              status="feasible"))
+
+
+def write_emulated_plan(servers: list[PlannedServer], tables: dict[str, dict], out: Path,
                         time_scale: Callable[[PlannedServer], float]) -> Path:
     """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models; busy files under OUT/busy/.
     ``time_scale``: each server's K. Returns the plan path for Deployer.apply."""
@@ -138,9 +143,9 @@ def write_emulated_plan(plan: dict, servers: list[PlannedServer], tables: dict[s
         spec = {"time_scale": time_scale(s), "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
                 "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS}
         (version / "emulation.json").write_text(json.dumps(spec))
-        launch = {"server": s.name, "gpu": s.gpu, "share": s.share, "models": [s.model], "env": {}}
-        (repo / "launch.json").write_text(json.dumps(launch, indent=2, sort_keys=True) + "\n")
-    (out / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+        launch = LaunchSpec(server=s.name, gpu=s.gpu, backend=EMULATED_BACKEND, share=s.share, models=[s.model], env={})
+        (repo / "launch.json").write_text(dump_json(launch))
+    (out / "plan.json").write_text(dump_json(emulated_plan(servers)))
     return out / "plan.json"
 
 

@@ -28,7 +28,8 @@ from igniter.errors import UserError
 from igniter.profiling.loadgen import LoadResult, arrival_offsets, open_loop, triton_infer
 from igniter.replay.emulator import (PlannedServer, constant_tables, latency_tables, read_plan,
                                      write_emulated_plan)
-from igniter.replay.trace import RateTrace, read_trace, trace_offsets
+from igniter.provisioning.traces import load_trace
+from igniter.replay.trace import RateTrace, rate_trace, trace_offsets
 
 CALIBRATION = PlannedServer(name="calibration", gpu="calibration", model="calibration", workload="calibration",
                             batch=1, share=100.0, instances=1, max_queue_delay_us=0, rate=0.0, slo_ms=math.inf,
@@ -41,8 +42,8 @@ Say = Callable[[str], None]
 
 @dataclass
 class ReplayOptions:
-    plan: Path
-    perf_model: Path
+    plan: Path | None               # plan.json (or its directory); None: ``servers`` given directly (the sweep)
+    perf_model: Path | None
     workdir: Path
     time_scale: float = 10.0
     duration_s: float = 60.0        # real seconds of measured traffic (emulated: duration / K)
@@ -51,6 +52,7 @@ class ReplayOptions:
     seed: int = 0
     tables: dict | None = None      # latency tables to use instead of the perf model's (the sweep)
     server_scales: dict[str, float] | None = None  # a K of their own for some servers (the sweep)
+    servers: list[PlannedServer] | None = None      # instead of a plan file (the sweep)
 
     def scale(self, server: PlannedServer) -> float:
         return (self.server_scales or {}).get(server.name, self.time_scale)
@@ -59,17 +61,15 @@ class ReplayOptions:
 def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     if not (opts.time_scale > 0 and math.isfinite(opts.time_scale)):
         raise UserError(f"time scale {opts.time_scale} is not a positive number", "give e.g. --time-scale 10")
-    plan, servers = read_plan(opts.plan)
+    servers = opts.servers if opts.servers is not None else read_plan(opts.plan)
     if opts.tables is None:
         from igniter.provisioning.workloads import load_perf_model  # noqa: PLC0415 - heavy (xgboost)
         tables = latency_tables(load_perf_model(opts.perf_model), servers)
     else:
         tables = opts.tables
     tables.update(constant_tables([CALIBRATION], lambda s, n: 0.0))
-    trace = read_trace(opts.trace, _workload_rates(servers)) if opts.trace else None
-    emulated = _with_calibration(plan)
-    plan_path = write_emulated_plan(emulated, servers + [CALIBRATION], tables, opts.workdir / "emulated",
-                                    opts.scale)
+    trace = rate_trace(load_trace(opts.trace), _workload_rates(servers)) if opts.trace else None
+    plan_path = write_emulated_plan(servers + [CALIBRATION], tables, opts.workdir / "emulated", opts.scale)
     deployer = Deployer(opts.workdir / "state.json", detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
     started = time.monotonic()
     try:
@@ -95,12 +95,6 @@ def _workload_rates(servers: list[PlannedServer]) -> dict[str, float]:
     for s in servers:
         rates[s.workload] = rates.get(s.workload, 0.0) + s.rate
     return rates
-
-
-def _with_calibration(plan: dict) -> dict:
-    entry = {"name": CALIBRATION.name, "share": 100.0, "model": CALIBRATION.model, "workload": CALIBRATION.workload,
-             "replica": 0, "batch": 1, "instances": 1, "max_queue_delay_us": 0}
-    return {**plan, "gpus": list(plan["gpus"]) + [{"id": CALIBRATION.gpu, "servers": [entry]}]}
 
 
 def schedule(server: PlannedServer, servers: list[PlannedServer], trace: RateTrace | None, opts: ReplayOptions,

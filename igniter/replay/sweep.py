@@ -10,7 +10,6 @@ req/s whatever b is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -52,16 +51,8 @@ def sweep(perf_model, model: str, share: float, points: list[Point], workdir: Pa
                                      instances=1, max_queue_delay_us=delay, rate=rate, slo_ms=1e9,
                                      predicted_latency_ms=full, predicted_p99_ms=0.0))
         scales[name] = REAL_MS_PER_SAMPLE * p.batch / full
-    plan = {"format": "igniter-plan", "version": 1, "gpus": [
-        {"id": s.gpu, "servers": [{"name": s.name, "share": s.share, "model": s.model, "workload": s.workload,
-                                   "replica": 0, "batch": s.batch, "instances": 1,
-                                   "max_queue_delay_us": s.max_queue_delay_us, "rate": s.rate, "slo_ms": s.slo_ms,
-                                   "predicted_latency_ms": full, "predicted_p99_ms": 0.0}]} for s in servers]}
-    workdir.mkdir(parents=True, exist_ok=True)
-    plan_path = workdir / "plan.json"
-    plan_path.write_text(json.dumps(plan))
-    opts = ReplayOptions(plan=plan_path, perf_model=Path("-"), workdir=workdir / "run", time_scale=REAL_MS_PER_SAMPLE,
-                         duration_s=duration_s, seed=seed, server_scales=scales,
+    opts = ReplayOptions(plan=None, perf_model=None, workdir=workdir, time_scale=REAL_MS_PER_SAMPLE,
+                         duration_s=duration_s, seed=seed, server_scales=scales, servers=servers,
                          tables=constant_tables(servers, lambda s, n: latency[s.batch][n - 1]))
     result = run_replay(opts, say)
     overhead_real_ms = result["overhead"]["real_p50_ms"]

@@ -6,6 +6,7 @@ the server log (local servers) or the repository index (remote). We surface it.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -64,13 +65,36 @@ class TritonClient:
     def load(self, name: str, config: ModelConfig | None = None) -> None:
         """Load (or live-reload) ``name``, optionally overriding its config. Raises UserError with Triton's reason."""
         log_offset = self._log.size() if self._log else 0
+        fix = "fix the model's config.pbtxt or the planned settings; the previous version keeps serving"
         try:
-            self.grpc.load_model(name, config=config_json(config) if config is not None else None)
+            self._load_watching_log(name, config, log_offset)
         except InferenceServerException as err:
             reason = self._failure_reason(name, log_offset) or err.message()
-            raise UserError(f"Triton rejected model {name!r}: {reason}",
-                            "fix the model's config.pbtxt or the planned settings; the previous version keeps serving") from err
+            raise UserError(f"Triton rejected model {name!r}: {reason}", fix) from err
+        except _LoggedFailure as failure:
+            raise UserError(f"Triton cannot load model {name!r}: {failure}", fix) from None
         self._configs.pop(name, None)
+
+    def _load_watching_log(self, name: str, config: ModelConfig | None, log_offset: int) -> None:
+        """The load call, abandoned as soon as the server log says the model cannot load: Triton's answer may never
+        come (a python model without model.py stays LOADING, its stub already gone)."""
+        outcome: list[BaseException | None] = []
+        call = threading.Thread(target=self._load_call, args=(name, config, outcome), daemon=True)
+        call.start()
+        while call.is_alive():
+            call.join(0.2)
+            failure = self._log.load_failure(since=log_offset) if self._log is not None and call.is_alive() else None
+            if failure:
+                raise _LoggedFailure(failure)  # the call stays blocked until close() cancels it
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _load_call(self, name: str, config: ModelConfig | None, outcome: list) -> None:
+        try:
+            self.grpc.load_model(name, config=config_json(config) if config is not None else None)
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting thread, which raises it
+            outcome.append(err)
 
     def unload(self, name: str, wait: bool = True) -> None:
         self.grpc.unload_model(name)
@@ -129,6 +153,10 @@ class TritonClient:
     def infer(self, name: str, inputs: list[grpcclient.InferInput]) -> dict[str, np.ndarray]:
         result = self.grpc.infer(name, inputs, client_timeout=self.timeout_s)
         return {out.name: result.as_numpy(out.name) for out in self.config(name).output}
+
+
+class _LoggedFailure(Exception):
+    """The server log's reason a model cannot load."""
 
 
 def _wire_type(data_type: int) -> str:

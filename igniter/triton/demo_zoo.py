@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from igniter.atomic import atomic_write
+from igniter.ownership import make_owned_dir, require_owned
 from igniter.triton.config import new_model_config, set_instance_group, set_parameter, write_config
 
 OPSET = 17
@@ -113,8 +114,14 @@ def demo_config(model: DemoModel):
     return cfg
 
 
+# Generated only where igniter owns the directory (the project's triton_repo carries the marker, committed), never
+# into a user's repository that merely has models named like these.
+_NOT_OURS = "give a new directory, or the project's triton_repo; igniter does not write into your repositories"
+
+
 def write_demo_repo(repo: Path, seed: int = 0) -> dict[str, str]:
     """(Re)generate every demo model under ``repo``; returns sha256 of each model.onnx."""
+    make_owned_dir(repo, "igniter demo models (igniter/triton/demo_zoo.py)", "demo model repository", _NOT_OURS)
     digests = {}
     for model in DEMO_MODELS:
         onnx_bytes = build_onnx(model, seed)
@@ -129,5 +136,6 @@ def ensure_demo_repo(repo: Path) -> Path:
     """Generate the demo models' files if missing (weights and backend code are build outputs, not committed)."""
     built = [repo / m.name / "1" / f for m in DEMO_MODELS for f in ("model.onnx", "model.py")]
     if not all(p.exists() for p in built):
+        require_owned(repo, "demo model repository", _NOT_OURS)
         write_demo_repo(repo)
     return repo

@@ -28,8 +28,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from igniter.errors import UserError
+from igniter.ownership import output_errors
 
 HOST = "127.0.0.1"
+# Every tritonserver igniter starts carries this tag in its environment (readable in /proc/PID/environ): the
+# deployment's state directory, or "process:<pid>" for a server that dies with the igniter process that started it.
+# Nothing is signalled unless it carries the expected tag and its command line is tritonserver (owned_by).
+OWNER_ENV = "IGNITER_OWNER"
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,9 @@ class ServerOptions:
     # detached: outlives this process (apply's managed servers, recorded by pid in the state file and stopped by
     # `igniter down`); otherwise the server dies with its parent.
     detached: bool = False
+    owner: str = ""  # the OWNER_ENV tag; default "process:<this pid>"
+    # argv run in front of tritonserver (a profiler that must launch the process it observes: ncu)
+    command_prefix: list[str] = field(default_factory=list)
 
 
 def pytriton_root() -> Path:
@@ -222,7 +230,7 @@ class LocalServer:
             f"--exit-timeout-secs={opts.exit_timeout_s}",
             "--log-verbose=0",
         ]
-        return cmd + [f"--load-model={m}" for m in opts.models]
+        return [*opts.command_prefix, *cmd, *(f"--load-model={m}" for m in opts.models)]
 
     def start(self) -> Endpoints:
         repo = Path(self.options.repo)
@@ -232,10 +240,13 @@ class LocalServer:
             if not (repo / model / "config.pbtxt").exists():
                 raise UserError(f"model {model!r} has no config.pbtxt in {repo}", f"choose one of: {', '.join(list_repo_models(repo)) or '(none)'}")
         ports = [free_port(self.options.host) for _ in range(3)]
-        log = open(self.log_path, "ab")
+        self._log_start = ServerLog(self.log_path).size()  # the file may hold an earlier run's lines
+        with output_errors(self.log_path, "server log"):
+            log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             _launch_command(self.command(*ports), self.options.cpus, die_with_parent=not self.options.detached),
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env(self.options.env),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_env({**self.options.env, OWNER_ENV: self.options.owner or f"process:{os.getpid()}"}),
             start_new_session=True,
         )
         log.close()
@@ -259,6 +270,10 @@ class LocalServer:
                                 f"read the full log at {self.log_path}")
             if http_ok(url):
                 return
+            failure = ServerLog(self.log_path).load_failure(since=self._log_start)
+            if failure:  # the server might wait forever (a python model without model.py): say it now
+                raise UserError(f"tritonserver could not load a model: {failure}",
+                                f"fix the model in {self.options.repo} (full log: {self.log_path})")
             time.sleep(0.1)
         raise UserError(f"tritonserver was not ready after {self.options.startup_timeout_s:.0f} s: {self.log_tail()}",
                         f"read the full log at {self.log_path}")
@@ -319,6 +334,43 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
+def owner_tag(pid: int) -> str | None:
+    """The OWNER_ENV tag of ``pid`` when it is a tritonserver leading its own process group, else None."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        leads_group = os.getpgid(pid) == pid  # we signal the whole group (server + python stubs)
+    except OSError:  # gone, or another user's process: not ours either way
+        return None
+    if Path(os.fsdecode(argv0)).name != "tritonserver" or not leads_group:
+        return None
+    prefix = os.fsencode(f"{OWNER_ENV}=")
+    tags = [os.fsdecode(item[len(prefix):]) for item in environ if item.startswith(prefix)]
+    return tags[0] if tags else None
+
+
+def deployment_owner(state_dir: Path) -> str:
+    """The OWNER_ENV tag of every server a deployment starts: its resolved state directory."""
+    return str(Path(state_dir).resolve())
+
+
+def owned_by(pid: object, owner: str) -> bool:
+    """True only for a live tritonserver that igniter started with tag ``owner``: the check before any signal."""
+    return type(pid) is int and pid > 0 and pid_alive(pid) and owner_tag(pid) == owner
+
+
+def owned_servers_under(root: Path) -> list[int]:
+    """Pids of the live tritonservers igniter started for a deployment whose state directory lies under ``root``."""
+    base = Path(root).resolve()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        tag = owner_tag(int(entry.name)) if entry.name.isdigit() else None
+        inside = tag is not None and tag.startswith("/") and (Path(tag) == base or base in Path(tag).parents)
+        if inside and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
@@ -340,15 +392,38 @@ class ServerLog:
 
     def tail(self, lines: int = 5, since: int = 0) -> str:
         """The last error-looking lines written after byte ``since``, without glog prefixes."""
+        rows = self._rows(since, last=True)
+        if rows is None:
+            return "(no log)"
+        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
+        return " | ".join(_message(r) for r in (errors or rows)[-lines:])
+
+    def load_failure(self, since: int = 0) -> str | None:
+        """The first line after byte ``since`` saying a model cannot load, without its glog prefix."""
+        for row in self._rows(since) or []:
+            if any(sign in row.lower() for sign in _LOAD_FAILURE_SIGNS):
+                return _message(row)
+        return None
+
+    def _rows(self, since: int, last: bool = False) -> list[str] | None:
+        """Lines after byte ``since``: the first (or ``last``) _LOG_READ_LIMIT bytes of them."""
         try:
             with open(self.path, "rb") as fh:
-                fh.seek(since)
-                text = fh.read().decode(errors="replace")
+                fh.seek(max(since, self.size() - _LOG_READ_LIMIT) if last else since)
+                text = fh.read(_LOG_READ_LIMIT).decode(errors="replace")
         except OSError:
-            return "(no log)"
-        rows = [r.strip() for r in text.splitlines() if r.strip()]
-        errors = [r for r in rows if r.startswith("E") or "error" in r.lower() or "failed" in r.lower()]
-        return " | ".join(r.split("] ", 1)[-1].strip('"') for r in (errors or rows)[-lines:])
+            return None
+        return [r.strip() for r in text.splitlines() if r.strip()]
+
+
+# What Triton, or the python backend's stub, logs when a model cannot load. After the stub's lines the server waits
+# on a stub that already exited and never becomes ready, so the start watches for them instead of timing out.
+_LOAD_FAILURE_SIGNS = ("failed to load '", "failed to preinitialize python stub", "failed to initialize python stub")
+_LOG_READ_LIMIT = 4 * 1024 * 1024
+
+
+def _message(row: str) -> str:
+    return " ".join(row.split("] ", 1)[-1].strip('"').split())
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

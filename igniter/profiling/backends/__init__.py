@@ -1,9 +1,9 @@
-"""Resource backends: how a workload gets its share of a machine while it is profiled.
+"""Profiling backends: a workload at its share while it is measured, plus the samplers that watch it.
 
-One small protocol, three implementations:
-- ``cpu``   (backends.cpu):  one local Triton per workload, pinned to share% of the host's cores, intra-op threads;
-- ``mps``   (backends.mps):  one local Triton per workload under an NVIDIA MPS daemon the backend runs,
-                             CUDA_MPS_ACTIVE_THREAD_PERCENTAGE = share;
+How a server gets its share (launch env, pinned cores, thread caps, MPS daemon, hardware description) is
+igniter.backends' (the same for profiled, planned and deployed servers); this adds what only profiling needs:
+- ``cpu``   (backends.cpu):  one local Triton per workload, igniter.backends.cpu's launch, /proc sampler;
+- ``mps``   (backends.mps):  one local Triton per workload under a private MPS daemon, NVML sampler, ncu pass;
 - ``remote``(backends.remote): a running server (--server URL); shares cannot be enforced, so only 100 %.
 
 Usage::
@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ContextManager, Protocol
 
+from igniter import backends
+from igniter.backends.hardware import load_pynvml
 from igniter.errors import UserError
 from igniter.profiling.sysmetrics import Sampler
 from igniter.triton.server import Endpoints, LocalServer
 
-BACKENDS = ("auto", "cpu", "mps")
+BACKENDS = ("auto", *sorted(backends.BACKENDS))   # the CLI's --backend choices
 
 
 @dataclass
@@ -49,6 +51,7 @@ class WorkloadContext:
 class ResourceBackend(Protocol):
     kind: str  # "cpu" | "gpu" (hardware.json's kind)
     name: str  # "cpu" | "mps" | "remote"
+    exclusive_shares: bool  # co-located shares add up to at most 100 % (igniter.backends)
 
     def __enter__(self) -> "ResourceBackend": ...
 
@@ -64,11 +67,11 @@ class ResourceBackend(Protocol):
 
     def check_shares(self, shares: list[float]) -> None: ...
 
+    def kernel_metrics(self, repo: Path, model: str, batch: int) -> dict: ...
+
 
 def gpu_available() -> bool:
     try:
-        from igniter.profiling.sysmetrics import load_pynvml  # noqa: PLC0415
-
         nvml = load_pynvml()
         return nvml.nvmlDeviceGetCount() > 0
     except Exception:  # noqa: BLE001 - no driver, no GPU
@@ -81,16 +84,19 @@ def get_backend(name: str = "auto", server_url: str | None = None, **kwargs) -> 
 
         return RemoteBackend(server_url, gpu=(name == "mps") or (name == "auto" and gpu_available()))
     if name == "auto":
-        name = "mps" if gpu_available() else "cpu"
-    if name == "cpu":
-        from igniter.profiling.backends.cpu import CpuBackend  # noqa: PLC0415
+        name = backends.DEFAULT_FOR_KIND["gpu" if gpu_available() else "cpu"]
+    profilers = _profilers()
+    if name not in profilers:
+        raise UserError(f"unknown resource backend {name!r}", f"use one of {', '.join(BACKENDS)}")
+    return profilers[name](**kwargs)
 
-        return CpuBackend(**kwargs)
-    if name == "mps":
-        from igniter.profiling.backends.mps import MpsBackend  # noqa: PLC0415
 
-        return MpsBackend(**kwargs)
-    raise UserError(f"unknown resource backend {name!r}", f"use one of {', '.join(BACKENDS)}")
+def _profilers() -> dict:
+    """Profiling backend class per igniter.backends name (imported on use: the MPS one pulls in NVML helpers)."""
+    from igniter.profiling.backends.cpu import CpuBackend  # noqa: PLC0415
+    from igniter.profiling.backends.mps import MpsBackend  # noqa: PLC0415
+
+    return {b.name: b for b in (CpuBackend, MpsBackend)}
 
 
 @contextlib.contextmanager

@@ -1,15 +1,16 @@
-"""GPU backend under NVIDIA MPS: the backend starts its own MPS control daemon and one Triton per workload with
-CUDA_MPS_ACTIVE_THREAD_PERCENTAGE = share (the workload's fraction of the SMs), models loaded with KIND_GPU.
+"""GPU profiling backend under NVIDIA MPS: the backend runs its own MPS control daemon (a private temp dir) and one
+Triton per workload, launched as igniter.backends.mps launches a planned server (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE =
+share, KIND_GPU on device 0 of CUDA_VISIBLE_DEVICES).
 
-- Daemon: ``nvidia-cuda-mps-control -d`` with CUDA_MPS_PIPE_DIRECTORY / CUDA_MPS_LOG_DIRECTORY in a private temp dir,
-  stopped with ``quit`` on its stdin (subprocess input=, no shell). Servers get the same two variables.
 - System metrics: a pynvml thread samples SM clock, power, utilisation and memory during each measurement.
-- L2 / DRAM utilisation: Nsight Compute is needed (``ncu``); it can only observe kernels of processes it launches,
-  so it is not run inside a measurement (it serialises kernels and would distort latency). ``ncu_metrics`` records
-  None unless ``ncu`` is on PATH and IGNITER_NCU_CMD names a command line that profiles a model
-  (e.g. ``ncu --target-processes all --metrics lts__t_sectors.avg.pct_of_peak_sustained_elapsed,
-  dram__throughput.avg.pct_of_peak_sustained_elapsed --csv <client>``), whose CSV it then parses.
-All edges (pynvml, subprocess, shutil.which) are injectable, so this module imports and is tested without a GPU.
+- Kernel metrics (L2 and DRAM throughput, % of peak): Nsight Compute observes only processes it launches and
+  serialises kernels, so it never runs inside a measurement. When ``ncu`` is on PATH, ``kernel_metrics`` starts one
+  extra solo server of the model under ``ncu --csv``, sends NCU_REQUESTS requests of the batch, stops the server
+  (only tritonserver: ncu writes its report when its target exits) and parses the CSV: one ncu pass per
+  (model, batch), whose figures the runner writes to every share's solo row (the kernels' demand per request does
+  not depend on the SM share; its rate does, which the perf model applies).
+All edges (pynvml, subprocess, shutil.which, the server factory, the request sender) are injectable, so this module
+imports and is tested without a GPU.
 """
 
 from __future__ import annotations
@@ -18,50 +19,34 @@ import contextlib
 import csv
 import io
 import os
-import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
+from igniter.backends.hardware import PROC, load_pynvml
+from igniter.backends.mps import BACKEND as MPS
+from igniter.backends.mps import MPS_CONTROL, mps_dirs_env, quit_mps_daemon, start_mps_daemon
 from igniter.errors import UserError
 from igniter.profiling.backends import WorkloadContext, loaded_server
-from igniter.profiling.hardware import gpu_hardware
-from igniter.profiling.sysmetrics import NvmlSampler, load_pynvml
-from igniter.triton.config import read_config, set_instance_group
+from igniter.profiling.sysmetrics import NvmlSampler
+from igniter.triton.config import read_config
 from igniter.triton.server import ServerOptions
 
-MPS_CONTROL = "nvidia-cuda-mps-control"
+NCU = "ncu"
 NCU_METRICS = {"lts__t_sectors.avg.pct_of_peak_sustained_elapsed": "l2_util_pct",
                "dram__throughput.avg.pct_of_peak_sustained_elapsed": "dram_util_pct"}
-
-
-def mps_dirs_env(base: Path) -> dict[str, str]:
-    """The environment that points an MPS daemon and its clients at the pipe/log directories under ``base``."""
-    return {"CUDA_MPS_PIPE_DIRECTORY": str(base / "pipe"), "CUDA_MPS_LOG_DIRECTORY": str(base / "log")}
-
-
-def start_mps_daemon(env: dict[str, str], missing: tuple[str, str], run=subprocess.run, which=shutil.which) -> None:
-    """``nvidia-cuda-mps-control -d`` in ``env``'s directories (created); UserError ``missing`` (problem, fix) when
-    the binary is absent, another when the daemon fails to start."""
-    binary = which(MPS_CONTROL)
-    if binary is None:
-        raise UserError(*missing)
-    for directory in env.values():
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    result = run([binary, "-d"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
-    if result.returncode != 0:
-        raise UserError(f"the MPS control daemon did not start: {(result.stderr or result.stdout).strip()}",
-                        "check that no other MPS daemon owns the GPU and that the GPU is in DEFAULT compute mode")
-
-
-def quit_mps_daemon(env: dict[str, str], run=subprocess.run, which=shutil.which) -> None:
-    run([which(MPS_CONTROL) or MPS_CONTROL], input="quit\n", env={**os.environ, **env}, capture_output=True,
-        text=True, timeout=30)
+NCU_DURATION = "gpu__time_duration.sum"     # per kernel: the weight of its figures
+TIME_UNITS_NS = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9}   # ncu scales units per value
+NCU_REQUESTS = 20                 # requests per ncu pass: every kernel of the model, a few times
+NCU_STARTUP_TIMEOUT_S = 900.0     # ncu replays every kernel of the server's start-up too
+NCU_REPORT_TIMEOUT_S = 300.0      # ncu writes its report after its target exits
+TRITONSERVER = "tritonserver"
 
 
 class MpsDaemon:
-    """An MPS control daemon in a private pipe/log directory."""
+    """An MPS control daemon in a private pipe/log directory (the profiler's own, gone when it stops)."""
 
     def __init__(self, run=subprocess.run, which=shutil.which, base_dir: Path | None = None):
         self._run, self._which = run, which
@@ -99,17 +84,31 @@ class MpsDaemon:
             self._tmp = None
 
 
+def send_requests(server, model: str, batch: int, count: int) -> None:
+    """``count`` inferences of ``batch`` samples, one after another (the ncu pass's workload)."""
+    from igniter.triton.client import TritonClient  # noqa: PLC0415
+
+    with TritonClient.connect(server) as client:
+        inputs = client.make_inputs(model, batch)
+        for _ in range(count):
+            client.infer(model, inputs)
+
+
 class MpsBackend:
-    kind = "gpu"
-    name = "mps"
+    kind = MPS.kind
+    name = MPS.name
+    resources = MPS
+    exclusive_shares = MPS.exclusive_shares
 
     def __init__(self, gpu_index: int = 0, log_dir: Path | None = None, nvml=None, daemon: MpsDaemon | None = None,
-                 server_factory=None):
+                 server_factory=None, which=shutil.which, send=send_requests):
         self.gpu_index = gpu_index
         self.log_dir = log_dir
         self._nvml = nvml
         self.daemon = daemon or MpsDaemon()
         self._server_factory = server_factory or loaded_server
+        self._which = which
+        self._send = send
 
     @property
     def nvml(self):
@@ -129,32 +128,51 @@ class MpsBackend:
         self.daemon.stop()
 
     def describe_hardware(self) -> dict:
-        hw = gpu_hardware(self.nvml, self.gpu_index)
-        hw["backend"] = "mps"
-        return hw
+        return MPS.describe_hardware(self.gpu_index, self.nvml)
 
     def check_shares(self, shares: list[float]) -> None:
         for share in shares:
-            if not 0 < share <= 100:
-                raise UserError(f"share {share:g} is not a percentage in (0, 100]", "give shares like 25,50,100")
+            MPS.check_share(share)
 
-    def options(self, repo: Path, model: str, share: float) -> ServerOptions:
-        env = {**self.daemon.env, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{share:g}",
-               "CUDA_VISIBLE_DEVICES": str(self.gpu_index)}
+    def options(self, repo: Path, model: str, share: float, prefix: list[str] | None = None) -> ServerOptions:
+        env = {**self.daemon.env, **MPS.launch(share).env, "CUDA_VISIBLE_DEVICES": str(self.gpu_index)}
         log = (self.log_dir / f"{model}-s{share:g}.log") if self.log_dir else None
-        return ServerOptions(repo=Path(repo), models=[], env=env, log_path=log, gpu=True)
+        return ServerOptions(repo=Path(repo), models=[], env=env, log_path=log, gpu=True,
+                             command_prefix=prefix or [],
+                             startup_timeout_s=NCU_STARTUP_TIMEOUT_S if prefix else ServerOptions.startup_timeout_s)
 
     @staticmethod
-    def model_config(repo: Path, model: str):
-        cfg = read_config(Path(repo) / model / "config.pbtxt")
-        return set_instance_group(cfg, 1, "KIND_GPU", gpus=[0])  # device 0 of CUDA_VISIBLE_DEVICES
+    def model_config(repo: Path, model: str, share: float = 100.0):
+        return MPS.configure_model(read_config(Path(repo) / model / "config.pbtxt"), 1, MPS.launch(share))
 
     @contextlib.contextmanager
     def start_workload(self, repo: Path, model: str, share: float, batch: int | None = None):
         options = self.options(repo, model, share)
-        with self._server_factory(options, model, self.model_config(repo, model)) as server:
+        with self._server_factory(options, model, self.model_config(repo, model, share)) as server:
             yield WorkloadContext(model=model, share=share, endpoints=server.endpoints, batch=batch, server=server,
-                                  info={"env": {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{share:g}"}})
+                                  info={"env": MPS.launch(share).env})
+
+    def kernel_metrics(self, repo: Path, model: str, batch: int) -> dict:
+        """L2 / DRAM throughput (% of peak, over the model's kernels weighted by duration) of ``model`` at ``batch`` from one ncu
+        pass over a solo server at 100 %; {} when ncu is not on PATH (the columns then stay empty)."""
+        ncu = self._which(NCU)
+        if ncu is None:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="igniter-ncu-") as tmp:
+            report = Path(tmp) / "ncu.csv"
+            prefix = [ncu, "--target-processes", "all", "--csv", "--page", "details",
+                      "--metrics", ",".join([*NCU_METRICS, NCU_DURATION]), "--log-file", str(report)]
+            with self._server_factory(self.options(repo, model, 100.0, prefix), model,
+                                      self.model_config(repo, model)) as server:
+                self._send(server, model, batch, NCU_REQUESTS)
+                stop_target(server)
+            text = report.read_text(errors="replace") if report.exists() else ""
+        found = parse_ncu_csv(text)
+        if not found:
+            raise UserError(f"ncu reported no L2/DRAM metrics for {model!r} at batch {batch}",
+                            "check that ncu can profile this GPU (it needs the driver's profiling permission: "
+                            "NVreg_RestrictProfilingToAdminUsers=0), or remove ncu from PATH to profile without them")
+        return found
 
     def sampler(self, contexts: list[WorkloadContext]) -> NvmlSampler:
         return NvmlSampler(self.nvml, self.gpu_index)
@@ -163,29 +181,60 @@ class MpsBackend:
         return {k: v for k, v in figures.items() if k != "nvml_samples"}
 
 
-def ncu_metrics(model: str, batch: int, which=shutil.which, run=subprocess.run, env=None) -> dict:
-    """L2 / DRAM utilisation (% of peak) from Nsight Compute, or None for each when ncu or the command is absent."""
-    env = os.environ if env is None else env
-    empty = {v: None for v in NCU_METRICS.values()}
-    command = env.get("IGNITER_NCU_CMD")
-    if which("ncu") is None or not command:
-        return empty
-    argv = [a.format(model=model, batch=batch) for a in shlex.split(command)]
-    try:
-        result = run(argv, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired):
-        return empty
-    return {**empty, **parse_ncu_csv(result.stdout)}
+def stop_target(server, proc: Path = PROC, timeout_s: float = NCU_REPORT_TIMEOUT_S) -> None:
+    """End an ncu pass the way that keeps its report: SIGTERM only the tritonserver in the server's process group
+    (ncu prints its report when its target exits; signalled itself, it would die without one), then wait for the
+    group leader (ncu) to exit. The server's own stop then finds nothing left, or kills what still runs."""
+    process = getattr(server, "process", None)
+    if process is None:
+        return
+    for pid in group_members(process.pid, TRITONSERVER, proc):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout_s)
+
+
+def group_members(pgid: int, name: str, proc: Path = PROC) -> list[int]:
+    """Pids of the processes named ``name`` in process group ``pgid`` (from /proc/<pid>/stat)."""
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm, rest = stat[stat.find("(") + 1:stat.rfind(")")], stat[stat.rfind(")") + 1:].split()
+        if comm == name and len(rest) > 2 and rest[2] == str(pgid):
+            found.append(int(entry.name))
+    return found
 
 
 def parse_ncu_csv(text: str) -> dict:
-    """Mean of each wanted metric over the kernels in ncu's --csv output (rows: "Metric Name","Metric Value")."""
+    """Each wanted metric over the kernels in ncu's ``--csv --page details`` output (==PROF== lines, then a header
+    with "ID", "Metric Name", "Metric Unit" and "Metric Value", one row per (kernel launch, metric); values may carry
+    thousands separators), weighted by the kernels' durations (a GEMM counts for more than a 1 us elementwise
+    kernel); a plain mean where a duration is missing."""
     start = text.find('"ID"')
-    rows = csv.DictReader(io.StringIO(text[start:] if start >= 0 else text))
-    values: dict[str, list[float]] = {}
-    for row in rows:
-        name = NCU_METRICS.get(row.get("Metric Name", ""))
-        if name:
-            with contextlib.suppress(ValueError, TypeError):
-                values.setdefault(name, []).append(float(str(row.get("Metric Value", "")).replace(",", "")))
-    return {k: sum(v) / len(v) for k, v in values.items() if v}
+    per_kernel: dict[str, dict[str, float]] = {}
+    for row in csv.DictReader(io.StringIO(text[start:] if start >= 0 else "")):
+        name = row.get("Metric Name", "")
+        try:
+            value = float(str(row.get("Metric Value", "")).replace(",", ""))
+        except ValueError:
+            continue
+        if name == NCU_DURATION and row.get("Metric Unit") in TIME_UNITS_NS:
+            per_kernel.setdefault(row.get("ID", ""), {})["duration_ns"] = value * TIME_UNITS_NS[row["Metric Unit"]]
+        elif name in NCU_METRICS:
+            per_kernel.setdefault(row.get("ID", ""), {})[NCU_METRICS[name]] = value
+    out = {}
+    for column in NCU_METRICS.values():
+        kernels = [k for k in per_kernel.values() if column in k]
+        if not kernels:
+            continue
+        weights = [k.get("duration_ns", 0.0) for k in kernels]
+        if not all(w > 0 for w in weights):
+            weights = [1.0] * len(kernels)
+        out[column] = sum(k[column] * w for k, w in zip(kernels, weights)) / sum(weights)
+    return out

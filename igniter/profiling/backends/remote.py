@@ -8,8 +8,8 @@ from pathlib import Path
 
 from igniter.errors import UserError
 from igniter.profiling.backends import WorkloadContext
-from igniter.profiling.hardware import cpu_hardware, gpu_hardware
-from igniter.profiling.sysmetrics import CombinedSampler, CpuSampler, NvmlSampler, load_pynvml
+from igniter.backends.hardware import cpu_hardware, gpu_hardware, load_pynvml
+from igniter.profiling.sysmetrics import CombinedSampler, CpuSampler, NvmlSampler
 from igniter.triton.client import TritonClient
 from igniter.triton.server import Endpoints
 
@@ -21,6 +21,7 @@ class RemoteBackend:
         self.url = url
         self.endpoints = Endpoints.from_url(url)
         self.kind = "gpu" if gpu else "cpu"
+        self.exclusive_shares = gpu   # pair designs as on the local backend of the same kind
         self.connect_timeout_s = connect_timeout_s
 
     def __enter__(self) -> "RemoteBackend":
@@ -48,6 +49,9 @@ class RemoteBackend:
             if not client.is_ready(model):
                 client.load(model)
         yield WorkloadContext(model=model, share=share, endpoints=self.endpoints, batch=batch, info={"remote": self.url})
+
+    def kernel_metrics(self, repo: Path, model: str, batch: int) -> dict:
+        return {}   # ncu observes only processes it launches; a remote server is not one
 
     def sampler(self, contexts):
         return CombinedSampler(NvmlSampler(load_pynvml())) if self.kind == "gpu" else CpuSampler()

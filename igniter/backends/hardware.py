@@ -3,10 +3,11 @@ host from /proc (model name, cores usable by this process, memory)."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
-from igniter.profiling.sysmetrics import PROC, cpu_count
+PROC = Path("/proc")
 
 # CUDA cores per SM by NVML architecture id (nvmlDeviceGetArchitecture): NVML gives cores, not SMs.
 _CORES_PER_SM = {2: 192, 3: 128, 4: 128, 5: 64, 6: 64, 7: 64, 8: 128, 9: 128}  # kepler..hopper, ada=8 hopper=9
@@ -32,6 +33,25 @@ def cpu_hardware(proc: Path = PROC) -> dict:
     except OSError:
         pass
     return {"kind": "cpu", "name": name, "cores": cpu_count(), "memory_mb": memory_mb, "source": "measured"}
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity), which is what a CPU share is a percentage of."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def load_pynvml():
+    """The pynvml module, initialised; raises RuntimeError when there is no NVIDIA driver."""
+    import pynvml  # noqa: PLC0415
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as err:
+        raise RuntimeError(f"NVML unavailable: {err}") from err
+    return pynvml
 
 
 def gpu_hardware(nvml, index: int = 0) -> dict:
