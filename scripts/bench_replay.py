@@ -57,6 +57,7 @@ def run_sweep(args, work: Path) -> None:
     started = time.monotonic()
     rows = sweep(pm, "resnet50", 50.0, points, work / "sweep", args.duration,
                  say=lambda m: print(m, file=sys.stderr))
+    probe = json.loads((work / "sweep" / "result.json").read_text())["overhead"]
     for r in rows:
         latency = solo_latency(pm, "resnet50", 50.0, r["batch"])
         r["simulated_p99_ms"] = simulated_p99(r["batch"], r["rate"], r["max_queue_delay_us"] / 1000.0, latency,
@@ -79,7 +80,10 @@ def run_sweep(args, work: Path) -> None:
              f"Model vs measured: median |error| {measured['median_abs_error'] * 100:.1f} %, most optimistic at "
              f"utilisation <= 0.8: {measured['most_optimistic'] * 100:+.1f} %. Model vs simulation: median |error| "
              f"{simulated['median_abs_error'] * 100:.1f} %, most optimistic at utilisation <= 0.8: "
-             f"{simulated['most_optimistic'] * 100:+.1f} %.", "",
+             f"{simulated['most_optimistic'] * 100:+.1f} %. The zero-latency probe (the real path alone: client, "
+             f"gRPC, Triton, python backend) took p50 {probe['real_p50_ms']:.1f} ms and p99 {probe['real_p99_ms']:.0f} ms "
+             "real in this run: host stalls of that size land in every point's tail, and they weigh most where the "
+             "batch hold (K x L, real) is shortest (small batches).", "",
              "| batch | util | L(b) ms | D ms | K | requests | model p99 | simulated p99 | measured p50 | measured p99 "
              "| model vs measured | model vs simulated | overhead ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -26,9 +26,9 @@ from igniter.deployment.report import write_html_report
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.profiling.loadgen import LoadResult, arrival_offsets, open_loop, triton_infer
+from igniter.provisioning.traces import load_trace
 from igniter.replay.emulator import (PlannedServer, constant_tables, latency_tables, read_plan,
                                      write_emulated_plan)
-from igniter.provisioning.traces import load_trace
 from igniter.replay.trace import RateTrace, rate_trace, trace_offsets
 
 CALIBRATION = PlannedServer(name="calibration", gpu="calibration", model="calibration", workload="calibration",

@@ -22,9 +22,6 @@ class RateTrace:
     times_s: np.ndarray               # (T,) from 0, increasing
     rates: dict[str, np.ndarray]      # workload -> (T,) req/s
 
-    def span_s(self) -> float:
-        return float(self.times_s[-1])
-
 
 def rate_trace(trace: Trace, planned_rates: dict[str, float]) -> RateTrace:
     """Each workload's rate over time from a trace read by igniter.provisioning.traces (the format capacity
