@@ -22,7 +22,7 @@ from igniter.model import PerfModel
 from igniter.ownership import make_owned_dir
 from igniter.profiling.backends import get_backend
 from igniter.backends.hardware import cpu_hardware
-from igniter.profiling.loadgen import LoadSpec, perf_analyzer_path, run_concurrent, run_perf_analyzer
+from igniter.profiling.loadgen import LoadSpec, run_concurrent
 from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
@@ -42,10 +42,6 @@ class DemoOptions:
     duration_s: float = 20.0
     warmup_s: float = 2.0
     strategy: str = "ilp"
-    # who sends the replayed requests: "auto" is NVIDIA's perf_analyzer (C++) where installed, else igniter's
-    # Python generator. On a small host the client shares the cores it measures: the Python one costs enough CPU
-    # to double the demo's p99 (../shared/notes/p99-measurement.md), perf_analyzer a fraction of that.
-    loadgen: str = "auto"
 
 
 def hardware_matches(stored: dict, here: dict) -> bool:
@@ -73,20 +69,11 @@ def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, list]:
     entries = [s for _, s in plan.servers()]
     specs = [LoadSpec(servers[s.name].grpc, s.model, 1, "open", rate_rps=s.rate, seed=i)
              for i, s in enumerate(entries)]
-    if client_of(opts) == "perf_analyzer":
-        results = run_perf_analyzer(specs, opts.duration_s, opts.warmup_s, per_request=True)
-    else:
-        results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
+    results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
     by_workload: dict[str, list] = {}
     for entry, result in zip(entries, results):
         by_workload.setdefault(entry.workload, []).append((entry, result))
     return by_workload
-
-
-def client_of(opts: DemoOptions) -> str:
-    if opts.loadgen == "auto":
-        return "perf_analyzer" if perf_analyzer_path() is not None else "builtin"
-    return opts.loadgen
 
 
 def summarise(by_workload: dict[str, list]) -> list[dict]:
@@ -126,7 +113,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     PerfModel.fit(profiles).save(perf_model_path)
 
     say(f"provision: {opts.workloads.name} with the {opts.strategy} strategy")
-    problem, assignment, built, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0)
+    problem, assignment, built, solve_s = provision(opts.workloads, perf_model_path, None, opts.strategy, 10.0,
+                                                    src_repo=opts.repo)
     plan_dir = opts.workdir / "plan"
     write_plan(built, problem, plan_dir, opts.repo, {"strategy": opts.strategy, "solve_seconds": round(solve_s, 3)})
     plan = read_plan(plan_dir)   # what apply deploys: the plan as written
@@ -150,7 +138,6 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
-        "client": client_of(opts),
         "seconds": round(time.monotonic() - started, 1),
     }
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

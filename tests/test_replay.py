@@ -173,19 +173,3 @@ def test_replay_cli_bad_plan_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["replay", str(tmp_path / "plan.json"), "--perf-model", "x", "--time-scale", "0"])
     assert result.exit_code == 2 and "--time-scale" in result.output
 
-
-# -- the demo's client: perf_analyzer's per-request export ----------------------------------------------------------
-
-def test_perf_analyzer_profile_export_gives_per_request_latencies():
-    from igniter.profiling.loadgen import LoadSpec, parse_profile_export
-
-    text = json.dumps({"experiments": [{"experiment": {"mode": "request_rate", "value": 2}, "requests": [
-        {"timestamp": 1_000_000_000, "response_timestamps": [1_003_000_000]},
-        {"timestamp": 1_500_000_000, "response_timestamps": [1_500_500_000, 1_502_000_000]},
-        {"timestamp": 3_000_000_000, "response_timestamps": []}]}]})
-    result = parse_profile_export(text, LoadSpec("127.0.0.1:1", "m", mode="open", rate_rps=2.0), 10.0)
-    assert list(result.latencies_ms) == [3.0, 2.0]         # the last response counts
-    assert (result.sent, result.ok, result.failed) == (3, 2, 1)
-    assert result.duration_s == 2.0                        # first to last send
-    with pytest.raises(UserError):
-        parse_profile_export("{}", LoadSpec("127.0.0.1:1", "m"), 1.0)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 import shutil
@@ -312,25 +311,6 @@ def parse_perf_analyzer_csv(text: str, spec: LoadSpec, duration_s: float) -> Loa
                       summary=summary)
 
 
-def parse_profile_export(text: str, spec: LoadSpec, duration_s: float) -> LoadResult:
-    """perf_analyzer's --profile-export-file JSON: every request's send and response timestamps (ns), so the
-    latencies are per request (percentiles and SLO attainment come out as from the builtin generator)."""
-    try:
-        experiments = json.loads(text)["experiments"]
-        requests = [r for e in experiments for r in e["requests"]]
-        latencies = np.array([(r["response_timestamps"][-1] - r["timestamp"]) / 1e6 for r in requests
-                              if r.get("response_timestamps")], dtype=float)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise UserError(f"perf_analyzer's profile export is not as expected ({err})",
-                        "use the perf_analyzer of tritonclient==2.51.0, or the builtin load generator") from err
-    failed = len(requests) - len(latencies)
-    sends = [r["timestamp"] for r in requests]
-    window = max((max(sends) - min(sends)) / 1e9 if len(sends) > 1 else duration_s, 1e-9)  # all its trials
-    return LoadResult(latencies_ms=latencies, sent=len(requests), ok=len(latencies), failed=failed,
-                      duration_s=window, achieved_rps=len(latencies) / window, batch=spec.batch, model=spec.model,
-                      offered_rps=spec.rate_rps)
-
-
 def require_perf_analyzer() -> Path:
     binary = perf_analyzer_path()
     if binary is None:
@@ -338,10 +318,8 @@ def require_perf_analyzer() -> Path:
     return binary
 
 
-def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float = 0.0,
-                      per_request: bool = False) -> list[LoadResult]:
-    """Run one perf_analyzer per spec at the same time (co-located runs); warm-up is its own stabilisation.
-    ``per_request``: every request's latency (its profile export) instead of its percentile summary."""
+def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float = 0.0) -> list[LoadResult]:
+    """Run one perf_analyzer per spec at the same time (co-located runs); warm-up is its own stabilisation."""
     binary = require_perf_analyzer()
     env = _perf_analyzer_env()
     with tempfile.TemporaryDirectory(prefix="igniter-pa-") as tmp:
@@ -349,10 +327,8 @@ def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float 
         for i, spec in enumerate(specs):
             path = Path(tmp) / f"{i}.csv"
             log = open(Path(tmp) / f"{i}.log", "wb")
-            command = perf_analyzer_command(binary, spec, duration_s, path)
-            if per_request:
-                command += ["--profile-export-file", str(path.with_suffix(".json"))]
-            procs.append((spec, path, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)))
+            procs.append((spec, path, log, subprocess.Popen(perf_analyzer_command(binary, spec, duration_s, path),
+                                                            stdout=log, stderr=subprocess.STDOUT, env=env)))
         results = []
         for spec, path, log, proc in procs:
             try:
@@ -365,10 +341,7 @@ def run_perf_analyzer(specs: list[LoadSpec], duration_s: float, warmup_s: float 
                 tail = (Path(log.name).read_text(errors="replace").strip().splitlines() or ["(no output)"])[-1]
                 raise UserError(f"perf_analyzer failed for {spec.model!r} (exit {code}): {tail}",
                                 "run perf_analyzer by hand against the server, or use --loadgen builtin")
-            if per_request:
-                results.append(parse_profile_export(path.with_suffix(".json").read_text(), spec, duration_s))
-            else:
-                results.append(parse_perf_analyzer_csv(path.read_text(), spec, duration_s))
+            results.append(parse_perf_analyzer_csv(path.read_text(), spec, duration_s))
     return results
 
 
