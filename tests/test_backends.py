@@ -179,9 +179,10 @@ def test_mps_daemon_start_stop(tmp_path):
     daemon.start()
     argv, kwargs = run.calls[0]
     assert argv == ["/usr/bin/nvidia-cuda-mps-control", "-d"]
-    assert kwargs["env"]["CUDA_MPS_PIPE_DIRECTORY"] == str(daemon.pipe_dir) and daemon.pipe_dir.is_dir()
-    assert kwargs["env"]["CUDA_MPS_LOG_DIRECTORY"] == str(daemon.log_dir)
-    pipe = daemon.pipe_dir
+    [private] = tmp_path.glob("igniter-mps-*")   # the daemon's own directory under base_dir, pipe/ and log/ in it
+    pipe = private / "pipe"
+    assert kwargs["env"]["CUDA_MPS_PIPE_DIRECTORY"] == str(pipe) and pipe.is_dir()
+    assert kwargs["env"]["CUDA_MPS_LOG_DIRECTORY"] == str(private / "log")
     daemon.stop()
     argv, kwargs = run.calls[1]
     assert argv == ["/usr/bin/nvidia-cuda-mps-control"] and kwargs["input"] == "quit\n"
@@ -214,7 +215,8 @@ def test_mps_backend_workload(repo, tmp_path):
             assert ctx.endpoints.grpc == "127.0.0.1:2" and ctx.batch == 4
         options, model, config = started[0]
         assert options.env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "30" and options.gpu
-        assert options.env["CUDA_MPS_PIPE_DIRECTORY"] == str(backend.daemon.pipe_dir)
+        [private] = tmp_path.glob("igniter-mps-*")
+        assert options.env["CUDA_MPS_PIPE_DIRECTORY"] == str(private / "pipe")
         assert config.instance_group[0].kind == config.instance_group[0].KIND_GPU
         sampler = backend.sampler([ctx])
         sampler.start()

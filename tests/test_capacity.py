@@ -15,6 +15,7 @@ import bz2
 import csv
 import io
 import json
+import os
 import sys
 import tarfile
 from pathlib import Path
@@ -288,6 +289,18 @@ def test_cli_refuses_a_directory_it_did_not_write(fake_cli, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".precious")]   # no temporary left
 
 
+def test_cli_refuses_a_stray_capacity_json_beside_a_users_file(fake_cli, tmp_path):
+    trace = scale_trace(tmp_path, [1.0])
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "capacity.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    res = invoke(fake_cli, tmp_path, "--trace", str(trace), "--out", str(out))
+    assert res.exit_code == 2 and "not an igniter output" in res.output
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in out.iterdir()) == ["capacity.json",
+                                                                                                  "notes.txt"]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--step", "5x"], "--step '5x' is not a duration"),
     (["--growth", "1,-2"], "not a list of positive factors"),
@@ -425,3 +438,20 @@ def test_a_growth_over_max_count_is_an_error_row(tmp_path):
     rows = {r["growth"]: r for r in result.growth if "error" in r}
     assert list(rows) == [1.8] and "max_count" in rows[1.8]["error"]
     assert by_name(result)["static-peak"].gpus[:, 0].tolist() == [3, 3, 3]
+
+
+def test_native_output_during_planning_goes_to_stderr(fake_cli, tmp_path, monkeypatch, capfd):
+    """A solver library writing to file descriptor 1 (HiGHS's banner) must not end up in the --json stdout."""
+    real = capacity_cli.plan_capacity
+
+    def chatty(*args, **kwargs):
+        os.write(1, b"Running a native solver\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capacity_cli, "plan_capacity", chatty)
+    res = invoke(fake_cli, tmp_path, "--trace", str(scale_trace(tmp_path, [1.0])), "--out", str(tmp_path / "o"),
+                 "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["steps"] == 1
+    captured = capfd.readouterr()
+    assert "Running a native solver" not in captured.out and "Running a native solver" in captured.err

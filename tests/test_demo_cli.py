@@ -27,9 +27,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert {w["name"] for w in report["workloads"]} == {"vision", "ranking"}
+    # what the demo claims: every request answered, the plan's p99 within each SLO, and the SLO met for far more
+    # requests than a broken plan manages (replayed at 4x the planned rate the demo measured 0.0 with 661
+    # failures). 0.9, not the 99 % the benchmark reports: the replay is short and shares the cores with CI.
     for workload in report["workloads"]:
-        assert {"slo_ms", "predicted_p99_ms", "measured_p99_ms", "attainment"} <= set(workload)
-        assert workload["requests"] > 0 and 0.0 <= workload["attainment"] <= 1.0
+        assert workload["requests"] > 0 and workload["failed"] == 0, workload
+        assert workload["predicted_p99_ms"] <= workload["slo_ms"], workload
+        assert workload["attainment"] >= 0.9, workload
+    assert report["attainment"] >= 0.9
     assert (tmp_path / "demo" / "report.html").read_text().count("<circle") == 2
     assert not load_state(tmp_path / "demo" / "state.json").servers, "the demo stops what it started"
 
@@ -52,3 +57,27 @@ def test_cli_apply_outlives_the_command_then_down_stops_it(demo_repo, tmp_path):
         for server in load_state(state).servers.values():
             if server.pid and pid_alive(server.pid):
                 os.killpg(server.pid, 9)
+
+
+def test_demo_attainment_counts_failed_requests_as_misses_hand_worked():
+    # attainment = requests answered within the SLO / requests sent, over every replica of a workload:
+    # replica 0 answers 3 of 4 (10, 20, 30 ms; one failed), replica 1 answers 2 of 2 (5, 40 ms); SLO 25 ms
+    # -> within 10, 20, 5 = 3 of 6 sent = 0.5
+    import numpy as np
+
+    from igniter.demo import summarise
+    from igniter.profiling.loadgen import LoadResult
+
+    from igniter.provisioning.plan import ServerPlan
+
+    def entry(replica, predicted_p99_ms):
+        return ServerPlan(name=f"gpu0-w-r{replica}", share=50.0, model="m", workload="w", replica=replica, replicas=2,
+                          batch=1, instances=1, max_queue_delay_us=0, rate=50.0, slo_ms=25.0,
+                          predicted_latency_ms=5.0, predicted_p99_ms=predicted_p99_ms, predicted_throughput_rps=200.0)
+
+    runs = [(entry(0, 12.0), LoadResult(np.array([10.0, 20.0, 30.0]), 4, 3, 1, 1.0, 3.0)),
+            (entry(1, 14.0), LoadResult(np.array([5.0, 40.0]), 2, 2, 0, 1.0, 2.0))]
+    [row] = summarise({"w": runs})
+    assert (row["requests"], row["failed"], row["replicas"], row["rate"]) == (6, 1, 2, 100.0)
+    assert row["attainment"] == 0.5 and row["predicted_p99_ms"] == 14.0
+    assert row["measured_p99_ms"] == pytest.approx(39.6)   # rank 0.99 x 4 = 3.96: 30 + 0.96 x (40 - 30)

@@ -80,9 +80,11 @@ def test_limits_hold_and_ilp_never_worse_than_greedy(seed):
     problem = problem_of(specs, FakePerfModel(memory_mb=4000))
     results = {name: solve(problem, name, 5)[0] for name in ("ilp", "igniter", "ffd")}
     for name, a in results.items():
+        # every workload's replicas placed exactly once (replica counts are each strategy's own choice)
         placed = sorted((s.workload, s.replica) for g in a.gpus for s in g.servers)
-        assert placed == sorted((wi, r) for wi, o in enumerate(problem.options) for r in range(o[0].replicas) if True) \
-            or name != "ffd"
+        replicas = {s.workload: s.option.replicas for g in a.gpus for s in g.servers}
+        assert sorted(replicas) == list(range(len(problem.workloads))), name
+        assert placed == sorted((wi, r) for wi, k in replicas.items() for r in range(k)), name
         for g in a.gpus:
             assert g.share() <= 100 + 1e-6
             assert g.memory() <= memory_limit(problem, g.type_index) + 1e-6

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
 
 import click
 
@@ -72,11 +75,28 @@ def capacity(workloads_path, trace_path, trace_format, perf_model, catalog, step
                         ilp_budget, latency_model)
     growths = parse_growth(growth)
     span = parse_duration(duration, "--duration") if duration else None
-    problem = load_problem(workloads_path, perf_model, catalog, latency_model, _loader())
-    trace = load_trace(trace_path, trace_format)
-    result = plan_capacity(WorkloadSet(problem.workloads, problem.accuracy_weight), problem.types, trace, settings,
-                           growths, span, progress=True)
-    emit(summary(result, write_report(result, out_dir)), as_json, _human)
+    with native_stdout_to_stderr():
+        problem = load_problem(workloads_path, perf_model, catalog, latency_model, _loader())
+        trace = load_trace(trace_path, trace_format)
+        result = plan_capacity(WorkloadSet(problem.workloads, problem.accuracy_weight), problem.types, trace,
+                               settings, growths, span, progress=True)
+        report = write_report(result, out_dir)
+    emit(summary(result, report), as_json, _human)
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr():
+    """Send what native libraries write to file descriptor 1 to stderr meanwhile (HiGHS prints a banner to stdout
+    the first time a solver is made), so that stdout carries the result only (--json stays parseable)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _loader():

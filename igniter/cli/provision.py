@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import click
 
 from igniter.cli.common import emit, json_option, table, user_errors
 from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES, run
+from igniter.provisioning.check import check_plan
 from igniter.provisioning.plan import read_plan, write_plan
 from igniter.provisioning.queueing import LATENCY_MODELS
 from igniter.provisioning.summary import summary
@@ -28,19 +30,38 @@ from igniter.provisioning.workloads import load_perf_model
               help="Source model repository: base configs and model files are copied from it.")
 @click.option("--latency-model", type=click.Choice(LATENCY_MODELS), default="queueing", show_default=True,
               help="queueing: p99 with batch formation and queueing; half-slo: iGniter's 2 x batch latency rule.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 0 if --out holds exactly what this run would write, else 1 with a diff.")
 @json_option
 @user_errors
-def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, as_json):
+def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit, src_repo, latency_model, check,
+              as_json):
     """Choose GPUs, batches and shares for every workload and write the plan and Triton repositories."""
     if not math.isfinite(time_limit):   # click's FloatRange lets nan and inf through
         raise UserError(f"--time-limit {time_limit} is not a number of seconds", "give e.g. --time-limit 10")
     problem, assignment, plan, seconds = run(workloads_path, perf_model, catalog, strategy, time_limit,
-                                             latency_model, _loader())
+                                             latency_model, _loader(), src_repo)
     solve_info = {"strategy": strategy, "solve_seconds": round(seconds, 3), "status": assignment.status,
                   "details": assignment.details}
+    if check:
+        sys.exit(_check(plan, problem, out_dir, src_repo, solve_info, as_json))
     write_plan(plan, problem, out_dir, src_repo, solve_info)
     result = {**summary(read_plan(out_dir)), "solve_seconds": round(seconds, 3), "out": str(out_dir)}
     emit(result, as_json, _human)
+
+
+def _check(plan, problem, out_dir, src_repo, solve_info, as_json) -> int:
+    diffs = check_plan(plan, problem, out_dir, src_repo, solve_info)
+    emit({"out": out_dir, "up_to_date": not diffs, "differing": sorted(diffs), "diff": "".join(diffs.values())},
+         as_json, _human_check)
+    return 1 if diffs else 0
+
+
+def _human_check(result: dict) -> str:
+    if result["up_to_date"]:
+        return f"{result['out']} is up to date"
+    return (f"{result['diff']}{len(result['differing'])} file(s) in {result['out']} differ from what this run writes "
+            "(re-run without --check to update them)")
 
 
 def _loader():

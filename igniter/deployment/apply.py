@@ -144,7 +144,12 @@ class Deployer:
             for action in actions[len(planned):]:
                 self._retire.append(state.servers[action.server])
         except BaseException as err:
-            self._rollback()
+            undone = self._rollback()
+            if undone:  # a step that could not be undone leaves the deployment between two plans: say which
+                what = err.what if isinstance(err, UserError) else str(err)
+                raise UserError(f"apply failed ({what}) and was not rolled back completely: {'; '.join(undone)}",
+                                "check the servers named with `igniter status` and apply the previous plan again",
+                                str(self.state_path)) from err
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
             raise
@@ -226,7 +231,7 @@ class Deployer:
                 previous = client.config(model) if client.is_ready(model) else None
                 client.load(model, read_config(path))
                 if previous is not None:
-                    self._undo.append(lambda m=model, c=previous, e=endpoints: _load_remote(e, m, c))
+                    self._undo.append(lambda m=model, c=previous, e=endpoints, n=server.name: _load_remote(n, e, m, c))
             state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo="(remote)", http=endpoints.http,
                                 grpc=endpoints.grpc, metrics=endpoints.metrics, pid=None,
                                 launch_digest=server.launch_digest, workloads=server.workloads)
@@ -251,15 +256,19 @@ class Deployer:
         log = ServerLog(Path(state.log)) if state.log else None
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
-    def _rollback(self) -> None:
+    def _rollback(self) -> list[str]:
+        """Undo every step done, newest first; returns what could not be undone."""
         self.progress("rolling back")
+        failed = []
         for undo in reversed(self._undo):
             try:
                 undo()
             except Exception as err:  # keep undoing the rest; report what could not be undone
                 self.progress(f"rollback step failed: {err}")
+                failed.append(str(err))
         self._undo.clear()
         self._retire.clear()
+        return failed
 
     def _stop(self, old: ServerState) -> list[str]:
         """Stop one recorded server and delete its repository copy, only where both are verifiably this
@@ -295,9 +304,13 @@ class Deployer:
                             "stop or delete those yourself if they are yours; the state no longer lists them")
 
 
-def _load_remote(endpoints: Endpoints, model: str, config) -> None:
-    with TritonClient(endpoints) as client:
-        client.load(model, config)
+def _load_remote(server: str, endpoints: Endpoints, model: str, config) -> None:
+    try:
+        with TritonClient(endpoints) as client:
+            client.load(model, config)
+    except Exception as err:
+        raise RuntimeError(f"{model!r} on remote server {server!r} ({endpoints.grpc}) could not be given its previous config back: "
+                           f"{' '.join(str(err).split())[:200]}") from err
 
 
 def status(state_path: Path) -> dict:

@@ -19,6 +19,7 @@ from igniter.errors import UserError
 from igniter.provisioning import bounds, ffd, greedy_igniter, ilp
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem
 from igniter.provisioning.plan import Plan, build_plan
+from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import (EPS, Assignment, Gpu, Strategy, cost, enforce_max_count, repair,
                                            violations, within_max_count)
 from igniter.provisioning.workloads import (default_catalog, known_models, load_catalog, load_perf_model,
@@ -44,14 +45,21 @@ STRATEGIES: dict[str, StrategyEntry] = {
 
 
 def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
-                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model) -> ProvisioningProblem:
+                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+                 src_repo: str | Path | None = None) -> ProvisioningProblem:
+    """With a source repository its configs constrain the plan (batch limits; an ensemble is planned as its
+    composing models: repository.RepositoryPerfModel)."""
     if catalog:
         types = load_catalog(catalog, loader)
     elif perf_model:
         types = default_catalog(loader(Path(perf_model)))
     else:
         raise UserError("no performance model given", "pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)")
-    return build_problem(load_workloads(workloads, known_models(types)), types, latency_model)
+    workload_set = load_workloads(workloads, known_models(types) | repository_models(src_repo))
+    types = repository_types(types, src_repo, {v.model for w in workload_set.workloads for v in w.models()})
+    problem = build_problem(workload_set, types, latency_model)
+    keep_stateful_on_one_server(problem)
+    return problem
 
 
 def solve(problem: ProvisioningProblem, strategy: str, time_limit_s: float) -> tuple[Assignment, float]:
@@ -100,10 +108,10 @@ def finish(problem: ProvisioningProblem, found: Assignment, warm: Assignment | N
 
 
 def run(workloads, perf_model, catalog, strategy: str = "ilp", time_limit_s: float = 10.0,
-        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model
-        ) -> tuple[ProvisioningProblem, Assignment, Plan, float]:
+        latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+        src_repo: str | Path | None = None) -> tuple[ProvisioningProblem, Assignment, Plan, float]:
     """Inputs -> (problem, assignment, plan, solve seconds)."""
-    problem = load_problem(workloads, perf_model, catalog, latency_model, loader)
+    problem = load_problem(workloads, perf_model, catalog, latency_model, loader, src_repo)
     start = time.perf_counter()
     assignment, _ = solve(problem, strategy, time_limit_s)
     assignment = bounded(problem, assignment, time_limit_s)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from igniter.errors import UserError
+from igniter.ownership import is_empty_dir, is_owned, mark
 from igniter.provisioning.capacity import CapacityResult, cheapest
 
 MARKER = "capacity.json"
@@ -38,8 +39,8 @@ def summary(result: CapacityResult, report: Path | None = None) -> dict:
 
 def write_report(result: CapacityResult, out_dir: str | Path) -> Path:
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).exists())):
-        raise UserError(f"output directory {out} exists and is not a capacity report",
+    if out.exists() and (not out.is_dir() or not (is_empty_dir(out) or is_owned(out))):  # only igniter's is replaced
+        raise UserError(f"output directory {out} exists and is not a capacity report (not an igniter output)",
                         "choose a new --out directory (or an earlier report's, which is replaced)")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +50,7 @@ def write_report(result: CapacityResult, out_dir: str | Path) -> Path:
                         "choose an --out directory in a writable place") from None
     try:
         _write_all(result, tmp, out / "report.html")
+        mark(tmp, "igniter capacity")
         os.chmod(tmp, 0o755)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

@@ -32,10 +32,10 @@ from igniter import backends
 from igniter.errors import UserError
 from igniter.ownership import MARKER, child_of, is_owned, mark, output_errors, require_owned
 from igniter.provisioning.candidates import ProvisioningProblem
+from igniter.provisioning.repository import Placement, write_server_models
 from igniter.provisioning.strategy import EPS, Assignment, Gpu, accuracy_reward, memory_limit, predicted, price
 from igniter.schema import (Count, NonNegativeFloat, PositiveFloat, SafeName, Share, Strict, dump_json, read_json,
                             validate)
-from igniter.triton.config import config_text, new_model_config, read_config, set_dynamic_batching
 from igniter.triton.server import owned_servers_under
 
 PLAN_FORMAT, PLAN_VERSION = "igniter-plan", 2
@@ -318,37 +318,16 @@ def _swap_in(tmp: Path, out: Path) -> None:
 
 def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, gpu_type, src_repo, cpu_next: int) -> int:
     """One server's model repository and launch.json; returns the next free core (CPU hosts pin cores)."""
-    model = server.model
     backend = backends.get(gpu.backend)
-    repo.mkdir()              # two plain mkdirs: with parents=True each would first fail on the missing parent
-    child_of(repo, model, "model name", _NAME_FIX).mkdir()
-    base = child_of(Path(src_repo), model, "model name", _NAME_FIX) if src_repo else None
-    if base is not None and (base / "config.pbtxt").exists():
-        cfg = read_config(base / "config.pbtxt")
-        _copy_model_files(base, repo / model)
-    else:
-        cfg = new_model_config(model)
-    cfg.name = model
-    cfg.max_batch_size = max(int(cfg.max_batch_size), server.batch)
-    set_dynamic_batching(cfg, [server.batch], server.max_queue_delay_us)
+    repo.mkdir()
     # the launch the profiler used for this share (igniter.backends): env, pinned cores, thread caps
     launch = backend.launch(server.share, backend.host_cpus(gpu_type.perf_model.hardware), cpu_next)
-    backend.configure_model(cfg, server.instances, launch)
-    spec = LaunchSpec(server=server.name, gpu=gpu.id, backend=backend.name, share=server.share, models=[model],
+    # the configs (repository.py: from the source model where there is one, keeping its semantics)
+    place = Placement(server.name, server.workload, server.batch, server.max_queue_delay_us, server.replicas,
+                      server.instances, backend.gpu, launch.threads)
+    models = write_server_models(repo, server.model, place, src_repo)
+    spec = LaunchSpec(server=server.name, gpu=gpu.id, backend=backend.name, share=server.share, models=models,
                       env=launch.env, cpus=launch.cpus, threads=launch.threads)
-    # plain writes: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
-    (repo / model / "config.pbtxt").write_text(config_text(cfg))
+    # a plain write: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
     (repo / "launch.json").write_text(dump_json(spec))
     return cpu_next + len(launch.cpus or [])
-
-
-def _copy_model_files(src: Path, dst: Path) -> None:
-    """Version directories and any other files of the source model, except its config (rewritten)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(src.iterdir()):
-        if entry.name == "config.pbtxt":
-            continue
-        if entry.is_dir():
-            shutil.copytree(entry, dst / entry.name)
-        else:
-            shutil.copy2(entry, dst / entry.name)

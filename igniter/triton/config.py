@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from igniter.atomic import atomic_write
 from igniter.errors import UserError
+from igniter.schema import read_text
 
 ModelConfig = mc.ModelConfig
 KINDS = {"KIND_CPU": mc.ModelInstanceGroup.KIND_CPU, "KIND_GPU": mc.ModelInstanceGroup.KIND_GPU,
@@ -28,14 +29,35 @@ def parse_config(text: str, where: str = "config") -> ModelConfig:
 
 
 def read_config(path: str | Path) -> ModelConfig:
+    return read_config_with_header(path)[0]
+
+
+def read_config_with_header(path: str | Path) -> tuple[ModelConfig, str]:
+    """The config and its leading comment block (a license header, say), which protobuf would drop."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"no model config at {path}", "create config.pbtxt or point at a model directory that has one")
-    return parse_config(path.read_text(), str(path))
+    text = read_text(path, "model config")
+    return parse_config(text, str(path)), leading_comments(text)
 
 
-def config_text(cfg: ModelConfig) -> str:
-    return text_format.MessageToString(cfg)
+def leading_comments(text: str) -> str:
+    """The comment lines (and blank lines between them) at the top of a config.pbtxt, with their newlines."""
+    lines = text.splitlines(keepends=True)
+    end = 0
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("#"):
+            end = i + 1
+        elif line.strip():
+            break
+    block = "".join(lines[:end])
+    return block if not block or block.endswith("\n") else block + "\n"
+
+
+def config_text(cfg: ModelConfig, header: str = "") -> str:
+    """protobuf text form (map entries sorted, so byte-deterministic), after the kept header with one blank line."""
+    body = text_format.MessageToString(cfg)
+    return f"{header}\n{body}" if header else body
 
 
 def write_config(cfg: ModelConfig, path: str | Path) -> None:
@@ -106,5 +128,17 @@ def driven_fields(cfg: ModelConfig) -> dict:
         "preferred_batch_size": list(cfg.dynamic_batching.preferred_batch_size),
         "max_queue_delay_us": cfg.dynamic_batching.max_queue_delay_microseconds,
         "dynamic_batching": cfg.HasField("dynamic_batching"),
+        "sequence_batching": sequence_fields(cfg) if cfg.HasField("sequence_batching") else None,
         "parameters": {k: v.string_value for k, v in sorted(cfg.parameters.items())},
     }
+
+
+def sequence_fields(cfg: ModelConfig) -> dict:
+    """The sequence batcher's fields igniter drives: its strategy and how it forms batches."""
+    seq = cfg.sequence_batching
+    if seq.HasField("oldest"):
+        return {"strategy": "oldest", "max_candidate_sequences": seq.oldest.max_candidate_sequences,
+                "preferred_batch_size": list(seq.oldest.preferred_batch_size),
+                "max_queue_delay_us": seq.oldest.max_queue_delay_microseconds}
+    return {"strategy": "direct", "max_queue_delay_us": seq.direct.max_queue_delay_microseconds,
+            "minimum_slot_utilization": seq.direct.minimum_slot_utilization}
