@@ -78,3 +78,23 @@ def _backup(path: Path) -> str:
     except OSError:          # no hard links here (some network file systems): a copy
         shutil.copy2(path, tmp)
     return tmp
+
+
+def swap_in_directory(new: Path, out: Path) -> None:
+    """Put the complete directory ``new`` (a sibling of ``out``) at ``out``: readers see the old directory or the
+    new one, never a mix, and on any failure an existing ``out`` is as it was."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    try:
+        os.replace(out, old)   # onto the empty temporary directory: rename(2) replaces an empty one
+    except BaseException:
+        old.rmdir()
+        raise
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -299,3 +299,25 @@ def test_vectorised_placement_equals_one_gpu_at_a_time():
     together = greedy_igniter.place(problem, groups, new)
     assert together == [greedy_igniter.place(problem, [g], new)[0] for g in groups]
     assert together[0] == [new] and together[1] is not None and together[-1] is None
+
+
+def test_provision_json_stdout_is_one_json_document_in_a_real_process(tmp_path):
+    """In a real process (not CliRunner, which only sees sys.stdout): a native solver writing to file descriptor 1
+    (HiGHS prints a banner when its first solver object is made; the strong bound builds one on the 12-workload
+    V100 set) must not break the --json output."""
+    import subprocess
+
+    from conftest import shared_data
+
+    root = Path(__file__).resolve().parents[1]
+    igniter = [sys.executable, "-m", "igniter"]
+    for step in (["import-profiles", "--format", "igniter", str(shared_data("igniter-v100")), "--out", str(tmp_path / "p")],
+                 ["fit", "--profiles", str(tmp_path / "p"), "--out", str(tmp_path / "m.json")]):
+        done = subprocess.run(igniter + step, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    res = subprocess.run(igniter + ["provision", "--workloads", str(root / "examples" / "workloads-12.yaml"),
+                                    "--perf-model", str(tmp_path / "m.json"), "--out", str(tmp_path / "plan"),
+                                    "--json"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)          # the whole stdout is one JSON document
+    assert len(doc["workloads"]) == 12 and doc["gpus"] >= 1

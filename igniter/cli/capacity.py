@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import sys
 
 import click
 
@@ -15,6 +12,7 @@ from igniter.provisioning import STRATEGIES, load_problem
 from igniter.provisioning.capacity import Settings, plan_capacity
 from igniter.provisioning.capacity_report import summary, with_saving, write_report
 from igniter.provisioning.queueing import LATENCY_MODELS
+from igniter.provisioning.solvers import native_stdout_to_stderr
 from igniter.provisioning.traces import FORMATS, load_trace
 from igniter.provisioning.workloads import WorkloadSet, load_perf_model
 
@@ -82,21 +80,6 @@ def capacity(workloads_path, trace_path, trace_format, perf_model, catalog, step
                                settings, growths, span, progress=True)
         report = write_report(result, out_dir)
     emit(summary(result, report), as_json, _human)
-
-
-@contextlib.contextmanager
-def native_stdout_to_stderr():
-    """Send what native libraries write to file descriptor 1 to stderr meanwhile (HiGHS prints a banner to stdout
-    the first time a solver is made), so that stdout carries the result only (--json stays parseable)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _loader():

@@ -26,6 +26,7 @@ from typing import Iterable
 import yaml
 
 from igniter import backends
+from igniter.atomic import swap_in_directory
 from igniter.errors import UserError
 from igniter.provisioning.plan import read_launch, read_plan
 from igniter.schema import read_json, read_text
@@ -448,29 +449,10 @@ def write_export_dir(out: Path, texts: dict[str, str]) -> None:
             (tmp / name).write_text(text, encoding="utf-8")
             os.chmod(tmp / name, 0o644)
         os.chmod(tmp, 0o755)
-        if out.exists():
-            _swap(tmp, out)
-        else:
-            os.replace(tmp, out)
+        swap_in_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _swap(new: Path, out: Path) -> None:
-    """Replace the directory ``out`` by ``new``; on any failure ``out`` is as it was."""
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    try:
-        os.replace(out, old)   # onto the empty temporary directory: rename(2) replaces an empty one
-    except BaseException:
-        old.rmdir()
-        raise
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_replaceable(out: Path) -> None:

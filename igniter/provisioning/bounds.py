@@ -290,7 +290,10 @@ class _Master:
 
     def __init__(self, problem: ProvisioningProblem, kinds: list[Kind], tables: list[TypeTables]):
         import highspy
-        self.h = highspy.Highs()
+
+        from igniter.provisioning.solvers import native_stdout_to_stderr
+        with native_stdout_to_stderr():
+            self.h = highspy.Highs()
         self.h.setOptionValue("output_flag", False)
         self.inf = highspy.kHighsInf
         n_w = len(problem.workloads)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from igniter.atomic import swap_in_directory
 from igniter.errors import UserError
 from igniter.ownership import is_empty_dir, is_owned, mark
 from igniter.provisioning.capacity import CapacityResult, cheapest
@@ -52,13 +53,7 @@ def write_report(result: CapacityResult, out_dir: str | Path) -> Path:
         _write_all(result, tmp, out / "report.html")
         mark(tmp, "igniter capacity")
         os.chmod(tmp, 0o755)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in_directory(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot write the report to {out}: {err.strerror or err}",

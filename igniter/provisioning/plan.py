@@ -29,6 +29,7 @@ from typing import Annotated, Iterator, Literal
 from pydantic import Field, StringConstraints, field_validator
 
 from igniter import backends
+from igniter.atomic import swap_in_directory
 from igniter.errors import UserError
 from igniter.ownership import MARKER, child_of, is_owned, mark, output_errors, require_owned
 from igniter.provisioning.candidates import ProvisioningProblem
@@ -300,20 +301,10 @@ def _write_plan(plan: Plan, problem: ProvisioningProblem, out: Path, src_repo, s
                 cpu_next = _write_server(repo, g, s, types[g.type], src_repo, cpu_next)
         mark(tmp, "igniter provision")
         os.chmod(tmp, 0o755)
-        _swap_in(tmp, out)
+        swap_in_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, gpu_type, src_repo, cpu_next: int) -> int:

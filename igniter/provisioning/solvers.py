@@ -8,8 +8,12 @@ plan found so far" (status "fallback") instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import sys
 import tempfile
+from typing import Iterator
 
 import pulp
 
@@ -30,7 +34,8 @@ def solve(prob: pulp.LpProblem, time_limit_s: float | None = None, threads: int 
         if (backend or DEFAULT_BACKEND) == "highs":
             # no MIP start in pulp's HiGHS API; no thread count: HiGHS fixes its global scheduler's threads at the
             # first run in a process and refuses ("Not Solved") any later run asking for another count
-            solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+            with native_stdout_to_stderr():
+                solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
         else:
             solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=threads, warmStart=warm_start)
             solver.tmpDir = tmp
@@ -39,3 +44,18 @@ def solve(prob: pulp.LpProblem, time_limit_s: float | None = None, threads: int 
         raise SolverFailed(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def native_stdout_to_stderr() -> Iterator[None]:
+    """Send what native code writes to file descriptor 1 to stderr meanwhile: HiGHS prints a banner on stdout
+    when its first solver object is made, below Python's sys.stdout, which would break `--json` output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
