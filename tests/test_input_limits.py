@@ -210,10 +210,11 @@ def test_plan_above_the_server_cap_is_refused_with_the_figure():
 
 
 def test_ilp_within_max_count_where_only_its_greedy_warm_start_is_over():
-    # found by search over random instances: the greedy needs 3 GPUs, 2 suffice (the ILP's plan below is the
-    # witness, checked with the full model); with max_count 2 the greedy is refused, the ILP must not be
-    specs = [("ssd", 154.5, 85.9), ("ssd", 21.6, 134.0), ("vgg19", 86.6, 64.5), ("vgg19", 104.6, 76.9),
-             ("resnet50", 286.5, 106.2), ("alexnet", 241.0, 145.2)]
+    # found by search over random instances (SLOs x 0.8 since the p99 model's fix of issue #11): the greedy needs
+    # 3 GPUs, 2 suffice (the ILP's plan below is the witness, checked with the full model); with max_count 2 the
+    # greedy is refused, the ILP must not be
+    specs = [("ssd", 154.5, 68.7), ("ssd", 21.6, 107.2), ("vgg19", 86.6, 51.6), ("vgg19", 104.6, 61.5),
+             ("resnet50", 286.5, 85.0), ("alexnet", 241.0, 116.2)]
     ws = WorkloadSet(tuple(Workload(f"w{i}", m, r, s) for i, (m, r, s) in enumerate(specs)))
     problem = build_problem(ws, [GpuType("V100", 1.0, 2, FakePerfModel())])
     with pytest.raises(UserError, match="need 3 GPUs"):

@@ -29,6 +29,7 @@ _COMMANDS = {
     "status": ("igniter.cli.deploy", "status"),
     "down": ("igniter.cli.deploy", "down"),
     "demo": ("igniter.cli.demo", "demo"),
+    "replay": ("igniter.cli.replay", "replay"),
     "export": ("igniter.cli.export", "export"),
 }
 

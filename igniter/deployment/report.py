@@ -44,15 +44,15 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def write_html_report(path: Path, result: dict) -> Path:
+def write_html_report(path: Path, result: dict, title: str = "igniter demo") -> Path:
     rows = result["workloads"]
     columns = ["name", "model", "rate", "slo_ms", "predicted_p99_ms", "measured_p99_ms", "attainment", "requests", "failed"]
     head = "".join(f"<th>{c}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(c), c)}</td>" for c in columns) + "</tr>" for r in rows)
     summary = {k: v for k, v in result.items() if k != "workloads" and not isinstance(v, (dict, list))}
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>igniter demo</title>
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
-</head><body><h1>igniter demo: predicted vs measured</h1>
+</head><body><h1>{html.escape(title)}: predicted vs measured</h1>
 <p>{html.escape(", ".join(f"{k} = {_cell(v, k)}" for k, v in summary.items()))}</p>
 <table><tr>{head}</tr>{body}</table>
 <h2>p99 latency, predicted vs measured (dashed: equal)</h2>{_scatter(rows)}

@@ -95,9 +95,11 @@ def arrival_offsets(rate_rps: float, horizon_s: float, arrival: str = "poisson",
 
 async def open_loop(infer: InferFn, rate_rps: float, duration_s: float, arrival: str = "poisson", seed: int = 0,
                     warmup_s: float = 0.0, max_requests: int | None = None, drain_s: float = 5.0,
-                    batch: int = 1, model: str = "") -> LoadResult:
-    """Send on the arrival schedule regardless of responses; latency from each request's scheduled time."""
-    offsets = arrival_offsets(rate_rps, warmup_s + duration_s, arrival, seed, max_requests)
+                    batch: int = 1, model: str = "", offsets: np.ndarray | None = None) -> LoadResult:
+    """Send on the arrival schedule regardless of responses; latency from each request's scheduled time.
+    ``offsets``: a schedule of its own (s from start, sorted; e.g. a rate trace's) instead of the rate's."""
+    if offsets is None:
+        offsets = arrival_offsets(rate_rps, warmup_s + duration_s, arrival, seed, max_requests)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     records: list[tuple[float, float | None, str | None]] = []  # (scheduled, done or None, error)

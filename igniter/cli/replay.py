@@ -1,0 +1,55 @@
+"""`igniter replay`: run a plan on local Triton servers with emulated accelerator timings and measure its p99."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from igniter.cli.common import emit, json_option, table, user_errors
+from igniter.errors import UserError
+
+
+@click.command()
+@click.argument("plan", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--perf-model", "perf_model", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Fitted model file (igniter fit): the emulated batch latencies.")
+@click.option("--time-scale", "time_scale", type=float, default=10.0, show_default=True,
+              help="K: emulated latencies x K, rates / K; results are reported unscaled.")
+@click.option("--duration", type=float, default=60.0, show_default=True,
+              help="Real seconds of measured traffic (emulated seconds: duration / K).")
+@click.option("--warmup", type=float, default=3.0, show_default=True, help="Real seconds before measuring.")
+@click.option("--trace", type=click.Path(path_type=Path, dir_okay=False),
+              help="Rate trace CSV: timestamp (s or ISO 8601) and one req/s column per workload, or a scale column.")
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path(".igniter/replay"),
+              show_default=True, help="Where the emulated plan, state, result.json and report.html go.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival processes.")
+@json_option
+@user_errors
+def replay(plan: Path, perf_model: Path, time_scale: float, duration: float, warmup: float, trace: Path | None,
+           workdir: Path, seed: int, as_json: bool) -> None:
+    """Replay PLAN (plan.json) with Poisson arrivals at its rates on emulated GPUs; report measured p99 vs predicted."""
+    from igniter.replay.run import ReplayOptions, run_replay  # noqa: PLC0415 - starts servers, heavy imports
+
+    for name, value, low in (("--time-scale", time_scale, 0.0), ("--duration", duration, 0.0), ("--warmup", warmup, -1e-9)):
+        if not (math.isfinite(value) and value > low):
+            raise UserError(f"{name} {value} is not a positive number of {'seconds' if name != '--time-scale' else 'times'}",
+                            f"give e.g. {name} 10")
+    opts = ReplayOptions(plan=plan, perf_model=perf_model, workdir=workdir, time_scale=time_scale,
+                         duration_s=duration, warmup_s=warmup, trace=trace, seed=seed)
+    emit(run_replay(opts, say=lambda m: click.echo(m, err=True)), as_json, _human)
+
+
+def _human(result: dict) -> str:
+    columns = ["name", "model", "rate", "slo_ms", "replicas", "batch", "predicted_p99_ms", "measured_p50_ms",
+               "measured_p99_ms", "attainment", "requests", "failed"]
+    overhead = result["overhead"]
+    return "\n".join([
+        table([{c: r[c] for c in columns} for r in result["workloads"]]),
+        f"{result['gpus']} GPU(s), {result['servers']} server(s), K = {result['time_scale']:g}, "
+        f"{result['emulated_duration_s']:g} emulated s; worst attainment {result['attainment_min'] * 100:.2f} %",
+        f"residual overhead of the real path: p50 {overhead['real_p50_ms']:.2f} ms, p99 {overhead['real_p99_ms']:.2f} ms"
+        f" real ({overhead['unscaled_p99_ms']:.3f} ms unscaled p99); times above are unscaled",
+        f"report: {result['report']}",
+    ])

@@ -1,0 +1,64 @@
+"""Triton python-backend model of an emulated accelerator: holds each batch for the time a table says, by sleeping.
+
+Copied as ``model.py`` into every emulated model's version directory by igniter.replay.emulator, beside
+``emulation.json``:
+  time_scale   K: every hold is the table's latency x K (the replay divides measured times by K);
+  latency_ms   latency_ms[n - 1][mask]: batch latency (ms, unscaled) of a batch of n samples while the partners
+               whose bits are set in ``mask`` are busy (bit i = partners[i]);
+  busy_file    one byte per server on the same emulated GPU; this server's byte is 1 while it holds a batch;
+  slot         this server's byte; partners: the partners' bytes, in mask bit order;
+  slice_ms     how often (real ms) a held batch re-reads which partners are busy.
+Interference is only applied while a partner is busy: a batch advances at rate 1 / latency(n, busy partners) and
+re-reads the busy set every slice, so a partner that starts or stops mid-batch speeds it up or slows it down for
+the part that overlaps. Sleeping costs no CPU, so a dozen emulated GPUs fit on a small host.
+"""
+
+import json
+import mmap
+import os
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        path = os.path.join(args["model_repository"], args["model_version"], "emulation.json")
+        with open(path) as fh:
+            spec = json.load(fh)
+        self.scale = float(spec["time_scale"])
+        self.table = [[float(x) / 1000.0 * self.scale for x in row] for row in spec["latency_ms"]]
+        self.slot = int(spec["slot"])
+        self.partners = [int(p) for p in spec["partners"]]
+        self.slice_s = float(spec.get("slice_ms", 2.0)) / 1000.0
+        self.fd = os.open(spec["busy_file"], os.O_RDWR)
+        self.busy = mmap.mmap(self.fd, 0)
+
+    def _mask(self):
+        return sum(1 << i for i, p in enumerate(self.partners) if self.busy[p])
+
+    def _hold(self, n):
+        row = self.table[min(n, len(self.table)) - 1]
+        remaining = 1.0  # fraction of the batch's work still to do
+        while remaining > 1e-9:
+            latency = row[self._mask()]
+            if latency <= 0:
+                return
+            start = time.perf_counter()
+            time.sleep(min(remaining * latency, self.slice_s))
+            remaining -= (time.perf_counter() - start) / latency  # an oversleep counts as work done
+
+    def execute(self, requests):
+        arrays = [pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() for r in requests]
+        self.busy[self.slot] = 1
+        try:
+            self._hold(sum(a.shape[0] for a in arrays))
+        finally:
+            self.busy[self.slot] = 0
+        return [pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", np.zeros_like(a, dtype=np.float32))])
+                for a in arrays]
+
+    def finalize(self):
+        self.busy.close()
+        os.close(self.fd)
