@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from igniter.deployment.apply import Deployer
 from igniter.triton.client import TritonClient
 from igniter.triton.demo_zoo import ensure_demo_repo
 from igniter.triton.server import LocalServer, ServerOptions
@@ -42,3 +43,11 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference data {path} is absent (it lives in ../shared beside the checkout)")
     return path
+
+
+@pytest.fixture()
+def deployer(tmp_path):
+    """A Deployer on a private state directory whose servers are attached to this process and stopped after."""
+    d = Deployer(tmp_path / "state" / "state.json", detached=False)
+    yield d
+    d.stop_all()

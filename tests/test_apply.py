@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from igniter.cli.main import cli
-from igniter.deployment.apply import Deployer, status
+from igniter.deployment.apply import status
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.triton.client import TritonClient
@@ -20,13 +20,6 @@ from igniter.triton.server import Endpoints
 from tests.plan_factory import make_plan
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def deployer(tmp_path):
-    d = Deployer(tmp_path / "state" / "state.json", detached=False)
-    yield d
-    d.stop_all()
 
 
 def _client(state_path, server):

@@ -13,22 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from igniter.cli.main import cli
-from igniter.deployment.apply import Deployer, status
+from igniter.deployment.apply import Deployer
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.triton.client import TritonClient
-from igniter.triton.config import driven_fields, read_config, set_dynamic_batching
+from igniter.triton.config import driven_fields, set_dynamic_batching
 from igniter.triton.server import Endpoints, LocalServer, ServerOptions, pid_alive
 from tests.plan_factory import make_plan
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def deployer(tmp_path):
-    d = Deployer(tmp_path / "state" / "state.json", detached=False)
-    yield d
-    d.stop_all()
 
 
 def client_of(state_path: Path, server: str) -> TritonClient:
@@ -137,11 +130,14 @@ def _running(server: LocalServer, model: str) -> dict:
         return driven_fields(c.config(model))
 
 
-def test_remote_apply_through_a_server_map_then_rollback_and_a_failing_undo(remote_servers, demo_repo, tmp_path):
+def test_remote_apply_through_a_server_map_then_rollback_and_a_failing_undo(remote_servers, demo_repo, tmp_path,
+                                                                           request):
     r1, r2 = remote_servers
     server_map = tmp_path / "servers.yaml"
     server_map.write_text(f"w-tiny: '{_address(r1)}'\nw-mlp: '{_address(r2)}'\n")
     state = tmp_path / "state" / "state.json"
+    # the CLI's apply is detached: its front door outlives the command, so `down` it whatever the test's outcome
+    request.addfinalizer(lambda: CliRunner().invoke(cli, ["down", "--state", str(state)]))
     plan = make_plan(tmp_path / "p1", demo_repo, [{"name": "w-tiny", "model": "tinynet", "batch": 8, "delay_us": 700},
                                                   {"name": "w-mlp", "model": "mlp", "batch": 2, "delay_us": 300}])
     result = CliRunner().invoke(cli, ["apply", str(plan), "--server-map", str(server_map), "--state", str(state),

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.integration
 RATE_RPS = 20.0
 
 
-@pytest.fixture()
-def deployer(tmp_path):
-    d = Deployer(tmp_path / "state" / "state.json", detached=False)
-    yield d
-    d.stop_all()
-
-
 def processes_match_state(deployer: Deployer) -> bool:
     state = load_state(deployer.state_path)
     servers = set(tagged_servers(deployment_owner(deployer.state_path.parent)))
