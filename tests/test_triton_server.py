@@ -51,6 +51,17 @@ def test_start_ready_stop(demo_repo):
     assert not server.alive()
     time.sleep(0.5)
     assert not any(_pid_alive(p) for p in stubs)
+    assert not server.log_path.exists(), "the temp log igniter made is removed after a clean stop"
+
+
+def test_failed_start_keeps_the_log_its_error_names(tmp_path):
+    (tmp_path / "repo" / "broken").mkdir(parents=True)
+    (tmp_path / "repo" / "broken" / "config.pbtxt").write_text('name: "broken"\nbackend: "no-such-backend"\n')
+    server = LocalServer(ServerOptions(repo=tmp_path / "repo", models=["broken"]))
+    with pytest.raises(UserError) as err:
+        server.start()
+    assert str(server.log_path) in str(err.value) and server.log_path.exists()
+    server.log_path.unlink()
 
 
 def test_inference_is_correct(client, demo_repo):
@@ -136,6 +147,8 @@ def test_serve_command_prints_endpoints_and_stops_on_sigterm(demo_repo):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert not _pid_alive(line["pid"])
+    assert os.path.exists(line["log"]), "serve keeps the log it announced"
+    os.unlink(line["log"])
 
 
 def test_bad_repo_is_one_line_exit_2(tmp_path):

@@ -17,7 +17,7 @@ from igniter.errors import UserError
 from igniter.ownership import is_owned
 from igniter.triton.client import TritonClient, resolve_repo
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
-from igniter.triton.server import LocalServer, ServerOptions, list_repo_models
+from igniter.triton.server import LocalServer, ServerOptions, list_repo_models, new_log_file
 
 DEFAULT_REPO = Path("triton_repo")
 
@@ -41,7 +41,8 @@ def prepare_repo(repo: Path) -> Path:
 def serve(repo: Path, models: tuple[str, ...], host: str, log_path: Path | None, as_json: bool) -> None:
     """Run a local Triton server in the foreground; print ONE JSON line with its endpoints once ready."""
     repo = prepare_repo(repo)
-    server = LocalServer(ServerOptions(repo=repo, models=list(models) or list_repo_models(repo), host=host, log_path=log_path))
+    server = LocalServer(ServerOptions(repo=repo, models=list(models) or list_repo_models(repo), host=host,
+                                       log_path=log_path or new_log_file()))  # announced: kept after exit
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

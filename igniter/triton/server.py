@@ -208,7 +208,11 @@ class LocalServer:
         self.options = options
         self.process: subprocess.Popen | None = None
         self.endpoints: Endpoints | None = None
-        self.log_path: Path = options.log_path or _new_log_file()
+        self.log_path: Path = options.log_path or new_log_file()
+        # a temp log igniter made is removed when igniter stops the server it logged; one that explains a failed
+        # start or a server that died on its own stays, since the error line points at it
+        self._temp_log = options.log_path is None
+        self._start_failed = False
 
     def __enter__(self) -> "LocalServer":
         self.start()
@@ -262,6 +266,7 @@ class LocalServer:
         try:
             self._wait_ready()
         except BaseException:
+            self._start_failed = True
             self.stop()
             raise
         return self.endpoints
@@ -295,9 +300,12 @@ class LocalServer:
         if self.process is None or self.process.poll() is not None:
             return
         stop_process_group(self.process.pid, self.options.exit_timeout_s + 5, self.process.wait)
+        if self._temp_log and not self._start_failed:
+            self.log_path.unlink(missing_ok=True)
 
 
-def _new_log_file() -> Path:
+def new_log_file() -> Path:
+    """A fresh temp file for a server log (mkstemp: never an existing file)."""
     fd, path = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
     os.close(fd)  # the server's stdout reopens it by path
     return Path(path)
