@@ -17,6 +17,18 @@ from functools import lru_cache
 from igniter.provisioning import queueing
 
 
+def partitions(items: list):
+    """Every set partition of ``items`` (lists of blocks), each exactly once."""
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in partitions(rest):
+        for k in range(len(part)):
+            yield part[:k] + [[first] + part[k]] + part[k + 1:]
+        yield [[first]] + part
+
+
 def p99_ms(latency_ms: float, batch: int, rate: float) -> float:
     return float(queueing.p99_latency_ms(latency_ms, batch, rate, 1.0, 0.0))
 

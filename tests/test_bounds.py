@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_perf_model import FakePerfModel  # noqa: E402
+from provision_oracle import partitions  # noqa: E402
 
 from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.provisioning import bounds, ffd, greedy_igniter, ilp  # noqa: E402
@@ -39,17 +40,6 @@ def problem_of(specs, latency_model="queueing", keep=6):
     for opts in problem.options:   # keep the brute force small: the bound sees the same candidates
         del opts[keep:]
     return problem
-
-
-def partitions(items):
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for part in partitions(rest):
-        for k in range(len(part)):
-            yield part[:k] + [[first] + part[k]] + part[k + 1:]
-        yield [[first]] + part
 
 
 def brute_force_gpus(problem) -> int:

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_perf_model import FakePerfModel  # noqa: E402
+from provision_oracle import partitions  # noqa: E402
 
 from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.provisioning import ffd, greedy_igniter, solve  # noqa: E402
@@ -33,17 +34,6 @@ def enumerate_optimum(problem) -> int:
     """Fewest GPUs by brute force: every set partition of the servers x every option choice per server."""
     servers = [Server(wi, r, None) for wi, opts in enumerate(problem.options) for r in range(opts[0].replicas)]
     best = len(servers)
-
-    def partitions(items):
-        if not items:
-            yield []
-            return
-        first, rest = items[0], items[1:]
-        for part in partitions(rest):
-            for k in range(len(part)):
-                yield part[:k] + [[first] + part[k]] + part[k + 1:]
-            yield [[first]] + part
-
     for part in partitions(list(range(len(servers)))):
         if len(part) >= best:
             continue

@@ -380,3 +380,12 @@ def test_gpu_plan_with_a_variant_and_a_source_repository_hand_worked(tmp_path):
         'name: "m2"\nmax_batch_size: 4\ninstance_group {\n  count: 1\n  gpus: 0\n  kind: KIND_GPU\n}\n'
         'dynamic_batching {\n  preferred_batch_size: 1\n}\nparameters {\n  key: "custom"\n  value {\n'
         '    string_value: "kept"\n  }\n}\nbackend: "onnxruntime"\n')
+
+
+def test_partitions_enumerates_each_set_partition_once():
+    from tests.provision_oracle import partitions
+
+    for n, bell in enumerate([1, 1, 2, 5, 15, 52]):   # Bell numbers
+        seen = [tuple(sorted(tuple(sorted(block)) for block in part)) for part in partitions(list(range(n)))]
+        assert len(seen) == len(set(seen)) == bell
+        assert all(sorted(i for block in part for i in block) == list(range(n)) for part in seen)
