@@ -50,7 +50,7 @@ from igniter.provisioning.greedy_igniter import pack
 from igniter.provisioning.plan import Plan, build_plan, read_plan, write_plan
 from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import Assignment, Gpu, Server, within_max_count
-from igniter.provisioning.workloads import (WorkloadSet, default_catalog, known_models, load_catalog,
+from igniter.provisioning.workloads import (MIN_RATE, WorkloadSet, default_catalog, known_models, load_catalog,
                                             load_perf_model, load_workloads)
 from igniter.watch import detect
 from igniter.watch.detect import WatchSettings
@@ -259,7 +259,8 @@ class Watcher:
 
     # -- re-plan -----------------------------------------------------------------------------------------------
     def _replan(self, now_s: float, targets: dict[str, float], kinds: list[str]) -> Decision:
-        rates = {w: targets.get(w, self.planned_rps[w]) for w in self.planned_rps}
+        # a workload that went idle is planned at the least rate a workloads file may give (it keeps one server)
+        rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
         base = dict(observed={"rates_rps": rates}, predicted={"planned_rps": dict(self.planned_rps)})
         scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
         try:

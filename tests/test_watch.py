@@ -1,0 +1,246 @@
+"""igniter watch without Triton: the drift rules on hand-built series (expected values worked by hand in the
+comments), the Watcher on synthetic observations with the real perf model fitted on profiles/cpu-2core (the online
+correction checked against the EWMA formula), and failed re-plans and applies leaving everything as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from igniter import provisioning
+from igniter.errors import UserError
+from igniter.model import PerfModel
+from igniter.model.perfmodel import Member
+from igniter.provisioning.plan import read_plan, write_plan
+from igniter.watch import detect
+from igniter.watch.detect import WatchSettings
+from igniter.watch.loop import APPLIED, KEPT, WOULD_APPLY, Decision, Watcher
+from igniter.watch.observe import Observation
+
+ROOT = Path(__file__).resolve().parents[1]
+S = WatchSettings()   # alpha 0.5, headroom 1, inflation 0.1, up_after 2, down_below 0.7, down_after 3
+
+
+# -- load drift ---------------------------------------------------------------------------------------------------
+
+def test_a_step_in_rate_is_detected_at_the_second_interval_above_the_plan():
+    # planned 100; rates 100, 100, 100, 200, 200. EWMA: 100, 100, 100, 150, 175. Above 100 (forecast and observed):
+    # intervals 3 and 4, so up_after=2 fires at interval 4; target max(175, min(200, 200)) x 1.1 = 220.
+    rates = [100, 100, 100, 200, 200]
+    assert [detect.load_drift(rates[:n], 100, S) for n in range(1, 5)] == [None] * 4
+    drift = detect.load_drift(rates, 100, S)
+    assert (drift.direction, drift.streak) == ("up", 2)
+    assert drift.forecast_rps == pytest.approx(175) and drift.target_rps == pytest.approx(220)
+
+
+def test_a_single_spike_triggers_nothing():
+    # planned 150; rates 100, 100, 100, 300, 100, 100, 100. EWMA: 100, 100, 100, 200, 150, 125, 112.5: the forecast
+    # is above 150 at interval 3 only (150 is not above 150), and the observed rate only there too. Inflated:
+    # 110, 110, 110, 220, 165, 137.5, 123.75: never below 0.7 x 150 = 105, so no scale-down either.
+    rates = [100, 100, 100, 300, 100, 100, 100]
+    assert [detect.load_drift(rates[:n], 150, S) for n in range(1, len(rates) + 1)] == [None] * len(rates)
+
+
+def test_a_spike_the_forecast_smears_needs_the_observed_rate_too():
+    # planned 100; rates 80, 80, 200, 80. EWMA 80, 80, 140, 110: the forecast is above 100 at intervals 2 and 3
+    # (a forecast-only rule would fire at 3), the observed rate at interval 2 only: nothing fires.
+    rates = [80, 80, 200, 80]
+    assert [detect.load_drift(rates[:n], 100, S) for n in range(1, 5)] == [None] * 4
+    assert detect.load_drift([80, 80, 200, 200], 100, S).direction == "up"     # sustained: fires at interval 3
+
+
+def test_scale_down_only_after_k_consecutive_lower_forecasts():
+    # planned 200; rates 200, 200, 100, 100, 100, 100. EWMA 200, 200, 150, 125, 112.5, 106.25; inflated 220, 220,
+    # 165, 137.5, 123.75, 116.875; below 0.7 x 200 = 140 from interval 3: the third lower forecast is interval 5.
+    rates = [200, 200, 100, 100, 100, 100]
+    assert [detect.load_drift(rates[:n], 200, S) for n in range(1, 6)] == [None] * 5
+    drift = detect.load_drift(rates, 200, S)
+    assert (drift.direction, drift.streak) == ("down", 3)
+    assert drift.target_rps == pytest.approx(116.875)   # max(106.25, max(100, 100, 100)) x 1.1
+
+
+def test_a_burst_inside_the_low_streak_restarts_the_count():
+    # planned 200; rates 100 x4 then 400 then 100: EWMA 100, 100, 100, 100, 250, 175; inflated 110 x4, 275, 192.5
+    # -> lower at intervals 0-3 (streak 4 -> down at 2 already), broken at 4 and 5.
+    rates = [100, 100, 100, 100, 400, 100]
+    assert detect.load_drift(rates[:3], 200, S).direction == "down"
+    assert detect.load_drift(rates, 200, S) is None
+
+
+def test_streaks_count_only_from_the_running_plan_on():
+    # the same low series, but the plan changed at interval 4: intervals 4 and 5 are only two lower forecasts
+    rates = [100, 100, 100, 100, 100, 100]
+    assert detect.load_drift(rates, 200, S, since=4) is None
+    assert detect.load_drift(rates, 200, S, since=3).direction == "down"
+
+
+# -- interference drift and SLO risk -------------------------------------------------------------------------------
+
+def test_interference_after_n_intervals_and_not_before():
+    settings = WatchSettings(interference_threshold=0.2, interference_after=2)
+    assert detect.interference_drift([1.0, 1.5], settings) == 0
+    assert detect.interference_drift([1.0, 1.5, 1.5], settings) == 2
+    assert detect.interference_drift([1.5, 1.19, 1.5], settings) == 0      # 1.19 <= 1.2 breaks the streak
+    assert detect.interference_drift([1.5, None, 1.5], settings) == 2      # no batch formed: no evidence
+    assert detect.interference_drift([1.21, 1.21, 1.21], WatchSettings(interference_after=3)) == 3
+
+
+def test_slo_risk_from_p99_streak_or_failures():
+    assert detect.slo_risk([20.0, 23.0], [0, 0], 25.0, S) is None              # 23 > 22.5 once only
+    assert "p99 above" in detect.slo_risk([23.0, None, 23.0], [0, 0, 0], 25.0, S)
+    assert "failed" in detect.slo_risk([None], [3.0], 25.0, S)
+
+
+def test_ewma_by_hand():
+    assert detect.ewma([10, 20, 40], 0.25) == [10, 12.5, 19.375]   # 0.25 x 20 + 0.75 x 10; 0.25 x 40 + 0.75 x 12.5
+
+
+# -- the Watcher on synthetic observations -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, demo_repo):
+    """The demo's real inputs: the model fitted on profiles/cpu-2core and the ILP's plan of the demo workloads."""
+    out = tmp_path_factory.mktemp("watch")
+    PerfModel.fit(ROOT / "profiles" / "cpu-2core").save(out / "cpu.model.json")
+    workloads = ROOT / "examples" / "demo_workloads.yaml"
+    problem, assignment, plan, seconds = provisioning.run(workloads, out / "cpu.model.json", None, "ilp", 10.0,
+                                                          src_repo=demo_repo)
+    write_plan(plan, problem, out / "plan", demo_repo, {"strategy": "ilp"})
+    return {"model": out / "cpu.model.json", "workloads": workloads, "plan": out / "plan", "repo": demo_repo}
+
+
+def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list]:
+    applied: list = []
+    watcher = Watcher(inputs["plan"], inputs["model"], inputs["workloads"], None,
+                      apply_plan or applied.append, src_repo=inputs["repo"], plans_dir=tmp_path / "plans",
+                      log=kwargs.pop("log", lambda d: None), **kwargs)
+    return watcher, applied
+
+
+def _observations(watcher: Watcher, rates: dict[str, float], slowdown: dict[str, float] | None = None,
+                  latency: dict[str, float] | None = None) -> list[Observation]:
+    """One interval of 10 s: each server at its rate, batch 1, batch latency = the given value or the plan's
+    prediction x slowdown."""
+    out = []
+    for gpu, s in watcher.plan.servers():
+        compute = (latency or {}).get(s.name, s.predicted_latency_ms * (slowdown or {}).get(s.name, 1.0))
+        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rates[s.workload] * 10, 0.0,
+                               rates[s.workload], 1.0, 0.1, compute, compute + 0.1, None))
+    return out
+
+
+def _files(*roots: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for root in roots if root.exists()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_load_step_replans_and_applies_through_the_hook(inputs, tmp_path):
+    logged: list[dict] = []
+    watcher, applied = _watcher(inputs, tmp_path, log=logged.append)
+    planned = dict(watcher.planned_rps)
+    kinds = []
+    for step in ([1.0] * 2 + [2.0] * 2):
+        rates = {w: r * step if w == "vision" else r for w, r in planned.items()}
+        kinds.append([d.kind for d in watcher.tick(_observations(watcher, rates), len(kinds))])
+    assert kinds[:3] == [["steady"]] * 3
+    assert kinds[3] == ["load_up", "replan"]
+    assert len(applied) == 1 and watcher.plan_path == applied[0]
+    assert watcher.planned_rps["vision"] == pytest.approx(planned["vision"] * 2 * 1.1, rel=1e-3)
+    assert read_plan(applied[0]).by_workload()["ranking"][0].rate == planned["ranking"]
+    # every decision was logged once, each a JSON object with the documented keys
+    assert [d["kind"] for d in logged] == ["steady"] * 3 + ["load_up", "replan"]
+    for d in logged:
+        assert set(d) == {"time_s", "kind", "subject", "reason", "observed", "predicted", "action", "details"}
+        json.dumps(d, allow_nan=False)
+    assert logged[-1]["action"] == APPLIED
+
+
+def test_interference_is_detected_at_the_nth_interval(inputs, tmp_path):
+    watcher, applied = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    slow = next(s.name for _, s in watcher.plan.servers() if s.workload == "ranking")
+    first = watcher.tick(_observations(watcher, watcher.planned_rps, {slow: 1.5}), 0)
+    assert [d.kind for d in first] == ["steady"]
+    second = watcher.tick(_observations(watcher, watcher.planned_rps, {slow: 1.5}), 1)
+    assert [d.kind for d in second][:1] == ["interference"] and second[0].subject == slow
+    assert second[0].observed["compute_ms"] / second[0].predicted["compute_ms"] == pytest.approx(1.5, rel=1e-3)
+    assert second[-1].kind == "replan"
+
+
+def test_the_adapted_model_error_falls_back_after_a_latency_jump(inputs, tmp_path):
+    """True batch latency jumps to 1.5x what the model predicted. With the correction c_n = (1 - r) c_(n-1) + r ln 1.5
+    (r = 0.3, c_0 = 0): c_n = ln 1.5 (1 - 0.7^n), so the adapted prediction / truth = 1.5^(-0.7^n): error 24.7 %
+    after 1 update, 6.59 % after 5, 4.66 % after 6 (0.7^6 ln 1.5 = 0.0478 < ln(1/0.95) = 0.0513): below 5 % from
+    M = 6 updates on."""
+    watcher, _ = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=100))   # no re-plan
+    gpu = watcher.plan.gpus[0]
+    model = watcher.types[0].perf_model
+    members = [Member(s.model, s.batch, s.share) for s in gpu.servers]
+    before = [p.latency_ms for p in model.predict_sets([members])[0]]
+    truth = {s.name: 1.5 * b for s, b in zip(gpu.servers, before)}
+    errors = []
+    for n in range(1, 8):
+        watcher.tick(_observations(watcher, watcher.planned_rps, latency=truth), n)
+        now = [p.latency_ms for p in model.predict_sets([members])[0]]
+        errors.append(max(abs(p / truth[s.name] - 1) for s, p in zip(gpu.servers, now)))
+        assert errors[-1] == pytest.approx(1 - 1.5 ** -(0.7 ** n), rel=1e-6)
+    assert errors[4] > 0.05 > errors[5]
+    assert errors[0] == pytest.approx(0.2471, abs=1e-4)
+
+
+def test_a_failed_replan_leaves_the_running_plan(inputs, tmp_path):
+    watcher, applied = _watcher(inputs, tmp_path, settings=WatchSettings(up_after=1))
+    running = watcher.plan_path
+    files = _files(inputs["plan"])
+    # 10^7 req/s of convnet: no plan of at most 64 replicas carries it (build_problem's UserError)
+    decisions = watcher.tick(_observations(watcher, {**watcher.planned_rps, "vision": 1e7}), 0)
+    assert [d.kind for d in decisions] == ["load_up", "replan"]
+    assert decisions[-1].action == KEPT and "re-plan failed" in decisions[-1].reason
+    assert "To fix:" in decisions[-1].details["error"]
+    assert applied == [] and watcher.plan_path == running
+    assert _files(inputs["plan"]) == files and not (tmp_path / "plans").exists()
+
+
+def test_a_failed_apply_leaves_the_running_plan(inputs, tmp_path):
+    tried: list[Path] = []
+
+    def refuse(plan_dir: Path) -> None:
+        tried.append(plan_dir)
+        assert (plan_dir / "plan.json").is_file()   # a complete plan was offered
+        raise UserError("apply failed and was rolled back (model not READY)", "read the server log")
+
+    watcher, _ = _watcher(inputs, tmp_path, apply_plan=refuse, settings=WatchSettings(up_after=1))
+    running, planned = watcher.plan_path, dict(watcher.planned_rps)
+    files = _files(inputs["plan"])
+    decisions = watcher.tick(_observations(watcher, {**planned, "vision": planned["vision"] * 2}), 0)
+    assert decisions[-1].action == KEPT and "apply failed" in decisions[-1].reason
+    assert len(tried) == 1 and not tried[0].exists()          # the refused plan directory is not left behind
+    assert watcher.plan_path == running and watcher.planned_rps == planned
+    assert _files(inputs["plan"]) == files
+
+
+def test_dry_run_decides_and_changes_nothing(inputs, tmp_path):
+    watcher, applied = _watcher(inputs, tmp_path, dry_run=True, settings=WatchSettings(up_after=1))
+    planned = dict(watcher.planned_rps)
+    files = _files(inputs["plan"])
+    decisions = watcher.tick(_observations(watcher, {**planned, "vision": planned["vision"] * 2}), 0)
+    assert decisions[-1].action == WOULD_APPLY
+    assert applied == [] and watcher.planned_rps == planned and not (tmp_path / "plans").exists()
+    assert _files(inputs["plan"]) == files
+
+
+def test_a_decision_is_one_json_line_without_nan():
+    line = Decision(1.0, "interference", "s", "why", {"compute_ms": math.nan}, {"x": math.inf}, "replan").as_json()
+    assert "\n" not in line and json.loads(line)["observed"] == {"compute_ms": None}
+
+
+def test_inputs_that_do_not_match_the_plan_are_one_user_error(inputs, tmp_path):
+    other = tmp_path / "w.yaml"
+    other.write_text("workloads:\n  - {name: vision, model: convnet, rate: 150, slo_ms: 25}\n")
+    with pytest.raises(UserError, match="'ranking' is in the plan but not in the other"):
+        Watcher(inputs["plan"], inputs["model"], other, None, lambda p: None)
+    with pytest.raises(UserError, match="no performance model"):
+        Watcher(inputs["plan"], None, inputs["workloads"], None, lambda p: None)
