@@ -244,3 +244,79 @@ def test_inputs_that_do_not_match_the_plan_are_one_user_error(inputs, tmp_path):
         Watcher(inputs["plan"], inputs["model"], other, None, lambda p: None)
     with pytest.raises(UserError, match="no performance model"):
         Watcher(inputs["plan"], None, inputs["workloads"], None, lambda p: None)
+
+
+# -- igniter watch against a real deployment -----------------------------------------------------------------------
+
+def _watch_cli(state: Path, inputs, *extra: str) -> list[dict]:
+    from click.testing import CliRunner
+
+    from igniter.cli.main import cli
+    result = CliRunner().invoke(cli, ["watch", "--state", str(state), "--workloads", str(inputs["workloads"]),
+                                      "--perf-model", str(inputs["model"]), "--repo", str(inputs["repo"]),
+                                      "--once", "--json", "--interval", "2", *extra])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in lines]
+
+
+class _Requests:
+    """Requests to one server, one after another, in a thread while the watcher observes."""
+
+    def __init__(self, endpoints, model: str):
+        import threading
+
+        from igniter.triton.client import TritonClient
+        self.client, self.model, self.sent = TritonClient(endpoints), model, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        inputs = self.client.make_inputs(self.model, 1)
+        while not self._stop.is_set():
+            self.client.infer(self.model, inputs)
+            self.sent += 1
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+
+
+@pytest.mark.integration
+def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
+    from igniter.deployment.apply import status
+    from igniter.deployment.state import load_state
+    from igniter.triton.server import Endpoints
+
+    deployer.apply(inputs["plan"])
+    state_path = deployer.state_path
+    before = load_state(state_path)
+    vision = next(s for s in before.servers.values() if s.workloads == ["vision"])
+    files = _files(state_path.parent, inputs["plan"])
+
+    # dry run, one lower forecast enough: ranking gets no request -> load_down, the re-plan is only logged
+    with _Requests(Endpoints(http=vision.http, grpc=vision.grpc), "convnet") as load:
+        lines = _watch_cli(state_path, inputs, "--dry-run", "--down-after", "1")
+    assert load.sent > 0
+    kinds = {(d["kind"], d["subject"]) for d in lines}
+    assert ("load_down", "ranking") in kinds
+    replan = lines[-1]
+    assert replan["kind"] == "replan" and replan["action"] == WOULD_APPLY
+    assert replan["observed"]["rates_rps"]["ranking"] == 0 and replan["observed"]["rates_rps"]["vision"] > 0
+    assert _files(state_path.parent, inputs["plan"]) == files, "--dry-run wrote something"
+    assert load_state(state_path) == before
+
+    # for real: the re-plan is applied live, the endpoints stay where they were
+    lines = _watch_cli(state_path, inputs, "--down-after", "1")
+    assert lines[-1]["kind"] == "replan" and lines[-1]["action"] == APPLIED, lines[-1]
+    after = load_state(state_path)
+    assert Path(after.plan).parent == state_path.parent / "watch-plans"
+    assert after.endpoints_by_workload().keys() == before.endpoints_by_workload().keys()
+    assert {w: e["grpc"] for w, e in after.endpoints_by_workload().items()} == \
+        {w: e["grpc"] for w, e in before.endpoints_by_workload().items()}
+    assert status(state_path)["healthy"]

@@ -261,7 +261,8 @@ class Watcher:
     def _replan(self, now_s: float, targets: dict[str, float], kinds: list[str]) -> Decision:
         # a workload that went idle is planned at the least rate a workloads file may give (it keeps one server)
         rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
-        base = dict(observed={"rates_rps": rates}, predicted={"planned_rps": dict(self.planned_rps)})
+        base = dict(observed={"rates_rps": {w: r[-1] for w, r in self._rates.items() if r}},
+                    predicted={"planned_rps": dict(self.planned_rps), "target_rps": rates})
         scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
         try:
             try:
