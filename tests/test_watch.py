@@ -18,6 +18,7 @@ from igniter.model.perfmodel import Member
 from igniter.provisioning.plan import read_plan, write_plan
 from igniter.watch import detect
 from igniter.watch.detect import WatchSettings
+from igniter.watch.history import History, load_history, save_history
 from igniter.watch.loop import APPLIED, KEPT, WOULD_APPLY, Decision, Watcher
 from igniter.watch.observe import Observation
 
@@ -232,6 +233,49 @@ def test_dry_run_decides_and_changes_nothing(inputs, tmp_path):
     assert _files(inputs["plan"]) == files
 
 
+def test_the_history_carries_streaks_and_the_adapted_model_to_the_next_watcher(inputs, tmp_path):
+    settings = WatchSettings(down_after=2, interference_after=100)
+    first, _ = _watcher(inputs, tmp_path, settings=settings)
+    idle = {w: 0.0 for w in first.planned_rps}
+    gpu = first.plan.gpus[0]
+    slow = {s.name: 2.0 * s.predicted_latency_ms for s in gpu.servers}
+    assert [d.kind for d in first.tick(_observations(first, idle, latency=slow), 0)] == ["steady"]
+    save_history(first.snapshot(), tmp_path / "h.json")
+
+    second, _ = _watcher(inputs, tmp_path, settings=settings, history=load_history(tmp_path / "h.json"))
+    members = [Member(s.model, s.batch, s.share) for s in gpu.servers]
+    assert [p.latency_ms for p in second.types[0].perf_model.predict_sets([members])[0]] == \
+        pytest.approx([p.latency_ms for p in first.types[0].perf_model.predict_sets([members])[0]])
+    # c_1 = 0.3 ln 2 on top of the fitted model's prediction for the set: exp(0.3 ln 2) = 2^0.3
+    kinds = [d.kind for d in second.tick(_observations(second, idle, latency=slow), 1)]
+    assert kinds == ["load_down", "load_down", "replan"]        # the second lower forecast: K = 2 reached
+
+    fresh, _ = _watcher(inputs, tmp_path, settings=settings, history=load_history(tmp_path / "h.json").model_copy(
+        update={"plan": "/elsewhere"}))
+    assert [d.kind for d in fresh.tick(_observations(fresh, idle), 1)] == ["steady"]   # another plan's: ignored
+
+
+def test_history_trim_keeps_the_last_intervals_and_moves_streak_origins():
+    h = History(plan="p", rates={"w": []}, since={"w": 290}, ratios={"s": []})
+    h.rates["w"] += [float(i) for i in range(300)]   # the watcher appends, then trims
+    h.ratios["s"] += [1.0] * 300
+    h.trim(256)
+    assert h.rates["w"] == [float(i) for i in range(44, 300)] and h.since["w"] == 246
+    assert len(h.ratios["s"]) == 256
+
+
+def test_a_bad_history_file_is_one_user_error(tmp_path):
+    path = tmp_path / "watch-history.json"
+    path.write_text(json.dumps({"format": "igniter-watch-history", "version": 1, "plan": "p", "rates": {},
+                                "ratez": {}}))
+    with pytest.raises(UserError, match="unknown key ratez.*did you mean 'rates'"):
+        load_history(path)
+    path.write_text(json.dumps({"format": "igniter-watch-history", "version": 1, "plan": "p", "rates": {"w": ["x"]}}))
+    with pytest.raises(UserError) as err:
+        load_history(path)
+    assert "rates" in err.value.line() and "To fix: move the file away" in err.value.line()
+
+
 def test_a_decision_is_one_json_line_without_nan():
     line = Decision(1.0, "interference", "s", "why", {"compute_ms": math.nan}, {"x": math.inf}, "replan").as_json()
     assert "\n" not in line and json.loads(line)["observed"] == {"compute_ms": None}
@@ -311,8 +355,13 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     assert _files(state_path.parent, inputs["plan"]) == files, "--dry-run wrote something"
     assert load_state(state_path) == before
 
-    # for real: the re-plan is applied live, the endpoints stay where they were
-    lines = _watch_cli(state_path, inputs, "--down-after", "1")
+    # for real, two lower forecasts needed, one per run: the first run's interval is remembered beside the state
+    # (watch-history.json), so the second run scales down, applied live; the endpoints stay where they were
+    lines = _watch_cli(state_path, inputs, "--down-after", "2")
+    assert [d["kind"] for d in lines] == ["steady"]
+    assert (state_path.parent / "watch-history.json").is_file()
+    lines = _watch_cli(state_path, inputs, "--down-after", "2")
+    assert {d["kind"] for d in lines[:-1]} == {"load_down"}
     assert lines[-1]["kind"] == "replan" and lines[-1]["action"] == APPLIED, lines[-1]
     after = load_state(state_path)
     assert Path(after.plan).parent == state_path.parent / "watch-plans"

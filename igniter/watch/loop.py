@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator
 from igniter.deployment.apply import planned_servers
 from igniter.errors import UserError
 from igniter.model.perfmodel import Member
-from igniter.ownership import make_owned_dir
+from igniter.ownership import is_owned, make_owned_dir
 from igniter.provisioning import finish, solve
 from igniter.provisioning.candidates import ProvisioningProblem, build_problem, min_share_options
 from igniter.provisioning.greedy_igniter import pack
@@ -54,9 +54,10 @@ from igniter.provisioning.workloads import (MIN_RATE, WorkloadSet, default_catal
                                             load_perf_model, load_workloads)
 from igniter.watch import detect
 from igniter.watch.detect import WatchSettings
+from igniter.watch.history import MAX_HISTORY, History
 from igniter.watch.observe import Observation
 
-__all__ = ["Decision", "Watcher", "WatchSettings"]
+__all__ = ["Decision", "History", "Watcher", "WatchSettings"]
 
 ApplyPlan = Callable[[Path], None]
 # what a Decision's action says
@@ -110,7 +111,7 @@ class Watcher:
     def __init__(self, plan_path: Path, perf_model_path: Path | None, workloads_path: Path,
                  catalog_path: Path | None, apply_plan: ApplyPlan, dry_run: bool = False,
                  settings: WatchSettings = WatchSettings(), log: Callable[[dict], None] = lambda d: None, *,
-                 src_repo: Path | None = None, plans_dir: Path | None = None,
+                 src_repo: Path | None = None, plans_dir: Path | None = None, history: History | None = None,
                  loader: Callable[[Path], Any] = load_perf_model):
         self.apply_plan, self.dry_run, self.settings, self.log = apply_plan, dry_run, settings, log
         self.src_repo = src_repo
@@ -124,9 +125,33 @@ class Watcher:
         self.workload_set = load_workloads(workloads_path, known_models(types) | repository_models(src_repo))
         self.types = repository_types(types, src_repo, {v.model for w in self.workload_set.workloads
                                                         for v in w.models()})
-        self.replans = 0
-        self._rates: dict[str, list[float]] = {w.name: [] for w in self.workload_set.workloads}
+        self.history = History(plan=str(Path(plan_path).resolve()),
+                               rates={w.name: [] for w in self.workload_set.workloads})
         self.adopt(Path(plan_path))
+        if history is not None:
+            self.restore(history)
+
+    @property
+    def replans(self) -> int:
+        return self.history.replans
+
+    def restore(self, history: History) -> None:
+        """Carry on from an earlier watcher's history (igniter watch --once keeps it beside the state): its
+        intervals count towards the streaks and its adapted corrections are the model's. A history of another
+        plan, or of other workloads or models, is ignored (a fresh start)."""
+        if (history.plan != self.history.plan or set(history.rates) != set(self.history.rates)
+                or [set(c) for c in history.corrections] != [set(c) for c in self.history.corrections]):
+            return
+        self.history = history
+        for t, corrections in zip(self.types, history.corrections):
+            model = _adaptable(t.perf_model)
+            for m, c in corrections.items():
+                model.fits[m].correction = c
+
+    def snapshot(self) -> History:
+        """The history to restore from, with the adapted model's corrections now."""
+        self.history.corrections = [_corrections(t.perf_model) for t in self.types]
+        return self.history.model_copy(deep=True)
 
     # -- the running plan --------------------------------------------------------------------------------------
     def adopt(self, plan_path: Path) -> None:
@@ -146,12 +171,18 @@ class Watcher:
                                 f"({', '.join(sorted(type_index))})", "give the catalog (or perf model) the plan "
                                 "was provisioned with", str(plan_path))
         self.plan_path, self.plan, self.planned_rps = plan_path, plan, planned
-        self._since = {w: len(rates) for w, rates in self._rates.items()}
-        self._ratios: dict[str, list[float | None]] = {}
-        self._p99s: dict[str, list[float | None]] = {}
-        self._failures: dict[str, list[float]] = {}
+        self.history.plan = str(Path(plan_path).resolve())
         # the corrections the running plan was made with: detection compares with that model, not the adapted one
-        self._plan_corrections = [_corrections(t.perf_model) for t in self.types]
+        self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
+        self.history.corrections = [dict(c) for c in self.history.plan_corrections]
+        self._restart_streaks()
+
+    def _restart_streaks(self) -> None:
+        """Detection counts from the next interval on (after a new plan, or a re-plan that changed nothing: the
+        rules must hold again for as many intervals before the next try)."""
+        h = self.history
+        h.since = {w: len(rates) for w, rates in h.rates.items()}
+        h.ratios, h.p99s, h.failures = {}, {}, {}
 
     # -- one interval ------------------------------------------------------------------------------------------
     def tick(self, observations: list[Observation], now_s: float) -> list[Decision]:
@@ -162,19 +193,23 @@ class Watcher:
         rates: dict[str, float] = {}
         for o in seen:
             rates[entries[o.server][1].workload] = rates.get(entries[o.server][1].workload, 0.0) + o.rate_rps
+        h = self.history
         for workload, rate in rates.items():
-            self._rates[workload].append(rate)
+            h.rates[workload].append(rate)
         for o in seen:
-            self._ratios.setdefault(o.server, []).append(detect.slowdown(o.compute_ms, predicted[o.server]))
-            self._p99s.setdefault(o.server, []).append(o.p99_ms)
-            self._failures.setdefault(o.server, []).append(o.failures)
+            h.ratios.setdefault(o.server, []).append(detect.slowdown(o.compute_ms, predicted[o.server]))
+            h.p99s.setdefault(o.server, []).append(o.p99_ms)
+            h.failures.setdefault(o.server, []).append(o.failures)
+        h.trim(MAX_HISTORY)
         detections, targets = self._detect(now_s, seen, entries, predicted)
         decisions = list(detections)
         if detections:
             decisions.append(self._replan(now_s, targets, [d.kind for d in detections]))
+            if decisions[-1].action != APPLIED:
+                self._restart_streaks()
         else:
             decisions.append(Decision(now_s, "steady", str(self.plan_path), "no drift detected",
-                                      observed={w: r[-1] for w, r in self._rates.items() if r},
+                                      observed={w: r[-1] for w, r in h.rates.items() if r},
                                       predicted=dict(self.planned_rps)))
         for d in decisions:
             self.log(d.as_dict())
@@ -195,7 +230,7 @@ class Watcher:
             gpu, entry = entries[o.server]
             ti = self._type_of(gpu.type)
             members = self._members(gpu, batches)
-            with _using(self.types[ti].perf_model, self._plan_corrections[ti]):
+            with _using(self.types[ti].perf_model, self.history.plan_corrections[ti]):
                 preds = self.types[ti].perf_model.predict_sets([members])[0]
             out[o.server] = next(p.latency_ms for s, p in zip(gpu.servers, preds) if s.name == o.server)
         return out
@@ -222,8 +257,9 @@ class Watcher:
                 predicted: dict[str, float]) -> tuple[list[Decision], dict[str, float]]:
         s = self.settings
         decisions, targets = [], {}
-        for workload, rates in sorted(self._rates.items()):
-            drift = detect.load_drift(rates, self.planned_rps[workload], s, self._since[workload])
+        h = self.history
+        for workload, rates in sorted(h.rates.items()):
+            drift = detect.load_drift(rates, self.planned_rps[workload], s, h.since[workload])
             if drift is None:
                 continue
             targets[workload] = drift.target_rps
@@ -235,17 +271,17 @@ class Watcher:
                 predicted={"planned_rps": drift.planned_rps, "target_rps": drift.target_rps}, action=REPLAN))
         for o in seen:
             gpu, entry = entries[o.server]
-            count = detect.interference_drift(self._ratios[o.server], s)
+            count = detect.interference_drift(h.ratios[o.server], s)
             if count:
                 partners = [x.name for x in gpu.servers if x.name != o.server]
                 decisions.append(Decision(
                     now_s, "interference", o.server,
-                    f"batch latency {self._ratios[o.server][-1]:.3g}x the prediction for its co-location "
+                    f"batch latency {h.ratios[o.server][-1]:.3g}x the prediction for its co-location "
                     f"(threshold {1 + s.interference_threshold:g}x) for {count} intervals",
                     observed={"compute_ms": o.compute_ms, "avg_batch": o.avg_batch},
                     predicted={"compute_ms": predicted[o.server], "gpu": gpu.id, "partners": partners},
                     action=REPLAN))
-            risk = detect.slo_risk(self._p99s[o.server], self._failures[o.server], entry.slo_ms, s)
+            risk = detect.slo_risk(h.p99s[o.server], h.failures[o.server], entry.slo_ms, s)
             if risk:
                 decisions.append(Decision(
                     now_s, "slo_risk", o.server, risk,
@@ -261,7 +297,7 @@ class Watcher:
     def _replan(self, now_s: float, targets: dict[str, float], kinds: list[str]) -> Decision:
         # a workload that went idle is planned at the least rate a workloads file may give (it keeps one server)
         rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
-        base = dict(observed={"rates_rps": {w: r[-1] for w, r in self._rates.items() if r}},
+        base = dict(observed={"rates_rps": {w: r[-1] for w, r in self.history.rates.items() if r}},
                     predicted={"planned_rps": dict(self.planned_rps), "target_rps": rates})
         scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
         try:
@@ -288,10 +324,10 @@ class Watcher:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _apply(self, now_s: float, chosen: _Candidate, details: dict, base: dict) -> Decision:
-        self.replans += 1
+        self.history.replans += 1
         target = None
         try:
-            target = self._plan_dir(f"{self.replans:04d}-{chosen.name}")
+            target = self._plan_dir(chosen.name)
             write_plan(chosen.plan, chosen.problem, target, self.src_repo, {"strategy": self.settings.strategy,
                                                                              "watch": details})
             self.apply_plan(target)
@@ -303,16 +339,26 @@ class Watcher:
                             details={**details, "error": _message(err)}, **base)
         previous = self.plan_path
         self.adopt(target)
+        self._prune({target.resolve(), Path(previous).resolve()})
         return Decision(now_s, "replan", str(target),
                         f"applied the {chosen.name} plan ({len(chosen.moves)} servers started), was {previous}",
                         action=APPLIED, details=details, **base)
 
     def _plan_dir(self, name: str) -> Path:
+        """A new directory for a re-plan: numbered after every earlier one (names are never reused)."""
         if self.plans_dir is None:
             self.plans_dir = Path(tempfile.mkdtemp(prefix="igniter-watch-plans-"))
         root = make_owned_dir(self.plans_dir, "igniter watch (re-plans)", "watch plans directory",
                               "choose another --state directory")
-        return root / name
+        numbers = [int(p.name.split("-", 1)[0]) for p in root.iterdir() if p.name.split("-", 1)[0].isdigit()]
+        return root / f"{max(numbers, default=0) + 1:04d}-{name}"
+
+    def _prune(self, keep: set[Path]) -> None:
+        """Delete the re-plans this watcher's directory holds but the running and the previous plan (only
+        directories igniter wrote: a plan's marker)."""
+        for entry in sorted(self.plans_dir.iterdir()):
+            if entry.resolve() not in keep and entry.name.split("-", 1)[0].isdigit() and is_owned(entry):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _choose(self, rates: dict[str, float], scratch: Path) -> tuple[_Candidate, list[_Candidate]]:
         workloads = tuple(replace(w, rate=rates[w.name]) for w in self.workload_set.workloads)
