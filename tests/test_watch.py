@@ -369,3 +369,49 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     assert {w: e["grpc"] for w, e in after.endpoints_by_workload().items()} == \
         {w: e["grpc"] for w, e in before.endpoints_by_workload().items()}
     assert status(state_path)["healthy"]
+
+
+def _cli(*args: str):
+    from click.testing import CliRunner
+
+    from igniter.cli.main import cli
+    return CliRunner().invoke(cli, ["watch", *args])
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "To fix:" in lines[0], result.stderr
+    return lines[0]
+
+
+def _recorded_state(state_dir: Path, plan: str) -> Path:
+    """A state recording one server (no process: nothing here is started) of ``plan``."""
+    from igniter.deployment.state import DeploymentState, ServerState, save_state
+    state = DeploymentState(plan=plan, servers={"gpu0-vision-r0": ServerState(
+        name="gpu0-vision-r0", gpu="gpu0", share=50.0, repo="(remote)", http="127.0.0.1:1", grpc="127.0.0.1:2",
+        metrics=None, pid=None, launch_digest="d", models={"convnet": "x"}, workloads=["vision"])})
+    path = state_dir / "state.json"
+    path.parent.mkdir()
+    save_state(state, path)
+    return path
+
+
+def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path):
+    common = ["--workloads", str(inputs["workloads"]), "--perf-model", str(inputs["model"]), "--once"]
+    line = _one_line(_cli("--state", str(tmp_path / "none" / "state.json"), *common))
+    assert "nothing is deployed" in line and not (tmp_path / "none").exists()
+
+    state = _recorded_state(tmp_path / "s1", str(tmp_path / "gone"))
+    assert "no longer exists" in _one_line(_cli("--state", str(state), *common))
+
+    state = _recorded_state(tmp_path / "s2", str(inputs["plan"]))
+    other = tmp_path / "w.yaml"
+    other.write_text("workloads:\n  - {name: vision, model: convnet, rate: 150, slo_ms: 25}\n")
+    files = _files(state.parent)
+    line = _one_line(_cli("--state", str(state), "--workloads", str(other), "--perf-model", str(inputs["model"])))
+    assert "'ranking' is in the plan but not in the other" in line
+    assert _files(state.parent) == files and sorted(p.name for p in state.parent.iterdir()) == ["state.json"]
+
+    result = _cli("--state", str(state), *common, "--move-penalty", "-1", "--json")
+    assert result.exit_code == 2 and json.loads(result.stdout)["exit_code"] == 2
