@@ -171,6 +171,26 @@ def test_interference_is_detected_at_the_nth_interval(inputs, tmp_path):
     assert second[-1].kind == "replan"
 
 
+def test_after_a_replan_that_keeps_the_plan_detection_compares_with_the_adapted_model(inputs, tmp_path):
+    """ranking's batch latency stays 1.5x the fitted prediction. The correction after n updates is
+    c_n = ln 1.5 (1 - 0.7^n); a kept re-plan makes the adapted model the baseline. Interval 1: ratio 1.5 twice ->
+    interference, the re-plan is the running plan (mlp still fits its SLO), baseline c_2 = 0.51 ln 1.5.
+    Intervals 2, 3: ratio 1.5^0.49 = 1.2196 > 1.2 twice -> again; baseline c_4 = 0.7599 ln 1.5. Intervals 4, 5:
+    1.5^0.2401 = 1.102 < 1.2: steady."""
+    watcher, applied = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    slow = next(s.name for _, s in watcher.plan.servers() if s.workload == "ranking")
+    kinds, ratios = [], []
+    for n in range(6):
+        decisions = watcher.tick(_observations(watcher, watcher.planned_rps, {slow: 1.5}), n)
+        kinds.append([(d.kind, d.action) for d in decisions])
+        ratios.append(watcher.history.ratios[slow][-1] if watcher.history.ratios.get(slow) else None)
+    fired = [("interference", "replan"), ("replan", KEPT)]
+    assert kinds == [[("steady", "none")], fired, [("steady", "none")], fired, [("steady", "none")],
+                     [("steady", "none")]]
+    assert applied == []
+    assert ratios[2] == pytest.approx(1.5 ** 0.49, rel=1e-3) and ratios[4] == pytest.approx(1.5 ** 0.2401, rel=1e-3)
+
+
 def test_the_adapted_model_error_falls_back_after_a_latency_jump(inputs, tmp_path):
     """True batch latency jumps to 1.5x what the model predicted. With the correction c_n = (1 - r) c_(n-1) + r ln 1.5
     (r = 0.3, c_0 = 0): c_n = ln 1.5 (1 - 0.7^n), so the adapted prediction / truth = 1.5^(-0.7^n): error 24.7 %

@@ -313,8 +313,11 @@ class Watcher:
                        "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus,
                                                        "new": chosen.plan.totals.gpus}}
             if _same_serving(self.plan, chosen.plan):
-                return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan",
-                                action=KEPT, details=details, **base)
+                # the adapted model would run the same servers: its figures are what they should show from now on
+                self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
+                return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
+                                "predictions are the adapted model's from now on", action=KEPT, details=details,
+                                **base)
             if self.dry_run:
                 return Decision(now_s, "replan", str(self.plan_path),
                                 f"would apply the {chosen.name} plan ({len(chosen.moves)} servers started)",
