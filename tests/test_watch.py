@@ -435,3 +435,87 @@ def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path):
 
     result = _cli("--state", str(state), *common, "--move-penalty", "-1", "--json")
     assert result.exit_code == 2 and json.loads(result.stdout)["exit_code"] == 2
+
+
+# -- observe: two scrapes -> one observation ------------------------------------------------------------------------
+
+def _scrape_state():
+    from igniter.deployment.state import DeploymentState, ServerState
+    server = ServerState(name="a", gpu="g", share=50.0, repo="(remote)", http="h:1", grpc="h:2", metrics="h:3",
+                         pid=7, launch_digest="d", models={"m": "x"}, workloads=["w"])
+    return DeploymentState(plan="p", servers={"a": server})
+
+
+def test_observe_differences_two_scrapes_and_unscales_by_k():
+    from igniter.triton.metrics import ModelMetrics, ServerMetrics
+    from igniter.watch.observe import Scrape, observe
+    before = ModelMetrics("m", "1", request_success=100, request_failure=1, inference_count=100, exec_count=50,
+                          queue_us=100_000, compute_infer_us=1_000_000, request_us=2_000_000)
+    after = ModelMetrics("m", "1", request_success=300, request_failure=3, inference_count=300, exec_count=100,
+                         queue_us=500_000, compute_input_us=200_000, compute_infer_us=2_800_000,
+                         request_us=6_000_000, quantiles_us={"request": {0.99: 50_000.0}})
+    s0 = Scrape(10.0, {"a": ServerMetrics({"m": before})}, {"a": 7})
+    s1 = Scrape(15.0, {"a": ServerMetrics({"m": after})}, {"a": 7})
+    (o,) = observe(_scrape_state(), s0, s1, time_scale=10.0)
+    # 200 successes + 2 failures in 5 s real = 0.5 s emulated -> 404 req/s; 200 inferences in 50 executions -> 4;
+    # queue 400 ms / 200 = 2 ms real -> 0.2; compute (200 + 1800) ms / 200 = 10 ms real -> 1; request 20 -> 2 ms;
+    # p99 50 ms real -> 5 ms
+    assert (o.requests, o.failures, o.interval_s) == (200, 2, 0.5)
+    assert o.rate_rps == pytest.approx(404) and o.avg_batch == pytest.approx(4)
+    assert (o.queue_ms, o.compute_ms, o.request_ms, o.p99_ms) == pytest.approx((0.2, 1.0, 2.0, 5.0))
+
+    restarted = Scrape(15.0, {"a": ServerMetrics({"m": after})}, {"a": 8})   # another pid: counts from zero
+    (o,) = observe(_scrape_state(), s0, restarted, time_scale=10.0)
+    assert o.requests == 300 and o.avg_batch == pytest.approx(3)
+    went_back = Scrape(15.0, {"a": ServerMetrics({"m": ModelMetrics("m", "1", request_success=5, exec_count=5,
+                                                                    inference_count=5)})}, {"a": 7})
+    (o,) = observe(_scrape_state(), s0, went_back)                       # the model reloaded: from zero
+    assert o.requests == 5 and o.rate_rps == pytest.approx(1.0)
+    (o,) = observe(_scrape_state(), s0, Scrape(15.0, {"a": None}, {"a": 7}))
+    assert not o.up and o.as_dict()["compute_ms"] is None
+    with pytest.raises(UserError, match="apart"):
+        observe(_scrape_state(), s1, s0)
+
+
+@pytest.mark.integration
+def test_observed_compute_is_the_batch_latency_triton_reports(deployer, demo_repo, tmp_path):
+    """Triton adds a batch's compute time to every request in it: observe's per-request mean is the batch latency,
+    checked against Triton's own per-batch-size statistics (the statistics API, an independent count)."""
+    import tritonclient.grpc as grpcclient
+
+    from igniter.deployment.state import load_state
+    from igniter.profiling.loadgen import LoadSpec, run_concurrent
+    from igniter.watch.observe import observe, scrape_all
+    from tests.plan_factory import make_plan
+
+    plan = make_plan(tmp_path / "p", demo_repo, [{"name": "s", "model": "convnet", "batch": 8, "delay_us": 20000}])
+    deployer.apply(plan)
+    state = load_state(deployer.state_path)
+    client = grpcclient.InferenceServerClient(state.servers["s"].grpc)
+
+    def batch_stats() -> dict[tuple[int, str], int]:
+        """(batch size, "count" or a compute phase) -> executions or ns, cumulative (none before a request)."""
+        stats = client.get_inference_statistics("convnet", as_json=True)["model_stats"][0].get("batch_stats", [])
+        out = {}
+        for b in stats:
+            size = int(b["batch_size"])
+            out[(size, "count")] = int(b["compute_infer"]["count"])
+            out.update({(size, k): int(b[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")})
+        return out
+
+    stats0, before = batch_stats(), scrape_all(state)
+    run_concurrent([LoadSpec(state.servers["s"].grpc, "convnet", 1, "closed", concurrency=8)], 3.0)
+    (o,) = observe(state, before, scrape_all(state))
+    stats1 = batch_stats()
+    client.close()
+    delta = {k: v - stats0.get(k, 0) for k, v in stats1.items()}
+    sizes = {b for b, _ in delta if delta[(b, "count")] > 0}
+    ns = {b: sum(delta[(b, k)] for k in ("compute_input", "compute_infer", "compute_output")) for b in sizes}
+    requests = sum(b * delta[(b, "count")] for b in sizes)
+    assert o.avg_batch > 1, "the load formed batches"
+    assert requests == o.requests
+    # the metrics count whole microseconds per request and phase (the statistics nanoseconds): 1e-3, where counting
+    # per execution instead would be off by the batch size
+    assert o.compute_ms == pytest.approx(sum(b * ns[b] for b in sizes) / requests / 1e6, rel=1e-3)
+    if sizes == {8}:   # one batch size formed: plainly the latency of one batch
+        assert o.compute_ms == pytest.approx(ns[8] / delta[(8, "count")] / 1e6, rel=1e-3)
