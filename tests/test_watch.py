@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -463,6 +464,10 @@ def test_observe_differences_two_scrapes_and_unscales_by_k():
     assert (o.requests, o.failures, o.interval_s) == (200, 2, 0.5)
     assert o.rate_rps == pytest.approx(404) and o.avg_batch == pytest.approx(4)
     assert (o.queue_ms, o.compute_ms, o.request_ms, o.p99_ms) == pytest.approx((0.2, 1.0, 2.0, 5.0))
+
+    queued = Scrape(15.0, {"a": ServerMetrics({"m": replace(after, pending=10.0)})}, {"a": 7})
+    (o,) = observe(_scrape_state(), s0, queued, time_scale=10.0)
+    assert o.rate_rps == pytest.approx(424)   # 10 more requests waiting: arrivals (202 + 10) / 0.5 s
 
     restarted = Scrape(15.0, {"a": ServerMetrics({"m": after})}, {"a": 8})   # another pid: counts from zero
     (o,) = observe(_scrape_state(), s0, restarted, time_scale=10.0)
