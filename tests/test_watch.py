@@ -376,6 +376,18 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     assert _files(state_path.parent, inputs["plan"]) == files, "--dry-run wrote something"
     assert load_state(state_path) == before
 
+    # another writer holds the state's lock: the apply is refused, the running plan and every file stay as they were
+    from igniter.deployment.lock import writer_lock
+    with writer_lock(state_path.parent):
+        lines = _watch_cli(state_path, inputs, "--down-after", "1", "--lock-timeout", "0")
+    assert lines[-1]["action"] == KEPT and "apply failed" in lines[-1]["reason"]
+    assert "another igniter is changing this deployment" in lines[-1]["details"]["error"]
+    left = {p for p in _files(state_path.parent, inputs["plan"]) if p not in files}
+    assert {Path(p).relative_to(state_path.parent).parts[0] for p in left} <= {"lock", "watch-plans"}
+    assert [p.name for p in (state_path.parent / "watch-plans").iterdir()] == [".igniter-owned"]   # no plan left
+    assert {p: h for p, h in _files(state_path.parent, inputs["plan"]).items() if p in files} == files
+    assert load_state(state_path) == before
+
     # for real, two lower forecasts needed, one per run: the first run's interval is remembered beside the state
     # (watch-history.json), so the second run scales down, applied live; the endpoints stay where they were
     lines = _watch_cli(state_path, inputs, "--down-after", "2")

@@ -84,12 +84,20 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
         after = scrape_all(state)
         decisions = watcher.tick(observe(state, before, after), round(time.time(), 3))
         if not dry_run:   # the next run (--once from cron) carries on from here
-            with writing(state_path.parent, lock_timeout, "watch", as_json, "stopped; the history is as before"):
-                save_history(watcher.snapshot(), history_path)
+            _save(watcher, history_path, lock_timeout, as_json, say)
         if once:
             return
         # after an apply the servers are new: the next interval starts from their first scrape
         before = scrape_all(_deployed(state_path)) if any(d.action == APPLIED for d in decisions) else after
+
+
+def _save(watcher: Watcher, history_path: Path, lock_timeout: float, as_json: bool, say) -> None:
+    """Write the history under the writer lock; another writer holding it costs this interval's record only."""
+    try:
+        with writing(history_path.parent, lock_timeout, "watch", as_json, "stopped; the history is as before"):
+            save_history(watcher.snapshot(), history_path)
+    except UserError as err:
+        say(f"watch: the history was not saved this interval ({err.line()})")
 
 
 def _deployed(state_path: Path):
