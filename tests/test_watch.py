@@ -135,6 +135,10 @@ def _observations(watcher: Watcher, rates: dict[str, float], slowdown: dict[str,
     return out
 
 
+def _serving(plan) -> list:
+    return sorted((g.id, s.name, s.model, s.batch, s.share, s.rate) for g, s in plan.servers())
+
+
 def _files(*roots: Path) -> dict[str, str]:
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for root in roots if root.exists()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -295,6 +299,20 @@ def test_a_bad_history_file_is_one_user_error(tmp_path):
     with pytest.raises(UserError) as err:
         load_history(path)
     assert "rates" in err.value.line() and "To fix: move the file away" in err.value.line()
+
+
+def test_a_dead_server_is_an_slo_risk_not_a_drop_in_load(inputs, tmp_path):
+    from dataclasses import replace as changed
+    watcher, applied = _watcher(inputs, tmp_path, settings=WatchSettings(down_after=1))
+    idle = next(s.name for _, s in watcher.plan.servers() if s.workload == "ranking")
+    observations = [changed(o, up=False, requests=0.0, rate_rps=0.0, avg_batch=math.nan, compute_ms=math.nan)
+                    if o.server == idle else o for o in _observations(watcher, watcher.planned_rps)]
+    decisions = watcher.tick(observations, 0)
+    assert [(d.kind, d.subject) for d in decisions[:-1]] == [("slo_risk", idle)]
+    assert watcher.history.rates["ranking"] == [] and watcher.history.rates["vision"] == [150.0]
+    # nothing else changed, but the plan is applied again: apply restarts the server that died
+    assert decisions[-1].action == APPLIED and len(applied) == 1
+    assert _serving(read_plan(applied[0])) == _serving(read_plan(inputs["plan"]))
 
 
 def test_a_decision_is_one_json_line_without_nan():

@@ -190,11 +190,8 @@ class Watcher:
         seen = [o for o in observations if o.server in entries and o.model == entries[o.server][1].model]
         predicted = self._predicted(seen, entries)
         self._learn(seen, entries)
-        rates: dict[str, float] = {}
-        for o in seen:
-            rates[entries[o.server][1].workload] = rates.get(entries[o.server][1].workload, 0.0) + o.rate_rps
         h = self.history
-        for workload, rate in rates.items():
+        for workload, rate in _workload_rates(seen, entries).items():
             h.rates[workload].append(rate)
         for o in seen:
             h.ratios.setdefault(o.server, []).append(detect.slowdown(o.compute_ms, predicted[o.server]))
@@ -204,7 +201,8 @@ class Watcher:
         detections, targets = self._detect(now_s, seen, entries, predicted)
         decisions = list(detections)
         if detections:
-            decisions.append(self._replan(now_s, targets, [d.kind for d in detections]))
+            down = sorted(o.server for o in observations_down(seen))
+            decisions.append(self._replan(now_s, targets, [d.kind for d in detections], down))
             if decisions[-1].action != APPLIED:
                 self._restart_streaks()
         else:
@@ -294,7 +292,9 @@ class Watcher:
         return decisions, targets
 
     # -- re-plan -----------------------------------------------------------------------------------------------
-    def _replan(self, now_s: float, targets: dict[str, float], kinds: list[str]) -> Decision:
+    def _replan(self, now_s: float, targets: dict[str, float], kinds: list[str], down: list[str]) -> Decision:
+        """Re-plan for ``targets`` and apply; with servers ``down`` the plan is applied even if unchanged (apply
+        restarts what died)."""
         # a workload that went idle is planned at the least rate a workloads file may give (it keeps one server)
         rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
         base = dict(observed={"rates_rps": {w: r[-1] for w, r in self.history.rates.items() if r}},
@@ -312,7 +312,7 @@ class Watcher:
                                                           for c in candidates},
                        "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus,
                                                        "new": chosen.plan.totals.gpus}}
-            if _same_serving(self.plan, chosen.plan):
+            if _same_serving(self.plan, chosen.plan) and not down:
                 # the adapted model would run the same servers: its figures are what they should show from now on
                 self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
                 return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
@@ -412,6 +412,21 @@ class Watcher:
         gpus = pack(problem, extra, gpus)
         found = finish(problem, Assignment(gpus, problem.share_lower_bound(), "heuristic"))
         return found if within_max_count(problem, found.gpus) else None
+
+
+def _workload_rates(seen: list[Observation], entries: dict) -> dict[str, float]:
+    """Each workload's arrival rate, summed over its replicas; only where every replica was observed up (a missing
+    one would read as a drop in load)."""
+    rates: dict[str, float] = {}
+    up: dict[str, int] = {}
+    for o in seen:
+        workload = entries[o.server][1].workload
+        rates[workload] = rates.get(workload, 0.0) + o.rate_rps
+        up[workload] = up.get(workload, 0) + o.up
+    replicas: dict[str, int] = {}
+    for _, entry in entries.values():
+        replicas[entry.workload] = replicas.get(entry.workload, 0) + 1
+    return {w: r for w, r in rates.items() if up[w] == replicas[w]}
 
 
 def observations_down(seen: list[Observation]) -> list[Observation]:
