@@ -125,13 +125,14 @@ def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list
 
 def _observations(watcher: Watcher, rates: dict[str, float], slowdown: dict[str, float] | None = None,
                   latency: dict[str, float] | None = None) -> list[Observation]:
-    """One interval of 10 s: each server at its rate, batch 1, batch latency = the given value or the plan's
-    prediction x slowdown."""
+    """One interval of 10 s: each workload at its rate, split over its replicas as planned, batch 1, batch latency
+    = the given value or the plan's prediction x slowdown."""
     out = []
     for gpu, s in watcher.plan.servers():
         compute = (latency or {}).get(s.name, s.predicted_latency_ms * (slowdown or {}).get(s.name, 1.0))
-        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rates[s.workload] * 10, 0.0,
-                               rates[s.workload], 1.0, 0.1, compute, compute + 0.1, None))
+        rate = rates[s.workload] * s.rate / watcher.planned_rps[s.workload]
+        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rate * 10, 0.0, rate, 1.0, 0.1,
+                               compute, compute + 0.1, None))
     return out
 
 
@@ -554,3 +555,58 @@ def test_observed_compute_is_the_batch_latency_triton_reports(deployer, demo_rep
     assert o.compute_ms == pytest.approx(sum(b * ns[b] for b in sizes) / requests / 1e6, rel=1e-3)
     if sizes == {8}:   # one batch size formed: plainly the latency of one batch
         assert o.compute_ms == pytest.approx(ns[8] / delta[(8, "count")] / 1e6, rel=1e-3)
+
+
+# -- re-plans: a cost per moved server -------------------------------------------------------------------------------
+
+FOUR_WORKLOADS = """workloads:
+  - {name: a, model: resnet50, rate: 800, slo_ms: 30}
+  - {name: b, model: vgg19, rate: 400, slo_ms: 40}
+  - {name: c, model: ssd, rate: 300, slo_ms: 50}
+  - {name: d, model: alexnet, rate: 1500, slo_ms: 20}
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_inputs(tmp_path_factory):
+    """Four workloads on V100-like GPUs (tests/fake_perf_model.py), provisioned by the ILP: five GPUs."""
+    from tests.fake_perf_model import FakePerfModel
+    out = tmp_path_factory.mktemp("gpus")
+    (out / "w.yaml").write_text(FOUR_WORKLOADS)
+    (out / "m.json").write_text("{}")
+    loader = lambda path: FakePerfModel()   # noqa: E731
+    problem, _, plan, _ = provisioning.run(out / "w.yaml", out / "m.json", None, "ilp", 10.0, loader=loader)
+    write_plan(plan, problem, out / "plan", None, {"strategy": "ilp"})
+    return {"dir": out, "loader": loader, "plan": out / "plan"}
+
+
+def _gpu_watcher(gpu_inputs, tmp_path, penalty: float) -> Watcher:
+    return Watcher(gpu_inputs["plan"], gpu_inputs["dir"] / "m.json", gpu_inputs["dir"] / "w.yaml", None,
+                   lambda p: None, settings=WatchSettings(down_after=1, up_after=1, move_penalty=penalty),
+                   loader=gpu_inputs["loader"], plans_dir=tmp_path / f"plans-{penalty}")
+
+
+def _launches(plan) -> set:
+    return {(g.id, s.name, s.share) for g, s in plan.servers()}
+
+
+def test_a_scale_down_moves_servers_only_when_the_saving_pays_for_the_moves(gpu_inputs, tmp_path):
+    running = read_plan(gpu_inputs["plan"])
+    # load at 0.3x for one interval, down_after=1: the re-plan is for 0.3 x 1.1 = 0.33x the planned rates
+    target = tmp_path / "w33.yaml"
+    target.write_text(FOUR_WORKLOADS.replace("800", "264").replace("400", "132").replace("300", "99")
+                      .replace("1500", "495"))
+    _, _, optimum, _ = provisioning.run(target, gpu_inputs["dir"] / "m.json", None, "ilp", 10.0,
+                                        loader=gpu_inputs["loader"])
+    assert optimum.totals.gpus < running.totals.gpus      # the premise: fewer GPUs would do
+
+    free = _gpu_watcher(gpu_inputs, tmp_path, 0.0)       # moves cost nothing: the cheapest plan
+    decision = free.tick(_observations(free, {w: r * 0.3 for w, r in free.planned_rps.items()}), 0)[-1]
+    assert decision.action == APPLIED and free.plan.totals.gpus == optimum.totals.gpus
+
+    dear = _gpu_watcher(gpu_inputs, tmp_path, 1000.0)    # a move costs more than any saving: nothing restarts
+    decision = dear.tick(_observations(dear, {w: r * 0.3 for w, r in dear.planned_rps.items()}), 0)[-1]
+    assert decision.action == APPLIED and decision.details["chosen"] == "keep"
+    assert _launches(dear.plan) == _launches(running)     # same servers, GPUs and shares: no restart
+    assert dear.plan.totals.status != "infeasible"        # batches re-chosen for the lower rates (live reloads)
+    assert dear.planned_rps == pytest.approx({w: sum(s.rate for s in e) * 0.33 for w, e in running.by_workload().items()})

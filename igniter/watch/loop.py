@@ -44,8 +44,8 @@ from igniter.deployment.apply import planned_servers
 from igniter.errors import UserError
 from igniter.model.perfmodel import Member
 from igniter.ownership import is_owned, make_owned_dir
-from igniter.provisioning import finish, solve
-from igniter.provisioning.candidates import ProvisioningProblem, build_problem, min_share_options
+from igniter.provisioning import finish, queueing, solve
+from igniter.provisioning.candidates import Option, ProvisioningProblem, build_problem, min_share_options
 from igniter.provisioning.greedy_igniter import pack
 from igniter.provisioning.plan import Plan, build_plan, read_plan, write_plan
 from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
@@ -327,7 +327,6 @@ class Watcher:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _apply(self, now_s: float, chosen: _Candidate, details: dict, base: dict) -> Decision:
-        self.history.replans += 1
         target = None
         try:
             target = self._plan_dir(chosen.name)
@@ -341,6 +340,7 @@ class Watcher:
                             f"apply failed, the running plan keeps serving: {_message(err)}", action=KEPT,
                             details={**details, "error": _message(err)}, **base)
         previous = self.plan_path
+        self.history.replans += 1
         self.adopt(target)
         self._prune({target.resolve(), Path(previous).resolve()})
         return Decision(now_s, "replan", str(target),
@@ -387,9 +387,10 @@ class Watcher:
         return chosen, candidates
 
     def _keep(self, problem: ProvisioningProblem) -> Assignment | None:
-        """The running placement in the new problem: every server whose configuration (type, model, batch,
-        replicas) is still a candidate stays on its GPU at its share; the other workloads' servers are packed
-        around them (the greedy's rule); then the full model's repair (finish). None: over a max_count."""
+        """The running placement in the new problem: every server stays on its GPU with its configuration (at
+        the new rate); a workload whose model or batch its type no longer knows is packed around them (the
+        greedy's rule); then the full model's repair (finish) widens or moves what misses its SLO. None: over a
+        max_count."""
         index = {w.name: wi for wi, w in enumerate(problem.workloads)}
         gpus, homeless = [], set()
         for gpu in self.plan.gpus:
@@ -433,12 +434,30 @@ def observations_down(seen: list[Observation]) -> list[Observation]:
     return [o for o in seen if not o.up]
 
 
-def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Any:
-    """The candidate of workload wi on type ti with the server's model, batch and replicas, at its share."""
-    for option in problem.options[wi]:
-        if (option.type_index, option.model, option.batch, option.replicas) == (ti, s.model, s.batch, s.replicas):
-            return problem.with_share(option, problem.grids[(ti, s.model)].share_index(s.share))
-    return None
+def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Option | None:
+    """The running server as an option of workload wi at its new rate: its model, share and replicas (what a
+    restart would change), at its batch if that still meets the SLO solo, else at the batch with the most slack
+    (a batch is a live config reload). Terms from the type's grid (problem.with_share), the batcher delay for the
+    new rate. None: the type no longer knows the model. It may still miss its SLO: repair widens or moves it."""
+    grid = problem.grids.get((ti, s.model))
+    w = problem.workloads[wi]
+    accuracy = next((v.accuracy for v in w.models() if v.model == s.model), None)
+    if grid is None or accuracy is None:
+        return None
+    rate = w.rate / s.replicas
+    extra = queueing.transfer_ms(w.input_bytes, problem.types[ti].network_gbps)
+    share = grid.share_index(s.share)
+
+    def at(batch: int) -> Option:
+        template = Option(wi, ti, s.model, accuracy, batch, s.share, s.replicas, rate,
+                          float(grid.memory[grid.batch_index(batch)]), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, extra,
+                          int(queueing.max_queue_delay_us(batch, rate)))
+        return problem.with_share(template, share)
+
+    batches = [int(b) for b in grid.batches]
+    if s.batch in batches and at(s.batch).slack_ms >= 0:
+        return at(s.batch)
+    return max((at(b) for b in batches), key=lambda o: o.slack_ms)
 
 
 def _same_serving(running: Plan, new: Plan) -> bool:
