@@ -609,4 +609,5 @@ def test_a_scale_down_moves_servers_only_when_the_saving_pays_for_the_moves(gpu_
     assert decision.action == APPLIED and decision.details["chosen"] == "keep"
     assert _launches(dear.plan) == _launches(running)     # same servers, GPUs and shares: no restart
     assert dear.plan.totals.status != "infeasible"        # batches re-chosen for the lower rates (live reloads)
-    assert dear.planned_rps == pytest.approx({w: sum(s.rate for s in e) * 0.33 for w, e in running.by_workload().items()})
+    planned = {w: sum(s.rate for s in entries) for w, entries in running.by_workload().items()}
+    assert dear.planned_rps == pytest.approx({w: r * 0.33 for w, r in planned.items()})
