@@ -201,7 +201,7 @@ class Watcher:
         detections, targets = self._detect(now_s, seen, entries, predicted)
         decisions = list(detections)
         if detections:
-            down = sorted(o.server for o in observations_down(seen))
+            down = sorted(o.server for o in _observations_down(seen))
             decisions.append(self._replan(now_s, targets, [d.kind for d in detections], down))
             if decisions[-1].action != APPLIED:
                 self._restart_streaks()
@@ -285,7 +285,7 @@ class Watcher:
                     now_s, "slo_risk", o.server, risk,
                     observed={"p99_ms": o.p99_ms, "failures": o.failures, "up": o.up},
                     predicted={"p99_ms": entry.predicted_p99_ms, "slo_ms": entry.slo_ms}, action=REPLAN))
-        for o in observations_down(seen):
+        for o in _observations_down(seen):
             decisions.append(Decision(now_s, "slo_risk", o.server, "its metrics could not be read",
                                       observed={"up": False}, predicted={"slo_ms": entries[o.server][1].slo_ms},
                                       action=REPLAN))
@@ -430,7 +430,7 @@ def _workload_rates(seen: list[Observation], entries: dict) -> dict[str, float]:
     return {w: r for w, r in rates.items() if up[w] == replicas[w]}
 
 
-def observations_down(seen: list[Observation]) -> list[Observation]:
+def _observations_down(seen: list[Observation]) -> list[Observation]:
     return [o for o in seen if not o.up]
 
 
