@@ -4,8 +4,9 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 
     watcher = Watcher(plan_path, perf_model_path, workloads_path, catalog_path, apply_plan,
                       dry_run=False, settings=WatchSettings(...), log=print_one_json_line,
-                      src_repo=None, plans_dir=None, loader=load_perf_model)
+                      src_repo=None, plans_dir=None, history=None, loader=load_perf_model)
     decisions = watcher.tick(observations, now_s)    # observe.observe(...) of the last interval
+    watcher.snapshot()                               # a History to restore a later watcher from
 
 - ``plan_path``: the running plan (plan.json or its directory); ``perf_model_path`` / ``catalog_path``: what it was
   provisioned with (one of them); ``workloads_path``: its workloads file (its workload names must be the plan's;
@@ -13,8 +14,10 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 - ``apply_plan(new_plan_dir: Path) -> None`` brings the servers to a plan directory the watcher wrote (the CLI:
   Deployer.apply under the state's writer lock; the replay: its own emulation first); it raises to refuse, and a
   refused or failed apply leaves the running plan serving (the watcher keeps it as the running plan).
-- ``plans_dir``: where re-plans are written (``<seq>-<reason>/``, igniter-owned; default a new temporary
-  directory); ``log(dict)`` gets every decision as it is made (Decision.as_dict), ``tick`` returns them too.
+- ``plans_dir``: where re-plans are written (``NNNN-keep`` / ``NNNN-fresh``, igniter-owned, the running and the
+  previous one kept; default a new temporary directory); ``log(dict)`` gets every decision as it is made
+  (Decision.as_dict), ``tick`` returns them too; ``history``: an earlier watcher's (history.py; another plan's is
+  ignored). ``adopt(plan_path)``: someone else applied another plan, compare with that one from now on.
 - ``dry_run``: decide and log, write nothing, apply nothing (the running plan stays the one to compare with).
 
 Each tick: (1) every observation is compared with what the running plan's model predicted for its server's
@@ -22,10 +25,12 @@ co-location at the batch Triton formed (the interference signal), then fed to th
 (PerfModel.update_sets: the adapted model is what re-plans use); (2) detect.py's load, interference and SLO-risk
 rules run over the history since the running plan started; (3) if any fired, one re-plan: the workloads at their
 new rates (drifting ones at the detected target, the others at the plan's), two candidates, the running placement
-kept (repaired where the adapted model says it misses an SLO; new replicas packed around it) and a fresh solve of
-``settings.strategy``; each is scored price + move_penalty x servers it starts or restarts (names whose launch
-spec is new), so placements are kept unless the SLO or the saving needs a move; (4) the chosen plan is applied
-through the hook. Every decision is one Decision (one JSON line).
+kept (every server on its GPU at its share, its batch re-chosen where the new rate needs it, then repaired where
+the adapted model says it misses an SLO) and a fresh solve of ``settings.strategy``; each is scored price +
+move_penalty x servers it starts or restarts (names whose launch spec is new), so placements are kept unless the
+SLO or the saving needs a move; (4) the chosen plan is applied through the hook. A re-plan that changes nothing
+makes the adapted model the baseline to compare with; one that is not applied restarts the streaks (the rules
+must hold again before the next try). Every decision is one Decision (one JSON line).
 """
 
 from __future__ import annotations
