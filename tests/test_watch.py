@@ -56,13 +56,13 @@ def test_a_spike_the_forecast_smears_needs_the_observed_rate_too():
 
 
 def test_scale_down_only_after_k_consecutive_lower_forecasts():
-    # planned 200; rates 200, 200, 100, 100, 100, 100. EWMA 200, 200, 150, 125, 112.5, 106.25; inflated 220, 220,
-    # 165, 137.5, 123.75, 116.875; below 0.7 x 200 = 140 from interval 3: the third lower forecast is interval 5.
-    rates = [200, 200, 100, 100, 100, 100]
+    # planned 200; rates 200, 200, 100, 90, 110, 100. EWMA 200, 200, 150, 120, 115, 107.5; inflated 220, 220, 165,
+    # 132, 126.5, 118.25; below 0.7 x 200 = 140 from interval 3: the third lower forecast is interval 5.
+    rates = [200, 200, 100, 90, 110, 100]
     assert [detect.load_drift(rates[:n], 200, S) for n in range(1, 6)] == [None] * 5
     drift = detect.load_drift(rates, 200, S)
     assert (drift.direction, drift.streak) == ("down", 3)
-    assert drift.target_rps == pytest.approx(116.875)   # max(106.25, max(100, 100, 100)) x 1.1
+    assert drift.target_rps == pytest.approx(121)   # max(107.5, max(90, 110, 100)) x 1.1: the streak's peak
 
 
 def test_a_burst_inside_the_low_streak_restarts_the_count():
