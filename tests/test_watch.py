@@ -302,6 +302,38 @@ def test_a_bad_history_file_is_one_user_error(tmp_path):
     assert "rates" in err.value.line() and "To fix: move the file away" in err.value.line()
 
 
+def test_a_replan_that_changes_nothing_restarts_only_the_streaks_that_fired_it(inputs, tmp_path):
+    # ranking 1.5x slower from interval 0 (interference needs 2 intervals); vision failing requests at interval 1
+    # (SLO risk at once). Interval 1 fires both; the re-plan changes nothing. Interval 2 and 3: vision fails again
+    # at 3 only; ranking's ratio restarted at 2, so interference fires again at 3, not at 2.
+    from dataclasses import replace as changed
+    watcher, _ = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    names = {s.workload: s.name for _, s in watcher.plan.servers()}
+    kinds = []
+    for n, failing in enumerate([False, True, False, True]):
+        observations = [changed(o, failures=2.0) if failing and o.server == names["vision"] else o
+                        for o in _observations(watcher, watcher.planned_rps, {names["ranking"]: 1.5})]
+        kinds.append(sorted(d.kind for d in watcher.tick(observations, n)))
+    assert kinds == [["steady"], ["interference", "replan", "slo_risk"], ["steady"],
+                     ["interference", "replan", "slo_risk"]]
+
+
+def test_a_streak_that_did_not_fire_goes_on_through_a_replan_that_changed_nothing(inputs, tmp_path):
+    # interval 0: ranking 1.5x slower (interference streak 1 of 2) and vision failing -> an SLO-risk re-plan that
+    # changes nothing (baseline := c_1 = 0.3 ln 1.5). Interval 1: ranking's streak goes on: ratio 1.5 / 1.5^0.3 =
+    # 1.5^0.7 = 1.328 > 1.2 a second time -> interference at interval 1.
+    from dataclasses import replace as changed
+    watcher, _ = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    names = {s.workload: s.name for _, s in watcher.plan.servers()}
+    slow = {names["ranking"]: 1.5}
+    first = watcher.tick([changed(o, failures=2.0) if o.server == names["vision"] else o
+                          for o in _observations(watcher, watcher.planned_rps, slow)], 0)
+    assert [(d.kind, d.action) for d in first] == [("slo_risk", "replan"), ("replan", KEPT)]
+    second = watcher.tick(_observations(watcher, watcher.planned_rps, slow), 1)
+    assert [d.kind for d in second] == ["interference", "replan"]
+    assert second[0].observed["compute_ms"] / second[0].predicted["compute_ms"] == pytest.approx(1.5 ** 0.7, rel=1e-3)
+
+
 def test_a_dead_server_is_an_slo_risk_not_a_drop_in_load(inputs, tmp_path):
     from dataclasses import replace as changed
     watcher, applied = _watcher(inputs, tmp_path, settings=WatchSettings(down_after=1))

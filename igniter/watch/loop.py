@@ -182,12 +182,21 @@ class Watcher:
         self.history.corrections = [dict(c) for c in self.history.plan_corrections]
         self._restart_streaks()
 
-    def _restart_streaks(self) -> None:
-        """Detection counts from the next interval on (after a new plan, or a re-plan that changed nothing: the
-        rules must hold again for as many intervals before the next try)."""
+    def _restart_streaks(self, fired: list[Decision] | None = None) -> None:
+        """Detection counts from the next interval on: every rule after a new plan; after a re-plan that was not
+        applied, the rules that ``fired`` it (they must hold again before the next try; the others' streaks go on)."""
         h = self.history
-        h.since = {w: len(rates) for w, rates in h.rates.items()}
-        h.ratios, h.p99s, h.failures = {}, {}, {}
+        if fired is None:
+            h.since = {w: len(rates) for w, rates in h.rates.items()}
+            h.ratios, h.p99s, h.failures = {}, {}, {}
+            return
+        for d in fired:
+            if d.kind.startswith("load_"):
+                h.since[d.subject] = len(h.rates[d.subject])
+            elif d.kind == "interference":
+                h.ratios[d.subject] = []
+            elif d.kind == "slo_risk":
+                h.p99s[d.subject], h.failures[d.subject] = [], []
 
     # -- one interval ------------------------------------------------------------------------------------------
     def tick(self, observations: list[Observation], now_s: float) -> list[Decision]:
@@ -209,7 +218,7 @@ class Watcher:
             down = sorted(o.server for o in _observations_down(seen))
             decisions.append(self._replan(now_s, targets, [d.kind for d in detections], down))
             if decisions[-1].action != APPLIED:
-                self._restart_streaks()
+                self._restart_streaks(detections)
         else:
             decisions.append(Decision(now_s, "steady", str(self.plan_path), "no drift detected",
                                       observed={w: r[-1] for w, r in h.rates.items() if r},
