@@ -29,8 +29,8 @@ kept (every server on its GPU at its share, its batch re-chosen where the new ra
 the adapted model says it misses an SLO) and a fresh solve of ``settings.strategy``; each is scored price +
 move_penalty x servers it starts or restarts (names whose launch spec is new), so placements are kept unless the
 SLO or the saving needs a move; (4) the chosen plan is applied through the hook. A re-plan that changes nothing
-makes the adapted model the baseline to compare with; one that is not applied restarts the streaks (the rules
-must hold again before the next try). Every decision is one Decision (one JSON line).
+makes the adapted model the baseline to compare with; one that is not applied restarts the streaks of the rules
+that fired it (they must hold again before the next try). Every decision is one Decision (one JSON line).
 """
 
 from __future__ import annotations
