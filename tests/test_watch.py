@@ -177,6 +177,19 @@ def test_interference_is_detected_at_the_nth_interval(inputs, tmp_path):
     assert second[-1].kind == "replan"
 
 
+def test_an_interval_without_batches_neither_counts_nor_breaks_the_interference_streak(inputs, tmp_path):
+    from dataclasses import replace as changed
+    watcher, _ = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    slow = next(s.name for _, s in watcher.plan.servers() if s.workload == "ranking")
+    idle = lambda o: changed(o, avg_batch=math.nan, compute_ms=math.nan) if o.server == slow else o  # noqa: E731
+    kinds = []
+    for n, observations in enumerate([_observations(watcher, watcher.planned_rps, {slow: 1.5}),
+                                      [idle(o) for o in _observations(watcher, watcher.planned_rps)],
+                                      _observations(watcher, watcher.planned_rps, {slow: 1.5})]):
+        kinds.append([d.kind for d in watcher.tick(observations, n)])
+    assert kinds == [["steady"], ["steady"], ["interference", "replan"]]
+
+
 def test_after_a_replan_that_keeps_the_plan_detection_compares_with_the_adapted_model(inputs, tmp_path):
     """ranking's batch latency stays 1.5x the fitted prediction. The correction after n updates is
     c_n = ln 1.5 (1 - 0.7^n); a kept re-plan makes the adapted model the baseline. Interval 1: ratio 1.5 twice ->

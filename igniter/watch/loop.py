@@ -286,9 +286,10 @@ class Watcher:
             count = detect.interference_drift(h.ratios[o.server], s)
             if count:
                 partners = [x.name for x in gpu.servers if x.name != o.server]
+                last = next(r for r in reversed(h.ratios[o.server]) if r is not None)   # the last with a batch
                 decisions.append(Decision(
                     now_s, "interference", o.server,
-                    f"batch latency {h.ratios[o.server][-1]:.3g}x the prediction for its co-location "
+                    f"batch latency {last:.3g}x the prediction for its co-location "
                     f"(threshold {1 + s.interference_threshold:g}x) for {count} intervals",
                     observed={"compute_ms": o.compute_ms, "avg_batch": o.avg_batch},
                     predicted={"compute_ms": predicted[o.server], "gpu": gpu.id, "partners": partners},
