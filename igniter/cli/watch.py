@@ -70,7 +70,7 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
     watcher = Watcher(Path(state.plan), perf_model, workloads_path, catalog, apply_plan, dry_run, settings,
                       lambda d: click.echo(json.dumps(d, sort_keys=True) if as_json else _human(d)),
                       src_repo=src_repo, plans_dir=state_path.parent / PLANS_DIR,
-                      history=load_history(history_path))
+                      history=load_history(history_path), progress=say)
     before = scrape_all(state)
     passes = 0
     while True:

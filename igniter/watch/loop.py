@@ -4,7 +4,8 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 
     watcher = Watcher(plan_path, perf_model_path, workloads_path, catalog_path, apply_plan,
                       dry_run=False, settings=WatchSettings(...), log=print_one_json_line,
-                      src_repo=None, plans_dir=None, history=None, loader=load_perf_model)
+                      src_repo=None, plans_dir=None, history=None, loader=load_perf_model,
+                      progress=print_to_stderr)
     decisions = watcher.tick(observations, now_s)    # observe.observe(...) of the last interval
     watcher.snapshot()                               # a History to restore a later watcher from
 
@@ -17,7 +18,8 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 - ``plans_dir``: where re-plans are written (``NNNN-keep`` / ``NNNN-fresh``, igniter-owned, the running and the
   previous one kept; default a new temporary directory); ``log(dict)`` gets every decision as it is made
   (Decision.as_dict), ``tick`` returns them too; ``history``: an earlier watcher's (history.py; another plan's is
-  ignored). ``adopt(plan_path)``: someone else applied another plan, compare with that one from now on.
+  ignored); ``progress(str)``: what long steps (a re-plan) say while they run. ``adopt(plan_path)``: someone else
+  applied another plan, compare with that one from now on.
 - ``dry_run``: decide and log, write nothing, apply nothing (the running plan stays the one to compare with).
 
 Each tick: (1) every observation is compared with what the running plan's model predicted for its server's
@@ -117,8 +119,9 @@ class Watcher:
                  catalog_path: Path | None, apply_plan: ApplyPlan, dry_run: bool = False,
                  settings: WatchSettings = WatchSettings(), log: Callable[[dict], None] = lambda d: None, *,
                  src_repo: Path | None = None, plans_dir: Path | None = None, history: History | None = None,
-                 loader: Callable[[Path], Any] = load_perf_model):
+                 loader: Callable[[Path], Any] = load_perf_model, progress: Callable[[str], None] = lambda m: None):
         self.apply_plan, self.dry_run, self.settings, self.log = apply_plan, dry_run, settings, log
+        self.progress = progress
         self.src_repo = src_repo
         self.plans_dir = Path(plans_dir) if plans_dir else None
         if catalog_path:
@@ -315,6 +318,8 @@ class Watcher:
         base = dict(observed={"rates_rps": {w: r[-1] for w, r in self.history.rates.items() if r}},
                     predicted={"planned_rps": dict(self.planned_rps), "target_rps": rates})
         scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
+        self.progress(f"watch: re-planning ({', '.join(kinds)}); its solve stops after about "
+                      f"{self.settings.time_limit_s:g} s")
         try:
             try:
                 chosen, candidates = self._choose(rates, scratch)
