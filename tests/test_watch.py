@@ -112,7 +112,8 @@ def inputs(tmp_path_factory, demo_repo):
     problem, assignment, plan, seconds = provisioning.run(workloads, out / "cpu.model.json", None, "ilp", 10.0,
                                                           src_repo=demo_repo)
     write_plan(plan, problem, out / "plan", demo_repo, {"strategy": "ilp"})
-    return {"model": out / "cpu.model.json", "workloads": workloads, "plan": out / "plan", "repo": demo_repo}
+    return {"model": out / "cpu.model.json", "workloads": workloads, "plan": out / "plan", "repo": demo_repo,
+            "problem": problem}
 
 
 def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list]:
@@ -622,7 +623,18 @@ def gpu_inputs(tmp_path_factory):
     loader = lambda path: FakePerfModel()   # noqa: E731
     problem, _, plan, _ = provisioning.run(out / "w.yaml", out / "m.json", None, "ilp", 10.0, loader=loader)
     write_plan(plan, problem, out / "plan", None, {"strategy": "ilp"})
-    return {"dir": out, "loader": loader, "plan": out / "plan"}
+    return {"dir": out, "loader": loader, "plan": out / "plan", "problem": problem}
+
+
+@pytest.mark.parametrize("which", ["inputs", "gpu_inputs"])
+def test_moves_are_counted_from_the_launch_specs_write_plan_writes(which, request):
+    """The digests a candidate is scored with, computed without writing it, are the ones apply reads back from the
+    written plan (pinned CPU cores on the demo host, MPS shares on the GPUs)."""
+    from igniter.deployment.apply import planned_servers
+    from igniter.watch.loop import _launch_digests
+    given = request.getfixturevalue(which)
+    written = {s.name: s.launch_digest for s in planned_servers(given["plan"])}
+    assert _launch_digests(read_plan(given["plan"]), given["problem"]) == written and len(set(written.values())) > 1
 
 
 def _gpu_watcher(gpu_inputs, tmp_path, penalty: float) -> Watcher:

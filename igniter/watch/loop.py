@@ -47,14 +47,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from igniter.deployment.apply import planned_servers
+from igniter.deployment.apply import PlannedServer, planned_servers
 from igniter.errors import UserError
 from igniter.model.perfmodel import Member
 from igniter.ownership import is_owned, make_owned_dir
 from igniter.provisioning import finish, queueing, solve
 from igniter.provisioning.candidates import Option, ProvisioningProblem, build_problem, min_share_options
 from igniter.provisioning.greedy_igniter import pack
-from igniter.provisioning.plan import Plan, build_plan, read_plan, write_plan
+from igniter.provisioning.plan import (Plan, build_plan, launch_spec, read_plan, server_launches,
+                                      write_plan)
 from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import Assignment, Gpu, Server, within_max_count
 from igniter.provisioning.workloads import (MIN_RATE, WorkloadSet, default_catalog, known_models, load_catalog,
@@ -109,8 +110,7 @@ class _Candidate:
     name: str
     problem: ProvisioningProblem
     plan: Plan
-    directory: Path
-    moves: list[str]
+    moves: list[str]             # servers it starts or restarts (a new name or launch spec)
     score: float
 
 
@@ -317,34 +317,27 @@ class Watcher:
         rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
         base = dict(observed={"rates_rps": {w: r[-1] for w, r in self.history.rates.items() if r}},
                     predicted={"planned_rps": dict(self.planned_rps), "target_rps": rates})
-        scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
         self.progress(f"watch: re-planning ({', '.join(kinds)}); its solve stops after about "
                       f"{self.settings.time_limit_s:g} s")
         try:
-            try:
-                chosen, candidates = self._choose(rates, scratch)
-            except Exception as err:  # noqa: BLE001 - whatever fails, the running plan keeps serving
-                return Decision(now_s, "replan", str(self.plan_path), f"re-plan failed: {_message(err)}",
-                                action=KEPT, details={"triggers": kinds, "error": _message(err)}, **base)
-            details = {"triggers": kinds, "candidates": {c.name: {"price": c.plan.totals.cost, "moves": c.moves,
-                                                                   "score": c.score,
-                                                                   "status": c.plan.totals.status}
-                                                          for c in candidates},
-                       "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus,
-                                                       "new": chosen.plan.totals.gpus}}
-            if _same_serving(self.plan, chosen.plan) and not down:
-                # the adapted model would run the same servers: its figures are what they should show from now on
-                self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
-                return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
-                                "predictions are the adapted model's from now on", action=KEPT, details=details,
-                                **base)
-            if self.dry_run:
-                return Decision(now_s, "replan", str(self.plan_path),
-                                f"would apply the {chosen.name} plan ({len(chosen.moves)} servers started)",
-                                action=WOULD_APPLY, details=details, **base)
-            return self._apply(now_s, chosen, details, base)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            chosen, candidates = self._choose(rates)
+        except Exception as err:  # noqa: BLE001 - whatever fails, the running plan keeps serving
+            return Decision(now_s, "replan", str(self.plan_path), f"re-plan failed: {_message(err)}",
+                            action=KEPT, details={"triggers": kinds, "error": _message(err)}, **base)
+        details = {"triggers": kinds, "candidates": {c.name: {"price": c.plan.totals.cost, "moves": c.moves,
+                                                               "score": c.score, "status": c.plan.totals.status}
+                                                      for c in candidates},
+                   "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus, "new": chosen.plan.totals.gpus}}
+        if _same_serving(self.plan, chosen.plan) and not down:
+            # the adapted model would run the same servers: its figures are what they should show from now on
+            self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
+            return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
+                            "predictions are the adapted model's from now on", action=KEPT, details=details, **base)
+        if self.dry_run:
+            return Decision(now_s, "replan", str(self.plan_path),
+                            f"would apply the {chosen.name} plan ({len(chosen.moves)} servers started)",
+                            action=WOULD_APPLY, details=details, **base)
+        return self._apply(now_s, chosen, details, base)
 
     def _apply(self, now_s: float, chosen: _Candidate, details: dict, base: dict) -> Decision:
         target = None
@@ -383,7 +376,8 @@ class Watcher:
             if entry.resolve() not in keep and entry.name.split("-", 1)[0].isdigit() and is_owned(entry):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def _choose(self, rates: dict[str, float], scratch: Path) -> tuple[_Candidate, list[_Candidate]]:
+    def _choose(self, rates: dict[str, float]) -> tuple[_Candidate, list[_Candidate]]:
+        """The candidates (nothing is written: moves are counted from the launch specs the plans would get)."""
         workloads = tuple(replace(w, rate=rates[w.name]) for w in self.workload_set.workloads)
         problem = build_problem(WorkloadSet(workloads, self.workload_set.accuracy_weight), self.types,
                                 self.plan.latency_model)
@@ -397,11 +391,9 @@ class Watcher:
             if assignment is None:
                 continue
             plan = build_plan(problem, assignment, self.settings.strategy)
-            directory = scratch / name
-            write_plan(plan, problem, directory, self.src_repo, {"strategy": self.settings.strategy})
-            moves = sorted(s.name for s in planned_servers(directory) if running.get(s.name) != s.launch_digest)
+            moves = sorted(n for n, digest in _launch_digests(plan, problem).items() if running.get(n) != digest)
             score = plan.totals.cost + self.settings.move_penalty * len(moves)
-            candidates.append(_Candidate(name, problem, plan, directory, moves, score))
+            candidates.append(_Candidate(name, problem, plan, moves, score))
         # a plan that misses an SLO under the adapted model loses to any that does not; ties keep placements
         chosen = min(candidates, key=lambda c: (len(c.plan.totals.misses) > 0, c.score, c.name != "keep"))
         return chosen, candidates
@@ -478,6 +470,12 @@ def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Option | 
     if s.batch in batches and at(s.batch).slack_ms >= 0:
         return at(s.batch)
     return max((at(b) for b in batches), key=lambda o: o.slack_ms)
+
+
+def _launch_digests(plan: Plan, problem: ProvisioningProblem) -> dict[str, str]:
+    """Server name -> the launch digest apply compares (what forces a new process), as write_plan would write it."""
+    return {s.name: PlannedServer(s.name, g.id, s.share, Path(), launch_spec(g, s, launch, [s.model]), [s.workload],
+                                  {}).launch_digest for g, s, launch in server_launches(plan, problem)}
 
 
 def _same_serving(running: Plan, new: Plan) -> bool:
