@@ -42,7 +42,6 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
