@@ -126,14 +126,14 @@ def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list
 
 def _observations(watcher: Watcher, rates: dict[str, float], slowdown: dict[str, float] | None = None,
                   latency: dict[str, float] | None = None) -> list[Observation]:
-    """One interval of 10 s: each workload at its rate, split over its replicas as planned, batch 1, batch latency
-    = the given value or the plan's prediction x slowdown."""
+    """One interval of 10 s: each workload at its rate, split over its replicas as planned, batches as planned,
+    batch latency = the given value or the plan's prediction x slowdown."""
     out = []
     for gpu, s in watcher.plan.servers():
         compute = (latency or {}).get(s.name, s.predicted_latency_ms * (slowdown or {}).get(s.name, 1.0))
         rate = rates[s.workload] * s.rate / watcher.planned_rps[s.workload]
-        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rate * 10, 0.0, rate, 1.0, 0.1,
-                               compute, compute + 0.1, None))
+        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rate * 10, 0.0, rate,
+                               float(s.batch), 0.1, compute, compute + 0.1, None))
     return out
 
 
