@@ -378,14 +378,14 @@ def test_inputs_that_do_not_match_the_plan_are_one_user_error(inputs, tmp_path):
 
 # -- igniter watch against a real deployment -----------------------------------------------------------------------
 
-def _watch_cli(state: Path, inputs, *extra: str) -> list[dict]:
+def _watch_cli(state: Path, inputs, *extra: str, exit_code: int = 0) -> list[dict]:
     from click.testing import CliRunner
 
     from igniter.cli.main import cli
     result = CliRunner().invoke(cli, ["watch", "--state", str(state), "--workloads", str(inputs["workloads"]),
                                       "--perf-model", str(inputs["model"]), "--repo", str(inputs["repo"]),
                                       "--once", "--json", "--interval", "2", *extra])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     return [json.loads(line) for line in lines]
 
@@ -444,7 +444,7 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     # another writer holds the state's lock: the apply is refused, the running plan and every file stay as they were
     from igniter.deployment.lock import writer_lock
     with writer_lock(state_path.parent):
-        lines = _watch_cli(state_path, inputs, "--down-after", "1", "--lock-timeout", "0")
+        lines = _watch_cli(state_path, inputs, "--down-after", "1", "--lock-timeout", "0", exit_code=1)
     assert lines[-1]["action"] == KEPT and "apply failed" in lines[-1]["reason"]
     assert "another igniter is changing this deployment" in lines[-1]["details"]["error"]
     left = {p for p in _files(state_path.parent, inputs["plan"]) if p not in files}

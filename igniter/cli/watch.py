@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES
 from igniter.watch.detect import WatchSettings
 from igniter.watch.history import load_history, save_history
-from igniter.watch.loop import APPLIED, Watcher
+from igniter.watch.loop import APPLIED, KEPT, Watcher
 from igniter.watch.observe import observe, scrape_all
 
 PLANS_DIR = "watch-plans"             # beside state.json: the plans the watcher applied
@@ -34,7 +35,8 @@ HISTORY_FILE = "watch-history.json"   # beside state.json: what the next run car
               help="The source model repository provision was given (re-plans copy models from it).")
 @click.option("--interval", "interval_s", type=click.FloatRange(min=0.5, max=86400), default=30.0,
               show_default=True, help="Seconds between metric scrapes (one decision pass each).")
-@click.option("--once", is_flag=True, help="One pass (two scrapes --interval apart), then exit (cron, CI).")
+@click.option("--once", is_flag=True, help="One pass (two scrapes --interval apart), then exit (cron, CI): 1 when its "
+                                           "re-plan or apply failed, else 0.")
 @click.option("--dry-run", is_flag=True, help="Decide and log; write nothing and apply nothing.")
 @click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True,
               help="What re-plans solve with.")
@@ -85,8 +87,8 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
         decisions = watcher.tick(observe(state, before, after), round(time.time(), 3))
         if not dry_run:   # the next run (--once from cron) carries on from here
             _save(watcher, history_path, lock_timeout, as_json, say)
-        if once:
-            return
+        if once:   # for CI: 1 when this pass's re-plan or apply failed (the running plan still serves)
+            sys.exit(1 if any(d.action == KEPT and "error" in d.details for d in decisions) else 0)
         # after an apply the servers are new: the next interval starts from their first scrape
         before = scrape_all(_deployed(state_path)) if any(d.action == APPLIED for d in decisions) else after
 
