@@ -105,8 +105,8 @@ def _save(watcher: Watcher, history_path: Path, lock_timeout: float, as_json: bo
 def _deployed(state_path: Path):
     state = load_state(state_path)
     if not state.servers or state.plan is None:
-        raise UserError(f"nothing is deployed from {state_path}", "apply a plan first (igniter apply PLAN), or give "
-                        "the --state of a running deployment", str(state_path))
+        raise UserError("nothing is deployed", "apply a plan first (igniter apply PLAN), or give the --state of a "
+                        "running deployment", str(state_path))
     if not Path(state.plan).exists():
         raise UserError(f"the running plan {state.plan} no longer exists", "apply the plan again (igniter apply PLAN)",
                         str(state_path))
