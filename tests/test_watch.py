@@ -459,7 +459,9 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     assert [d["kind"] for d in lines] == ["steady"]
     assert (state_path.parent / "watch-history.json").is_file()
     lines = _watch_cli(state_path, inputs, "--down-after", "2")
-    assert {d["kind"] for d in lines[:-1]} == {"load_down"}
+    # (Triton's p99 window still holds the dry run's requests: on a loaded host an SLO risk may fire beside it)
+    assert {(d["kind"], d["subject"]) for d in lines[:-1]} >= {("load_down", "ranking"), ("load_down", "vision")}
+    assert {d["kind"] for d in lines[:-1]} <= {"load_down", "slo_risk"}
     assert lines[-1]["kind"] == "replan" and lines[-1]["action"] == APPLIED, lines[-1]
     after = load_state(state_path)
     assert Path(after.plan).parent == state_path.parent / "watch-plans"
