@@ -95,6 +95,8 @@ def test_slo_risk_from_p99_streak_or_failures():
     assert detect.slo_risk([20.0, 23.0], [0, 0], 25.0, S) is None              # 23 > 22.5 once only
     assert "p99 above" in detect.slo_risk([23.0, None, 23.0], [0, 0, 0], 25.0, S)
     assert "failed" in detect.slo_risk([None], [3.0], 25.0, S)
+    assert "mean request time" in detect.slo_risk([None], [0.0], 25.0, S, mean_ms=26.0)   # this interval alone
+    assert detect.slo_risk([None], [0.0], 25.0, S, mean_ms=25.0) is None
 
 
 def test_ewma_by_hand():

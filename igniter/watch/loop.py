@@ -296,11 +296,11 @@ class Watcher:
                     observed={"compute_ms": o.compute_ms, "avg_batch": o.avg_batch},
                     predicted={"compute_ms": predicted[o.server], "gpu": gpu.id, "partners": partners},
                     action=REPLAN))
-            risk = detect.slo_risk(h.p99s[o.server], h.failures[o.server], entry.slo_ms, s)
+            risk = detect.slo_risk(h.p99s[o.server], h.failures[o.server], entry.slo_ms, s, o.request_ms)
             if risk:
                 decisions.append(Decision(
                     now_s, "slo_risk", o.server, risk,
-                    observed={"p99_ms": o.p99_ms, "failures": o.failures, "up": o.up},
+                    observed={"p99_ms": o.p99_ms, "mean_ms": o.request_ms, "failures": o.failures, "up": o.up},
                     predicted={"p99_ms": entry.predicted_p99_ms, "slo_ms": entry.slo_ms}, action=REPLAN))
         for o in _observations_down(seen):
             decisions.append(Decision(now_s, "slo_risk", o.server, "its metrics could not be read",
