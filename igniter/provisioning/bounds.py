@@ -291,11 +291,11 @@ def _operations(tab: TypeTables, pi: np.ndarray):
     return ops + [(c, 1, True) for c in dict.fromkeys(c for c, _, _ in ops)]
 
 
-def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray, keep: bool = False):
+def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray):
     """The members other than the leader, for each slice (flat index) at once: best dual value by count state
     (0..N-2 members exactly, N-1: N-1 or more) and grid units used at most, without (V[0]) and with (V[1]) the
-    least member (pmin in level lo); with keep, each step's choices and, for the last count state, the state
-    it came from (for _backtrack)."""
+    least member (pmin in level lo); and each step's choices with, for the last count state, the state it came
+    from (for _backtrack)."""
     N = tab.need.shape[2]
     U = tab.units
     V = np.full((2, len(slices), N, U + 1), -np.inf)
@@ -315,14 +315,14 @@ def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray, keep: bo
             source[:, q:N - 1] = before[:, :N - 1 - q]
         top = before[:, max(0, N - 1 - q):]                      # every state that q more members saturate
         source[:, N - 1] = top.max(1)
-        came = top.argmax(1) + max(0, N - 1 - q) if keep else None
+        came = top.argmax(1) + max(0, N - 1 - q)
         index = np.maximum(units[None, :] - np.where(fits, w, U + 1)[:, None], 0)   # units before the step
         ok = (units[None, :] >= np.where(fits, w, U + 1)[:, None])[:, None, :]
         cand = np.where(ok, np.take_along_axis(source, index[:, None, :].repeat(N, 1), 2) + q * pi[c], -np.inf)
         to = 1 if least else 0
         better = cand > V[to]
         V[to] = np.where(better, cand, V[to])
-        taken.append((better, np.take_along_axis(came, index, 1)) if keep else None)
+        taken.append((better, np.take_along_axis(came, index, 1)))
     return V, taken
 
 
@@ -337,7 +337,7 @@ def _price(tab: TypeTables, pi: np.ndarray):
     if not len(worth):
         return 0.0, []
     ops = _operations(tab, pi)
-    V, _ = _knapsack(tab, pi, ops, slices)
+    V, taken = _knapsack(tab, pi, ops, slices)
     n_of = slices % N + 1
     own = tab.lead[worth].reshape(len(worth), -1)                  # (leader candidates, slices)
     left = U - own
@@ -350,11 +350,10 @@ def _price(tab: TypeTables, pi: np.ndarray):
                        if best[s] > tab.price * (1 + 1e-9) + EPS], dtype=int)
     if not len(chosen):
         return value, []
-    _, taken = _knapsack(tab, pi, ops, chosen, keep=True)         # again with the choices kept, best slices only
     columns, seen = [], set()
-    for j, s in enumerate(chosen):
+    for s in chosen:
         c_lead = int(worth[best_leader[s]])
-        col = _backtrack(tab, ops, taken, j, int(s), int(n_of[s]) - 1, U - int(tab.lead[c_lead].reshape(-1)[s]))
+        col = _backtrack(tab, ops, taken, int(s), int(n_of[s]) - 1, U - int(tab.lead[c_lead].reshape(-1)[s]))
         col[c_lead] = col.get(c_lead, 0) + 1
         key = tuple(sorted(col.items()))
         if key not in seen:
@@ -365,9 +364,9 @@ def _price(tab: TypeTables, pi: np.ndarray):
     return value, columns
 
 
-def _backtrack(tab: TypeTables, ops, taken, j: int, s: int, count: int, cap: int) -> dict[int, int]:
-    """The members other than the leader behind row j (slice s) of a knapsack run with its choices kept: count
-    state `count` (the least member among them when count > 0) within cap units."""
+def _backtrack(tab: TypeTables, ops, taken, s: int, count: int, cap: int) -> dict[int, int]:
+    """The members other than the leader behind slice s of a knapsack run: count state `count` (the least
+    member among them when count > 0) within cap units."""
     N = tab.need.shape[2]
     col: dict[int, int] = {}
     layer = 1 if count > 0 else 0
@@ -376,10 +375,10 @@ def _backtrack(tab: TypeTables, ops, taken, j: int, s: int, count: int, cap: int
         if count == 0 or taken[t] is None or least != (layer == 1):
             continue
         better, came = taken[t]
-        if better[j, count, cap]:
+        if better[s, count, cap]:
             col[c] = col.get(c, 0) + q
             w = q * int(tab.need[c].reshape(-1)[s])
-            count = int(came[j, cap]) if count == N - 1 else count - q
+            count = int(came[s, cap]) if count == N - 1 else count - q
             cap -= w
             layer = 0
     return col
