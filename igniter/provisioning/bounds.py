@@ -309,20 +309,25 @@ def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray):
         if not fits.any():
             taken.append(None)
             continue
-        before = V[0]                          # plain steps all come first: only layer 0 has values then
-        source = np.full((len(slices), N, U + 1), -np.inf)
+        rows = np.nonzero(fits)[0]                                 # the slices the step can join
+        before = V[0, rows]                    # plain steps all come first: only layer 0 has values then
+        source = np.full(before.shape, -np.inf)
         if q < N - 1:
             source[:, q:N - 1] = before[:, :N - 1 - q]
         top = before[:, max(0, N - 1 - q):]                      # every state that q more members saturate
         source[:, N - 1] = top.max(1)
         came = top.argmax(1) + max(0, N - 1 - q)
-        index = np.maximum(units[None, :] - np.where(fits, w, U + 1)[:, None], 0)   # units before the step
-        ok = (units[None, :] >= np.where(fits, w, U + 1)[:, None])[:, None, :]
-        cand = np.where(ok, np.take_along_axis(source, index[:, None, :].repeat(N, 1), 2) + q * pi[c], -np.inf)
+        start = units[None, :] - w[rows][:, None]                # (rows, U + 1) units before the step
+        index = np.maximum(start, 0)
+        cand = np.where((start >= 0)[:, None, :], np.take_along_axis(source, index[:, None, :], 2) + q * pi[c],
+                        -np.inf)
         to = 1 if least else 0
-        better = cand > V[to]
-        V[to] = np.where(better, cand, V[to])
-        taken.append((better, np.take_along_axis(came, index, 1)))
+        now = V[to, rows]
+        better = cand > now
+        V[to, rows] = np.where(better, cand, now)
+        at = np.full(len(slices), -1)
+        at[rows] = np.arange(len(rows))
+        taken.append((at, better, np.take_along_axis(came, index, 1)))
     return V, taken
 
 
@@ -374,11 +379,12 @@ def _backtrack(tab: TypeTables, ops, taken, s: int, count: int, cap: int) -> dic
         c, q, least = ops[t]
         if count == 0 or taken[t] is None or least != (layer == 1):
             continue
-        better, came = taken[t]
-        if better[s, count, cap]:
+        at, better, came = taken[t]
+        r = at[s]
+        if r >= 0 and better[r, count, cap]:
             col[c] = col.get(c, 0) + q
             w = q * int(tab.need[c].reshape(-1)[s])
-            count = int(came[s, cap]) if count == N - 1 else count - q
+            count = int(came[r, cap]) if count == N - 1 else count - q
             cap -= w
             layer = 0
     return col
