@@ -162,7 +162,8 @@ def markdown(rows: list[dict], source: str, extra: str) -> str:
     for r in rows:
         gap_text = "none (infeasible)" if r["gap"] is None else f"{r['gap'] * 100:.1f} %"
         bound_s = "" if r["bound_s"] is None else f"{r['bound_s']:.2f}"
-        lp = "" if r["bound_lp"] is None else f"{r['bound_lp']:.3f}" + ("" if r["converged"] else " (not converged)")
+        lp = ("" if r["converged"] is None else "no LP in time" if r["bound_lp"] is None
+              else f"{r['bound_lp']:.3f}" + ("" if r["converged"] else " (not converged)"))
         lines.append(f"| {r['set']} | {r['latency']} | {r['strategy']} | {r['gpus']} | {r['cost']:.2f} | "
                      f"{r['share_lb']:.2f} | {r['lb']:.2f} | {lp} | {gap_text} | {r['solve_s']:.2f} | {bound_s} | "
                      f"{r['build_s']:.2f} | {r['misses']} | {r['status']} |")

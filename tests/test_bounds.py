@@ -327,3 +327,14 @@ def test_strong_bound_proves_six_gpus_for_the_papers_twelve_workloads_under_half
     assignment, _ = provision_solve(problem, "ilp", 60.0)
     assert len(assignment.gpus) == 6 and assignment.status == "optimal"
     assert assignment.details["mode"] == "greedy meets the bound"
+
+
+def test_a_bound_stopped_before_any_lp_is_still_valid_and_strict_json():
+    """A deadline already past: one pricing round at the share duals, no LP solved; the Farley bound of that
+    round is still below the brute-force optimum, and the details (provision --json's `bound`) are strict JSON."""
+    problem = problem_of(CASES[0][0])
+    found = bounds.lower_bound(problem, deadline=0.0)
+    assert found.rounds == 1 and not found.converged
+    assert found.value <= brute_force_gpus(problem) * problem.types[0].price_per_hour + 1e-9
+    details = json.loads(json.dumps(found.as_details(), allow_nan=False))
+    assert details["bound_lp"] is None and details["bound_converged"] is False

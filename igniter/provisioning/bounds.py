@@ -79,7 +79,8 @@ class Bound:
     seconds: float
 
     def as_details(self) -> dict:
-        return {"bound": round(self.value, 6), "bound_lp": round(self.lp_value, 6), "bound_converged": self.converged,
+        lp = round(self.lp_value, 6) if math.isfinite(self.lp_value) else None   # None: no LP solved in time
+        return {"bound": round(self.value, 6), "bound_lp": lp, "bound_converged": self.converged,
                 "bound_rounds": self.rounds, "bound_columns": self.columns, "bound_classes": self.classes,
                 "bound_seconds": round(self.seconds, 3)}
 
