@@ -42,7 +42,7 @@ from igniter.provisioning.strategy import EPS, Gpu
 
 LEVELS = 8              # pmin levels per type (quantiles of the kinds' pmin); slices grow with LEVELS^2
 COLUMNS_PER_ROUND = 80  # packings added per type and round (best slices first): fewer rounds, each a DP
-TIME_SHARE = 0.3        # of a strategy's time limit spent on the bound
+TIME_SHARE = 0.5        # of a strategy's time limit spent on the bound (at large sizes worth more than the windows)
 MAX_SIZE = 5            # packing sizes priced exactly; larger ones at this size's needs (the DP's count states)
 MAX_CLASSES = 90        # classes per type; more kinds are merged (_classes): the pricing DP's length
 SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals (Wentges)
