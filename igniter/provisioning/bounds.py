@@ -271,7 +271,6 @@ def _first_units(ok: np.ndarray) -> np.ndarray:
 
 def _items(tab: TypeTables, pi: np.ndarray):
     """Bounded-knapsack items by binary splitting: (class, copies) for the classes worth anything."""
-    n_max = tab.need.shape[2]
     out = []
     for c, members in enumerate(tab.classes):
         if pi[c] <= EPS or (tab.need[c] >= NO_FIT).all():
@@ -287,7 +286,7 @@ def _items(tab: TypeTables, pi: np.ndarray):
 
 def _operations(tab: TypeTables, pi: np.ndarray):
     """The DP's steps: (class, copies, least) with least False: plain members by binary splitting (at most
-    |class| copies, N - 1 in all), least True: one copy as the packing's least member."""
+    |class| copies), least True: one copy as the packing's least member."""
     ops = [(c, q, False) for c, q in _items(tab, pi)]
     return ops + [(c, 1, True) for c in dict.fromkeys(c for c, _, _ in ops)]
 
