@@ -13,12 +13,14 @@ import argparse
 import json
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +30,16 @@ from igniter.backends.hardware import cpu_hardware  # noqa: E402
 from igniter.replay.sweep import Point, error_summary, solo_latency, sweep  # noqa: E402
 from scripts.benchmarks_md import write_section  # noqa: E402
 from tests.batcher_sim import p99 as simulated_p99  # noqa: E402
+from tests.batcher_sim import simulate  # noqa: E402
+from igniter.profiling.loadgen import arrival_offsets  # noqa: E402
 
 V100 = ROOT.parent / "shared" / "data" / "igniter-v100"
 IGNITER = [str(Path(sys.executable).parent / "igniter")]
 
 
-def machine() -> str:
+def machine(load: list[str] | None = None) -> str:
     hw = cpu_hardware()
-    load = open("/proc/loadavg").read().split()[:3]
+    load = load or open("/proc/loadavg").read().split()[:3]
     return (f"{hw['name']}, {hw['cores']} cores, no GPU; load average at the end {' '.join(load)} "
             f"(other engineers' work shared the cores unless that is near 0); {platform.python_version()}")
 
@@ -54,7 +58,7 @@ def run_sweep(args, work: Path) -> None:
     from igniter.model import PerfModel
 
     pm = PerfModel.load(fit_v100(work))
-    points = [Point(b, u) for b in (1, 2, 4, 8, 16, 32) for u in (0.2, 0.5, 0.8, 0.95)]
+    points = [Point(b, u) for b in args.batches for u in args.utilisations for _ in range(args.repeats)]
     started = time.monotonic()
     rows = sweep(pm, "resnet50", 50.0, points, work / "sweep", args.duration,
                  say=lambda m: print(m, file=sys.stderr) if not m.startswith("apply") else None,
@@ -63,27 +67,99 @@ def run_sweep(args, work: Path) -> None:
         latency = solo_latency(pm, "resnet50", 50.0, r["batch"])
         r["simulated_p99_ms"] = simulated_p99(r["batch"], r["rate"], r["max_queue_delay_us"] / 1000.0, latency,
                                               requests=200_000, seed=r["batch"])
+        r["same_trace_p99_ms"] = same_trace_p99(r, latency)
         r["error_vs_simulation"] = r["predicted_p99_ms"] / r["simulated_p99_ms"] - 1.0
         r["error_raw"] = r["predicted_p99_ms"] / r["measured_p99_ms"] - 1.0
         r["simulation_vs_measured"] = r["simulated_p99_ms"] / r["measured_net_p99_ms"] - 1.0
     (work / "sweep.json").write_text(json.dumps(rows, indent=1))
+    if args.repeats > 1:
+        write_repeats_section(rows, args, time.monotonic() - started)
+    else:
+        write_sweep_section(rows, args, time.monotonic() - started)
+
+
+def write_repeats_section(rows: list[dict], args, seconds: float) -> None:
+    """Each (batch, utilisation) sent several independent Poisson traces (seeds) at once: the finite trace's
+    spread against the model's stationary p99."""
+    lines = ["## Replay: p99 truth, repeated traces", "",
+             f"`python scripts/bench_replay.py sweep --batches {' '.join(map(str, args.batches))} --utilisations "
+             f"{' '.join(f'{u:g}' for u in args.utilisations)} --repeats {args.repeats} --duration {args.duration:g} "
+             f"--at-once {args.at_once} --ms-per-sample {args.ms_per_sample:g}` on {machine()}; {seconds:.0f} s. "
+             "The same emulated server as the sweep above, each point sent "
+             f"{args.repeats} independent Poisson traces (own seeds, own servers, at the same time). `same-trace "
+             "sim`: the batcher simulation on each trace's own arrivals; `stationary`: the simulation over 200k "
+             "requests; the model is judged against the mean of the measured p99s.", "",
+             "| batch | util | K | emulated s per trace | model p99 | stationary sim p99 | measured (net) p99 per trace "
+             "| same-trace sim p99 per trace | mean measured | model vs mean measured | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["batch"], r["utilisation"]) for r in rows})
+    for b, u in keys:
+        rs = [r for r in rows if (r["batch"], r["utilisation"]) == (b, u)]
+        measured = [r["measured_net_p99_ms"] for r in rs]
+        mean = float(np.mean(measured))
+        same = [r["same_trace_p99_ms"] for r in rs]
+        lines.append(f"| {b} | {u:g} | {rs[0]['time_scale']:.1f} | {args.duration / rs[0]['time_scale']:.1f} | "
+                     f"{rs[0]['predicted_p99_ms']:.1f} | {rs[0]['simulated_p99_ms']:.1f} | "
+                     f"{', '.join(f'{m:.1f}' for m in measured)} | "
+                     f"{', '.join(f'{t:.1f}' for t in same)} | {mean:.1f} | "
+                     f"{(rs[0]['predicted_p99_ms'] / mean - 1) * 100:+.0f} % | {rs[-1]['load_average']:.1f} |")
+    write_section(lines[0], "\n".join(lines) + "\n")
+
+
+def rerender_sweep(args, work: Path) -> None:
+    """The section again from a finished sweep's WORKDIR/sweep.json (e.g. after adding a column): a row from an
+    older sweep gets what it lacks from its group's result.json and its arrivals from (index, rate / K)."""
+    from igniter.model import PerfModel
+
+    pm = PerfModel.load(work / "v100.json")
+    rows = json.loads((work / "sweep.json").read_text())
+    for i, r in enumerate(rows):
+        group = json.loads((work / "sweep" / f"group-{r['group'] // args.at_once}" / "result.json").read_text())
+        r.setdefault("path_per_batch_real_ms", group["overhead"].get("per_batch_real_ms", float("nan")))
+        r.setdefault("arrivals", {"rate_rps": r["rate"] / r["time_scale"], "seed": i, "warmup_s": 3.0,
+                                  "duration_s": args.duration})
+        r["same_trace_p99_ms"] = same_trace_p99(r, solo_latency(pm, "resnet50", 50.0, r["batch"]))
+    (work / "sweep.json").write_text(json.dumps(rows, indent=1))
+    write_sweep_section(rows, args, args.seconds, args.load.split() if args.load else None)
+
+
+def same_trace_p99(row: dict, latency: list[float]) -> float:
+    """The batcher simulation (tests/batcher_sim.py) on the very arrivals the point was sent (run.schedule's
+    Poisson offsets, real s -> unscaled ms), over its measured window: what the finite trace alone gives, no host."""
+    a = row["arrivals"]
+    offsets = arrival_offsets(a["rate_rps"], a["warmup_s"] + a["duration_s"], "poisson", a["seed"])
+    latencies = simulate(offsets * 1000.0 / row["time_scale"], row["batch"], row["max_queue_delay_us"] / 1000.0,
+                         latency)
+    window = (offsets >= a["warmup_s"]) & (offsets < a["warmup_s"] + a["duration_s"])
+    return float(np.percentile(latencies[window], 99))
+
+
+def write_sweep_section(rows: list[dict], args, seconds: float, load: list[str] | None = None) -> None:
+    """The BENCHMARKS.md section of a sweep's rows (sweep.json); `load` is each group's at its end, ``load`` the
+    load average at the end of the run (default: now)."""
     net = error_summary(rows)
     raw = error_summary([{**r, "error": r["error_raw"]} for r in rows])
     simulated = error_summary([{**r, "error": r["error_vs_simulation"]} for r in rows])
     sim_measured = error_summary([{**r, "error": r["simulation_vs_measured"]} for r in rows])
-    by_util = {u: [abs(r["error"]) for r in rows if r["utilisation"] == u] for u in sorted({r["utilisation"] for r in rows})}
+    host = [r["measured_net_p99_ms"] / r["same_trace_p99_ms"] - 1.0 for r in rows]
+    trace = error_summary([{**r, "error": r["predicted_p99_ms"] / r["same_trace_p99_ms"] - 1.0} for r in rows])
+    by_util = {u: [abs(r["error"]) for r in rows if r["utilisation"] == u]
+               for u in sorted({r["utilisation"] for r in rows})}
     by_batch = {b: [abs(r["error"]) for r in rows if r["batch"] == b] for b in sorted({r["batch"] for r in rows})}
-    median = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2  # noqa: E731
-    group_loads = ", ".join(f"{r['load_average']:.1f}" for i, r in enumerate(rows) if r["group"] == i)  # a group's first row
-    groups = len(points) // args.at_once + bool(len(points) % args.at_once)
+    firsts = [r for i, r in enumerate(rows) if r["group"] == i]   # each group's first row
+    group_loads = ", ".join(f"{r['load_average']:.1f}" for r in firsts)
+    per_batch = ", ".join(f"{r['path_per_batch_real_ms']:.2f}" for r in firsts)
+    groups = len(firsts)
     lines = ["## Replay: p99 truth on Triton's dynamic batcher", "",
              f"`python scripts/bench_replay.py sweep --duration {args.duration:g} --at-once {args.at_once} "
-             f"--ms-per-sample {args.ms_per_sample:g}` on {machine()}; {time.monotonic() - started:.0f} s; "
-             f"load average (1 min) at the end of each group: {group_loads}.", "",
+             f"--ms-per-sample {args.ms_per_sample:g}` on {machine(load)}; {seconds:.0f} s; "
+             f"load average (1 min) at the end of each group: {group_loads}; the path's real time per batch "
+             f"measured on the probe and left out of every hold (run.py PathTracker), mean per group: {per_batch} ms.",
+             "",
              "One real tritonserver per point (python-backend emulated accelerator, "
              "igniter/triton/emulated_backend.py), Triton's own dynamic batcher (preferred batch = max batch = b, "
              "max queue delay D = (b-1)/rate as the planner sets it), Poisson arrivals over real gRPC from one asyncio "
-             f"client; the 24 points in {groups} groups of {args.at_once} run one group after another (each group's "
+             f"client; the {len(rows)} points in {groups} groups of {args.at_once} run one group after another (each group's "
              "points at once on separate emulated GPUs, with its own zero-latency probe). Batch latency L(n) of the n "
              "samples Triton actually batched: the V100 perf model's resnet50 at 50 % share. Each point has its own "
              f"time scale K (a batch of b holds {args.ms_per_sample:g} x b real ms), times are unscaled. "
@@ -98,18 +174,27 @@ def run_sweep(args, work: Path) -> None:
              f"{simulated['most_optimistic'] * 100:+.1f} %. Simulation vs measured (net), the same batcher semantics "
              f"without host: median |error| {sim_measured['median_abs_error'] * 100:.1f} %, most optimistic "
              f"{sim_measured['most_optimistic'] * 100:+.1f} %.", "",
+             "Where the error comes from, per point: `same-trace sim` is the batcher simulation on the very arrivals "
+             "the point was sent (its Poisson seed, its measured window): what the finite trace alone gives, no host. "
+             f"Measured (net) vs same-trace sim, the host's part: median {statistics.median(host) * 100:+.1f} %, "
+             f"{min(host) * 100:+.1f} % to {max(host) * 100:+.1f} %. Model vs same-trace sim, the model's part plus "
+             f"the finite trace's: median |error| {trace['median_abs_error'] * 100:.1f} %, most optimistic at "
+             f"utilisation <= 0.8: {trace['most_optimistic'] * 100:+.1f} %.", "",
              "Median |model vs measured (net)| by utilisation: "
-             + ", ".join(f"{u:g}: {median(v) * 100:.0f} %" for u, v in by_util.items())
-             + "; by batch: " + ", ".join(f"{b}: {median(v) * 100:.0f} %" for b, v in by_batch.items()) + ".", "",
-             "| batch | util | L(b) ms | D ms | K | requests | model p99 | simulated p99 | measured p50 | measured p99 "
-             "| net p99 | probe p99 / K | model vs net | model vs simulated | load |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             + ", ".join(f"{u:g}: {statistics.median(v) * 100:.0f} %" for u, v in by_util.items())
+             + "; by batch: " + ", ".join(f"{b}: {statistics.median(v) * 100:.0f} %" for b, v in by_batch.items()) + ".", "",
+             "| batch | util | L(b) ms | D ms | K | requests | model p99 | simulated p99 | same-trace sim p99 "
+             "| measured p50 | measured p99 | net p99 | probe p99 / K | model vs net | model vs simulated "
+             "| net vs same-trace | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['batch']} | {r['utilisation']:g} | {r['latency_ms']:.2f} | "
                      f"{r['max_queue_delay_us'] / 1000:.2f} | {r['time_scale']:.1f} | {r['requests']} | "
-                     f"{r['predicted_p99_ms']:.1f} | {r['simulated_p99_ms']:.1f} | {r['measured_p50_ms']:.1f} | "
-                     f"{r['measured_p99_ms']:.1f} | {r['measured_net_p99_ms']:.1f} | {r['overhead_p99_ms']:.2f} | "
-                     f"{r['error'] * 100:+.0f} % | {r['error_vs_simulation'] * 100:+.0f} % | {r['load_average']:.1f} |")
+                     f"{r['predicted_p99_ms']:.1f} | {r['simulated_p99_ms']:.1f} | {r['same_trace_p99_ms']:.1f} | "
+                     f"{r['measured_p50_ms']:.1f} | {r['measured_p99_ms']:.1f} | {r['measured_net_p99_ms']:.1f} | "
+                     f"{r['overhead_p99_ms']:.2f} | {r['error'] * 100:+.0f} % | {r['error_vs_simulation'] * 100:+.0f} % "
+                     f"| {(r['measured_net_p99_ms'] / r['same_trace_p99_ms'] - 1) * 100:+.0f} % "
+                     f"| {r['load_average']:.1f} |")
     write_section(lines[0], "\n".join(lines) + "\n")
 
 
@@ -226,12 +311,18 @@ def run_demo(args, work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["sweep", "twelve", "demo"])
+    parser.add_argument("what", choices=["sweep", "sweep-render", "twelve", "demo"])
     parser.add_argument("--duration", type=float, default=None, help="real seconds of measured traffic per run")
     parser.add_argument("--time-scale", type=float, default=30.0)
     parser.add_argument("--slo-factors", type=float, nargs="*", default=[1.5])
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--runs", type=int, default=3, help="demo: how many demo runs")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="sweep: batch sizes")
+    parser.add_argument("--utilisations", type=float, nargs="+", default=[0.2, 0.5, 0.8, 0.95],
+                        help="sweep: utilisations")
+    parser.add_argument("--repeats", type=int, default=1, help="sweep: independent traces per point")
+    parser.add_argument("--seconds", type=float, default=0.0, help="sweep-render: the sweep's wall time")
+    parser.add_argument("--load", default="", help="sweep-render: the load average at the sweep's end")
     parser.add_argument("--at-once", type=int, default=8, help="sweep: points measured at the same time")
     parser.add_argument("--ms-per-sample", type=float, default=40.0,
                         help="sweep: real ms a batch holds per sample (sets each point's K)")
@@ -241,6 +332,9 @@ def main() -> None:
     if args.what == "sweep":
         args.duration = args.duration or 240.0
         run_sweep(args, work)
+    elif args.what == "sweep-render":
+        args.duration = args.duration or 240.0
+        rerender_sweep(args, work)
     elif args.what == "demo":
         args.duration = args.duration or 20.0
         run_demo(args, work)

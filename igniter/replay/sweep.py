@@ -91,6 +91,10 @@ def _sweep_group(latency: dict, model: str, share: float, points: list[Point], f
                      "overhead_ms": probe["real_p50_ms"] / scales[s.name],
                      "overhead_p99_ms": probe["real_p99_ms"] / scales[s.name],
                      "probe_real_p99_ms": probe["real_p99_ms"], "group": first,
+                     "path_per_batch_real_ms": probe["per_batch_real_ms"],
+                     # the point's own arrivals (run.schedule): an oracle can replay exactly this trace
+                     "arrivals": {"rate_rps": s.rate / scales[s.name], "seed": seed + len(rows),
+                                  "warmup_s": opts.warmup_s, "duration_s": duration_s},
                      "load_average": float(Path("/proc/loadavg").read_text().split()[0]),
                      "error": model_p99 / net - 1.0})
     return rows
