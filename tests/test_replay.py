@@ -247,3 +247,17 @@ def test_path_calibration_measures_the_front_door_path_and_records_it(tmp_path):
     hardware = ProfileStore(tmp_path / "p").read_hardware()
     assert hardware["path_overhead"] == rows and (hardware["name"], hardware["cores"]) == ("host", 2)
     assert json.loads((tmp_path / "work" / "state.json").read_text())["servers"] == {}
+
+
+def test_report_plot_has_one_point_per_measured_workload():
+    # matplotlib's SVG, inline: one id="point-N" group per workload with both p99s, none for a workload that
+    # measured nothing (NaN) or has no finite prediction; a name is text, not markup
+    from igniter.deployment.report import predicted_vs_measured_plot
+
+    svg = predicted_vs_measured_plot([
+        {"name": "a<b>", "predicted_p99_ms": 3.0, "measured_p99_ms": 4.0},
+        {"name": "idle", "predicted_p99_ms": 5.0, "measured_p99_ms": float("nan")},
+        {"name": "c", "predicted_p99_ms": float("inf"), "measured_p99_ms": 2.0},
+        {"name": "d", "predicted_p99_ms": 8.0, "measured_p99_ms": 7.0}])
+    assert svg.startswith("<svg") and svg.count('id="point-') == 2 and "a<b>" not in svg
+    assert predicted_vs_measured_plot([]) == "<p>(no points)</p>"
