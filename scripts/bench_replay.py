@@ -261,7 +261,7 @@ def solo_oracle(work: Path, name: str, result: dict, args) -> dict[str, dict]:
         by_workload.setdefault(s.workload, []).append((i, s, spec))
     out = {}
     for workload, runs in by_workload.items():
-        if any(spec["partners"] or spec["slots"] > 1 if "slots" in spec else spec["partners"] for _, _, spec in runs):
+        if any(spec["partners"] for _, _, spec in runs):   # a partner on its GPU: interference, not simulated here
             continue
         same, stationary = [], []
         for i, s, spec in runs:
