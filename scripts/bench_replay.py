@@ -149,12 +149,13 @@ def write_sweep_section(rows: list[dict], args, seconds: float, load: list[str] 
     firsts = [r for i, r in enumerate(rows) if r["group"] == i]   # each group's first row
     group_loads = ", ".join(f"{r['load_average']:.1f}" for r in firsts)
     per_batch = ", ".join(f"{r['path_per_batch_real_ms']:.2f}" for r in firsts)
+    per_batch = "not measured (the run predates it; nothing was left out)" if "nan" in per_batch else per_batch + " ms"
     groups = len(firsts)
-    lines = ["## Replay: p99 truth on Triton's dynamic batcher", "",
+    lines = [getattr(args, "heading", None) or "## Replay: p99 truth on Triton's dynamic batcher", "",
              f"`python scripts/bench_replay.py sweep --duration {args.duration:g} --at-once {args.at_once} "
              f"--ms-per-sample {args.ms_per_sample:g}` on {machine(load)}; {seconds:.0f} s; "
              f"load average (1 min) at the end of each group: {group_loads}; the path's real time per batch "
-             f"measured on the probe and left out of every hold (run.py PathTracker), mean per group: {per_batch} ms.",
+             f"measured on the probe and left out of every hold (run.py PathTracker), mean per group: {per_batch}.",
              "",
              "One real tritonserver per point (python-backend emulated accelerator, "
              "igniter/triton/emulated_backend.py), Triton's own dynamic batcher (preferred batch = max batch = b, "
@@ -224,8 +225,9 @@ def provision(work: Path, model: Path, name: str, latency_model: str, slo_factor
 
 
 def twelve_plans(args) -> list[tuple[str, str, float]]:
-    return ([("half-slo", "half-slo", 1.0), ("queueing", "queueing", 1.0)]
-            + [(f"queueing-slo-x{f:g}", "queueing", f) for f in args.slo_factors])
+    plans = ([("half-slo", "half-slo", 1.0), ("queueing", "queueing", 1.0)]
+             + [(f"queueing-slo-x{f:g}", "queueing", f) for f in args.slo_factors])
+    return [p for p in plans if args.plans is None or p[0] in args.plans]
 
 
 def run_twelve(args, work: Path) -> None:
@@ -283,9 +285,10 @@ def solo_oracle(work: Path, name: str, result: dict, args) -> dict[str, dict]:
 def write_twelve_section(args, work: Path, results: list[dict]) -> None:
     plans = twelve_plans(args)
     oracles = {name: solo_oracle(work, name, r, args) for (name, *_), r in zip(plans, results)}
-    lines = ["## Replay: iGniter's 12 workloads on emulated V100s", "",
+    lines = [args.heading or "## Replay: iGniter's 12 workloads on emulated V100s", "",
              f"`python scripts/bench_replay.py twelve --duration {args.duration:g} --time-scale {args.time_scale:g} "
-             f"--slo-factors {' '.join(f'{f:g}' for f in args.slo_factors)}` on "
+             f"--slo-factors {' '.join(f'{f:g}' for f in args.slo_factors)}"
+             + (f" --plans {' '.join(args.plans)}" if args.plans else "") + "` on "
              f"{machine(results[-1].get('load_average'))}.", "",
              "Plans by the ILP from examples/workloads-12.yaml with the V100 perf model fitted on "
              "../shared/data/igniter-v100; `half-slo` is iGniter's p99 = 2 x L rule, `queueing` our model (the "
@@ -378,6 +381,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="sweep: independent traces per point")
     parser.add_argument("--seconds", type=float, default=0.0, help="sweep-render: the sweep's wall time")
     parser.add_argument("--load", default="", help="sweep-render: the load average at the sweep's end")
+    parser.add_argument("--heading", default="", help="sweep-render: a BENCHMARKS.md heading of its own")
+    parser.add_argument("--plans", nargs="*", default=None, help="twelve: only these plans (default: all)")
     parser.add_argument("--at-once", type=int, default=8, help="sweep: points measured at the same time")
     parser.add_argument("--ms-per-sample", type=float, default=40.0,
                         help="sweep: real ms a batch holds per sample (sets each point's K)")
