@@ -29,11 +29,9 @@ from igniter.provisioning import run as provision
 from igniter.provisioning.plan import Plan, read_launch, read_plan, write_plan
 from igniter.provisioning.queueing import path_overhead_ms
 from igniter.provisioning.summary import worst_p99
-from igniter.replay.calibrate import calibrate_store
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIBRATION_RATES = (20.0, 150.0, 300.0, 600.0)   # req/s of the path calibration (the demo's host carries 300)
 
 
 @dataclass
@@ -63,8 +61,6 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
                        pairs=4, duration_s=1.5, warmup_s=0.5)
     with get_backend("cpu") as backend:
         run_profile(spec, ProfileStore(out), backend)
-    say("profiles: calibrating the request path (client, front door, gRPC) at the demo's rates")
-    calibrate_store(out, list(CALIBRATION_RATES), 3.0, opts.workdir / "calibrate", say)
     return out, "measured now"
 
 
