@@ -35,7 +35,7 @@ def test_demo_runs_end_to_end(tmp_path):
         assert workload["predicted_p99_ms"] <= workload["slo_ms"], workload
         assert workload["attainment"] >= 0.9, workload
     assert report["attainment"] >= 0.9
-    assert (tmp_path / "demo" / "report.html").read_text().count("<circle") == 2
+    assert (tmp_path / "demo" / "report.html").read_text().count('id="point-') == 2
     assert not load_state(tmp_path / "demo" / "state.json").servers, "the demo stops what it started"
 
 

@@ -169,3 +169,16 @@ def test_status_shows_each_workloads_endpoint(deployer, demo_repo, tmp_path):
     result = CliRunner().invoke(cli, ["status", "--state", str(deployer.state_path)])
     assert result.exit_code == 0, result.output
     assert f"endpoint a: grpc {endpoint['grpc']}, http {endpoint['http']} -> a (weight 1)" in result.output
+
+
+def test_new_workloads_never_share_a_port_when_the_os_repeats_one(monkeypatch):
+    # the OS may hand the same just-released port out twice (seen in a 12-workload replay: Caddy refused the
+    # configuration, "listener address repeated"): a fake free_port that repeats each port once
+    from igniter.deployment import frontdoor
+
+    handed = iter([9000, 9000, 9001, 9001, 9000, 9002, 9003, 9002, 9004])
+    monkeypatch.setattr(frontdoor, "free_port", lambda: next(handed))
+    record = frontdoor.FrontDoorState(pid=1, admin="127.0.0.1:1")
+    frontdoor.assign_ports(record, ["a", "b"], {})
+    ports = [p for w in record.ports.values() for p in (w.http, w.grpc)]
+    assert sorted(ports) == [9000, 9001, 9002, 9003]

@@ -311,3 +311,19 @@ def test_provision_json_stdout_is_one_json_document_in_a_real_process(tmp_path):
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)          # the whole stdout is one JSON document
     assert len(doc["workloads"]) == 12 and doc["gpus"] >= 1
+
+
+def test_a_calibrated_host_adds_its_path_term_at_the_sets_total_rate():
+    # hardware.json path_overhead: p99 3 ms at 20 req/s (p50 1), 9 ms at 300; the set's total rate is 160 req/s,
+    # so every option carries 3 + 140/280 x 6 - 1 = 5 ms (hand-worked); uncalibrated hardware carries none
+    specs = [("alexnet", 100, 20), ("resnet50", 60, 40)]
+    pm = FakePerfModel()
+    pm.hardware["path_overhead"] = [{"rate_rps": 20.0, "p50_ms": 1.0, "p99_ms": 3.0},
+                                    {"rate_rps": 300.0, "p50_ms": 2.0, "p99_ms": 9.0}]
+    calibrated, plain = problem_of(specs, pm), problem_of(specs)
+    assert {round(o.extra_ms, 9) for opts in calibrated.options for o in opts} == {5.0}
+    assert {o.extra_ms for opts in plain.options for o in opts} == {0.0}
+    # the term leaves less batch latency under the same SLO
+    by_key = lambda p: {(o.workload, o.batch, o.replicas): o.max_latency_ms for opts in p.options for o in opts}  # noqa: E731
+    tight, loose = by_key(calibrated), by_key(plain)
+    assert all(tight[k] < loose[k] for k in tight.keys() & loose.keys()) and tight.keys() & loose.keys()

@@ -236,3 +236,39 @@ def test_p99_hand_worked_edges():
     # the half-slo rule carries rho = 1 exactly (200 req/s x 5 ms), and its largest latency is capped by rho <= 1
     assert float(queueing.p99_latency_ms(5.0, 1, 200.0, 1.0, 0.0, "half-slo")) == pytest.approx(10.0)
     assert float(queueing.max_latency_ms(30.0, 1, 150.0, model="half-slo")) == pytest.approx(1000 / 150, rel=1e-6)
+
+
+# -- the real request path's term (hardware.json path_overhead) ------------------------------------------------
+
+def test_path_overhead_hand_worked():
+    rows = [{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0}, {"rate_rps": 20.0, "p50_ms": 3.0, "p99_ms": 8.0}]
+    # between the calibrated rates the p99 is linear: at 160 req/s 8 + 140/280 x 10 = 13 ms, less the 3 ms the
+    # profiles already hold (the p50 at the lowest rate, in either row order)
+    assert queueing.path_overhead_ms(rows, 160.0) == pytest.approx(10.0)
+    assert queueing.path_overhead_ms(rows, 300.0) == pytest.approx(15.0)
+    assert queueing.path_overhead_ms(rows, 600.0) == pytest.approx(15.0)   # the nearest calibration outside
+    assert queueing.path_overhead_ms(rows, 5.0) == pytest.approx(5.0)
+    assert queueing.path_overhead_ms([], 160.0) == 0.0                     # uncalibrated hardware adds nothing
+
+
+@pytest.mark.parametrize("batch, rho", [(1, 0.4), (1, 0.8), (4, 0.5), (8, 0.8)])
+def test_path_term_against_a_simulated_batcher_behind_a_random_path(batch, rho):
+    # the truth simulated here: Triton's batcher over compute-only batches of 6 ms, then every request also
+    # spends an independent path time (shifted exponential, p50 2 ms). The model is given what a profile at one
+    # outstanding request measures: latency = compute + the path's median, the server occupied for the compute
+    # alone (occupancy compute / latency), and the path calibration's p50 and p99. Adding the path's tail to the
+    # server's is conservative (the p99 of a sum of independent parts is below the sum of their p99s), at most
+    # 2 x CONSERVATIVE above the simulated p99 of the sum, never more than OPTIMISTIC below it.
+    compute, scale, shift = 6.0, 1.5, 2.0 - 1.5 * math.log(2)
+    rng = np.random.default_rng(7)
+    path = shift + rng.exponential(scale, REQUESTS)
+    calibration = [{"rate_rps": 1.0, "p50_ms": float(np.median(path)), "p99_ms": float(np.percentile(path, 99))}]
+    rate = rate_for(rho, batch, compute)
+    delay = int(queueing.max_queue_delay_us(batch, rate))
+    arrivals = np.cumsum(np.random.default_rng(3).exponential(1000.0 / rate, REQUESTS))
+    from tests.batcher_sim import simulate  # noqa: PLC0415
+    truth = np.percentile((simulate(arrivals, batch, delay / 1000.0, [compute] * batch) + path)[REQUESTS // 10:], 99)
+    profiled = compute + calibration[0]["p50_ms"]
+    predicted = float(queueing.p99_latency_ms(profiled, batch, rate, compute / profiled,
+                                              queueing.path_overhead_ms(calibration, rate)))
+    assert truth * (1 - OPTIMISTIC) <= predicted <= truth * (1 + 2 * CONSERVATIVE), predicted / truth

@@ -116,6 +116,60 @@ def test_backend_reads_the_busy_partners_of_its_emulated_gpu(tmp_path, monkeypat
     model.finalize()
 
 
+def test_backend_leaves_the_measured_path_time_out_of_its_hold(tmp_path, monkeypatch):
+    # a fake clock (sleep advances it exactly): a batch of 2 with a 10 ms table row at K = 3 is 30 ms of work,
+    # in slices of 4 ms; with the probe's 7 ms per batch written to the overhead file, it sleeps 30 - 7 = 23 ms
+    # (4+4+4+4+4+3), and a path time longer than the batch leaves nothing to sleep
+    import struct
+
+    backend = _load_backend(monkeypatch)
+    clock = {"now": 0.0, "sleeps": []}
+    monkeypatch.setattr(backend.time, "perf_counter", lambda: clock["now"])
+
+    def sleep(seconds):
+        clock["sleeps"].append(round(seconds * 1000, 9))
+        clock["now"] += seconds
+    monkeypatch.setattr(backend.time, "sleep", sleep)
+    (tmp_path / "busy").write_bytes(bytes(1))
+    overhead = tmp_path / "overhead"
+    overhead.write_bytes(struct.pack("d", 7.0))
+    version = tmp_path / "m" / "1"
+    version.mkdir(parents=True)
+    (version / "emulation.json").write_text(json.dumps({
+        "time_scale": 3, "busy_file": str(tmp_path / "busy"), "slot": 0, "partners": [], "slice_ms": 4.0,
+        "latency_ms": [[5.0], [10.0]], "overhead_file": str(overhead)}))
+    model = backend.TritonPythonModel()
+    model.initialize({"model_repository": str(tmp_path / "m"), "model_version": "1"})
+    model._hold(2)
+    assert clock["sleeps"] == pytest.approx([4.0, 4.0, 4.0, 4.0, 4.0, 3.0])
+    clock["sleeps"].clear()
+    overhead.write_bytes(struct.pack("d", 40.0))     # read per batch: the live measurement
+    model._hold(2)
+    assert clock["sleeps"] == []
+    model.finalize()
+
+
+def test_path_tracker_writes_the_probes_time_per_batch_over_its_window(tmp_path):
+    # cumulative (compute us, executions) scrapes of the probe: a window with fewer than 20 new batches keeps the
+    # file as it was; then 60 ms over 30 batches = 2 ms per batch; the window slides (OVERHEAD_WINDOW scrapes)
+    import struct
+
+    from igniter.replay.run import OVERHEAD_WINDOW, PathTracker
+
+    path = tmp_path / "overhead"
+    path.write_bytes(struct.pack("d", 0.0))
+    tracker = PathTracker("127.0.0.1:1", path)
+    read = lambda: struct.unpack("d", path.read_bytes())[0]  # noqa: E731
+    tracker.update((0.0, 0.0))
+    tracker.update((10_000.0, 10.0))
+    assert read() == 0.0 and tracker.measured == []
+    tracker.update((60_000.0, 30.0))
+    assert read() == 2.0
+    for i in range(OVERHEAD_WINDOW - 1):              # 5 ms per batch from now on: the first scrapes drop out
+        tracker.update((60_000.0 + 5_000.0 * 40 * (i + 1), 30.0 + 40 * (i + 1)))
+    assert read() == 5.0 and tracker.mean_ms() == pytest.approx(sum(tracker.measured) / len(tracker.measured))
+
+
 def test_emulated_repository_keeps_the_planned_batcher(tmp_path):
     from igniter.triton.config import driven_fields, read_config
 
@@ -161,7 +215,7 @@ def test_replay_a_provisioned_plan_on_triton(tmp_path):
         assert row["measured_p50_ms"] >= solo[name] * 0.999
         assert 0.0 <= row["attainment"] <= 1.0
     assert result["overhead"]["requests"] > 0 and result["overhead"]["real_p50_ms"] > 0
-    assert Path(result["report"]).read_text().count("<circle") == 3
+    assert Path(result["report"]).read_text().count('id="point-') == 3
     assert any("ETA" in m for m in messages)
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
 
@@ -173,3 +227,37 @@ def test_replay_cli_bad_plan_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["replay", str(tmp_path / "plan.json"), "--perf-model", "x", "--time-scale", "0"])
     assert result.exit_code == 2 and "--time-scale" in result.output
 
+
+
+@pytest.mark.integration
+def test_path_calibration_measures_the_front_door_path_and_records_it(tmp_path):
+    # a zero-latency model behind a real Caddy front door on a real Triton: the rows are real measurements (every
+    # request answered, p99 >= p50 > 0: no request takes no time), written into hardware.json beside what it had
+    # (the rest kept), read back through the store's schema, and nothing is left running
+    from igniter.profiling.store import ProfileStore
+    from igniter.replay.calibrate import calibrate_store
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "hardware.json").write_text(json.dumps({"kind": "cpu", "name": "host", "cores": 2}))
+    rows = calibrate_store(tmp_path / "p", [40.0, 10.0], 1.5, tmp_path / "work")
+    assert [r["rate_rps"] for r in rows] == [10.0, 40.0]
+    for row in rows:
+        assert row["requests"] > 0 and row["failed"] == 0
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+    hardware = ProfileStore(tmp_path / "p").read_hardware()
+    assert hardware["path_overhead"] == rows and (hardware["name"], hardware["cores"]) == ("host", 2)
+    assert json.loads((tmp_path / "work" / "state.json").read_text())["servers"] == {}
+
+
+def test_report_plot_has_one_point_per_measured_workload():
+    # matplotlib's SVG, inline: one id="point-N" group per workload with both p99s, none for a workload that
+    # measured nothing (NaN) or has no finite prediction; a name is text, not markup
+    from igniter.deployment.report import predicted_vs_measured_plot
+
+    svg = predicted_vs_measured_plot([
+        {"name": "a<b>", "predicted_p99_ms": 3.0, "measured_p99_ms": 4.0},
+        {"name": "idle", "predicted_p99_ms": 5.0, "measured_p99_ms": float("nan")},
+        {"name": "c", "predicted_p99_ms": float("inf"), "measured_p99_ms": 2.0},
+        {"name": "d", "predicted_p99_ms": 8.0, "measured_p99_ms": 7.0}])
+    assert svg.startswith("<svg") and svg.count('id="point-') == 2 and "a<b>" not in svg
+    assert predicted_vs_measured_plot([]) == "<p>(no points)</p>"

@@ -72,3 +72,17 @@ def test_bad_hardware_and_missing_files(tmp_path):
     (tmp_path / "hardware.json").write_text(json.dumps({"name": "x"}))
     with pytest.raises(UserError, match="kind"):
         ProfileStore(tmp_path).read_hardware()
+
+
+def test_path_overhead_rows_are_typed(tmp_path):
+    # a calibration row keeps what the calibration recorded beside its typed rate, p50 and p99 ...
+    row = {"rate_rps": 300.0, "p50_ms": 3.0, "p99_ms": 9.0, "load_average": 0.4}
+    (tmp_path / "hardware.json").write_text(json.dumps({"kind": "cpu", "path_overhead": [row]}))
+    assert ProfileStore(tmp_path).read_hardware()["path_overhead"] == [row]
+    # ... and a row the p99 model cannot use is refused, naming the field
+    (tmp_path / "hardware.json").write_text(json.dumps({"kind": "cpu", "path_overhead": [{**row, "p99_ms": -1}]}))
+    with pytest.raises(UserError, match="p99_ms"):
+        ProfileStore(tmp_path).read_hardware()
+    (tmp_path / "hardware.json").write_text(json.dumps({"kind": "cpu", "path_overhead": [{"p50_ms": 1, "p99_ms": 2}]}))
+    with pytest.raises(UserError, match="rate_rps"):
+        ProfileStore(tmp_path).read_hardware()

@@ -50,6 +50,7 @@ def _human(result: dict) -> str:
         f"{result['gpus']} GPU(s), {result['servers']} server(s), K = {result['time_scale']:g}, "
         f"{result['emulated_duration_s']:g} emulated s; worst attainment {result['attainment_min'] * 100:.2f} %",
         f"residual overhead of the real path: p50 {overhead['real_p50_ms']:.2f} ms, p99 {overhead['real_p99_ms']:.2f} ms"
-        f" real ({overhead['unscaled_p99_ms']:.3f} ms unscaled p99); times above are unscaled",
+        f" real ({overhead['unscaled_p99_ms']:.3f} ms unscaled p99), {overhead['per_batch_real_ms']:.2f} ms real per"
+        " batch left out of every emulated hold; times above are unscaled",
         f"report: {result['report']}",
     ])

@@ -160,9 +160,19 @@ def assign_ports(record: FrontDoorState, workloads: list[str], requested: dict[s
         if workload in requested:
             record.ports[workload] = requested[workload]
         elif workload not in record.ports:
-            record.ports[workload] = WorkloadPorts(http=free_port(), grpc=free_port())
+            # the OS may hand a just-released port out again, and two workloads on one port make Caddy refuse
+            # the whole configuration
+            taken = {p for w in record.ports.values() for p in (w.http, w.grpc)}
+            http = _free_port_outside(taken)
+            record.ports[workload] = WorkloadPorts(http=http, grpc=_free_port_outside(taken | {http}))
     for workload in [w for w in record.ports if w not in workloads]:
         del record.ports[workload]
+
+
+def _free_port_outside(taken: set[int]) -> int:
+    while (port := free_port()) in taken:
+        pass
+    return port
 
 
 def is_front_door(pid: object, owner: str) -> bool:

@@ -1,43 +1,41 @@
-"""A self-contained HTML report (inline SVG, no plotting dependency): per-workload SLO, predicted vs measured p99."""
+"""A self-contained HTML report: per-workload SLO, predicted vs measured p99 (table, and a matplotlib plot inlined
+as SVG)."""
 
 from __future__ import annotations
 
 import html
+import io
 import math
 from pathlib import Path
 
-_W, _H, _PAD = 420, 420, 50
-
-
-def _scatter(rows: list[dict]) -> str:
-    points = [(r["predicted_p99_ms"], r["measured_p99_ms"], r["name"]) for r in rows
+def predicted_vs_measured_plot(rows: list[dict]) -> str:
+    """Inline SVG (matplotlib, Agg: no display) of each workload's measured against its predicted p99, with the
+    line where they are equal; each point is an SVG group with id="point-N" (N: its row) for readers and tests."""
+    points = [(r["predicted_p99_ms"], r["measured_p99_ms"], str(r["name"])) for r in rows
               if _finite(r.get("predicted_p99_ms")) and _finite(r.get("measured_p99_ms"))]
     if not points:
         return "<p>(no points)</p>"
+    import matplotlib  # noqa: PLC0415 - heavy, only when a report is written
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     top = max(max(p, m) for p, m, _ in points) * 1.15
-    scale = lambda v: (_W - 2 * _PAD) * v / top  # noqa: E731
-    x = lambda v: _PAD + scale(v)  # noqa: E731
-    y = lambda v: _H - _PAD - scale(v)  # noqa: E731
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" font-family="sans-serif" font-size="11">',
-             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top)}" y2="{y(top)}" stroke="#999" stroke-dasharray="4"/>',
-             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(top)}" y2="{y(0)}" stroke="#000"/>',
-             f'<line x1="{x(0)}" y1="{y(0)}" x2="{x(0)}" y2="{y(top)}" stroke="#000"/>',
-             f'<text x="{_W / 2}" y="{_H - 12}" text-anchor="middle">predicted p99 (ms)</text>',
-             f'<text x="14" y="{_H / 2}" transform="rotate(-90 14 {_H / 2})" text-anchor="middle">measured p99 (ms)</text>']
-    for tick in _ticks(top):
-        parts.append(f'<text x="{x(tick)}" y="{y(0) + 14}" text-anchor="middle">{tick:g}</text>')
-        parts.append(f'<text x="{x(0) - 6}" y="{y(tick) + 4}" text-anchor="end">{tick:g}</text>')
-    for predicted, measured, name in points:
-        parts.append(f'<circle cx="{x(predicted):.1f}" cy="{y(measured):.1f}" r="5" fill="#d62728"><title>{html.escape(name)}</title></circle>')
-        parts.append(f'<text x="{x(predicted) + 7:.1f}" y="{y(measured) - 5:.1f}">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _ticks(top: float) -> list[float]:
-    step = 10 ** math.floor(math.log10(top / 4)) if top > 0 else 1
-    step *= 5 if top / step > 20 else (2 if top / step > 8 else 1)
-    return [i * step for i in range(int(top / step) + 1)]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    try:
+        ax.plot([0, top], [0, top], linestyle="--", color="#999", label="measured = predicted")
+        for i, (predicted, measured, name) in enumerate(points):
+            ax.scatter([predicted], [measured], color="#d62728", zorder=3, gid=f"point-{i}")
+            ax.annotate(name, (predicted, measured), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set(xlim=(0, top), ylim=(0, top), xlabel="predicted p99 (ms)", ylabel="measured p99 (ms)")
+        ax.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg")
+    finally:
+        plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]   # inline: without the XML declaration and doctype
 
 
 def _finite(value) -> bool:
@@ -55,7 +53,7 @@ def write_html_report(path: Path, result: dict, title: str = "igniter demo") -> 
 </head><body><h1>{html.escape(title)}: predicted vs measured</h1>
 <p>{html.escape(", ".join(f"{k} = {_cell(v, k)}" for k, v in summary.items()))}</p>
 <table><tr>{head}</tr>{body}</table>
-<h2>p99 latency, predicted vs measured (dashed: equal)</h2>{_scatter(rows)}
+<h2>p99 latency, predicted vs measured (dashed: equal)</h2>{predicted_vs_measured_plot(rows)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from igniter.atomic import atomic_write, atomic_write_many
 from igniter.errors import UserError
@@ -43,6 +43,15 @@ MAX_CSV_BYTES = 256 * 1024 * 1024
 _SAFE_NAME = re.compile(NAME_PATTERN)
 
 
+class PathOverheadRow(Strict):
+    """One calibration of the real request path at one rate (igniter.replay.calibrate); what else the
+    calibration recorded (requests, load average, when) is kept."""
+    model_config = ConfigDict(extra="allow")
+    rate_rps: PositiveFloat
+    p50_ms: NonNegativeFloat
+    p99_ms: NonNegativeFloat
+
+
 class HardwareFile(Strict):
     """hardware.json: the fields igniter reads are typed; anything else a profiler recorded is kept."""
     model_config = ConfigDict(extra="allow")
@@ -56,6 +65,7 @@ class HardwareFile(Strict):
     memory_mb: PositiveFloat | None = None
     cores: Count | None = None
     imported: dict[str, dict[str, Any]] = {}
+    path_overhead: Annotated[list[PathOverheadRow], Field(max_length=64)] = []
 
 
 HARDWARE_FIX = {"kind": 'set "kind" to "gpu" or "cpu" (the kinds igniter can provision)',

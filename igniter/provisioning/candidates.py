@@ -49,7 +49,7 @@ class Option:
     pressure: float
     sched_ms: float
     max_latency_ms: float        # largest batch latency that still meets the SLO at this rate
-    extra_ms: float              # transfer term
+    extra_ms: float              # transfer + path terms (queueing.py)
     queue_delay_us: int
 
     @property
@@ -249,7 +249,9 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     fewest = k.copy()
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
-    extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) for w in ws])[:, None, None]
+    # the path term at every workload's rate on one host: an upper bound on what any one host carries
+    path = queueing.path_overhead_ms(t.path_calibration, sum(w.rate for w in problem.workloads))
+    extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) + path for w in ws])[:, None, None]
     results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)
     first_k = np.zeros(len(users))       # replica count at which each user first became feasible (0: not yet)

@@ -6,6 +6,12 @@ Requests arrive as a Poisson stream of rate lam (req/s). A request's end-to-end 
     transfer + F (waiting for its batch to form) + W (its batch waiting for the server) + L (batch latency)
 
 - transfer = input_bytes / link bandwidth (the request's own input; outputs are small).
+- path: what the real request path (client, front door, gRPC, Triton's frontend, the backend's IPC) adds at the
+  host's request rate beyond what the profiles' latencies hold (they were measured at one outstanding request):
+  hardware.json ``path_overhead``, calibrated once per host with a zero-latency model through the front door
+  (igniter/replay/calibrate.py): its p99 at the rate minus its p50 at the lowest calibrated rate. Added to the
+  p99 like the transfer (the p99 of a sum of independent parts is at most about the sum of their p99s). Hosts
+  without a calibration (imported GPU profiles) add nothing.
 - F, batch formation. The batcher's max queue delay is set to the mean fill time D = (b-1)/lam. With arrivals
   about 1/lam apart the j-th request of a batch waits for the b-j later ones, so over requests F is spread
   evenly over {0, h, 2h, ..., (b-1)h = D}, h = D/(b-1): 1/b of the requests (the first of each batch) wait D.
@@ -47,6 +53,16 @@ LATENCY_MODELS = ("queueing", "half-slo")
 
 def transfer_ms(input_bytes: float, network_gbps: float) -> float:
     return float(input_bytes) * 8.0 / (network_gbps * 1e6) if input_bytes else 0.0
+
+
+def path_overhead_ms(calibration: list[dict], rate_rps: float) -> float:
+    """The path term (module docstring) at ``rate_rps`` requests/s on the host: the calibrated p99, linear between
+    calibrated rates and the nearest calibration outside them, minus the p50 at the lowest rate; 0 without one."""
+    rows = sorted(calibration, key=lambda r: r["rate_rps"])
+    if not rows:
+        return 0.0
+    p99 = float(np.interp(rate_rps, [r["rate_rps"] for r in rows], [r["p99_ms"] for r in rows]))
+    return max(p99 - rows[0]["p50_ms"], 0.0)
 
 
 def max_queue_delay_us(batch, rate_rps):

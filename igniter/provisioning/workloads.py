@@ -68,6 +68,11 @@ class GpuType:
     def kind(self) -> str:
         return str(self.perf_model.hardware.get("kind", "gpu"))
 
+    @property
+    def path_calibration(self) -> list[dict]:
+        """hardware.json's path_overhead rows (queueing.path_overhead_ms); none for uncalibrated hardware."""
+        return list((self.perf_model.hardware or {}).get("path_overhead", []))
+
 
 @dataclass(frozen=True)
 class WorkloadSet:

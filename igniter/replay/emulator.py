@@ -14,6 +14,11 @@ so a partner slows a batch only while it is itself holding one. With every partn
 plan's predicted co-located latency; with none, the solo latency. Partners beyond MAX_TRACKED_PARTNERS are
 counted as always busy (the plan's co-location, as predicted), which keeps the table at 2^6 rows per batch.
 
+The path's own time: every batch also spends real time outside the sleep (Triton's hand-over to the python
+stub and back, the wake-up), which a GPU's batch time does not have on top of the profiled latency. The replay
+measures it live on its zero-latency probe (run.py) and writes it to OUT/path_overhead.f64; each hold sleeps that much
+less, so a batch occupies its instance for the table's time x K, not that plus the path.
+
 Time scale K: holds are latency x K and the replay sends at rate / K with max queue delays x K, so the client
 and gRPC overheads shrink by K relative to the emulated times; every time is reported divided by K.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +43,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 BACKEND_SOURCE = Path(__file__).resolve().parents[1] / "triton" / "emulated_backend.py"
 MAX_TRACKED_PARTNERS = 6
 SLICE_MS = 2.0  # real ms between re-reads of the busy partners while a batch is held
+OVERHEAD_FILE = "path_overhead.f64"  # under OUT: the path's real ms per batch, which every hold leaves out
 EMULATED_BACKEND = "cpu"  # emulated servers are plain CPU-kind Triton servers (they sleep: no cores pinned)
 
 
@@ -130,6 +137,7 @@ def write_emulated_plan(servers: list[PlannedServer], tables: dict[str, dict], o
     if out.exists():
         shutil.rmtree(out)
     (out / "busy").mkdir(parents=True)
+    (out / OVERHEAD_FILE).write_bytes(struct.pack("d", 0.0))   # run.py writes the live measurement
     for gpu in {s.gpu for s in servers}:
         slots = next(tables[s.name]["slots"] for s in servers if s.gpu == gpu)
         (out / "busy" / gpu).write_bytes(bytes(max(slots, 1)))
@@ -141,7 +149,8 @@ def write_emulated_plan(servers: list[PlannedServer], tables: dict[str, dict], o
         shutil.copyfile(BACKEND_SOURCE, version / "model.py")
         table = tables[s.name]
         spec = {"time_scale": time_scale(s), "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
-                "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS}
+                "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS,
+                "overhead_file": str((out / OVERHEAD_FILE).resolve())}
         (version / "emulation.json").write_text(json.dumps(spec))
         launch = LaunchSpec(server=s.name, gpu=s.gpu, backend=EMULATED_BACKEND, share=s.share, models=[s.model], env={})
         (repo / "launch.json").write_text(dump_json(launch))

@@ -5,15 +5,19 @@ emulated copy of the plan (emulator.py); each server gets open-loop Poisson arri
 rate trace's), single-sample requests over real gRPC, latency measured from each request's scheduled time
 (loadgen.open_loop: no coordinated omission). One more server, ``calibration``, serves a zero-latency model at
 CALIBRATION_RPS through the same client at the same time: its latency is the residual overhead of the real path
-(client, gRPC, Triton, python backend) under this run's load, reported real and divided by K.
+(client, gRPC, Triton, python backend) under this run's load, reported real and divided by K; its Triton compute
+time per batch (the hand-over to the python stub and back, no sleep) is measured live and left out of every
+emulated hold (emulator.py, "The path's own time").
 Every time in the result is unscaled (divided by K); attainment counts failed requests as misses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +31,18 @@ from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.profiling.loadgen import LoadResult, arrival_offsets, open_loop, triton_infer
 from igniter.provisioning.traces import load_trace
-from igniter.replay.emulator import (PlannedServer, constant_tables, latency_tables, read_plan,
+from igniter.replay.emulator import (OVERHEAD_FILE, PlannedServer, constant_tables, latency_tables, read_plan,
                                      write_emulated_plan)
 from igniter.replay.trace import RateTrace, rate_trace, trace_offsets
+from igniter.triton.metrics import scrape
 
 CALIBRATION = PlannedServer(name="calibration", gpu="calibration", model="calibration", workload="calibration",
                             batch=1, share=100.0, instances=1, max_queue_delay_us=0, rate=0.0, slo_ms=math.inf,
                             predicted_latency_ms=0.0, predicted_p99_ms=0.0)
 CALIBRATION_RPS = 20.0   # real req/s of the zero-latency probe
+OVERHEAD_EVERY_S = 2.0   # real s between scrapes of the probe's per-batch path time
+OVERHEAD_WINDOW = 6      # scrapes the per-batch path time is averaged over (the last 10 s)
+MIN_PROBE_BATCHES = 20   # fewer probe batches in the window: keep the previous measurement
 PROGRESS_EVERY_S = 5.0
 
 Say = Callable[[str], None]
@@ -75,14 +83,17 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     try:
         deployer.stop_all()
         deployer.apply(plan_path)
-        grpc = {name: s.grpc for name, s in load_state(opts.workdir / "state.json").servers.items()}
+        deployed = load_state(opts.workdir / "state.json").servers
+        grpc = {name: s.grpc for name, s in deployed.items()}
         say(f"replay: {len(servers)} servers, {opts.duration_s:g} s (emulated {opts.duration_s / opts.time_scale:g} s"
             f" at K = {opts.time_scale:g})")
-        results = asyncio.run(_drive(servers, grpc, trace, opts, say))
+        tracker = PathTracker(deployed[CALIBRATION.name].metrics, plan_path.parent / OVERHEAD_FILE)
+        results = asyncio.run(_drive(servers, grpc, trace, opts, say, tracker))
     finally:
         deployer.stop_all()
     pipeline = {s.name: tables[s.name].get("pipeline_ms", 0.0) for s in servers}
     result = summarise(servers, results[:-1], results[-1], opts, pipeline)
+    result["overhead"]["per_batch_real_ms"] = tracker.mean_ms()
     result["seconds"] = round(time.monotonic() - started, 1)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -109,8 +120,34 @@ def schedule(server: PlannedServer, servers: list[PlannedServer], trace: RateTra
     return trace_offsets(trace.times_s * k, trace.rates[server.workload] * part / k, horizon, seed)
 
 
+class PathTracker:
+    """The path's real time per batch on the zero-latency probe (Triton's compute time per execution: nothing but
+    the hand-over to the python stub and back), over the last OVERHEAD_WINDOW scrapes, written where every
+    emulated backend reads it (emulator.OVERHEAD_FILE) so its holds leave it out."""
+
+    def __init__(self, metrics: str, path: Path):
+        self.metrics, self.path = metrics, path
+        self.history: list[tuple[float, float]] = []   # (cumulative compute us, cumulative executions)
+        self.measured: list[float] = []
+
+    def totals(self) -> tuple[float, float]:
+        m = next(iter(scrape(self.metrics).models.values()))
+        return m.compute_input_us + m.compute_infer_us + m.compute_output_us, m.exec_count
+
+    def update(self, totals: tuple[float, float]) -> None:
+        self.history = (self.history + [totals])[-OVERHEAD_WINDOW:]
+        (us0, n0), (us1, n1) = self.history[0], self.history[-1]
+        if n1 - n0 >= MIN_PROBE_BATCHES:
+            self.measured.append((us1 - us0) / (n1 - n0) / 1000.0)
+            with open(self.path, "r+b") as fh:
+                fh.write(struct.pack("d", self.measured[-1]))
+
+    def mean_ms(self) -> float:
+        return float(np.mean(self.measured)) if self.measured else math.nan
+
+
 async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: RateTrace | None, opts: ReplayOptions,
-                 say: Say) -> list[LoadResult]:
+                 say: Say, tracker: PathTracker) -> list[LoadResult]:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     total = opts.warmup_s + opts.duration_s
@@ -126,13 +163,20 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
             done = loop.time() - t0
             say(f"replay: {min(done, total):.0f}/{total:.0f} s, ETA {max(total - done, 0):.0f} s")
 
+    async def track() -> None:
+        while tracker.metrics:   # a server without a metrics endpoint: nothing to measure, nothing left out
+            await asyncio.sleep(OVERHEAD_EVERY_S)
+            with contextlib.suppress(UserError, OSError):   # a missed scrape keeps the last measurement
+                tracker.update(await loop.run_in_executor(None, tracker.totals))
+
     plans = [(s, schedule(s, servers, trace, opts, opts.seed + i)) for i, s in enumerate(servers)]
     plans.append((CALIBRATION, arrival_offsets(CALIBRATION_RPS, total, "poisson", opts.seed + len(servers))))
-    ticker = asyncio.ensure_future(progress())
+    background = [asyncio.ensure_future(progress()), asyncio.ensure_future(track())]
     try:
         return list(await asyncio.gather(*(one(s, o) for s, o in plans)))
     finally:
-        ticker.cancel()
+        for task in background:
+            task.cancel()
 
 
 def summarise(servers: list[PlannedServer], results: list[LoadResult], calibration: LoadResult,

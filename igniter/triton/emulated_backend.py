@@ -7,7 +7,10 @@ Copied as ``model.py`` into every emulated model's version directory by igniter.
                whose bits are set in ``mask`` are busy (bit i = partners[i]);
   busy_file    one byte per server on the same emulated GPU; this server's byte is 1 while it holds a batch;
   slot         this server's byte; partners: the partners' bytes, in mask bit order;
-  slice_ms     how often (real ms) a held batch re-reads which partners are busy.
+  slice_ms     how often (real ms) a held batch re-reads which partners are busy;
+  overhead_file  (optional) 8 bytes, a float64: the real ms the path adds to every batch outside the sleep
+               (Triton -> stub IPC, the wake-up), measured live by the replay on its zero-latency probe; a batch
+               sleeps that much less, so it holds the instance for the table's time and not the time + the path.
 Interference is only applied while a partner is busy: a batch advances at rate 1 / latency(n, busy partners) and
 re-reads the busy set every slice, so a partner that starts or stops mid-batch speeds it up or slows it down for
 the part that overlaps. Sleeping costs no CPU, so a dozen emulated GPUs fit on a small host.
@@ -16,6 +19,7 @@ the part that overlaps. Sleeping costs no CPU, so a dozen emulated GPUs fit on a
 import json
 import mmap
 import os
+import struct
 import time
 
 import numpy as np
@@ -34,13 +38,22 @@ class TritonPythonModel:
         self.slice_s = float(spec.get("slice_ms", 2.0)) / 1000.0
         self.fd = os.open(spec["busy_file"], os.O_RDWR)
         self.busy = mmap.mmap(self.fd, 0)
+        self.overhead = None
+        if spec.get("overhead_file"):
+            with open(spec["overhead_file"], "rb") as fh:
+                self.overhead = mmap.mmap(fh.fileno(), 8, access=mmap.ACCESS_READ)
+
+    def _overhead_s(self):
+        return max(struct.unpack("d", self.overhead[:8])[0], 0.0) / 1000.0 if self.overhead is not None else 0.0
 
     def _mask(self):
         return sum(1 << i for i, p in enumerate(self.partners) if self.busy[p])
 
     def _hold(self, n):
         row = self.table[min(n, len(self.table)) - 1]
-        remaining = 1.0  # fraction of the batch's work still to do
+        latency = row[self._mask()]
+        # fraction of the batch's work still to do: the path's own time per batch counts as done
+        remaining = 1.0 - self._overhead_s() / latency if latency > 0 else 0.0
         while remaining > 1e-9:
             latency = row[self._mask()]
             if latency <= 0:
@@ -60,5 +73,7 @@ class TritonPythonModel:
                 for a in arrays]
 
     def finalize(self):
+        if self.overhead is not None:
+            self.overhead.close()
         self.busy.close()
         os.close(self.fd)

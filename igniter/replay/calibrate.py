@@ -1,0 +1,70 @@
+"""The real path's own latency on this host: what a request spends outside its model's compute.
+
+One Triton server serves a zero-latency python-backend model (the emulator's probe: execute() returns at once),
+deployed like any plan (Deployer: its own Caddy front door), and igniter's load generator sends it Poisson
+arrivals at each calibration rate through the front door, the way the demo's and a deployment's clients send.
+Its latency is then everything but compute: the Python client (event loop, gRPC), Caddy's hop, Triton's gRPC
+frontend and scheduler and the python backend's IPC, at that request rate. The profiles' latencies already hold
+this path at one outstanding request (the profiler's closed loop), so what the p99 model adds is the measured p99
+at the host's rate minus the path's p50 at the lowest calibration rate (hardware.json ``path_overhead``,
+queueing.path_overhead_ms).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from igniter.deployment.apply import Deployer
+from igniter.deployment.state import load_state
+from igniter.profiling.loadgen import LoadSpec, run_concurrent
+from igniter.replay.emulator import PlannedServer, constant_tables, write_emulated_plan
+
+PROBE = PlannedServer(name="probe", gpu="probe", model="probe", workload="probe", batch=1, share=100.0, instances=1,
+                      max_queue_delay_us=0, rate=1.0, slo_ms=math.inf, predicted_latency_ms=0.0,
+                      predicted_p99_ms=0.0)
+
+
+def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: float, warmup_s: float = 2.0,
+                          say: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """One row per rate: {"rate_rps", "p50_ms", "p99_ms", "requests", "failed", "load_average", "measured"}."""
+    plan = write_emulated_plan([PROBE], constant_tables([PROBE], lambda s, n: 0.0), workdir / "emulated",
+                               lambda s: 1.0)
+    deployer = Deployer(workdir / "state.json", detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
+    rows = []
+    try:
+        deployer.stop_all()
+        deployer.apply(plan)
+        door = load_state(workdir / "state.json").endpoints_by_workload()[PROBE.workload]["grpc"]
+        for i, rate in enumerate(sorted(rates_rps)):
+            say(f"calibrate: {rate:g} req/s through the front door for {duration_s:g} s "
+                f"({i + 1}/{len(rates_rps)}, ETA {(len(rates_rps) - i) * (duration_s + warmup_s):.0f} s)")
+            [result] = run_concurrent([LoadSpec(door, PROBE.model, 1, "open", rate_rps=rate, seed=i)], duration_s,
+                                      warmup_s)
+            latencies = result.latencies_ms
+            rows.append({"rate_rps": float(rate),
+                         "p50_ms": round(float(np.percentile(latencies, 50)), 3) if len(latencies) else math.nan,
+                         "p99_ms": round(float(np.percentile(latencies, 99)), 3) if len(latencies) else math.nan,
+                         "requests": result.ok + result.failed, "failed": result.failed,
+                         "load_average": float(Path("/proc/loadavg").read_text().split()[0]),
+                         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    finally:
+        deployer.stop_all()
+    return rows
+
+
+def calibrate_store(profiles: Path, rates_rps: list[float], duration_s: float, workdir: Path,
+                    say: Callable[[str], None] = lambda m: None) -> list[dict]:
+    """Measure the path at ``rates_rps`` and record it as the profile store's hardware.json ``path_overhead``
+    (replacing an earlier calibration; the rest of hardware.json is kept)."""
+    from igniter.profiling.store import ProfileStore  # noqa: PLC0415
+
+    store = ProfileStore(profiles)
+    hardware = store.read_hardware()
+    rows = measure_path_overhead(workdir, rates_rps, duration_s, say=say)
+    store.write_hardware({**hardware, "path_overhead": rows})
+    return rows
