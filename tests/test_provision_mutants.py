@@ -14,8 +14,8 @@ import pytest
 
 from igniter.errors import UserError
 from igniter.provisioning.candidates import build_problem
-from igniter.provisioning.strategy import (Gpu, Server, enforce_max_count, predicted, repair, violations,
-                                           within_max_count)
+from igniter.provisioning.strategy import (Gpu, Server, alternatives, enforce_max_count, has_room, predicted, repair,
+                                           violations, within_max_count)
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet, default_catalog
 from tests.simple_perf_model import Model, SimplePerfModel
 
@@ -88,6 +88,15 @@ def test_within_max_count_counts_only_used_gpus_of_each_type():
     assert within_max_count(two_types_problem(None, 1), used(problem, [0, 0, 0, 1]))  # A unbounded
 
 
+def test_has_room_while_a_type_is_below_its_max_count():
+    problem = two_types_problem(1, 2)
+    one_each = used(problem, [0, 1])
+    assert not has_room(problem, one_each, 0)                    # A: 1 used of 1
+    assert has_room(problem, one_each, 1)                        # B: 1 used of 2
+    assert has_room(problem, [Gpu(0, []), *used(problem, [1])], 0)   # an empty A does not count
+    assert has_room(two_types_problem(None, 2), used(problem, [0, 0, 0]), 0)   # unbounded
+
+
 def test_enforce_max_count_names_the_type_and_the_figures():
     problem = two_types_problem(1, 2)
     enforce_max_count(problem, used(problem, [0, 1, 1]) + [Gpu(0, [])])             # at the limits: no error
@@ -96,6 +105,24 @@ def test_enforce_max_count_names_the_type_and_the_figures():
     assert str(err.value) == ("the 4 workloads need 3 GPUs of type 'B', but its max_count is 2 (GPU catalog). "
                               "To fix: raise max_count in the GPU catalog, add another GPU type, or provision "
                               "fewer or lighter workloads")
+
+
+def test_alternatives_offer_each_other_type_once_at_the_same_replica_count():
+    # base 2 ms on 4 cores at 10 req/s meets SLO 10 ms from 50 % on either type (25 %: 8 ms batches plus their
+    # queueing exceed it); B costs twice as much
+    pm = SimplePerfModel({"m": Model(2.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 10.0, 10.0)], [GpuType("A", 1.0, None, pm), GpuType("B", 2.0, None, pm)])
+    for ti, other in ((0, 1), (1, 0)):
+        for replicas in sorted({o.replicas for o in problem.options[0]}):
+            option = min((o for o in problem.options[0] if o.type_index == ti and o.replicas == replicas),
+                         key=lambda o: o.share)
+            server = Server(0, replicas - 1, option)
+            found = list(alternatives(problem, server))
+            assert found[0] == server and len(found) == 2
+            assert (found[1].workload, found[1].replica) == (0, replicas - 1)
+            assert (found[1].option.type_index, found[1].option.replicas) == (other, replicas)
+            assert found[1].option.share == min(o.share for o in problem.options[0]
+                                                if o.type_index == other and o.replicas == replicas)
 
 
 # -- strategy.py: repair -------------------------------------------------------------------------------------
