@@ -14,8 +14,8 @@ import pytest
 
 from igniter.errors import UserError
 from igniter.provisioning.candidates import build_problem
-from igniter.provisioning.strategy import (Gpu, Server, alternatives, enforce_max_count, has_room, predicted, repair,
-                                           violations, within_max_count)
+from igniter.provisioning.strategy import (Gpu, Server, alternatives, enforce_max_count, fits_linear, has_room,
+                                           predicted, repair, violations, within_max_count)
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet, default_catalog
 from tests.simple_perf_model import Model, SimplePerfModel
 
@@ -66,6 +66,20 @@ def test_a_one_percent_overrun_is_a_violation_on_a_100_core_host():
     assert violations(problem, gpus) == [(0, -1, pytest.approx(101.0))]
 
 
+def test_fits_linear_hand_worked():
+    # the linearised check the brute-force enumerations of test_provision/test_bounds rely on
+    free = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, 0.0, 400.0)}, cores=4, memory_mb=1000.0)
+    problem = problem_for(free, [("m", 1.0, 10.0)] * 3)
+    assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)])       # 100 %, 800 MB
+    assert not fits_linear(problem, 0, [at_share(problem, 0, 75.0), at_share(problem, 1, 50.0)])   # 125 %
+    assert not fits_linear(problem, 0, [at_share(problem, w, 25.0) for w in range(3)])             # 1200 MB
+    # pressure 1, sensitivity 1: at 50 % each takes 2 ms x (1 + 0.5) = 3 ms; it fits SLO 3.5 ms, not 2.5 ms
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 1.0)}, cores=4)
+    for slo, fits in ((3.5, True), (2.5, False)):
+        problem = problem_for(pm, [("m", 1.0, slo)] * 2)
+        assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)]) is fits
+
+
 # -- strategy.py: max_count ----------------------------------------------------------------------------------
 
 def two_types_problem(max_a: int | None, max_b: int | None):
@@ -108,10 +122,11 @@ def test_enforce_max_count_names_the_type_and_the_figures():
 
 
 def test_alternatives_offer_each_other_type_once_at_the_same_replica_count():
-    # base 2 ms on 4 cores at 10 req/s meets SLO 10 ms from 50 % on either type (25 %: 8 ms batches plus their
-    # queueing exceed it); B costs twice as much
-    pm = SimplePerfModel({"m": Model(2.0, 0.0)}, cores=4)
-    problem = problem_for(pm, [("m", 10.0, 10.0)], [GpuType("A", 1.0, None, pm), GpuType("B", 2.0, None, pm)])
+    # two batches (1, 2) meet the SLO on each of two types (B costs twice as much): each other type is offered
+    # once, at its first (cheapest) configuration with the server's replica count, never its second batch too
+    pm = SimplePerfModel({"m": Model(2.0, 0.0)}, cores=4, batches=(1, 2))
+    problem = problem_for(pm, [("m", 100.0, 40.0)], [GpuType("A", 1.0, None, pm), GpuType("B", 2.0, None, pm)])
+    assert len({(o.type_index, o.batch) for o in problem.options[0]}) == 4
     for ti, other in ((0, 1), (1, 0)):
         for replicas in sorted({o.replicas for o in problem.options[0]}):
             option = min((o for o in problem.options[0] if o.type_index == ti and o.replicas == replicas),
@@ -134,7 +149,7 @@ def test_repair_widens_a_lone_server_one_step_a_round_for_forty_rounds():
     problem = problem_for(pm, [("m", 1.0, 10.0)])
     gpus = [Gpu(0, [Server(0, 0, at_share(problem, 0, 1.0))])]
     assert repair(problem, gpus) == 40
-    assert shares_of(gpus) == [[(0, 41.0)]]
+    assert shares_of(gpus) == [[(0, 41.0)]] and gpus[0].servers[0].replica == 0
     [(gi, si, p99)] = violations(problem, gpus)
     assert (gi, si) == (0, 0) and p99 > 500.0 / 41.0 > 10.0            # 12.2 ms batches, and some queueing
 
