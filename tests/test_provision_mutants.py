@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 
 from igniter.errors import UserError
+from igniter.provisioning import ffd
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.strategy import (Gpu, Server, alternatives, enforce_max_count, fits_linear, has_room,
                                            predicted, repair, violations, within_max_count)
@@ -205,3 +206,13 @@ def test_repair_relocates_only_in_the_first_half_of_its_rounds():
     assert repair(problem, gpus, back_to_origin, rounds=5) == 6
     assert calls == [[(0, 1, 50.0)]]
     assert shares_of(gpus) == [[(0, 100.0)], [(1, 50.0)]] and not violations(problem, gpus)
+
+
+# -- ffd.py --------------------------------------------------------------------------------------------------
+
+def test_first_fit_keeps_a_one_percent_overfill_off_a_100_core_host():
+    # 100 cores, no interference, 1 req/s, SLO 10 ms: base 5.05 ms needs 51 % (50.5), 4.95 ms 50 %, 4.85 ms 49 %:
+    # 51 % opens host A; 50 % does not fit beside it (101 %): host B; 49 % fits A exactly (100 %)
+    pm = SimplePerfModel({"a": Model(5.05, 0.0), "b": Model(4.95, 0.0), "c": Model(4.85, 0.0)}, cores=100)
+    problem = problem_for(pm, [("a", 1.0, 10.0), ("b", 1.0, 10.0), ("c", 1.0, 10.0)])
+    assert shares_of(ffd.solve(problem).gpus) == [[(0, 51.0), (2, 49.0)], [(1, 50.0)]]
