@@ -15,7 +15,8 @@ import pytest
 from igniter.errors import UserError
 from igniter.provisioning import ffd
 from igniter.provisioning.candidates import build_problem
-from igniter.provisioning.strategy import (Gpu, Server, alternatives, enforce_max_count, fits_linear, has_room,
+from igniter.provisioning.plan import Miss, build_plan, gap
+from igniter.provisioning.strategy import (Assignment, Gpu, Server, alternatives, enforce_max_count, fits_linear, has_room,
                                            predicted, repair, violations, within_max_count)
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet, default_catalog
 from tests.simple_perf_model import Model, SimplePerfModel
@@ -216,3 +217,42 @@ def test_first_fit_keeps_a_one_percent_overfill_off_a_100_core_host():
     pm = SimplePerfModel({"a": Model(5.05, 0.0), "b": Model(4.95, 0.0), "c": Model(4.85, 0.0)}, cores=100)
     problem = problem_for(pm, [("a", 1.0, 10.0), ("b", 1.0, 10.0), ("c", 1.0, 10.0)])
     assert shares_of(ffd.solve(problem).gpus) == [[(0, 51.0), (2, 49.0)], [(1, 50.0)]]
+
+
+# -- plan.py -------------------------------------------------------------------------------------------------
+
+def test_plan_gap_is_relative_and_never_clamped():
+    assert gap(4.0, 3.0) == 0.25
+    assert gap(4.0, 5.0) == -0.25          # an invalid bound shows, it is not hidden
+    assert gap(0.0, 0.0) == 0.0            # free hosts only: no division by zero
+
+
+def test_plan_lists_share_and_memory_overruns_and_says_infeasible():
+    # no interference, 600 MB servers on a 1000 MB host: 75 % + 50 % = 125 %, 1200 MB; every p99 within SLO
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, memory_mb=600.0)}, cores=4, memory_mb=1000.0)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 2)
+    gpus = [Gpu(0, [Server(0, 0, at_share(problem, 0, 75.0)), Server(1, 0, at_share(problem, 1, 50.0))])]
+    plan = build_plan(problem, Assignment(gpus, 1.0, "heuristic"), "ffd")
+    assert plan.totals.misses == [Miss(gpu="gpu0", share=125.0), Miss(gpu="gpu0", memory_mb=1200.0)]
+    assert (plan.totals.status, plan.totals.gap) == ("infeasible", None)
+
+
+def test_plan_orders_gpus_by_type_name_then_workload_and_rounds_to_four_digits():
+    # type "b" is listed first in the catalog, "a" second: the plan lists a's GPU first. Base 1 ms at 75 % of 4
+    # cores: 1.3333 ms (4 digits), 750 req/s
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 3, [GpuType("b", 1.0, None, pm), GpuType("a", 2.0, None, pm)])
+
+    def on(ti, wi, share):
+        option = next(o for o in problem.options[wi] if o.type_index == ti and o.replicas == 1)
+        return Server(wi, 0, problem.with_share(option, list(problem.row(option)["shares"]).index(share)))
+
+    gpus = [Gpu(0, [on(0, 2, 25.0), on(0, 0, 25.0)]), Gpu(1, [on(1, 1, 75.0)])]
+    plan = build_plan(problem, Assignment(gpus, 0.0, "heuristic"), "igniter")
+    assert [(g.id, g.type, [s.name for s in g.servers]) for g in plan.gpus] == [
+        ("gpu0", "a", ["gpu0-w1-r0"]), ("gpu1", "b", ["gpu1-w0-r0", "gpu1-w2-r0"])]
+    fast = plan.gpus[0].servers[0]
+    assert (fast.predicted_latency_ms, fast.predicted_throughput_rps) == (1.3333, 750.0)
+    assert (plan.totals.cost, plan.totals.objective, plan.totals.gap) == (3.0, 3.0, 1.0)
+    assert list(plan.by_workload()) == ["w0", "w1", "w2"]
+    assert [s.name for s in plan.by_workload()["w2"]] == ["gpu1-w2-r0"]
