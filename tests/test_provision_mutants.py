@@ -16,8 +16,8 @@ from igniter.errors import UserError
 from igniter.provisioning import ffd
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.plan import Miss, build_plan, gap
-from igniter.provisioning.strategy import (Assignment, Gpu, Server, alternatives, enforce_max_count, fits_linear, has_room,
-                                           predicted, repair, violations, within_max_count)
+from igniter.provisioning.strategy import (Assignment, Gpu, Server, alternatives, enforce_max_count, fits_linear,
+                                           has_room, predicted, repair, violations, within_max_count)
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet, default_catalog
 from tests.simple_perf_model import Model, SimplePerfModel
 
