@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from igniter.errors import UserError
-from igniter.provisioning import ffd
+from igniter.provisioning import ffd, greedy_igniter
 from igniter.provisioning.candidates import build_problem
 from igniter.provisioning.plan import Miss, build_plan, gap
 from igniter.provisioning.strategy import (Assignment, Gpu, Server, alternatives, enforce_max_count, fits_linear,
@@ -256,3 +256,19 @@ def test_plan_orders_gpus_by_type_name_then_workload_and_rounds_to_four_digits()
     assert (plan.totals.cost, plan.totals.objective, plan.totals.gap) == (3.0, 3.0, 1.0)
     assert list(plan.by_workload()) == ["w0", "w1", "w2"]
     assert [s.name for s in plan.by_workload()["w2"]] == ["gpu1-w2-r0"]
+
+
+# -- greedy_igniter.py ---------------------------------------------------------------------------------------
+
+def test_greedy_puts_a_server_where_the_extra_share_is_smallest_hand_worked():
+    # 10 cores (10 % steps), 1 req/s, SLO 10 ms. Solo: a (base 5.5) and b (5.5) need 60 %, c (1.9) 20 %.
+    # a 60 % opens GPU0; b 60 % does not fit beside it: GPU1. c: on GPU0 it needs 20 % itself (a presses 0),
+    # but its pressure (0.5 x 0.2) slows a (sensitivity 3) to 9.17 x 1.3 = 11.9 ms: a must widen to 80 %
+    # (6.875 x 1.3 = 8.9 ms), extra share 20 %. On GPU1 b presses 0.5 x 0.6 = 0.3: c needs 30 % (6.33 x 1.3 =
+    # 8.2 ms), b is insensitive: extra 10 %. The smaller extra wins, though GPU0 is tried first (c's own need
+    # there is smaller, and first-fit would have put it there, breaking a's SLO)
+    pm = SimplePerfModel({"a": Model(5.5, 0.0, 0.0, 3.0), "b": Model(5.5, 0.0, 0.5, 0.0),
+                          "c": Model(1.9, 0.0, 0.5, 1.0)}, cores=10)
+    problem = problem_for(pm, [("a", 1.0, 10.0), ("b", 1.0, 10.0), ("c", 1.0, 10.0)])
+    assert shares_of(greedy_igniter.solve(problem).gpus) == [[(0, 60.0)], [(1, 60.0), (2, 30.0)]]
+    assert shares_of(ffd.solve(problem).gpus) == [[(0, 60.0), (2, 20.0)], [(1, 60.0)]]
