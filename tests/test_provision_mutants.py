@@ -270,5 +270,36 @@ def test_greedy_puts_a_server_where_the_extra_share_is_smallest_hand_worked():
     pm = SimplePerfModel({"a": Model(5.5, 0.0, 0.0, 3.0), "b": Model(5.5, 0.0, 0.5, 0.0),
                           "c": Model(1.9, 0.0, 0.5, 1.0)}, cores=10)
     problem = problem_for(pm, [("a", 1.0, 10.0), ("b", 1.0, 10.0), ("c", 1.0, 10.0)])
-    assert shares_of(greedy_igniter.solve(problem).gpus) == [[(0, 60.0)], [(1, 60.0), (2, 30.0)]]
+    packed = greedy_igniter.solve(problem)
+    assert shares_of(packed.gpus) == [[(0, 60.0)], [(1, 60.0), (2, 30.0)]] and packed.status == "heuristic"
     assert shares_of(ffd.solve(problem).gpus) == [[(0, 60.0), (2, 20.0)], [(1, 60.0)]]
+
+
+def test_relocate_never_puts_a_server_back_on_the_gpu_it_came_from():
+    # no interference: the server would fit its origin (50 %), but repair took it off there
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 2)
+    gpus = [Gpu(0, [Server(0, 0, at_share(problem, 0, 25.0))])]
+    greedy_igniter.relocate(problem, gpus, [(0, Server(1, 0, at_share(problem, 1, 25.0)))])
+    assert shares_of(gpus) == [[(0, 25.0)], [(1, 25.0)]]
+
+
+def test_place_on_gpus_with_different_numbers_of_residents():
+    # no interference: each group fits as it is; the one-resident group is padded to the three-member one's
+    # size, and fills its host exactly (75 + 25 %)
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 4)
+    x, y, z, new = (Server(w, 0, at_share(problem, w, share)) for w, share in enumerate([75.0, 25.0, 25.0, 25.0]))
+    placed = greedy_igniter.place(problem, [[x], [y, z]], new)
+    assert [[(s.workload, s.option.share) for s in group] for group in placed] == [
+        [(0, 75.0), (3, 25.0)], [(1, 25.0), (2, 25.0), (3, 25.0)]]
+
+
+def test_place_counts_one_scheduling_delay_per_co_runner_and_memory_up_to_the_limit():
+    # solo 4 ms at 25 % meets SLO 6 ms, but each co-runner adds 3 ms: 4 + 3 = 7 ms, so both widen to 50 %
+    # (2 + 3 = 5 ms); two 500 MB servers fill the 1000 MB host exactly
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, memory_mb=500.0, sched_ms=3.0)}, cores=4, memory_mb=1000.0)
+    problem = problem_for(pm, [("m", 1.0, 6.0)] * 2)
+    resident, new = Server(0, 0, at_share(problem, 0, 25.0)), Server(1, 0, at_share(problem, 1, 25.0))
+    [placed] = greedy_igniter.place(problem, [[resident]], new)
+    assert [(s.workload, s.option.share) for s in placed] == [(0, 50.0), (1, 50.0)]
