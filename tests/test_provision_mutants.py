@@ -303,3 +303,47 @@ def test_place_counts_one_scheduling_delay_per_co_runner_and_memory_up_to_the_li
     resident, new = Server(0, 0, at_share(problem, 0, 25.0)), Server(1, 0, at_share(problem, 1, 25.0))
     [placed] = greedy_igniter.place(problem, [[resident]], new)
     assert [(s.workload, s.option.share) for s in placed] == [(0, 50.0), (1, 50.0)]
+
+
+def test_greedy_goes_to_another_type_when_its_own_is_at_max_count():
+    # three servers of 75 % (no two fit one host); A (cheaper) has max_count 1, B max_count 1: w0 on A, w1 on B,
+    # w2 over both limits stays on its own type, A (enforce_max_count then refuses the plan)
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    types = [GpuType("A", 1.0, 1, pm), GpuType("B", 2.0, 1, pm)]
+    problem = problem_for(pm, [("m", 1.0, 1.4)] * 3, types)     # 1 ms x 100/75 = 1.33 ms: 75 % needed
+    assert {o.share for o in problem.options[0] if o.replicas == 1} == {75.0, 100.0}
+    gpus = greedy_igniter.solve(problem).gpus
+    assert [(g.type_index, [s.workload for s in g.servers]) for g in gpus] == [(0, [0]), (1, [1]), (0, [2])]
+
+
+def test_greedy_counts_the_new_gpus_server_in_its_scheduling_estimate():
+    # the scheduling case above through the whole greedy: the second server fits beside the first at 50 % each
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, memory_mb=500.0, sched_ms=3.0)}, cores=4, memory_mb=1000.0)
+    problem = problem_for(pm, [("m", 1.0, 6.0)] * 2)
+    assert shares_of(greedy_igniter.solve(problem).gpus) == [[(0, 50.0), (1, 50.0)]]
+
+
+def test_greedy_keeps_filling_a_gpu_it_placed_on():
+    # no interference: four 25 % servers fill one host
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 4)
+    assert shares_of(greedy_igniter.solve(problem).gpus) == [[(0, 25.0), (1, 25.0), (2, 25.0), (3, 25.0)]]
+
+
+def test_greedy_compares_the_first_four_placements_and_keeps_the_first_of_equals():
+    # 10 cores, 1 req/s, SLO 10 ms. The newcomer n (base 1.9: 20 %) presses 0.5 x 0.2 = 0.1. Residents t3, t4,
+    # t5 (bases 2.9, 3.9, 4.9 at 30, 40, 50 %: 9.7-9.8 ms) have sensitivity 3: x 1.3 pushes each over 10 ms, so
+    # they widen one or two steps (t3 to 40 %: 9.4 ms; t4 to 60 %: 8.5; t5 to 70 %: 9.1): extra 10, 20, 20 %.
+    # q (base 5.9 at 60 %) is insensitive: extra 0. n needs 20 % everywhere, so the GPUs are tried emptiest
+    # first, q's last: it wins among the four placements compared
+    pm = SimplePerfModel({"t3": Model(2.9, 0.0, 0.0, 3.0), "t4": Model(3.9, 0.0, 0.0, 3.0),
+                          "t5": Model(4.9, 0.0, 0.0, 3.0), "q": Model(5.9, 0.0), "n": Model(1.9, 0.0, 0.5)},
+                         cores=10)
+    problem = problem_for(pm, [(m, 1.0, 10.0) for m in ("t3", "t4", "t5", "q", "q", "n")])
+    resident = [Server(w, 0, at_share(problem, w, share)) for w, share in enumerate([30.0, 40.0, 50.0, 60.0, 60.0])]
+    newcomer = Server(5, 0, at_share(problem, 5, 20.0))
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s]) for s in resident[:4]])
+    assert shares_of(gpus) == [[(0, 30.0)], [(1, 40.0)], [(2, 50.0)], [(3, 60.0), (5, 20.0)]]
+    # two equal q hosts: the first of the two takes it
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [resident[3]]), Gpu(0, [resident[4]])])
+    assert shares_of(gpus) == [[(3, 60.0), (5, 20.0)], [(4, 60.0)]]
