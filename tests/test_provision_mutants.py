@@ -337,13 +337,65 @@ def test_greedy_compares_the_first_four_placements_and_keeps_the_first_of_equals
     # q (base 5.9 at 60 %) is insensitive: extra 0. n needs 20 % everywhere, so the GPUs are tried emptiest
     # first, q's last: it wins among the four placements compared
     pm = SimplePerfModel({"t3": Model(2.9, 0.0, 0.0, 3.0), "t4": Model(3.9, 0.0, 0.0, 3.0),
-                          "t5": Model(4.9, 0.0, 0.0, 3.0), "q": Model(5.9, 0.0), "n": Model(1.9, 0.0, 0.5)},
-                         cores=10)
-    problem = problem_for(pm, [(m, 1.0, 10.0) for m in ("t3", "t4", "t5", "q", "q", "n")])
-    resident = [Server(w, 0, at_share(problem, w, share)) for w, share in enumerate([30.0, 40.0, 50.0, 60.0, 60.0])]
-    newcomer = Server(5, 0, at_share(problem, 5, 20.0))
-    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s]) for s in resident[:4]])
+                          "t5": Model(4.9, 0.0, 0.0, 3.0), "q": Model(5.9, 0.0), "n": Model(1.9, 0.0, 0.5),
+                          "t6": Model(5.9, 0.0, 0.0, 3.0), "q7": Model(6.9, 0.0), "t7": Model(6.9, 0.0, 0.0, 3.0),
+                          "q8": Model(7.9, 0.0)}, cores=10)
+    names = ("t3", "t4", "t5", "q", "q", "n", "t6", "q7", "t7", "q8")
+    problem = problem_for(pm, [(m, 1.0, 10.0) for m in names])
+    shares = [30.0, 40.0, 50.0, 60.0, 60.0, 20.0, 60.0, 70.0, 70.0, 80.0]
+    s = [Server(w, 0, at_share(problem, w, share)) for w, share in enumerate(shares)]
+    newcomer = s[5]
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s[w]]) for w in range(4)])
     assert shares_of(gpus) == [[(0, 30.0)], [(1, 40.0)], [(2, 50.0)], [(3, 60.0), (5, 20.0)]]
     # two equal q hosts: the first of the two takes it
-    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [resident[3]]), Gpu(0, [resident[4]])])
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s[3]]), Gpu(0, [s[4]])])
     assert shares_of(gpus) == [[(3, 60.0), (5, 20.0)], [(4, 60.0)]]
+    # t6 (base 5.9 at 60 %) must widen to 80 % (extra 20); a fifth host, q7 at 70 % (extra 0), is not compared:
+    # the best of the first four is t3's host, t3 widened to 40 %
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s[w]]) for w in (0, 1, 2, 6, 7)])
+    assert shares_of(gpus) == [[(0, 40.0), (5, 20.0)], [(1, 40.0)], [(2, 50.0)], [(6, 60.0)], [(7, 70.0)]]
+    # a placement that fails does not end the search: t7 at 70 % would need 90 % beside n (110 %); q8 takes it
+    gpus = greedy_igniter.pack(problem, [newcomer], [Gpu(0, [s[8]]), Gpu(0, [s[9]])])
+    assert shares_of(gpus) == [[(8, 70.0)], [(9, 80.0), (5, 20.0)]]
+
+
+def test_place_keeps_each_gpus_pressure_and_limits_to_itself():
+    # 4 cores, 1 req/s, SLO 5 ms. hog (75 %) presses 0.75; n (sensitivity 10) next to it takes at least
+    # 1 ms x (1 + 7.5) = 8.5 ms even at 100 %: that group fails. Beside the quiet server n meets 4 ms at 25 %:
+    # the other group's pressure must not reach it
+    pm = SimplePerfModel({"hog": Model(1.0, 0.0, 1.0, 0.0), "quiet": Model(1.0, 0.0), "n": Model(1.0, 0.0, 0.0, 10.0),
+                          "big": Model(1.0, 0.0, memory_mb=600.0)}, cores=4, memory_mb=1000.0)
+    problem = problem_for(pm, [("hog", 1.0, 5.0), ("quiet", 1.0, 5.0), ("n", 1.0, 5.0), ("big", 1.0, 5.0),
+                               ("big", 1.0, 5.0)])
+    hog, quiet, n, big, big2 = (Server(w, 0, at_share(problem, w, s)) for w, s in enumerate([75.0, 25.0, 25.0,
+                                                                                              25.0, 25.0]))
+    placed = greedy_igniter.place(problem, [[hog], [quiet]], n)
+    assert placed[0] is None and [(s.workload, s.option.share) for s in placed[1]] == [(1, 25.0), (2, 25.0)]
+    # memory: two 600 MB servers overfill the 1000 MB host whatever their shares; the other group still fits
+    placed = greedy_igniter.place(problem, [[big], [quiet]], big2)
+    assert placed[0] is None and [(s.workload, s.option.share) for s in placed[1]] == [(1, 25.0), (4, 25.0)]
+
+
+def test_place_with_three_members_counts_two_scheduling_delays():
+    # 1 ms per co-runner, SLO 5 ms: at 25 % 4 + 2 x 1 = 6 ms misses, at 50 % 2 + 2 = 4 ms fits but three of
+    # them need 150 %: no fit
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, sched_ms=1.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 5.0)] * 3)
+    a, b, c = (Server(w, 0, at_share(problem, w, 25.0)) for w in range(3))
+    assert greedy_igniter.place(problem, [[a, b]], c) == [None]
+
+
+def test_place_accepts_a_latency_exactly_at_the_slo():
+    # 3 ms per co-runner, SLO exactly 5 ms: at 50 % each takes 2 + 3 = 5 ms, so both fit there (100 %)
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, sched_ms=3.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 5.0)] * 2)
+    resident, new = Server(0, 0, at_share(problem, 0, 25.0)), Server(1, 0, at_share(problem, 1, 25.0))
+    [placed] = greedy_igniter.place(problem, [[resident]], new)
+    assert [(s.workload, s.option.share) for s in placed] == [(0, 50.0), (1, 50.0)]
+
+
+def test_place_refuses_101_percent_on_a_100_core_host():
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=100)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 2)
+    assert greedy_igniter.place(problem, [[Server(0, 0, at_share(problem, 0, 51.0))]],
+                                Server(1, 0, at_share(problem, 1, 50.0))) == [None]
