@@ -399,3 +399,13 @@ def test_place_refuses_101_percent_on_a_100_core_host():
     problem = problem_for(pm, [("m", 1.0, 10.0)] * 2)
     assert greedy_igniter.place(problem, [[Server(0, 0, at_share(problem, 0, 51.0))]],
                                 Server(1, 0, at_share(problem, 1, 50.0))) == [None]
+
+
+def test_greedy_never_places_a_server_on_a_gpu_of_another_type():
+    # a type-B host with room is not where a server configured for type A goes: it opens an A host
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)] * 2, [GpuType("A", 1.0, None, pm), GpuType("B", 2.0, None, pm)])
+    on_b = next(o for o in problem.options[0] if o.type_index == 1 and o.share == 25.0 and o.replicas == 1)
+    on_a = next(o for o in problem.options[1] if o.type_index == 0 and o.share == 25.0 and o.replicas == 1)
+    gpus = greedy_igniter.pack(problem, [Server(1, 0, on_a)], [Gpu(1, [Server(0, 0, on_b)])])
+    assert [(g.type_index, [s.workload for s in g.servers]) for g in gpus] == [(1, [0]), (0, [1])]
