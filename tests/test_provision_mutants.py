@@ -70,16 +70,22 @@ def test_a_one_percent_overrun_is_a_violation_on_a_100_core_host():
 
 def test_fits_linear_hand_worked():
     # the linearised check the brute-force enumerations of test_provision/test_bounds rely on
-    free = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, 0.0, 400.0)}, cores=4, memory_mb=1000.0)
+    free = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, 0.0, 500.0)}, cores=4, memory_mb=1000.0)
     problem = problem_for(free, [("m", 1.0, 10.0)] * 3)
-    assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)])       # 100 %, 800 MB
+    assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)])       # 100 %, 1000 MB
     assert not fits_linear(problem, 0, [at_share(problem, 0, 75.0), at_share(problem, 1, 50.0)])   # 125 %
-    assert not fits_linear(problem, 0, [at_share(problem, w, 25.0) for w in range(3)])             # 1200 MB
+    assert not fits_linear(problem, 0, [at_share(problem, w, 25.0) for w in range(3)])             # 1500 MB
+    wide = problem_for(SimplePerfModel({"m": Model(1.0, 0.0)}, cores=100), [("m", 1.0, 10.0)] * 2)
+    assert not fits_linear(wide, 0, [at_share(wide, 0, 51.0), at_share(wide, 1, 50.0)])            # 101 %
     # pressure 1, sensitivity 1: at 50 % each takes 2 ms x (1 + 0.5) = 3 ms; it fits SLO 3.5 ms, not 2.5 ms
     pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 1.0)}, cores=4)
     for slo, fits in ((3.5, True), (2.5, False)):
         problem = problem_for(pm, [("m", 1.0, slo)] * 2)
         assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)]) is fits
+    # one 3 ms scheduling delay per co-runner: 2 + 3 = 5 ms, exactly the SLO
+    sched = SimplePerfModel({"m": Model(1.0, 0.0, sched_ms=3.0)}, cores=4)
+    problem = problem_for(sched, [("m", 1.0, 5.0)] * 2)
+    assert fits_linear(problem, 0, [at_share(problem, 0, 50.0), at_share(problem, 1, 50.0)])
 
 
 # -- strategy.py: max_count ----------------------------------------------------------------------------------
