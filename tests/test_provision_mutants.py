@@ -8,6 +8,8 @@ wait term is zero and its p99 is exactly the batch latency: the SLOs below are c
 
 from __future__ import annotations
 
+import json
+import stat
 from dataclasses import replace
 
 import pytest
@@ -15,7 +17,8 @@ import pytest
 from igniter.errors import UserError
 from igniter.provisioning import ffd, greedy_igniter
 from igniter.provisioning.candidates import build_problem
-from igniter.provisioning.plan import Miss, build_plan, gap
+from igniter.ownership import mark
+from igniter.provisioning.plan import Miss, build_plan, check_replaceable, gap, read_launch, read_plan, write_plan
 from igniter.provisioning.strategy import (Assignment, Gpu, Server, alternatives, enforce_max_count, fits_linear,
                                            has_room, predicted, repair, violations, within_max_count)
 from igniter.provisioning.workloads import GpuType, Workload, WorkloadSet, default_catalog
@@ -415,3 +418,65 @@ def test_greedy_never_places_a_server_on_a_gpu_of_another_type():
     on_a = next(o for o in problem.options[1] if o.type_index == 0 and o.share == 25.0 and o.replicas == 1)
     gpus = greedy_igniter.pack(problem, [Server(1, 0, on_a)], [Gpu(1, [Server(0, 0, on_b)])])
     assert [(g.type_index, [s.workload for s in g.servers]) for g in gpus] == [(1, [0]), (0, [1])]
+
+
+def test_written_plan_files_hand_worked(tmp_path):
+    # an 8-core host with servers of 1, 2 and 3 cores: pinned to cores 0 | 1-2 | 3-5 in plan order; the output
+    # directory's parents are made; solve.json is indented JSON; the plan directory is rwxr-xr-x
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=8)
+    problem = problem_for(pm, [("m", 1.0, 20.0)] * 3)
+    gpus = [Gpu(0, [Server(w, 0, at_share(problem, w, share)) for w, share in enumerate([12.5, 25.0, 37.5])])]
+    out = tmp_path / "deep" / "er" / "out"
+    write_plan(build_plan(problem, Assignment(gpus, 1.0, "heuristic"), "ilp"), problem, out, None, {"a": 1})
+    cpus = [json.loads((out / "triton_repo" / name / "launch.json").read_text())["cpus"]
+            for name in ("gpu0-w0-r0", "gpu0-w1-r0", "gpu0-w2-r0")]
+    assert cpus == [[0], [1, 2], [3, 4, 5]]
+    assert (out / "solve.json").read_text() == '{\n  "a": 1\n}\n'
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_read_errors_name_the_file_and_what_it_is(tmp_path):
+    plan, launch = tmp_path / "plan.json", tmp_path / "launch.json"
+    fix = "To fix: re-run igniter provision (it writes plan.json and the launch specs; they are not edited by hand)"
+    plan.write_text('{"format": "igniter-state"}')
+    with pytest.raises(UserError) as err:
+        read_plan(plan)
+    assert str(err.value) == f"{plan} is not an igniter-plan file (format='igniter-state') (plan.json). {fix}"
+    plan.write_text('{"format": "igniter-plan", "version": 1}')
+    with pytest.raises(UserError) as err:
+        read_plan(tmp_path)                                   # the directory holding it
+    assert str(err.value) == f"plan {plan} is version 1; this igniter reads version 2 (plan.json). {fix}"
+    launch.write_text('{"format": "igniter-launch", "version": 3}')
+    with pytest.raises(UserError) as err:
+        read_launch(launch)
+    assert str(err.value) == f"launch spec {launch} is version 3; this igniter reads version 2 (launch.json). {fix}"
+    launch.write_text("{")
+    with pytest.raises(UserError, match=r"^launch spec is not valid JSON: .* \(launch.json\)\. To fix: "):
+        read_launch(launch)
+    plan.write_text("[")
+    with pytest.raises(UserError, match=r"^plan is not valid JSON: .* \(plan.json\)\. To fix: "):
+        read_plan(plan)
+
+
+def test_a_plan_directory_is_replaced_only_with_igniters_own_leftovers(tmp_path):
+    # a stopped deployment leaves igniter JSON files and marked directories beside a plan: those may go;
+    # anything else (another JSON, a list, a text file, a symlink to an igniter file, an unmarked directory) stays
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)])
+    out = tmp_path / "out"
+    write_plan(build_plan(problem, Assignment([Gpu(0, [Server(0, 0, at_share(problem, 0, 25.0))])], 1.0,
+                                              "heuristic"), "ffd"), problem, out, None, {})
+    (out / "state.json").write_text('{"format": "igniter-state", "version": 2}')
+    (out / "logs").mkdir()
+    mark(out / "logs", "igniter apply")
+    check_replaceable(out)                                      # igniter's leftovers only
+    foreign = {"other.json": lambda p: p.write_text('{"format": "mine"}'),
+               "list.json": lambda p: p.write_text('["igniter-x"]'),
+               "notes.txt": lambda p: p.write_text("igniter-state"),
+               "link.json": lambda p: p.symlink_to(out / "state.json"),
+               "data": lambda p: p.mkdir()}
+    for name, make in foreign.items():
+        make(out / name)
+        with pytest.raises(UserError, match=rf"holds files igniter did not write \({name}\)"):
+            check_replaceable(out)
+        (out / name).unlink() if name != "data" else (out / name).rmdir()
