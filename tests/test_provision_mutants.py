@@ -480,3 +480,25 @@ def test_a_plan_directory_is_replaced_only_with_igniters_own_leftovers(tmp_path)
         with pytest.raises(UserError, match=rf"holds files igniter did not write \({name}\)"):
             check_replaceable(out)
         (out / name).unlink() if name != "data" else (out / name).rmdir()
+
+
+def test_plan_output_errors_are_these_lines(tmp_path):
+    fix = "To fix: choose a new --out directory (igniter replaces only a plan directory it wrote)"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError) as err:
+        check_replaceable(tmp_path / "file")
+    assert str(err.value) == f"output directory {tmp_path / 'file'} exists and is not a directory. {fix}"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    with pytest.raises(UserError) as err:
+        check_replaceable(tmp_path / "mine")
+    assert str(err.value) == (f"output directory {tmp_path / 'mine'} is not an igniter output (it has no "
+                              f".igniter-owned marker). {fix}")
+    pm = SimplePerfModel({"m": Model(1.0, 0.0)}, cores=4)
+    problem = problem_for(pm, [("m", 1.0, 10.0)])
+    plan = build_plan(problem, Assignment([Gpu(0, [Server(0, 0, at_share(problem, 0, 25.0))])], 1.0, "heuristic"),
+                      "ffd")
+    with pytest.raises(UserError) as err:
+        write_plan(plan, problem, tmp_path / "file" / "out", None, {})    # its parent is a file
+    assert str(err.value) == (f"cannot write plan directory {tmp_path / 'file' / 'out'}: File exists. To fix: "
+                              "choose a writable location with a shorter path")
