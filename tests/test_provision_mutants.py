@@ -233,6 +233,7 @@ def test_first_fit_keeps_a_one_percent_overfill_off_a_100_core_host():
 def test_plan_gap_is_relative_and_never_clamped():
     assert gap(4.0, 3.0) == 0.25
     assert gap(4.0, 5.0) == -0.25          # an invalid bound shows, it is not hidden
+    assert gap(0.5, 0.25) == 0.5           # a cost below 1 is still a cost
     assert gap(0.0, 0.0) == 0.0            # free hosts only: no division by zero
 
 
@@ -427,11 +428,11 @@ def test_written_plan_files_hand_worked(tmp_path):
     problem = problem_for(pm, [("m", 1.0, 20.0)] * 3)
     gpus = [Gpu(0, [Server(w, 0, at_share(problem, w, share)) for w, share in enumerate([12.5, 25.0, 37.5])])]
     out = tmp_path / "deep" / "er" / "out"
-    write_plan(build_plan(problem, Assignment(gpus, 1.0, "heuristic"), "ilp"), problem, out, None, {"a": 1})
+    write_plan(build_plan(problem, Assignment(gpus, 1.0, "heuristic"), "ilp"), problem, out, None, {"b": 1, "a": 2})
     cpus = [json.loads((out / "triton_repo" / name / "launch.json").read_text())["cpus"]
             for name in ("gpu0-w0-r0", "gpu0-w1-r0", "gpu0-w2-r0")]
     assert cpus == [[0], [1, 2], [3, 4, 5]]
-    assert (out / "solve.json").read_text() == '{\n  "a": 1\n}\n'
+    assert (out / "solve.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
 
 
@@ -480,6 +481,12 @@ def test_a_plan_directory_is_replaced_only_with_igniters_own_leftovers(tmp_path)
         with pytest.raises(UserError, match=rf"holds files igniter did not write \({name}\)"):
             check_replaceable(out)
         (out / name).unlink() if name != "data" else (out / name).rmdir()
+    for name in ("b.txt", "a.txt"):
+        (out / name).write_text("x")
+    with pytest.raises(UserError) as err:
+        check_replaceable(out)
+    assert str(err.value) == (f"output directory {out} holds files igniter did not write (a.txt, b.txt). "
+                              "To fix: move them elsewhere, or choose another --out")
 
 
 def test_plan_output_errors_are_these_lines(tmp_path):
