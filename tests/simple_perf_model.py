@@ -4,7 +4,8 @@ Solo batch latency L(m, b, s) = (base_m + per_sample_m * b) * 100 / s ms, throug
 holds the server for exactly its latency). Interference as the packers linearise it: a member's latency is
 L * (1 + sensitivity_m * sum of its partners' pressure), pressure = pressure_m * s / 100. ``curvature`` > 0
 makes the full prediction differ from that linearisation: L * (1 + sens * P + curvature * P^2) (P: partners'
-pressure), so linear packers place sets the full model rejects.
+pressure), so linear packers place sets the full model rejects. ``sched_ms`` adds that much per co-runner (the
+scheduling term of igniter's model).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 Prediction = namedtuple("Prediction", "model batch share latency_ms throughput_rps")
 LinearTerms = namedtuple("LinearTerms", "solo_latency_ms solo_throughput_rps sensitivity pressure sched_ms")
-Model = namedtuple("Model", "base per_sample pressure sensitivity memory_mb", defaults=(0.0, 0.0, 100.0))
+Model = namedtuple("Model", "base per_sample pressure sensitivity memory_mb sched_ms", defaults=(0.0, 0.0, 100.0, 0.0))
 
 
 class SimplePerfModel:
@@ -49,7 +50,7 @@ class SimplePerfModel:
     def linear_terms(self, model: str, batch: int, share: float) -> LinearTerms:
         p = self.params[model]
         lat = self.solo_ms(model, batch, share)
-        return LinearTerms(lat, 1000.0 * batch / lat, p.sensitivity, p.pressure * share / 100.0, 0.0)
+        return LinearTerms(lat, 1000.0 * batch / lat, p.sensitivity, p.pressure * share / 100.0, p.sched_ms)
 
     def linear_terms_many(self, models, batches, shares) -> LinearTerms:
         rows = [self.linear_terms(m, b, s) for m, b, s in zip(models, batches, shares)]
@@ -62,7 +63,8 @@ class SimplePerfModel:
         for (m, b, s), own in zip(members, press):
             partners = sum(press) - own
             out.append(self.solo_ms(m, b, s) * (1 + self.params[m].sensitivity * partners
-                                                + self.curvature * partners ** 2))
+                                                + self.curvature * partners ** 2)
+                       + self.params[m].sched_ms * (len(members) - 1))
         return out
 
     def predict(self, members) -> list[Prediction]:
