@@ -18,8 +18,9 @@ from igniter.errors import UserError
 from igniter.model import Member
 from igniter.provisioning.plan import read_plan as read_typed_plan
 from igniter.provisioning.traces import load_trace
-from igniter.replay.emulator import PlannedServer, latency_tables, read_plan, write_emulated_plan
-from igniter.replay.trace import rate_trace, trace_offsets
+from igniter.replay.emulator import (EmulatedDevices, PlannedServer, constant_tables, latency_tables, read_plan,
+                                     write_emulated_plan)
+from igniter.replay.trace import Step, constant_trace, parse_step, rate_trace, trace_offsets, with_load_steps
 from tests.fake_perf_model import FakePerfModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,34 @@ def test_trace_offsets_follow_the_piecewise_rate():
     assert np.all(np.diff(offsets) >= 0) and offsets.max() < 100.0
 
 
+def test_load_steps_multiply_the_trace_from_their_time_on(tmp_path):
+    # hand-worked: a 100 -> 50 req/s trace (change at 10 s), x2 from 5 s, x1.5 from 12 s (steps compound)
+    trace = _trace(tmp_path, "timestamp,a\n0,100\n10,50\n", {"a": 1.0})
+    stepped = with_load_steps(trace, [Step(2.0, 5.0), Step(1.5, 12.0)])
+    assert list(stepped.times_s) == [0.0, 5.0, 10.0, 12.0]
+    assert list(stepped.rates["a"]) == [100.0, 200.0, 100.0, 150.0]
+    assert with_load_steps(trace, []) is trace
+
+
+def test_load_step_on_the_planned_rates_gives_the_arrivals_of_each_segment():
+    # 40 req/s planned, x2 from 30 s, over 60 s: 1,200 then 2,400 expected arrivals (Poisson sd 35 and 49)
+    stepped = with_load_steps(constant_trace({"a": 40.0}), [Step(2.0, 30.0)])
+    assert list(stepped.times_s) == [0.0, 30.0] and list(stepped.rates["a"]) == [40.0, 80.0]
+    offsets = trace_offsets(stepped.times_s, stepped.rates["a"], 60.0, seed=1)
+    assert abs(np.sum(offsets < 30.0) - 1200) < 5 * 35 and abs(np.sum(offsets >= 30.0) - 2400) < 5 * 49
+
+
+def test_step_options_parse_and_refuse_in_one_line():
+    assert parse_step("2@30", "--load-step", with_gpu=False) == Step(2.0, 30.0)
+    assert parse_step("g-1=1.5@7.5", "--interference", with_gpu=True) == Step(1.5, 7.5, "g-1")
+    for text, option, with_gpu in (("2", "--load-step", False), ("0@3", "--load-step", False),
+                                   ("x@3", "--load-step", False), ("2@-1", "--load-step", False),
+                                   ("1.5@3", "--interference", True), ("g0=nan@3", "--interference", True)):
+        with pytest.raises(UserError) as err:
+            parse_step(text, option, with_gpu)
+        assert option in err.value.line() and "To fix" in err.value.line()
+
+
 # -- the emulated accelerator ----------------------------------------------------------------------------------------
 
 def _servers(specs: list[dict]) -> list[PlannedServer]:
@@ -75,7 +104,7 @@ def test_latency_tables_are_the_perf_models_prediction_for_each_busy_subset(tmp_
         {"gpu": "g1", "name": "s", "model": "ssd", "workload": "s", "batch": 1, "share": 50.0}])
     tables = latency_tables(pm, servers)
     a = tables["a"]
-    assert a["partners"] == [1, 2] and a["slot"] == 0 and len(a["latency_ms"]) == 2
+    assert a["partners"] == [1, 2] and len(a["latency_ms"]) == 2
     for n in (1, 2):
         row = a["latency_ms"][n - 1]
         solo = pm.predict([Member("alexnet", n, 30.0)])[0].latency_ms
@@ -96,17 +125,21 @@ def _load_backend(monkeypatch):
     return module
 
 
+def _backend_model(backend, tmp_path, devices, spec: dict):
+    """The backend initialised as Triton would: its spec in the config's ``emulation`` parameter."""
+    spec = {"time_scale": 1, "busy_file": str(devices.root / "busy"), "slowdown_file": str(devices.root / "slowdown"),
+            "gpu_slot": 0, **spec}
+    config = {"parameters": {"emulation": {"string_value": json.dumps(spec)}}}
+    model = backend.TritonPythonModel()
+    model.initialize({"model_config": json.dumps(config), "model_repository": str(tmp_path), "model_version": "1"})
+    return model
+
+
 def test_backend_reads_the_busy_partners_of_its_emulated_gpu(tmp_path, monkeypatch):
     backend = _load_backend(monkeypatch)
-    busy = tmp_path / "busy"
-    busy.write_bytes(bytes(3))
-    version = tmp_path / "m" / "1"
-    version.mkdir(parents=True)
-    (version / "emulation.json").write_text(json.dumps({"time_scale": 1, "busy_file": str(busy), "slot": 1,
-                                                        "partners": [0, 2], "latency_ms": [[0, 0, 0, 0]]}))
-    model = backend.TritonPythonModel()
-    model.initialize({"model_repository": str(tmp_path / "m"), "model_version": "1"})
-    with open(busy, "r+b") as fh, mmap.mmap(fh.fileno(), 0) as shared:
+    devices = EmulatedDevices(tmp_path / "devices")
+    model = _backend_model(backend, tmp_path, devices, {"slot": 1, "partners": [0, 2], "latency_ms": [[0, 0, 0, 0]]})
+    with open(devices.root / "busy", "r+b") as fh, mmap.mmap(fh.fileno(), 0) as shared:
         assert model._mask() == 0
         shared[2] = 1
         assert model._mask() == 0b10       # partner slot 2 is mask bit 1
@@ -114,6 +147,21 @@ def test_backend_reads_the_busy_partners_of_its_emulated_gpu(tmp_path, monkeypat
         assert model._mask() == 0b11
         model._hold(1)                     # a zero-latency table holds nothing (and must return)
     model.finalize()
+
+
+def test_backend_reads_its_gpus_slowdown_factor(tmp_path, monkeypatch):
+    backend = _load_backend(monkeypatch)
+    devices = EmulatedDevices(tmp_path / "devices")
+    assert devices.gpu_slot("g0") == 0 and devices.gpu_slot("g1") == 1 and devices.gpu_slot("g0") == 0
+    on_g1 = _backend_model(backend, tmp_path, devices, {"slot": 0, "partners": [], "latency_ms": [[0]], "gpu_slot": 1})
+    on_g0 = _backend_model(backend, tmp_path, devices, {"slot": 1, "partners": [], "latency_ms": [[0]], "gpu_slot": 0})
+    assert on_g1._factor() == 1.0 and on_g0._factor() == 1.0    # no neighbour until one is injected
+    devices.set_slowdown("g1", 1.5)
+    assert on_g1._factor() == 1.5 and on_g0._factor() == 1.0    # only the slowed GPU's servers see it
+    devices.set_slowdown("g1", 1.0)
+    assert on_g1._factor() == 1.0
+    on_g0.finalize()
+    on_g1.finalize()
 
 
 def test_emulated_repository_keeps_the_planned_batcher(tmp_path):
@@ -127,8 +175,48 @@ def test_emulated_repository_keeps_the_planned_batcher(tmp_path):
     assert fields["max_batch_size"] == 4 and fields["preferred_batch_size"] == [4]
     assert fields["max_queue_delay_us"] == 25000          # x K: the replay sends at rate / K
     assert fields["kinds"] == ["KIND_CPU"]
-    spec = json.loads((out.parent / "triton_repo" / "a" / "alexnet" / "1" / "emulation.json").read_text())
+    spec = json.loads(fields["parameters"]["emulation"])     # travels in the config: a live reload brings it
     assert spec["time_scale"] == 10.0 and len(spec["latency_ms"]) == 4
+
+
+def _compute_ms_per_batch(entry, model: str, requests: int) -> float:
+    """Triton's own compute time per executed batch over ``requests`` sequential single-sample requests."""
+    import tritonclient.grpc as grpcclient
+
+    from igniter.triton.metrics import interval, scrape
+
+    before = scrape(entry.metrics).models.get(model)
+    client = grpcclient.InferenceServerClient(entry.grpc)
+    request = grpcclient.InferInput("INPUT0", [1, 1], "FP32")
+    request.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+    for _ in range(requests):
+        client.infer(model, [request], client_timeout=60)
+    client.close()
+    figures = interval(before, scrape(entry.metrics).models[model])
+    return figures["compute_ms"] * figures["requests"] / figures["executions"]
+
+
+@pytest.mark.integration
+def test_interference_slows_only_the_servers_on_its_gpu_on_triton(tmp_path, deployer):
+    """Two emulated GPUs, one server each (a batch holds 40 ms); with a 2x neighbour on g0, g0's server takes about
+    2x longer per batch (Triton's own compute time), g1's the same. Oracle: the injected factor."""
+    from igniter.deployment.state import load_state
+
+    servers = _servers([{"gpu": "g0", "name": "a", "model": "alexnet", "workload": "a", "batch": 1, "share": 50.0},
+                        {"gpu": "g1", "name": "b", "model": "vgg19", "workload": "b", "batch": 1, "share": 50.0}])
+    devices = EmulatedDevices(tmp_path / "devices")
+    plan = write_emulated_plan(servers, constant_tables(servers, lambda s, n: 40.0), tmp_path / "emu", lambda s: 1.0,
+                               devices)
+    deployer.apply(plan)
+    state = load_state(deployer.state_path)
+    measured = {}
+    for factor in (1.0, 2.0):
+        devices.set_slowdown("g0", factor)
+        for s in servers:
+            measured[s.name, factor] = _compute_ms_per_batch(state.servers[s.name], s.model, 8)
+    assert measured["a", 1.0] >= 40.0 * 0.98 and measured["b", 1.0] >= 40.0 * 0.98   # the table's hold, at least
+    assert 1.7 <= measured["a", 2.0] / measured["a", 1.0] <= 2.3                      # x FACTOR, generously
+    assert 0.8 <= measured["b", 2.0] / measured["b", 1.0] <= 1.2                      # the other GPU: not slowed
 
 
 # -- a provisioned plan replayed on real Triton servers ----------------------------------------------------------------

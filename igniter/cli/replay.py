@@ -25,19 +25,26 @@ from igniter.errors import UserError
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False), default=Path(".igniter/replay"),
               show_default=True, help="Where the emulated plan, state, result.json and report.html go.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival processes.")
+@click.option("--load-step", "load_steps", multiple=True, metavar="FACTOR@T",
+              help="Every rate x FACTOR from T unscaled seconds after traffic starts (repeatable; steps compound).")
+@click.option("--interference", multiple=True, metavar="GPU=FACTOR@T",
+              help="An emulated neighbour: every batch on the plan's GPU x FACTOR from T unscaled seconds on.")
 @json_option
 @user_errors
 def replay(plan: Path, perf_model: Path, time_scale: float, duration: float, warmup: float, trace: Path | None,
-           workdir: Path, seed: int, as_json: bool) -> None:
+           workdir: Path, seed: int, load_steps: tuple[str, ...], interference: tuple[str, ...], as_json: bool) -> None:
     """Replay PLAN (plan.json) with Poisson arrivals at its rates on emulated GPUs; report measured p99 vs predicted."""
     from igniter.replay.run import ReplayOptions, run_replay  # noqa: PLC0415 - starts servers, heavy imports
+    from igniter.replay.trace import parse_step  # noqa: PLC0415
 
     for name, value, low in (("--time-scale", time_scale, 0.0), ("--duration", duration, 0.0), ("--warmup", warmup, -1e-9)):
         if not (math.isfinite(value) and value > low):
             raise UserError(f"{name} {value} is not a positive number of {'seconds' if name != '--time-scale' else 'times'}",
                             f"give e.g. {name} 10")
     opts = ReplayOptions(plan=plan, perf_model=perf_model, workdir=workdir, time_scale=time_scale,
-                         duration_s=duration, warmup_s=warmup, trace=trace, seed=seed)
+                         duration_s=duration, warmup_s=warmup, trace=trace, seed=seed,
+                         load_steps=[parse_step(x, "--load-step", with_gpu=False) for x in load_steps],
+                         interference=[parse_step(x, "--interference", with_gpu=True) for x in interference])
     emit(run_replay(opts, say=lambda m: click.echo(m, err=True)), as_json, _human)
 
 
