@@ -261,3 +261,50 @@ def test_replay_cli_bad_plan_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["replay", str(tmp_path / "plan.json"), "--perf-model", "x", "--time-scale", "0"])
     assert result.exit_code == 2 and "--time-scale" in result.output
 
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_replay_watch_json_on_a_tiny_plan(tmp_path):
+    """igniter replay --watch on the 3-workload plan (one V100): the clients go through the front doors, a 2.5x load
+    step is detected and re-provisioned live; --json has the keys the benchmark reads, with figures checked
+    against what the run must have done (hand-worked request counts, GPU-hours bounded by the plans' GPUs)."""
+    from tests.conftest import shared_data
+
+    v100 = shared_data("igniter-v100")
+    igniter = [sys.executable, "-m", "igniter"]
+    import subprocess
+
+    subprocess.run(igniter + ["import-profiles", "--format", "igniter", str(v100), "--out", str(tmp_path / "prof")],
+                   check=True, capture_output=True)
+    subprocess.run(igniter + ["fit", "--profiles", str(tmp_path / "prof"), "--out", str(tmp_path / "v100.json")],
+                   check=True, capture_output=True)
+    workloads = ROOT / "examples" / "workloads-3.yaml"
+    subprocess.run(igniter + ["provision", "--workloads", str(workloads), "--perf-model", str(tmp_path / "v100.json"),
+                              "--out", str(tmp_path / "plan")], check=True, capture_output=True)
+    k, duration, warmup, step_at = 10.0, 40.0, 2.0, 1.0   # 4 unscaled s measured; the step 1 s after traffic starts
+    result = CliRunner().invoke(cli, [
+        "replay", str(tmp_path / "plan" / "plan.json"), "--perf-model", str(tmp_path / "v100.json"), "--watch",
+        "--workloads", str(workloads), "--time-scale", str(k), "--duration", str(duration), "--warmup", str(warmup),
+        "--watch-interval", "0.5", "--load-step", f"2.5@{step_at}", "--interference", "gpu0=1.5@3",
+        "--workdir", str(tmp_path / "replay"), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "watch" and out["gpus"] == 1
+    rates = {"alexnet": 500.0, "resnet50": 400.0, "vgg19": 200.0}
+    for row in out["workloads"]:
+        # scheduled in the measured window (unscaled 0.2-4.2 s): 0.8 s at the rate, 3.2 s at 2.5 x, / K real
+        expected = rates[row["name"]] * (0.8 + 3.2 * 2.5)
+        assert abs(row["requests"] - expected) < 5 * expected ** 0.5 + 5
+    load_up = [d for d in out["detections"] if d["kind"] == "load_up"]
+    assert load_up and load_up[0]["time_s"] >= step_at     # no load drift seen before the step
+    assert out["reconfigurations"] >= 1 and len(out["applies"]) >= 1
+    most = max(row["gpus"] for row in out["series"])
+    assert most >= 2                                          # 2.5 x the load does not fit the one V100
+    hours = duration / k / 3600.0
+    assert hours * 1 <= out["gpu_hours"] <= hours * most + 1e-12
+    assert {"t_s", "rate_rps", "gpus", "p99_ms", "slo_ms"} <= set(out["series"][0])
+    assert 0.0 <= out["attainment"] <= 1.0 and out["failed_during_reconfiguration"] <= out["failed"]
+    assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in Path(out["report"]).read_text()
+    assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running

@@ -47,7 +47,7 @@ class WatchOptions:
     workloads: Path
     catalog: Path | None = None
     interval_s: float = 1.0           # unscaled seconds between two ticks
-    settings: object | None = None    # igniter.watch WatchSettings; None: its defaults
+    settings: object | None = None    # igniter.watch.detect.WatchSettings; None: its defaults
     enabled: bool = True              # False: observe only (the static baselines)
 
 
@@ -92,24 +92,24 @@ class LiveReplay:
     def _tables(self, servers: list[PlannedServer]) -> dict:
         return self.opts.tables if self.perf_model is None else latency_tables(self.perf_model, servers)
 
-    def deploy(self, plan_path: Path) -> dict:
-        """Emulate a (real) plan and bring the servers to it; the apply hook the watcher calls."""
+    def deploy(self, plan_path: Path) -> None:
+        """Emulate a (real) plan and bring the servers to it; the apply hook the watcher calls (raises to refuse)."""
         plan_path = plan_path / "plan.json" if plan_path.is_dir() else plan_path
         servers = read_plan(plan_path)
-        check_interference(self.opts.interference, servers)
+        if not self.run.generations:  # a re-plan may leave the slowed GPU: its neighbour stays where it was
+            check_interference(self.opts.interference, servers)
         tables = self._tables(servers)
         out = self.opts.workdir / f"emulated-{len(self.run.generations)}"
         emulated = write_emulated_plan(servers, tables, out, self.opts.scale, self.devices)
         started = self._now()
         try:
-            result = self.deployer.apply(emulated)
+            self.deployer.apply(emulated)
         except BaseException as err:
             self.run.applies.append((started, self._now(), f"failed: {err}"))
             raise
         self.run.applies.append((started, self._now(), "applied"))
         self.run.generations.append(Generation(self._now(), servers,
                                                {s.name: tables[s.name].get("pipeline_ms", 0.0) for s in servers}))
-        return result
 
     def _now(self) -> float:
         return 0.0 if self.t0 is None else time.monotonic() - self.t0
@@ -161,8 +161,7 @@ class LiveReplay:
             now_s = self._now() / k
             applied = len(self.run.applies)
             if watcher is not None:
-                for decision in watcher.tick(observations, now_s):
-                    self.run.decisions.append({"time_s": round(now_s, 4), **decision.as_json()})
+                self.run.decisions += [decision.as_dict() for decision in watcher.tick(observations, now_s)]
             if len(self.run.applies) != applied:  # a new plan: count from its servers' first scrape
                 after = scrape_all(load_state(self.deployer.state_path))
             before = after
@@ -176,7 +175,8 @@ class LiveReplay:
 
         return Watcher(self.opts.plan, self.opts.perf_model, self.watch.workloads, self.watch.catalog,
                        apply_plan=self.deploy, settings=self.watch.settings or WatchSettings(),
-                       log=lambda line: self.say(f"watch: {line}"))
+                       log=lambda d: self.say(f"watch: {json.dumps(d, sort_keys=True)}"),
+                       plans_dir=self.opts.workdir / "plans")
 
     # -- the result -----------------------------------------------------------------------------------------------
     def summarise(self, first: list[PlannedServer], results: dict[str, LoadResult]) -> dict:
@@ -197,8 +197,9 @@ class LiveReplay:
         all_latency = np.concatenate([requests[w][1] for w in requests]) if requests else np.zeros(0)
         all_slo = np.concatenate([np.full(len(requests[w][1]), slo[w]) for w in requests]) if requests else np.zeros(0)
         failed_at = np.concatenate([r.failed_scheduled_s + warm for r in results.values()] or [np.zeros(0)])
-        failed_in_reconfiguration = int(sum(np.sum((failed_at >= a) & (failed_at < b + RECONFIGURATION_DRAIN_S))
-                                            for a, b, _ in run.applies[1:]))
+        during = np.zeros(len(failed_at), dtype=bool)
+        for a, b, _ in run.applies[1:]:
+            during |= (failed_at >= a) & (failed_at < b + RECONFIGURATION_DRAIN_S)
         return {
             "mode": "watch" if self.watch.enabled else "static", "time_scale": k, "duration_s": opts.duration_s,
             "emulated_duration_s": opts.duration_s / k, "interval_s": self.watch.interval_s,
@@ -206,7 +207,7 @@ class LiveReplay:
             "gpus": run.generations[0].gpus, "servers": len(first), "workloads": rows,
             "attainment_min": min((r["attainment"] for r in rows), default=0.0),
             "attainment": float(np.sum(all_latency <= all_slo)) / len(all_latency) if len(all_latency) else 0.0,
-            "failed": sum(r["failed"] for r in rows), "failed_during_reconfiguration": failed_in_reconfiguration,
+            "failed": sum(r["failed"] for r in rows), "failed_during_reconfiguration": int(np.sum(during)),
             "gpu_hours": self._gpu_hours(), "reconfigurations": sum(1 for *_, o in run.applies[1:] if o == "applied"),
             "failed_applies": sum(1 for *_, o in run.applies[1:] if o != "applied"),
             "detections": detections(run.decisions),
@@ -238,7 +239,7 @@ class LiveReplay:
         k, step = self.opts.time_scale, self.watch.interval_s * self.opts.time_scale
         start, end = self.opts.warmup_s, self.opts.warmup_s + self.opts.duration_s
         rows = []
-        for a in np.arange(start, end - 1e-9, step):
+        for a in np.arange(math.ceil(start / step - 1e-9) * step, end - 1e-9, step):  # the ticks' intervals
             b = min(a + step, end)
             gen = self.run.generations[int(self._generation_at(np.array([b]))[0])]
             p99 = {}
@@ -246,11 +247,17 @@ class LiveReplay:
             for w, (at, latency) in requests.items():
                 inside = latency[(at >= a) & (at < b)]
                 sent += len(inside)
-                p99[w] = float(np.percentile(np.nan_to_num(inside, nan=math.inf), 99)) if len(inside) else None
+                p99[w] = _p99_counting_failures(inside) if len(inside) else None
             rows.append({"t_s": round(a / k, 4), "rate_rps": sent / ((b - a) / k), "gpus": gen.gpus,
                          "p99_ms": {w: (None if v is None or not math.isfinite(v) else v) for w, v in p99.items()},
                          "slo_ms": slo})
         return rows
+
+
+def _p99_counting_failures(latency: np.ndarray) -> float:
+    """The p99 with failures (NaN) as infinitely slow; inf when over 1 % failed."""
+    ordered = np.sort(np.nan_to_num(latency, nan=math.inf))
+    return float(ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)])
 
 
 def _workload_row(name: str, slo_ms: float, sent: np.ndarray, latency: np.ndarray, result: LoadResult) -> dict:

@@ -39,7 +39,7 @@ class Observation:
     up: bool                     # False: the server's metrics could not be read at the end of the interval
     requests: float              # successful requests
     failures: float
-    rate_rps: float              # arrivals (successes + failures) per emulated second
+    rate_rps: float              # arrivals (completions + the queue's growth) per emulated second
     avg_batch: float             # inferences per execution Triton formed; NaN: no execution in the interval
     queue_ms: float              # mean time a request waited in the queue; NaN: no request
     compute_ms: float            # mean batch latency in the model (see the module docstring); NaN: no request
@@ -105,7 +105,9 @@ def _observation(server: str, gpu: str, workloads: tuple[str, ...], seconds: flo
     return Observation(
         server=server, model=after.model, gpu=gpu, workloads=workloads, interval_s=seconds, up=True,
         requests=figures["requests"], failures=figures["failures"],
-        rate_rps=(figures["requests"] + figures["failures"]) / seconds,
+        # arrivals = completions + the queue's growth: under overload completions alone understate the load
+        rate_rps=max(figures["requests"] + figures["failures"] + after.pending - (before.pending if before else 0.0),
+                     0.0) / seconds,
         avg_batch=figures["avg_batch"], queue_ms=figures["queue_ms"] / time_scale,
         compute_ms=figures["compute_ms"] / time_scale, request_ms=figures["request_ms"] / time_scale,
         p99_ms=p99 / time_scale if math.isfinite(p99) else None)
