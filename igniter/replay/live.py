@@ -36,6 +36,8 @@ from igniter.replay.emulator import EmulatedDevices, PlannedServer, latency_tabl
 from igniter.replay.run import ReplayOptions, check_interference, inject, offered_trace, schedule
 
 RECONFIGURATION_DRAIN_S = 5.0  # real seconds after an apply whose failures still count against it
+CLIENT_DRAIN_S = 60.0          # real seconds requests in flight at the end may take (an overloaded plan's queue):
+                               # a late answer is an SLO miss, not a failure
 
 Say = Callable[[str], None]
 
@@ -214,6 +216,7 @@ class LiveReplay:
             "load_steps": [{"factor": x.factor, "at_s": x.at_s} for x in opts.load_steps],
             "interference": [{"gpu": x.gpu, "factor": x.factor, "at_s": x.at_s} for x in opts.interference],
             "applies": [{"start_s": a / k, "end_s": b / k, "outcome": o} for a, b, o in run.applies[1:]],
+            "plans": [{"since_s": g.since_s / k, "gpus": g.gpus, "servers": len(g.servers)} for g in run.generations],
             "decisions": run.decisions,
             "series": self._series(requests, slo),
         }
@@ -307,7 +310,7 @@ class ClientThread(threading.Thread):
             endpoint = self.endpoints[workload]["grpc"]
             async with triton_infer(endpoint, server.model, 1, 0) as infer:
                 return await open_loop(infer, 1.0, self.opts.duration_s, warmup_s=self.opts.warmup_s,
-                                       offsets=offsets, model=server.model)
+                                       offsets=offsets, model=server.model, drain_s=CLIENT_DRAIN_S)
 
         self.started.set(time.monotonic())
         injector = asyncio.ensure_future(inject(self.opts.interference, self.devices, self.opts.time_scale, self.say))
