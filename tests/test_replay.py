@@ -308,3 +308,23 @@ def test_replay_watch_json_on_a_tiny_plan(tmp_path):
     assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in Path(out["report"]).read_text()
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
+
+
+def test_replay_cli_bad_steps_and_watch_without_workloads_are_one_line(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text("{}")
+    for extra, expected in ((["--load-step", "2"], "--load-step"), (["--interference", "1.5@3"], "--interference"),
+                            (["--watch"], "--workloads")):
+        result = CliRunner().invoke(cli, ["replay", str(plan), "--perf-model", "x", *extra])
+        assert result.exit_code == 2 and expected in result.output and "To fix" in result.output
+        assert result.output.count("\n") == 1
+
+
+def test_interference_on_a_gpu_the_plan_does_not_use_is_one_line():
+    from igniter.replay.run import check_interference
+
+    servers = _servers([{"gpu": "g0", "name": "a", "model": "alexnet", "workload": "a", "batch": 1, "share": 50.0}])
+    check_interference([Step(1.5, 1.0, "g0")], servers)
+    with pytest.raises(UserError) as err:
+        check_interference([Step(1.5, 1.0, "g7")], servers)
+    assert "'g7'" in err.value.line() and "g0" in err.value.line()
