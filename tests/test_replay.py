@@ -328,3 +328,31 @@ def test_interference_on_a_gpu_the_plan_does_not_use_is_one_line():
     with pytest.raises(UserError) as err:
         check_interference([Step(1.5, 1.0, "g7")], servers)
     assert "'g7'" in err.value.line() and "g0" in err.value.line()
+
+
+def test_gpu_hours_integrate_each_plans_gpus_over_the_window():
+    from igniter.replay.live import gpu_hours
+
+    # hand-worked: window 4-40 real s at K = 10; 3 GPUs to 10 s, 5 to 30 s, 2 after: 3 x 6 + 5 x 20 + 2 x 10 = 138
+    assert gpu_hours([(0.0, 3), (10.0, 5), (30.0, 2)], 4.0, 40.0, 10.0) == pytest.approx(138 / 10 / 3600)
+    assert gpu_hours([(0.0, 3), (50.0, 9)], 4.0, 40.0, 10.0) == pytest.approx(3 * 36 / 10 / 3600)  # after the end
+    assert gpu_hours([(0.0, 2)], 4.0, 40.0, 1.0) == pytest.approx(2 * 36 / 3600)
+
+
+def test_observed_arrivals_count_the_queues_growth():
+    """An overloaded server completes fewer requests than arrive: arrivals = completions + failures + the queue's
+    growth (hand-worked: 50 completed, 2 failed, queue 10 -> 40, over 2 real s at K = 4: 82 / 0.5 = 164 req/s)."""
+    from igniter.deployment.state import DeploymentState, ServerState
+    from igniter.triton.metrics import ModelMetrics, ServerMetrics
+    from igniter.watch.observe import Scrape, observe
+
+    server = ServerState(name="s", gpu="g0", share=50.0, repo="r", http="h", grpc="g", metrics="m", pid=7,
+                         launch_digest="d", models={"alexnet": "x"}, workloads=["a"])
+    state = DeploymentState(servers={"s": server})
+    metrics = lambda ok, failed, pending: ServerMetrics(models={"alexnet": ModelMetrics(  # noqa: E731
+        "alexnet", "1", request_success=ok, request_failure=failed, exec_count=ok, inference_count=ok,
+        pending=pending)})
+    before = Scrape(10.0, {"s": metrics(100, 1, 10)}, {"s": 7})
+    after = Scrape(12.0, {"s": metrics(150, 3, 40)}, {"s": 7})
+    (o,) = observe(state, before, after, time_scale=4.0)
+    assert o.rate_rps == pytest.approx(164.0)

@@ -83,7 +83,7 @@ class LiveReplay:
         from igniter.provisioning.workloads import load_perf_model  # noqa: PLC0415 - heavy (xgboost)
 
         self.opts, self.watch, self.say = opts, watch, say
-        self.perf_model = load_perf_model(opts.perf_model) if opts.tables is None else None
+        self.perf_model = load_perf_model(opts.perf_model)
         self.devices = EmulatedDevices(opts.workdir / "devices")
         self.deployer = Deployer(opts.workdir / "state.json", detached=False,
                                  progress=lambda m: say(f"apply: {m.strip()}"))
@@ -91,16 +91,13 @@ class LiveReplay:
         self.t0: float | None = None  # time.monotonic() when the clients' schedules start
 
     # -- plans ----------------------------------------------------------------------------------------------------
-    def _tables(self, servers: list[PlannedServer]) -> dict:
-        return self.opts.tables if self.perf_model is None else latency_tables(self.perf_model, servers)
-
     def deploy(self, plan_path: Path) -> None:
         """Emulate a (real) plan and bring the servers to it; the apply hook the watcher calls (raises to refuse)."""
         plan_path = plan_path / "plan.json" if plan_path.is_dir() else plan_path
         servers = read_plan(plan_path)
         if not self.run.generations:  # a re-plan may leave the slowed GPU: its neighbour stays where it was
             check_interference(self.opts.interference, servers)
-        tables = self._tables(servers)
+        tables = latency_tables(self.perf_model, servers)
         out = self.opts.workdir / f"emulated-{len(self.run.generations)}"
         emulated = write_emulated_plan(servers, tables, out, self.opts.scale, self.devices)
         started = self._now()
@@ -227,15 +224,8 @@ class LiveReplay:
         return np.clip(np.searchsorted(since, real_s, side="right") - 1, 0, len(since) - 1)
 
     def _gpu_hours(self) -> float:
-        """Unscaled GPU-hours over the measured window: each plan's GPUs from its apply's end to the next's."""
-        k, start, end = self.opts.time_scale, self.opts.warmup_s, self.opts.warmup_s + self.opts.duration_s
-        gens = self.run.generations
-        total = 0.0
-        for i, g in enumerate(gens):
-            a = max(g.since_s, start) if i else start
-            b = min(gens[i + 1].since_s, end) if i + 1 < len(gens) else end
-            total += g.gpus * max(b - a, 0.0)
-        return total / k / 3600.0
+        return gpu_hours([(g.since_s, g.gpus) for g in self.run.generations], self.opts.warmup_s,
+                         self.opts.warmup_s + self.opts.duration_s, self.opts.time_scale)
 
     def _series(self, requests: dict, slo: dict[str, float]) -> list[dict]:
         """Per interval of the measured window: offered rate, GPUs at its end, each workload's p99 and SLO."""
@@ -255,6 +245,17 @@ class LiveReplay:
                          "p99_ms": {w: (None if v is None or not math.isfinite(v) else v) for w, v in p99.items()},
                          "slo_ms": slo})
         return rows
+
+
+def gpu_hours(plans: list[tuple[float, int]], start_s: float, end_s: float, k: float) -> float:
+    """Unscaled GPU-hours over the real window [start_s, end_s): each plan (from its real start time, its GPUs)
+    counts until the next one starts; the first counts from the window's start whenever it began."""
+    total = 0.0
+    for i, (since, gpus) in enumerate(plans):
+        a = max(since, start_s) if i else start_s
+        b = min(plans[i + 1][0], end_s) if i + 1 < len(plans) else end_s
+        total += gpus * max(b - a, 0.0)
+    return total / k / 3600.0
 
 
 def _p99_counting_failures(latency: np.ndarray) -> float:
