@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +49,13 @@ def say(message: str) -> None:
 
 
 def write_trace(path: Path, hold_s: float) -> np.ndarray:
-    """The Twitter trace's first hours, one level per ``hold_s`` unscaled seconds, mean 1 over the window."""
+    """The Twitter trace's first hours, one level per ``hold_s`` unscaled seconds, mean 1 over the window, as
+    req/s per workload (the workloads' mean rates x the level): every plan gets the same load, whatever rates
+    it was provisioned for (a ``scale`` column would multiply the peak plan's rates)."""
     _, values = load_trace(TWITTER, "twitter").steps(TRACE_STEP_H * 3600.0, TRACE_HOURS * 3600.0)
     scale = values[:, 0] / values[:, 0].mean()
-    lines = ["timestamp,scale"] + [f"{i * hold_s:g},{v:.6g}" for i, v in enumerate(scale)]
+    lines = [",".join(["timestamp"] + [w["name"] for w in WORKLOADS])]
+    lines += [",".join([f"{i * hold_s:g}"] + [f"{w['rate'] * v:.6g}" for w in WORKLOADS]) for i, v in enumerate(scale)]
     path.write_text("\n".join(lines) + "\n")
     return scale
 
@@ -114,14 +116,16 @@ def decision_lines(result: dict, at_s: float, interval: float, after: int = 6) -
             if d["kind"] != "steady" and at_s - 1e-9 <= d["time_s"] <= at_s + after * interval]
 
 
-def section(rows: list[dict], watch: dict, args, seconds: float, scale: np.ndarray, peak: float) -> str:
+def section(rows: list[dict], results: dict, args, scale: np.ndarray, peak: float) -> str:
+    watch = results["watch"]
+    took = ", ".join(f"{name} {r['seconds']:.0f} s" for name, r in results.items())
     head = ["run", "attainment", "worst workload", "GPU-hours", "GPUs", "reconfigurations",
             "load-step detection (intervals)", "interference detection (intervals)", "failed requests",
             "failed during reconfiguration"]
     peak_hours = next(r["gpu_hours"] for r in rows if r["run"] == "static peak")
     lines = [HEADING, "",
              f"`python scripts/bench_watch.py --time-scale {args.time_scale:g} --interval {args.interval:g} "
-             f"--hold {args.hold:g}` on {machine()}; {seconds:.0f} s for the three runs.", "",
+             f"--hold {args.hold:g}` on {machine()}; wall time {took}.", "",
              "Testbed: `igniter replay` on real tritonservers serving emulated V100s (batch holds from the V100 perf "
              "model fitted on ../shared/data/igniter-v100, interference while partners are busy), clients through "
              "each workload's Caddy front door (open loop, Poisson within each trace level). Load: four of the "
@@ -167,33 +171,34 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=3.0, help="unscaled seconds each trace level holds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work directory to keep (default: a temporary one)")
-    parser.add_argument("--only", choices=["static-mean", "static-peak", "watch"], help="one run (a smoke test)")
+    parser.add_argument("--only", choices=["static-mean", "static-peak", "watch"],
+                        help="run only this one; the others from --keep's results.json when there")
     parser.add_argument("--no-write", action="store_true", help="leave BENCHMARKS.md and the plot as they are")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-watch-"))
     work.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
     model = fit_v100(work)
     trace = work / "trace.csv"
     scale = write_trace(trace, args.hold)
     peak = peak_factor(scale)
     mean_plan, mean_workloads = provision(work, "mean", 1.0, model)
     peak_plan, peak_workloads = provision(work, "peak", peak, model)
-    results = {}
+    stored = work / "results.json"  # --only re-runs one and keeps the others a run in the same --keep made
+    results = json.loads(stored.read_text()) if args.only and stored.exists() else {}
     for name, plan, workloads, watch in (("static mean", mean_plan, mean_workloads, False),
                                           ("static peak", peak_plan, peak_workloads, False),
                                           ("watch", mean_plan, mean_workloads, True)):
         if args.only in (None, name.replace(" ", "-")):
             results[name] = replay(work, name.replace(" ", "-"), plan, workloads, model, trace, args, watch)
-    (work / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    stored.write_text(json.dumps(results, indent=1, default=float))
     rows = [row(name, r, args.interval, args.hold) for name, r in results.items()]
     print(json.dumps(rows, indent=1))
-    if args.no_write or args.only:
+    if args.no_write or len(results) < 3:
         say(f"bench: results in {work}")
         return
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(results["watch"]["plot"], PLOT)
-    write_section(HEADING, section(rows, results["watch"], args, time.monotonic() - started, scale, peak))
+    write_section(HEADING, section(rows, results, args, scale, peak))
     say(f"bench: results in {work}")
 
 
