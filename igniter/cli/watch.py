@@ -16,10 +16,12 @@ from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES
 from igniter.watch.detect import WatchSettings
+from igniter.watch.history import load_history, save_history
 from igniter.watch.loop import APPLIED, Watcher
 from igniter.watch.observe import observe, scrape_all
 
-PLANS_DIR = "watch-plans"   # beside state.json: the plans the watcher applied
+PLANS_DIR = "watch-plans"             # beside state.json: the plans the watcher applied
+HISTORY_FILE = "watch-history.json"   # beside state.json: what the next run carries on from
 
 
 @click.command()
@@ -64,9 +66,11 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
         with writing(state_path.parent, lock_timeout, "watch's apply", as_json):
             deployer.apply(plan_dir)
 
+    history_path = state_path.parent / HISTORY_FILE
     watcher = Watcher(Path(state.plan), perf_model, workloads_path, catalog, apply_plan, dry_run, settings,
                       lambda d: click.echo(json.dumps(d, sort_keys=True) if as_json else _human(d)),
-                      src_repo=src_repo, plans_dir=state_path.parent / PLANS_DIR)
+                      src_repo=src_repo, plans_dir=state_path.parent / PLANS_DIR,
+                      history=load_history(history_path))
     before = scrape_all(state)
     passes = 0
     while True:
@@ -79,10 +83,21 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
             watcher.adopt(Path(state.plan))
         after = scrape_all(state)
         decisions = watcher.tick(observe(state, before, after), round(time.time(), 3))
+        if not dry_run:   # the next run (--once from cron) carries on from here
+            _save(watcher, history_path, lock_timeout, as_json, say)
         if once:
             return
         # after an apply the servers are new: the next interval starts from their first scrape
         before = scrape_all(_deployed(state_path)) if any(d.action == APPLIED for d in decisions) else after
+
+
+def _save(watcher: Watcher, history_path: Path, lock_timeout: float, as_json: bool, say) -> None:
+    """Write the history under the writer lock; another writer holding it costs this interval's record only."""
+    try:
+        with writing(history_path.parent, lock_timeout, "watch", as_json, "stopped; the history is as before"):
+            save_history(watcher.snapshot(), history_path)
+    except UserError as err:
+        say(f"watch: the history was not saved this interval ({err.line()})")
 
 
 def _deployed(state_path: Path):

@@ -2,9 +2,11 @@
 
 Triton's counters are cumulative (igniter/triton/metrics.py); an Observation is the difference of two scrapes:
 arrival rate, the mean batch Triton formed, queue and compute time, failures and, where Triton's summaries give
-it (LocalServer enables them), the p99 of its sliding window. ``compute_ms`` is the time one batch spends in
-the model: Triton adds a batch's compute duration to every request in it, so the per-request mean of its compute
-counters is the batch latency (weighted by requests), the figure the perf model predicts for a co-located set.
+it (LocalServer enables them), the p99 of Triton's sliding window: not the interval's own (in a run here start-up
+outliers stayed in it for about a minute), so a short interval's SLO-risk signal lags. ``compute_ms`` is the time
+one batch spends in the model: Triton adds a batch's compute duration to every request in it, so the per-request
+mean of its compute counters is the batch latency (weighted by requests), the figure the perf model predicts for a
+co-located set.
 
 ``time_scale`` K: the replay testbed runs K times slower than the hardware it emulates, so every duration is
 divided by K and every rate multiplied by K (the observation is of the emulated hardware).
