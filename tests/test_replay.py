@@ -308,6 +308,8 @@ def test_replay_watch_json_on_a_tiny_plan(tmp_path):
     assert Path(out["plot"]).read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in Path(out["report"]).read_text()
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
+    retires = [line for line in result.output.splitlines() if line.startswith("apply: retire")]
+    assert len(retires) == len(set(retires))        # one Deployer across applies retires each old server once
 
 
 def test_replay_cli_bad_steps_and_watch_without_workloads_are_one_line(tmp_path):

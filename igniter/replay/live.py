@@ -145,14 +145,11 @@ class LiveReplay:
         k = self.opts.time_scale
         watcher = self._watcher()
         total = self.opts.warmup_s + self.opts.duration_s
+        step = self.watch.interval_s * k
         state = load_state(self.deployer.state_path)
         before = scrape_all(state)
-        tick = 0
-        while clients.is_alive():
-            tick += 1
-            wake = tick * self.watch.interval_s * k
-            if wake > total:
-                break
+        wake = step
+        while clients.is_alive() and wake <= total:
             time.sleep(max(wake - self._now(), 0.0))
             state = load_state(self.deployer.state_path)
             after = scrape_all(state)
@@ -161,8 +158,10 @@ class LiveReplay:
             applied = len(self.run.applies)
             if watcher is not None:
                 self.run.decisions += [decision.as_dict() for decision in watcher.tick(observations, now_s)]
-            if len(self.run.applies) != applied:  # a new plan: count from its servers' first scrape
+            wake += step
+            if len(self.run.applies) != applied:  # a new plan: a whole interval from its servers' first scrape
                 after = scrape_all(load_state(self.deployer.state_path))
+                wake = self._now() + step
             before = after
             self.say(f"replay: {self._now():.0f}/{total:.0f} s, {self.run.generations[-1].gpus} GPU(s), "
                      f"{len(self.run.applies) - 1} reconfiguration(s), ETA {max(total - self._now(), 0):.0f} s")
