@@ -95,6 +95,8 @@ def test_slo_risk_from_p99_streak_or_failures():
     assert detect.slo_risk([20.0, 23.0], [0, 0], 25.0, S) is None              # 23 > 22.5 once only
     assert "p99 above" in detect.slo_risk([23.0, None, 23.0], [0, 0, 0], 25.0, S)
     assert "failed" in detect.slo_risk([None], [3.0], 25.0, S)
+    assert "mean request time" in detect.slo_risk([None], [0.0], 25.0, S, mean_ms=26.0)   # this interval alone
+    assert detect.slo_risk([None], [0.0], 25.0, S, mean_ms=25.0) is None
 
 
 def test_ewma_by_hand():
@@ -112,7 +114,8 @@ def inputs(tmp_path_factory, demo_repo):
     problem, assignment, plan, seconds = provisioning.run(workloads, out / "cpu.model.json", None, "ilp", 10.0,
                                                           src_repo=demo_repo)
     write_plan(plan, problem, out / "plan", demo_repo, {"strategy": "ilp"})
-    return {"model": out / "cpu.model.json", "workloads": workloads, "plan": out / "plan", "repo": demo_repo}
+    return {"model": out / "cpu.model.json", "workloads": workloads, "plan": out / "plan", "repo": demo_repo,
+            "problem": problem}
 
 
 def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list]:
@@ -125,14 +128,14 @@ def _watcher(inputs, tmp_path, apply_plan=None, **kwargs) -> tuple[Watcher, list
 
 def _observations(watcher: Watcher, rates: dict[str, float], slowdown: dict[str, float] | None = None,
                   latency: dict[str, float] | None = None) -> list[Observation]:
-    """One interval of 10 s: each workload at its rate, split over its replicas as planned, batch 1, batch latency
-    = the given value or the plan's prediction x slowdown."""
+    """One interval of 10 s: each workload at its rate, split over its replicas as planned, batches as planned,
+    batch latency = the given value or the plan's prediction x slowdown."""
     out = []
     for gpu, s in watcher.plan.servers():
         compute = (latency or {}).get(s.name, s.predicted_latency_ms * (slowdown or {}).get(s.name, 1.0))
         rate = rates[s.workload] * s.rate / watcher.planned_rps[s.workload]
-        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rate * 10, 0.0, rate, 1.0, 0.1,
-                               compute, compute + 0.1, None))
+        out.append(Observation(s.name, s.model, gpu.id, (s.workload,), 10.0, True, rate * 10, 0.0, rate,
+                               float(s.batch), 0.1, compute, compute + 0.1, None))
     return out
 
 
@@ -175,6 +178,19 @@ def test_interference_is_detected_at_the_nth_interval(inputs, tmp_path):
     assert [d.kind for d in second][:1] == ["interference"] and second[0].subject == slow
     assert second[0].observed["compute_ms"] / second[0].predicted["compute_ms"] == pytest.approx(1.5, rel=1e-3)
     assert second[-1].kind == "replan"
+
+
+def test_an_interval_without_batches_neither_counts_nor_breaks_the_interference_streak(inputs, tmp_path):
+    from dataclasses import replace as changed
+    watcher, _ = _watcher(inputs, tmp_path, settings=WatchSettings(interference_after=2))
+    slow = next(s.name for _, s in watcher.plan.servers() if s.workload == "ranking")
+    idle = lambda o: changed(o, avg_batch=math.nan, compute_ms=math.nan) if o.server == slow else o  # noqa: E731
+    kinds = []
+    for n, observations in enumerate([_observations(watcher, watcher.planned_rps, {slow: 1.5}),
+                                      [idle(o) for o in _observations(watcher, watcher.planned_rps)],
+                                      _observations(watcher, watcher.planned_rps, {slow: 1.5})]):
+        kinds.append([d.kind for d in watcher.tick(observations, n)])
+    assert kinds == [["steady"], ["steady"], ["interference", "replan"]]
 
 
 def test_after_a_replan_that_keeps_the_plan_detection_compares_with_the_adapted_model(inputs, tmp_path):
@@ -364,14 +380,14 @@ def test_inputs_that_do_not_match_the_plan_are_one_user_error(inputs, tmp_path):
 
 # -- igniter watch against a real deployment -----------------------------------------------------------------------
 
-def _watch_cli(state: Path, inputs, *extra: str) -> list[dict]:
+def _watch_cli(state: Path, inputs, *extra: str, exit_code: int = 0) -> list[dict]:
     from click.testing import CliRunner
 
     from igniter.cli.main import cli
     result = CliRunner().invoke(cli, ["watch", "--state", str(state), "--workloads", str(inputs["workloads"]),
                                       "--perf-model", str(inputs["model"]), "--repo", str(inputs["repo"]),
                                       "--once", "--json", "--interval", "2", *extra])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     return [json.loads(line) for line in lines]
 
@@ -430,7 +446,7 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     # another writer holds the state's lock: the apply is refused, the running plan and every file stay as they were
     from igniter.deployment.lock import writer_lock
     with writer_lock(state_path.parent):
-        lines = _watch_cli(state_path, inputs, "--down-after", "1", "--lock-timeout", "0")
+        lines = _watch_cli(state_path, inputs, "--down-after", "1", "--lock-timeout", "0", exit_code=1)
     assert lines[-1]["action"] == KEPT and "apply failed" in lines[-1]["reason"]
     assert "another igniter is changing this deployment" in lines[-1]["details"]["error"]
     left = {p for p in _files(state_path.parent, inputs["plan"]) if p not in files}
@@ -445,7 +461,9 @@ def test_watch_once_on_a_deployed_demo(deployer, inputs, tmp_path):
     assert [d["kind"] for d in lines] == ["steady"]
     assert (state_path.parent / "watch-history.json").is_file()
     lines = _watch_cli(state_path, inputs, "--down-after", "2")
-    assert {d["kind"] for d in lines[:-1]} == {"load_down"}
+    # (Triton's p99 window still holds the dry run's requests: on a loaded host an SLO risk may fire beside it)
+    assert {(d["kind"], d["subject"]) for d in lines[:-1]} >= {("load_down", "ranking"), ("load_down", "vision")}
+    assert {d["kind"] for d in lines[:-1]} <= {"load_down", "slo_risk"}
     assert lines[-1]["kind"] == "replan" and lines[-1]["action"] == APPLIED, lines[-1]
     after = load_state(state_path)
     assert Path(after.plan).parent == state_path.parent / "watch-plans"
@@ -609,7 +627,18 @@ def gpu_inputs(tmp_path_factory):
     loader = lambda path: FakePerfModel()   # noqa: E731
     problem, _, plan, _ = provisioning.run(out / "w.yaml", out / "m.json", None, "ilp", 10.0, loader=loader)
     write_plan(plan, problem, out / "plan", None, {"strategy": "ilp"})
-    return {"dir": out, "loader": loader, "plan": out / "plan"}
+    return {"dir": out, "loader": loader, "plan": out / "plan", "problem": problem}
+
+
+@pytest.mark.parametrize("which", ["inputs", "gpu_inputs"])
+def test_moves_are_counted_from_the_launch_specs_write_plan_writes(which, request):
+    """The digests a candidate is scored with, computed without writing it, are the ones apply reads back from the
+    written plan (pinned CPU cores on the demo host, MPS shares on the GPUs)."""
+    from igniter.deployment.apply import planned_servers
+    from igniter.watch.loop import _launch_digests
+    given = request.getfixturevalue(which)
+    written = {s.name: s.launch_digest for s in planned_servers(given["plan"])}
+    assert _launch_digests(read_plan(given["plan"]), given["problem"]) == written and len(set(written.values())) > 1
 
 
 def _gpu_watcher(gpu_inputs, tmp_path, penalty: float) -> Watcher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from igniter.errors import UserError
 from igniter.provisioning import STRATEGIES
 from igniter.watch.detect import WatchSettings
 from igniter.watch.history import load_history, save_history
-from igniter.watch.loop import APPLIED, Watcher
+from igniter.watch.loop import APPLIED, KEPT, Watcher
 from igniter.watch.observe import observe, scrape_all
 
 PLANS_DIR = "watch-plans"             # beside state.json: the plans the watcher applied
@@ -34,7 +35,8 @@ HISTORY_FILE = "watch-history.json"   # beside state.json: what the next run car
               help="The source model repository provision was given (re-plans copy models from it).")
 @click.option("--interval", "interval_s", type=click.FloatRange(min=0.5, max=86400), default=30.0,
               show_default=True, help="Seconds between metric scrapes (one decision pass each).")
-@click.option("--once", is_flag=True, help="One pass (two scrapes --interval apart), then exit (cron, CI).")
+@click.option("--once", is_flag=True, help="One pass (two scrapes --interval apart), then exit (cron, CI): 1 when its "
+                                           "re-plan or apply failed, else 0.")
 @click.option("--dry-run", is_flag=True, help="Decide and log; write nothing and apply nothing.")
 @click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default="ilp", show_default=True,
               help="What re-plans solve with.")
@@ -70,7 +72,7 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
     watcher = Watcher(Path(state.plan), perf_model, workloads_path, catalog, apply_plan, dry_run, settings,
                       lambda d: click.echo(json.dumps(d, sort_keys=True) if as_json else _human(d)),
                       src_repo=src_repo, plans_dir=state_path.parent / PLANS_DIR,
-                      history=load_history(history_path))
+                      history=load_history(history_path), progress=say)
     before = scrape_all(state)
     passes = 0
     while True:
@@ -85,8 +87,8 @@ def watch(state_path: Path, workloads_path: Path, perf_model: Path | None, catal
         decisions = watcher.tick(observe(state, before, after), round(time.time(), 3))
         if not dry_run:   # the next run (--once from cron) carries on from here
             _save(watcher, history_path, lock_timeout, as_json, say)
-        if once:
-            return
+        if once:   # for CI: 1 when this pass's re-plan or apply failed (the running plan still serves)
+            sys.exit(1 if any(d.action == KEPT and "error" in d.details for d in decisions) else 0)
         # after an apply the servers are new: the next interval starts from their first scrape
         before = scrape_all(_deployed(state_path)) if any(d.action == APPLIED for d in decisions) else after
 
@@ -103,8 +105,8 @@ def _save(watcher: Watcher, history_path: Path, lock_timeout: float, as_json: bo
 def _deployed(state_path: Path):
     state = load_state(state_path)
     if not state.servers or state.plan is None:
-        raise UserError(f"nothing is deployed from {state_path}", "apply a plan first (igniter apply PLAN), or give "
-                        "the --state of a running deployment", str(state_path))
+        raise UserError("nothing is deployed", "apply a plan first (igniter apply PLAN), or give the --state of a "
+                        "running deployment", str(state_path))
     if not Path(state.plan).exists():
         raise UserError(f"the running plan {state.plan} no longer exists", "apply the plan again (igniter apply PLAN)",
                         str(state_path))

@@ -11,7 +11,8 @@
   predicts for its co-location, above 1 + ``interference_threshold`` for ``interference_after`` consecutive
   intervals. An interval without a batch carries no evidence: it neither counts nor breaks a streak.
 - SLO risk: the observed p99 above ``slo_risk_fraction`` x the SLO for ``slo_risk_after`` consecutive intervals
-  (intervals without a p99 carry no evidence), or any failed request in the last interval.
+  (intervals without a p99 carry no evidence), or any failed request, or a mean request time above the SLO, in the
+  last interval.
 """
 
 from __future__ import annotations
@@ -112,11 +113,14 @@ def interference_drift(ratios: Sequence[float | None], settings: WatchSettings) 
     return count if count >= settings.interference_after else 0
 
 
-def slo_risk(p99s: Sequence[float | None], failures: Sequence[float], slo_ms: float,
-             settings: WatchSettings) -> str | None:
-    """Why a server's SLO is at risk (None: it is not)."""
+def slo_risk(p99s: Sequence[float | None], failures: Sequence[float], slo_ms: float, settings: WatchSettings,
+             mean_ms: float = math.nan) -> str | None:
+    """Why a server's SLO is at risk (None: it is not). ``mean_ms``: the last interval's mean time in the server; above
+    the SLO, most of its requests missed it (a signal of that interval alone, where the p99 window lags)."""
     if failures and failures[-1] > 0:
         return f"{failures[-1]:g} failed request(s) in the last interval"
+    if mean_ms > slo_ms:
+        return f"mean request time {mean_ms:.4g} ms above the SLO ({slo_ms:g} ms) in the last interval"
     bound = settings.slo_risk_fraction * slo_ms
     count = streak([None if p is None else p > bound for p in p99s])
     if count >= settings.slo_risk_after:

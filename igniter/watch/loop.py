@@ -4,7 +4,8 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 
     watcher = Watcher(plan_path, perf_model_path, workloads_path, catalog_path, apply_plan,
                       dry_run=False, settings=WatchSettings(...), log=print_one_json_line,
-                      src_repo=None, plans_dir=None, history=None, loader=load_perf_model)
+                      src_repo=None, plans_dir=None, history=None, loader=load_perf_model,
+                      progress=print_to_stderr)
     decisions = watcher.tick(observations, now_s)    # observe.observe(...) of the last interval
     watcher.snapshot()                               # a History to restore a later watcher from
 
@@ -17,7 +18,8 @@ Interface (igniter watch and igniter replay --watch both drive it)::
 - ``plans_dir``: where re-plans are written (``NNNN-keep`` / ``NNNN-fresh``, igniter-owned, the running and the
   previous one kept; default a new temporary directory); ``log(dict)`` gets every decision as it is made
   (Decision.as_dict), ``tick`` returns them too; ``history``: an earlier watcher's (history.py; another plan's is
-  ignored). ``adopt(plan_path)``: someone else applied another plan, compare with that one from now on.
+  ignored); ``progress(str)``: what long steps (a re-plan) say while they run. ``adopt(plan_path)``: someone else
+  applied another plan, compare with that one from now on.
 - ``dry_run``: decide and log, write nothing, apply nothing (the running plan stays the one to compare with).
 
 Each tick: (1) every observation is compared with what the running plan's model predicted for its server's
@@ -40,19 +42,19 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from igniter.deployment.apply import planned_servers
+from igniter.deployment.apply import PlannedServer, planned_servers
 from igniter.errors import UserError
 from igniter.model.perfmodel import Member
 from igniter.ownership import is_owned, make_owned_dir
 from igniter.provisioning import finish, queueing, solve
 from igniter.provisioning.candidates import Option, ProvisioningProblem, build_problem, min_share_options
 from igniter.provisioning.greedy_igniter import pack
-from igniter.provisioning.plan import Plan, build_plan, read_plan, write_plan
+from igniter.provisioning.plan import (Plan, build_plan, launch_spec, read_plan, server_launches,
+                                      write_plan)
 from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
 from igniter.provisioning.strategy import Assignment, Gpu, Server, within_max_count
 from igniter.provisioning.workloads import (MIN_RATE, WorkloadSet, default_catalog, known_models, load_catalog,
@@ -107,8 +109,7 @@ class _Candidate:
     name: str
     problem: ProvisioningProblem
     plan: Plan
-    directory: Path
-    moves: list[str]
+    moves: list[str]             # servers it starts or restarts (a new name or launch spec)
     score: float
 
 
@@ -117,8 +118,9 @@ class Watcher:
                  catalog_path: Path | None, apply_plan: ApplyPlan, dry_run: bool = False,
                  settings: WatchSettings = WatchSettings(), log: Callable[[dict], None] = lambda d: None, *,
                  src_repo: Path | None = None, plans_dir: Path | None = None, history: History | None = None,
-                 loader: Callable[[Path], Any] = load_perf_model):
+                 loader: Callable[[Path], Any] = load_perf_model, progress: Callable[[str], None] = lambda m: None):
         self.apply_plan, self.dry_run, self.settings, self.log = apply_plan, dry_run, settings, log
+        self.progress = progress
         self.src_repo = src_repo
         self.plans_dir = Path(plans_dir) if plans_dir else None
         if catalog_path:
@@ -286,18 +288,19 @@ class Watcher:
             count = detect.interference_drift(h.ratios[o.server], s)
             if count:
                 partners = [x.name for x in gpu.servers if x.name != o.server]
+                last = next(r for r in reversed(h.ratios[o.server]) if r is not None)   # the last with a batch
                 decisions.append(Decision(
                     now_s, "interference", o.server,
-                    f"batch latency {h.ratios[o.server][-1]:.3g}x the prediction for its co-location "
+                    f"batch latency {last:.3g}x the prediction for its co-location "
                     f"(threshold {1 + s.interference_threshold:g}x) for {count} intervals",
                     observed={"compute_ms": o.compute_ms, "avg_batch": o.avg_batch},
                     predicted={"compute_ms": predicted[o.server], "gpu": gpu.id, "partners": partners},
                     action=REPLAN))
-            risk = detect.slo_risk(h.p99s[o.server], h.failures[o.server], entry.slo_ms, s)
+            risk = detect.slo_risk(h.p99s[o.server], h.failures[o.server], entry.slo_ms, s, o.request_ms)
             if risk:
                 decisions.append(Decision(
                     now_s, "slo_risk", o.server, risk,
-                    observed={"p99_ms": o.p99_ms, "failures": o.failures, "up": o.up},
+                    observed={"p99_ms": o.p99_ms, "mean_ms": o.request_ms, "failures": o.failures, "up": o.up},
                     predicted={"p99_ms": entry.predicted_p99_ms, "slo_ms": entry.slo_ms}, action=REPLAN))
         for o in _observations_down(seen):
             decisions.append(Decision(now_s, "slo_risk", o.server, "its metrics could not be read",
@@ -313,32 +316,27 @@ class Watcher:
         rates = {w: max(targets.get(w, self.planned_rps[w]), MIN_RATE) for w in self.planned_rps}
         base = dict(observed={"rates_rps": {w: r[-1] for w, r in self.history.rates.items() if r}},
                     predicted={"planned_rps": dict(self.planned_rps), "target_rps": rates})
-        scratch = Path(tempfile.mkdtemp(prefix="igniter-watch-"))
+        self.progress(f"watch: re-planning ({', '.join(kinds)}); its solve stops after about "
+                      f"{self.settings.time_limit_s:g} s")
         try:
-            try:
-                chosen, candidates = self._choose(rates, scratch)
-            except Exception as err:  # noqa: BLE001 - whatever fails, the running plan keeps serving
-                return Decision(now_s, "replan", str(self.plan_path), f"re-plan failed: {_message(err)}",
-                                action=KEPT, details={"triggers": kinds, "error": _message(err)}, **base)
-            details = {"triggers": kinds, "candidates": {c.name: {"price": c.plan.totals.cost, "moves": c.moves,
-                                                                   "score": c.score,
-                                                                   "status": c.plan.totals.status}
-                                                          for c in candidates},
-                       "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus,
-                                                       "new": chosen.plan.totals.gpus}}
-            if _same_serving(self.plan, chosen.plan) and not down:
-                # the adapted model would run the same servers: its figures are what they should show from now on
-                self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
-                return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
-                                "predictions are the adapted model's from now on", action=KEPT, details=details,
-                                **base)
-            if self.dry_run:
-                return Decision(now_s, "replan", str(self.plan_path),
-                                f"would apply the {chosen.name} plan ({len(chosen.moves)} servers started)",
-                                action=WOULD_APPLY, details=details, **base)
-            return self._apply(now_s, chosen, details, base)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            chosen, candidates = self._choose(rates)
+        except Exception as err:  # noqa: BLE001 - whatever fails, the running plan keeps serving
+            return Decision(now_s, "replan", str(self.plan_path), f"re-plan failed: {_message(err)}",
+                            action=KEPT, details={"triggers": kinds, "error": _message(err)}, **base)
+        details = {"triggers": kinds, "candidates": {c.name: {"price": c.plan.totals.cost, "moves": c.moves,
+                                                               "score": c.score, "status": c.plan.totals.status}
+                                                      for c in candidates},
+                   "chosen": chosen.name, "gpus": {"running": self.plan.totals.gpus, "new": chosen.plan.totals.gpus}}
+        if _same_serving(self.plan, chosen.plan) and not down:
+            # the adapted model would run the same servers: its figures are what they should show from now on
+            self.history.plan_corrections = [_corrections(t.perf_model) for t in self.types]
+            return Decision(now_s, "replan", str(self.plan_path), "the re-plan is the running plan; its "
+                            "predictions are the adapted model's from now on", action=KEPT, details=details, **base)
+        if self.dry_run:
+            return Decision(now_s, "replan", str(self.plan_path),
+                            f"would apply the {chosen.name} plan ({len(chosen.moves)} servers started)",
+                            action=WOULD_APPLY, details=details, **base)
+        return self._apply(now_s, chosen, details, base)
 
     def _apply(self, now_s: float, chosen: _Candidate, details: dict, base: dict) -> Decision:
         target = None
@@ -377,7 +375,8 @@ class Watcher:
             if entry.resolve() not in keep and entry.name.split("-", 1)[0].isdigit() and is_owned(entry):
                 shutil.rmtree(entry, ignore_errors=True)
 
-    def _choose(self, rates: dict[str, float], scratch: Path) -> tuple[_Candidate, list[_Candidate]]:
+    def _choose(self, rates: dict[str, float]) -> tuple[_Candidate, list[_Candidate]]:
+        """The candidates (nothing is written: moves are counted from the launch specs the plans would get)."""
         workloads = tuple(replace(w, rate=rates[w.name]) for w in self.workload_set.workloads)
         problem = build_problem(WorkloadSet(workloads, self.workload_set.accuracy_weight), self.types,
                                 self.plan.latency_model)
@@ -391,11 +390,9 @@ class Watcher:
             if assignment is None:
                 continue
             plan = build_plan(problem, assignment, self.settings.strategy)
-            directory = scratch / name
-            write_plan(plan, problem, directory, self.src_repo, {"strategy": self.settings.strategy})
-            moves = sorted(s.name for s in planned_servers(directory) if running.get(s.name) != s.launch_digest)
+            moves = sorted(n for n, digest in _launch_digests(plan, problem).items() if running.get(n) != digest)
             score = plan.totals.cost + self.settings.move_penalty * len(moves)
-            candidates.append(_Candidate(name, problem, plan, directory, moves, score))
+            candidates.append(_Candidate(name, problem, plan, moves, score))
         # a plan that misses an SLO under the adapted model loses to any that does not; ties keep placements
         chosen = min(candidates, key=lambda c: (len(c.plan.totals.misses) > 0, c.score, c.name != "keep"))
         return chosen, candidates
@@ -472,6 +469,12 @@ def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Option | 
     if s.batch in batches and at(s.batch).slack_ms >= 0:
         return at(s.batch)
     return max((at(b) for b in batches), key=lambda o: o.slack_ms)
+
+
+def _launch_digests(plan: Plan, problem: ProvisioningProblem) -> dict[str, str]:
+    """Server name -> the launch digest apply compares (what forces a new process), as write_plan would write it."""
+    return {s.name: PlannedServer(s.name, g.id, s.share, Path(), launch_spec(g, s, launch, [s.model]), [s.workload],
+                                  {}).launch_digest for g, s, launch in server_launches(plan, problem)}
 
 
 def _same_serving(running: Plan, new: Plan) -> bool:
