@@ -253,13 +253,14 @@ def solo_oracle(work: Path, name: str, result: dict, args) -> dict[str, dict]:
     seed = the server's index) and stationary (200k requests): the finite trace's attainment and p99 apart from
     the host's and the model's. The replay's per-request pipeline delay (latency - hold) is added to both."""
     from igniter.replay.emulator import read_plan
+    from igniter.triton.config import read_config
 
     servers = read_plan(work / f"plan-{name}" / "plan.json")
     k = result["time_scale"]
     by_workload: dict[str, list] = {}
     for i, s in enumerate(servers):
-        spec = json.loads((work / f"replay-{name}" / "emulated" / "triton_repo" / s.name / s.model / "1"
-                           / "emulation.json").read_text())
+        config = read_config(work / f"replay-{name}" / "emulated" / "triton_repo" / s.name / s.model / "config.pbtxt")
+        spec = json.loads(config.parameters["emulation"].string_value)
         by_workload.setdefault(s.workload, []).append((i, s, spec))
     out = {}
     for workload, runs in by_workload.items():

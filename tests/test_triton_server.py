@@ -16,7 +16,6 @@ from click.testing import CliRunner
 
 from igniter.cli.main import cli
 from igniter.errors import UserError
-from igniter.triton.client import TritonClient
 from igniter.triton.config import driven_fields, set_dynamic_batching, set_instance_group
 from igniter.triton.metrics import interval, scrape
 from igniter.triton.server import LocalServer, ServerOptions, http_ok

@@ -166,6 +166,7 @@ class Deployer:
             self._undo.clear()
             for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it leaves
                 self._stop(old)       # alone is not this deployment's (said in progress), the apply stands
+            self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
         return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
                 "seconds_per_server": timings, "state": str(self.state_path),
                 "endpoints": new_state.endpoints_by_workload()}

@@ -1,12 +1,14 @@
 """A self-contained HTML report: per-workload SLO, predicted vs measured p99 (table, and a matplotlib plot inlined
-as SVG)."""
+as SVG); with a time series (`igniter replay --watch`), its plot (matplotlib, inline PNG)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import math
 from pathlib import Path
+
 
 def predicted_vs_measured_plot(rows: list[dict]) -> str:
     """Inline SVG (matplotlib, Agg: no display) of each workload's measured against its predicted p99, with the
@@ -54,6 +56,7 @@ def write_html_report(path: Path, result: dict, title: str = "igniter demo") -> 
 <p>{html.escape(", ".join(f"{k} = {_cell(v, k)}" for k, v in summary.items()))}</p>
 <table><tr>{head}</tr>{body}</table>
 <h2>p99 latency, predicted vs measured (dashed: equal)</h2>{predicted_vs_measured_plot(rows)}
+{_timeseries_section(result)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
@@ -66,3 +69,50 @@ def _cell(value, column: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return html.escape(str(value if value is not None else ""))
+
+
+# -- the watch replay's time series (matplotlib) ----------------------------------------------------------------------
+
+def timeseries_png(result: dict) -> bytes | None:
+    """Offered rate, GPUs in use and each workload's p99 / SLO per interval (result["series"] of `igniter replay
+    --watch`), with the load steps, interference steps and applies marked; None without a series."""
+    series = result.get("series")
+    if not series:
+        return None
+    from matplotlib.figure import Figure  # noqa: PLC0415 - heavy; no pyplot (no global state, no display)
+
+    t = [row["t_s"] for row in series]
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    rate, gpus, p99 = fig.subplots(3, 1, sharex=True)
+    rate.step(t, [row["rate_rps"] for row in series], where="post")
+    rate.set_ylabel("offered req/s")
+    gpus.step(t, [row["gpus"] for row in series], where="post", color="tab:green")
+    gpus.set_ylabel("GPUs in use")
+    for workload in sorted(series[0]["slo_ms"]):
+        ratio = [(row["p99_ms"][workload] / row["slo_ms"][workload]) if row["p99_ms"].get(workload) is not None
+                 else math.nan for row in series]
+        p99.step(t, ratio, where="post", label=workload)
+    p99.axhline(1.0, color="black", linestyle="--", linewidth=1)
+    p99.set_ylabel("p99 / SLO")
+    p99.set_yscale("log")
+    p99.set_xlabel("time (s, unscaled)")
+    p99.legend(fontsize=7, loc="upper left")
+    for axis in (rate, gpus, p99):
+        for step in result.get("load_steps", []):
+            axis.axvline(step["at_s"], color="tab:orange", linestyle=":")
+        for step in result.get("interference", []):
+            axis.axvline(step["at_s"], color="tab:red", linestyle=":")
+        for apply in result.get("applies", []):
+            axis.axvspan(apply["start_s"], apply["end_s"], color="tab:gray", alpha=0.3)
+    rate.set_title("orange: load step, red: interference step, grey: re-provisioning applies", fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _timeseries_section(result: dict) -> str:
+    png = timeseries_png(result)
+    if png is None:
+        return ""
+    return ('<h2>Over time: offered rate, GPUs, p99 vs SLO</h2>'
+            f'<img alt="time series" src="data:image/png;base64,{base64.b64encode(png).decode()}">')

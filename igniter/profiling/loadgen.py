@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -57,6 +56,9 @@ class LoadResult:
     offered_rps: float | None = None  # open loop: the target request rate
     errors: list[str] = field(default_factory=list)  # first few failure messages
     summary: dict | None = None  # a generator that reports percentiles instead of raw latencies (perf_analyzer)
+    # open loop: when each request was scheduled (s from the window's start): ok ones aligned with latencies_ms
+    scheduled_s: np.ndarray | None = None
+    failed_scheduled_s: np.ndarray | None = None
 
     @property
     def throughput_rps(self) -> float:
@@ -175,7 +177,9 @@ def _summarise(records, start: float, end: float, sent_total: int, batch: int, m
     duration = max(end - start, 1e-9)
     errors = list(dict.fromkeys(r[2] for r in failed))[:5]
     return LoadResult(latencies_ms=latencies, sent=len(window), ok=len(ok), failed=len(failed), duration_s=duration,
-                      achieved_rps=len(ok) / duration, batch=batch, model=model, offered_rps=offered, errors=errors)
+                      achieved_rps=len(ok) / duration, batch=batch, model=model, offered_rps=offered, errors=errors,
+                      scheduled_s=np.array([r[0] - start for r in ok]) if by_schedule else None,
+                      failed_scheduled_s=np.array([r[0] - start for r in failed]) if by_schedule else None)
 
 
 def _err_text(err: BaseException) -> str:

@@ -9,42 +9,53 @@ request's measured latency instead of holding the instance for it.
 
 Interference: the latency table comes from the perf model's full co-located prediction (``PerfModel.predict``)
 for every subset of the server's partners on the same planned GPU (at their planned batch and share), and the
-backend picks the row of the partners busy at that moment (a byte per server in a shared file per emulated GPU),
+backend picks the row of the partners busy at that moment (a byte per server in a file shared by the replay),
 so a partner slows a batch only while it is itself holding one. With every partner busy the hold is exactly the
 plan's predicted co-located latency; with none, the solo latency. Partners beyond MAX_TRACKED_PARTNERS are
 counted as always busy (the plan's co-location, as predicted), which keeps the table at 2^6 rows per batch.
 
 The path's own time: every batch also spends real time outside the sleep (Triton's hand-over to the python
 stub and back, the wake-up), which a GPU's batch time does not have on top of the profiled latency. The replay
-measures it live on its zero-latency probe (run.py) and writes it to OUT/path_overhead.f64; each hold sleeps that much
+measures it live on its zero-latency probe (run.py) and writes it to the devices' path_overhead.f64; each hold sleeps that much
 less, so a batch occupies its instance for the table's time x K, not that plus the path.
 
 Time scale K: holds are latency x K and the replay sends at rate / K with max queue delays x K, so the client
 and gRPC overheads shrink by K relative to the emulated times; every time is reported divided by K.
+
+Interference injection: a second shared file holds one slowdown factor per emulated GPU (1.0 unless an emulated
+neighbour is injected, ``EmulatedDevices.set_slowdown``); every hold is multiplied by its GPU's factor, re-read
+every slice, so a step takes effect mid-batch. Slots in both files are kept per server name and GPU id for the
+life of the replay, so a re-emulated plan (the watch loop's next plan) shares them with the servers still running.
+The spec each server reads travels in its config (parameter ``emulation``): a live reload brings a new table.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import shutil
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from igniter.errors import UserError
 from igniter.model import Member
 from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
 from igniter.provisioning.plan import read_plan as read_typed_plan
 from igniter.schema import dump_json
-from igniter.triton.config import (config_text, new_model_config, set_dynamic_batching, set_instance_group)
+from igniter.triton.config import (config_text, new_model_config, set_dynamic_batching, set_instance_group,
+                                   set_parameter)
 from tritonclient.grpc import model_config_pb2 as mc
 
 BACKEND_SOURCE = Path(__file__).resolve().parents[1] / "triton" / "emulated_backend.py"
 MAX_TRACKED_PARTNERS = 6
 SLICE_MS = 2.0  # real ms between re-reads of the busy partners while a batch is held
-OVERHEAD_FILE = "path_overhead.f64"  # under OUT: the path's real ms per batch, which every hold leaves out
+OVERHEAD_FILE = "path_overhead.f64"  # beside the devices' shared files: the path's real ms per batch, which every hold leaves out
 EMULATED_BACKEND = "cpu"  # emulated servers are plain CPU-kind Triton servers (they sleep: no cores pinned)
+BUSY_SLOTS = 4096         # servers one replay can ever name (a byte each)
+GPU_SLOTS = 512           # emulated GPUs one replay can ever name (a float64 slowdown each)
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ def read_plan(plan_path: Path) -> list[PlannedServer]:
 
 
 def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
-    """Per server: its partners on the same GPU, latency_ms[n - 1][mask] for n = 1..batch: how long a batch holds
+    """Per server: its partners on the same GPU (indices into the plan's servers on that GPU), latency_ms[n - 1][mask] for n = 1..batch: how long a batch holds
     the instance (b / throughput), and pipeline_ms: latency - hold at the planned batch with every partner busy,
     the part of a request's latency that overlaps the next batch (the replay adds it to every request)."""
     by_gpu: dict[str, list[PlannedServer]] = {}
@@ -84,7 +95,7 @@ def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
         by_gpu.setdefault(s.gpu, []).append(s)
     tables = {}
     for gpu_servers in by_gpu.values():
-        for slot, s in enumerate(gpu_servers):
+        for s in gpu_servers:
             others = [(i, p) for i, p in enumerate(gpu_servers) if p is not s]
             tracked, always = others[:MAX_TRACKED_PARTNERS], [p for _, p in others[MAX_TRACKED_PARTNERS:]]
             masks = list(range(1 << len(tracked)))
@@ -97,19 +108,70 @@ def latency_tables(perf_model, servers: list[PlannedServer]) -> dict[str, dict]:
             # the instance is occupied for b / throughput <= latency (loading overlaps the previous batch)
             holds = [min(p.latency_ms, p.batch * 1000.0 / p.throughput_rps) for p in preds]
             rows = [holds[i:i + len(masks)] for i in range(0, len(holds), len(masks))]
-            tables[s.name] = {"slot": slot, "partners": [i for i, _ in tracked], "slots": len(gpu_servers),
+            tables[s.name] = {"partners": [i for i, _ in tracked],
                               "latency_ms": [[round(x, 6) for x in row] for row in rows],
                               "pipeline_ms": round(preds[-1].latency_ms - holds[-1], 6)}
     return tables
 
 
-def emulated_config(server: PlannedServer, queue_delay_scale: float) -> mc.ModelConfig:
-    """The planned batcher on a CPU-kind python model with one small FP32 input and output."""
+@dataclass
+class EmulatedDevices:
+    """The shared files of one replay's emulated GPUs: ``busy`` (a byte per server, 1 while it holds a batch) and
+    ``slowdown`` (a float64 per GPU, the injected neighbour's factor), with slots kept per server name and GPU id."""
+
+    root: Path
+    server_slots: dict[str, int] = field(default_factory=dict)
+    gpu_slots: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "busy").write_bytes(bytes(BUSY_SLOTS))
+        (self.root / "slowdown").write_bytes(struct.pack(f"<{GPU_SLOTS}d", *([1.0] * GPU_SLOTS)))
+        self.overhead_file.write_bytes(struct.pack("d", 0.0))   # run.py writes the live measurement
+
+    @property
+    def overhead_file(self) -> Path:
+        return self.root / OVERHEAD_FILE
+
+    def slot(self, server: str) -> int:
+        return self._slot(self.server_slots, server, BUSY_SLOTS, "servers")
+
+    def gpu_slot(self, gpu: str) -> int:
+        return self._slot(self.gpu_slots, gpu, GPU_SLOTS, "GPUs")
+
+    @staticmethod
+    def _slot(slots: dict[str, int], name: str, limit: int, what: str) -> int:
+        if name not in slots:
+            if len(slots) >= limit:
+                raise UserError(f"the replay has named more than {limit} emulated {what}",
+                                "replay a smaller plan or fewer re-plans")
+            slots[name] = len(slots)
+        return slots[name]
+
+    def set_slowdown(self, gpu: str, factor: float) -> None:
+        """From now on every batch on ``gpu`` holds ``factor`` x its table's time (an emulated neighbour)."""
+        with open(self.root / "slowdown", "r+b") as fh, mmap.mmap(fh.fileno(), 0) as shared:
+            struct.pack_into("<d", shared, 8 * self.gpu_slot(gpu), float(factor))
+
+    def spec(self, server: PlannedServer, table: dict, gpu_servers: list[PlannedServer], scale: float) -> dict:
+        """What the emulated backend reads: the table, with the plan's per-GPU slots turned into this replay's."""
+        return {"time_scale": scale, "busy_file": str((self.root / "busy").resolve()), "slot": self.slot(server.name),
+                "partners": [self.slot(gpu_servers[i].name) for i in table["partners"]],
+                "slowdown_file": str((self.root / "slowdown").resolve()), "gpu_slot": self.gpu_slot(server.gpu),
+                "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS,
+                "overhead_file": str(self.overhead_file.resolve())}
+
+
+def emulated_config(server: PlannedServer, queue_delay_scale: float, spec: dict | None = None) -> mc.ModelConfig:
+    """The planned batcher on a CPU-kind python model with one small FP32 input and output; ``spec``: what the
+    emulated backend reads (parameter ``emulation``)."""
     cfg = new_model_config(server.model, "python", server.batch)
     cfg.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[1])
     cfg.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[1])
     set_dynamic_batching(cfg, [server.batch], round(server.max_queue_delay_us * queue_delay_scale))
     set_instance_group(cfg, server.instances, "KIND_CPU")
+    if spec is not None:
+        set_parameter(cfg, "emulation", json.dumps(spec, separators=(",", ":")))
     return cfg
 
 
@@ -131,27 +193,21 @@ def emulated_plan(servers: list[PlannedServer]) -> Plan:
 
 
 def write_emulated_plan(servers: list[PlannedServer], tables: dict[str, dict], out: Path,
-                        time_scale: Callable[[PlannedServer], float]) -> Path:
-    """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models; busy files under OUT/busy/.
-    ``time_scale``: each server's K. Returns the plan path for Deployer.apply."""
+                        time_scale: Callable[[PlannedServer], float], devices: EmulatedDevices | None = None) -> Path:
+    """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models. ``time_scale``: each server's K;
+    ``devices``: the replay's shared files (a fresh set under OUT/devices when None). Returns the plan path for
+    Deployer.apply."""
     if out.exists():
         shutil.rmtree(out)
-    (out / "busy").mkdir(parents=True)
-    (out / OVERHEAD_FILE).write_bytes(struct.pack("d", 0.0))   # run.py writes the live measurement
-    for gpu in {s.gpu for s in servers}:
-        slots = next(tables[s.name]["slots"] for s in servers if s.gpu == gpu)
-        (out / "busy" / gpu).write_bytes(bytes(max(slots, 1)))
+    out.mkdir(parents=True)
+    devices = devices or EmulatedDevices(out / "devices")
     for s in servers:
         repo = out / "triton_repo" / s.name
         version = repo / s.model / "1"
         version.mkdir(parents=True)
-        (repo / s.model / "config.pbtxt").write_text(config_text(emulated_config(s, time_scale(s))))
+        spec = devices.spec(s, tables[s.name], [p for p in servers if p.gpu == s.gpu], time_scale(s))
+        (repo / s.model / "config.pbtxt").write_text(config_text(emulated_config(s, time_scale(s), spec)))
         shutil.copyfile(BACKEND_SOURCE, version / "model.py")
-        table = tables[s.name]
-        spec = {"time_scale": time_scale(s), "busy_file": str((out / "busy" / s.gpu).resolve()), "slot": table["slot"],
-                "partners": table["partners"], "latency_ms": table["latency_ms"], "slice_ms": SLICE_MS,
-                "overhead_file": str((out / OVERHEAD_FILE).resolve())}
-        (version / "emulation.json").write_text(json.dumps(spec))
         launch = LaunchSpec(server=s.name, gpu=s.gpu, backend=EMULATED_BACKEND, share=s.share, models=[s.model], env={})
         (repo / "launch.json").write_text(dump_json(launch))
     (out / "plan.json").write_text(dump_json(emulated_plan(servers)))
@@ -162,9 +218,7 @@ def constant_tables(servers: list[PlannedServer], latency_ms) -> dict[str, dict]
     """Tables without interference: latency_ms(server, n) for every mask (the sweep and the overhead calibration)."""
     tables = {}
     for s in servers:
-        others = [p for p in servers if p.gpu == s.gpu]
-        slot = others.index(s)
-        tables[s.name] = {"slot": slot, "partners": [], "slots": len(others), "pipeline_ms": 0.0,
+        tables[s.name] = {"partners": [], "pipeline_ms": 0.0,
                           "latency_ms": [[float(latency_ms(s, n))] for n in range(1, s.batch + 1)]}
     return tables
 

@@ -9,6 +9,10 @@ CALIBRATION_RPS through the same client at the same time: its latency is the res
 time per batch (the hand-over to the python stub and back, no sleep) is measured live and left out of every
 emulated hold (emulator.py, "The path's own time").
 Every time in the result is unscaled (divided by K); attainment counts failed requests as misses.
+
+Steps (trace.Step, times unscaled from the start of traffic): a load step multiplies every rate of the schedule
+from its time on; an interference step writes its GPU's slowdown factor into the emulated devices' shared file at
+its time (real T x K), which every server on that GPU reads within a slice.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import math
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,9 +35,9 @@ from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.profiling.loadgen import LoadResult, arrival_offsets, open_loop, triton_infer
 from igniter.provisioning.traces import load_trace
-from igniter.replay.emulator import (OVERHEAD_FILE, PlannedServer, constant_tables, latency_tables, read_plan,
+from igniter.replay.emulator import (EmulatedDevices, PlannedServer, constant_tables, latency_tables, read_plan,
                                      write_emulated_plan)
-from igniter.replay.trace import RateTrace, rate_trace, trace_offsets
+from igniter.replay.trace import RateTrace, Step, constant_trace, rate_trace, trace_offsets, with_load_steps
 from igniter.triton.metrics import scrape
 
 CALIBRATION = PlannedServer(name="calibration", gpu="calibration", model="calibration", workload="calibration",
@@ -61,6 +65,8 @@ class ReplayOptions:
     tables: dict | None = None      # latency tables to use instead of the perf model's (the sweep)
     server_scales: dict[str, float] | None = None  # a K of their own for some servers (the sweep)
     servers: list[PlannedServer] | None = None      # instead of a plan file (the sweep)
+    load_steps: list[Step] = field(default_factory=list)    # --load-step
+    interference: list[Step] = field(default_factory=list)  # --interference
 
     def scale(self, server: PlannedServer) -> float:
         return (self.server_scales or {}).get(server.name, self.time_scale)
@@ -76,8 +82,10 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     else:
         tables = opts.tables
     tables.update(constant_tables([CALIBRATION], lambda s, n: 0.0))
-    trace = rate_trace(load_trace(opts.trace), _workload_rates(servers)) if opts.trace else None
-    plan_path = write_emulated_plan(servers + [CALIBRATION], tables, opts.workdir / "emulated", opts.scale)
+    trace = offered_trace(opts, servers)
+    check_interference(opts.interference, servers)
+    devices = EmulatedDevices(opts.workdir / "devices")
+    plan_path = write_emulated_plan(servers + [CALIBRATION], tables, opts.workdir / "emulated", opts.scale, devices)
     deployer = Deployer(opts.workdir / "state.json", detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
     started = time.monotonic()
     try:
@@ -87,8 +95,8 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
         grpc = {name: s.grpc for name, s in deployed.items()}
         say(f"replay: {len(servers)} servers, {opts.duration_s:g} s (emulated {opts.duration_s / opts.time_scale:g} s"
             f" at K = {opts.time_scale:g})")
-        tracker = PathTracker(deployed[CALIBRATION.name].metrics, plan_path.parent / OVERHEAD_FILE)
-        results = asyncio.run(_drive(servers, grpc, trace, opts, say, tracker))
+        tracker = PathTracker(deployed[CALIBRATION.name].metrics, devices.overhead_file)
+        results = asyncio.run(_drive(servers, grpc, trace, opts, devices, say, tracker))
     finally:
         deployer.stop_all()
     pipeline = {s.name: tables[s.name].get("pipeline_ms", 0.0) for s in servers}
@@ -99,6 +107,33 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     result["report"] = str(write_html_report(opts.workdir / "report.html", result, "igniter replay"))
     return result
+
+
+def offered_trace(opts: ReplayOptions, servers: list[PlannedServer]) -> RateTrace | None:
+    """The rates the clients send: the trace's (or the plan's), times the load steps; None: the plan's, unstepped."""
+    rates = _workload_rates(servers)
+    trace = rate_trace(load_trace(opts.trace), rates) if opts.trace else None
+    if opts.load_steps:
+        trace = with_load_steps(trace or constant_trace(rates), opts.load_steps)
+    return trace
+
+
+def check_interference(steps: list[Step], servers: list[PlannedServer]) -> None:
+    gpus = sorted({s.gpu for s in servers})
+    for step in steps:
+        if step.gpu not in gpus:
+            raise UserError(f"--interference names GPU {step.gpu!r}, which the plan does not use",
+                            f"name one of the plan's GPUs: {', '.join(gpus)}", "--interference")
+
+
+async def inject(steps: list[Step], devices: EmulatedDevices, k: float, say: Say) -> None:
+    """Each interference step's factor written at its time (real T x K from now)."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for step in sorted(steps, key=lambda s: s.at_s):
+        await asyncio.sleep(max(t0 + step.at_s * k - loop.time(), 0.0))
+        devices.set_slowdown(step.gpu, step.factor)
+        say(f"replay: interference on {step.gpu}: batches x {step.factor:g} from {step.at_s:g} s")
 
 
 def _workload_rates(servers: list[PlannedServer]) -> dict[str, float]:
@@ -147,7 +182,7 @@ class PathTracker:
 
 
 async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: RateTrace | None, opts: ReplayOptions,
-                 say: Say, tracker: PathTracker) -> list[LoadResult]:
+                 devices: EmulatedDevices, say: Say, tracker: PathTracker) -> list[LoadResult]:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     total = opts.warmup_s + opts.duration_s
@@ -171,7 +206,8 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
 
     plans = [(s, schedule(s, servers, trace, opts, opts.seed + i)) for i, s in enumerate(servers)]
     plans.append((CALIBRATION, arrival_offsets(CALIBRATION_RPS, total, "poisson", opts.seed + len(servers))))
-    background = [asyncio.ensure_future(progress()), asyncio.ensure_future(track())]
+    background = [asyncio.ensure_future(progress()), asyncio.ensure_future(track()),
+                  asyncio.ensure_future(inject(opts.interference, devices, opts.time_scale, say))]
     try:
         return list(await asyncio.gather(*(one(s, o) for s, o in plans)))
     finally:
@@ -205,6 +241,8 @@ def summarise(servers: list[PlannedServer], results: list[LoadResult], calibrati
     return {"gpus": len({s.gpu for s in servers}), "servers": len(servers), "time_scale": k,
             "duration_s": opts.duration_s, "emulated_duration_s": opts.duration_s / k,
             "trace": str(opts.trace) if opts.trace else None, "workloads": rows,
+            "load_steps": [{"factor": x.factor, "at_s": x.at_s} for x in opts.load_steps],
+            "interference": [{"gpu": x.gpu, "factor": x.factor, "at_s": x.at_s} for x in opts.interference],
             "attainment_min": min((r["attainment"] for r in rows), default=0.0),
             "overhead": {"real_p50_ms": pct(50), "real_p99_ms": pct(99), "unscaled_p50_ms": pct(50) / k,
                          "unscaled_p99_ms": pct(99) / k, "requests": calibration.ok + calibration.failed}}

@@ -57,3 +57,44 @@ def trace_offsets(times_s: np.ndarray, rates: np.ndarray, horizon_s: float, seed
     segment = np.clip(np.searchsorted(cumulative, unit, side="right") - 1, 0, len(rates) - 1)
     offsets = edges[segment] + (unit - cumulative[segment]) / np.maximum(rates[segment], 1e-300)
     return offsets[offsets < horizon_s]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A change at ``at_s`` unscaled seconds from the start of traffic (the trace's time 0): every rate x factor
+    (a load step), or, with ``gpu``, every batch on that emulated GPU x factor (an injected neighbour)."""
+
+    factor: float
+    at_s: float
+    gpu: str | None = None
+
+
+def parse_step(text: str, option: str, with_gpu: bool) -> Step:
+    """FACTOR@T (--load-step) or GPU=FACTOR@T (--interference), e.g. 2@30 or g0=1.5@60."""
+    form = "GPU=FACTOR@T, e.g. g0=1.5@60" if with_gpu else "FACTOR@T, e.g. 2@30"
+    gpu, _, rest = text.rpartition("=") if with_gpu else ("", "", text)
+    factor, _, at = rest.partition("@")
+    try:
+        step = Step(float(factor), float(at), gpu.strip() or None)
+    except ValueError:
+        step = None
+    if (step is None or not (math.isfinite(step.factor) and step.factor > 0 and math.isfinite(step.at_s)
+                             and step.at_s >= 0) or (with_gpu and step.gpu is None)):
+        raise UserError(f"{option} {text!r} is not {form.split(',')[0]} (FACTOR > 0, T >= 0 unscaled seconds)",
+                        f"give {option} {form}", option)
+    return step
+
+
+def constant_trace(planned_rates: dict[str, float]) -> RateTrace:
+    """The planned rates from time 0 on (what a load step multiplies when there is no trace)."""
+    return RateTrace(np.zeros(1), {name: np.array([rate]) for name, rate in planned_rates.items()})
+
+
+def with_load_steps(trace: RateTrace, steps: list[Step]) -> RateTrace:
+    """Every rate from each step's time on multiplied by its factor (steps compound)."""
+    if not steps:
+        return trace
+    times = np.union1d(trace.times_s, [s.at_s for s in steps])
+    row = np.searchsorted(trace.times_s, times, side="right") - 1  # the trace row holding at each time (>= 0: both start at 0)
+    factor = np.array([math.prod(s.factor for s in steps if s.at_s <= t) for t in times])
+    return RateTrace(times, {name: rates[row] * factor for name, rates in trace.rates.items()})
