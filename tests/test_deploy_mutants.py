@@ -342,3 +342,233 @@ def test_load_record_hand_worked():
     assert [r.scheduled for r in record.failed] == [2.0]
     assert record.latencies_ms().tolist() == [2.5, 4.0] and chaos.LoadRecord().latencies_ms().dtype == float
     assert chaos.Request(0.0, 1.0).error is None and chaos.LoadRecord().requests == []
+
+
+# -- apply: the parts that need no Triton (what does: test_apply.py, test_deploy_faults.py, test_frontdoor.py) -------
+
+def apply_state_server(name, pid, repo="/r", launch_digest="d", models=None, workloads=None, http="h:1", grpc="h:2"):
+    from igniter.deployment.state import ServerState
+    return ServerState(name=name, gpu="host0", share=50.0, repo=str(repo), http=http, grpc=grpc, metrics=None, pid=pid,
+                       launch_digest=launch_digest, models=models or {}, workloads=workloads or [name])
+
+
+def owned_copy(state_dir, name):
+    """A repository copy the way apply makes one: marked, under the marked servers/ directory."""
+    from igniter.ownership import make_owned_dir, mark
+    root = make_owned_dir(state_dir / "servers", "test", "servers directory", "x")
+    copy = root / name
+    copy.mkdir()
+    mark(copy, "test")
+    return copy
+
+
+def test_launch_digest_follows_the_launch_fields_that_force_a_new_process(demo_repo, tmp_path):
+    from igniter.deployment.apply import planned_servers
+    from tests.plan_factory import make_plan
+
+    def digest(**spec):
+        server = {"name": "a", "model": "tinynet", "batch": 1, **spec}
+        return planned_servers(make_plan(tmp_path / "p", demo_repo, [server]))[0].launch_digest
+
+    base = digest()
+    assert len(base) == 12 and int(base, 16) >= 0
+    assert digest(batch=4, instances=2, rate=99.0) == base  # configs and rates reload live
+    assert len({base, digest(share=30.0), digest(cpus=[1]), digest(backend="mps")}) == 4
+
+
+def test_planned_servers_read_the_plan_and_refuse_a_launch_spec_that_disagrees(demo_repo, tmp_path):
+    from igniter.deployment.apply import planned_servers
+    from igniter.schema import dump_json
+    from tests.plan_factory import make_plan
+    plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 1, "share": 40.0,
+                                                  "workload": "w"}])
+    (server,) = planned_servers(plan)
+    assert (server.name, server.gpu, server.share, server.workloads) == ("a", "host0", 40.0, ["w"])
+    assert server.repo == tmp_path / "p" / "triton_repo" / "a"
+    assert server.models == {"tinynet": tmp_path / "p" / "triton_repo" / "a" / "tinynet" / "config.pbtxt"}
+    assert planned_servers(plan.parent)[0].models == server.models  # the plan directory works too
+    launch_path = server.repo / "launch.json"
+    launch = server.launch.model_copy(update={"share": 30.0})
+    launch_path.write_text(dump_json(launch))
+    with pytest.raises(UserError) as caught:
+        planned_servers(plan)
+    assert caught.value.what == ("launch spec of 'a' (a, host0, 30 %) does not match the plan (a, host0, 40 %)")
+    assert caught.value.where == str(server.repo)
+
+
+def test_diff_of_a_live_server_this_deployment_owns(demo_repo, tmp_path):
+    from igniter.deployment.apply import diff, planned_servers
+    from igniter.deployment.state import DeploymentState
+    from igniter.triton.config import config_digest, read_config
+    from tests.plan_factory import make_plan
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    planned = planned_servers(make_plan(tmp_path / "p", demo_repo, [
+        {"name": n, "model": "tinynet", "batch": 1, "share": 30.0} for n in ("foreign", "reshared", "kept")]))
+    digest = config_digest(read_config(planned[0].models["tinynet"]))
+    with tagged_process("tritonserver", str(state_dir.resolve())) as server:
+        state = DeploymentState(servers={
+            "foreign": apply_state_server("foreign", server.pid, repo=tmp_path / "elsewhere"),
+            "reshared": apply_state_server("reshared", server.pid, repo=owned_copy(state_dir, "r"), launch_digest="x"),
+            "kept": apply_state_server("kept", server.pid, repo=owned_copy(state_dir, "k"),
+                                       launch_digest=planned[2].launch_digest, models={"tinynet": digest})})
+        actions = {a.server: a for a in diff(planned, state, state_dir)}
+    assert (actions["foreign"].action, actions["foreign"].reason) == \
+        ("restart", f"{tmp_path / 'elsewhere'} is not a copy this deployment made")
+    assert (actions["reshared"].action, actions["reshared"].reason) == ("reshare", "share 50% -> 30%")
+    assert actions["reshared"].models == ["tinynet"] and actions["foreign"].models == ["tinynet"]
+    assert (actions["kept"].action, actions["kept"].reason, actions["kept"].models) == ("keep", "up to date", [])
+
+
+def test_is_server_copy_needs_the_marked_servers_directory(tmp_path):
+    from igniter.deployment.apply import is_server_copy
+    from igniter.ownership import mark
+    state_dir = tmp_path / "state"
+    copy = owned_copy(state_dir, "a")
+    assert is_server_copy(state_dir, copy)
+    unmarked = state_dir / "servers" / "b"
+    unmarked.mkdir()
+    assert not is_server_copy(state_dir, unmarked)
+    link = state_dir / "servers" / "link"
+    link.symlink_to(copy)
+    assert not is_server_copy(state_dir, link)
+    deeper = copy / "deeper"
+    deeper.mkdir()
+    mark(deeper, "test")
+    assert not is_server_copy(state_dir, deeper)
+    (state_dir / "servers" / ".igniter-owned").unlink()
+    assert not is_server_copy(state_dir, copy)
+
+
+def test_routes_of_hand_worked():
+    from igniter.deployment.apply import routes_of
+    from igniter.deployment.state import DeploymentState
+    state = DeploymentState(servers={
+        "b": apply_state_server("b", None, workloads=["w1"], http="h:3", grpc="h:4"),
+        "a": apply_state_server("a", None, workloads=["w1", "w2"], http="h:1", grpc="h:2")},
+        frontdoor=FrontDoorState(pid=1, admin="x", weights={"b": 3}))
+    assert routes_of(state) == {"w1": {"http": [("h:1", 1), ("h:3", 3)], "grpc": [("h:2", 1), ("h:4", 3)]},
+                                "w2": {"http": [("h:1", 1)], "grpc": [("h:2", 1)]}}
+    state.frontdoor = None
+    assert routes_of(state)["w1"]["grpc"] == [("h:2", 1), ("h:4", 1)]
+
+
+def test_status_of_servers_that_are_down_degraded_or_starting(tmp_path):
+    from igniter.deployment.apply import status
+    from igniter.deployment.state import DeploymentState, save_state
+    state_dir = tmp_path / "state"
+    path = state_dir / "state.json"
+    assert status(path) == {"plan": None, "servers": [], "endpoints": {}, "frontdoor": None, "starting": [],
+                            "healthy": True}
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with tagged_process("tritonserver", str(state_dir.resolve())) as server:
+        save_state(DeploymentState(plan="p", servers={
+            "down": apply_state_server("down", dead.pid, models={"tinynet": "c"}),
+            "silent": apply_state_server("silent", server.pid, models={"tinynet": "c"},
+                                         http=f"{HOST}:1", grpc=f"{HOST}:1"),
+            "remote": apply_state_server("remote", None, models={"m": "c"}, http=f"{HOST}:1", grpc=f"{HOST}:1")},
+            starting={"x": "/r"}, frontdoor=FrontDoorState(pid=dead.pid, admin="x")), path)
+        got = status(path)
+    rows = {r["server"]: r for r in got["servers"]}
+    assert [r["server"] for r in got["servers"]] == ["down", "remote", "silent"]
+    assert {name: r["status"] for name, r in rows.items()} == {"down": "down", "remote": "degraded",
+                                                               "silent": "degraded"}
+    assert rows["silent"] == {"server": "silent", "gpu": "host0", "share": 50.0, "pid": server.pid,
+                              "grpc": f"{HOST}:1", "workloads": "silent", "models": "tinynet", "status": "degraded"}
+    assert got["frontdoor"] == {"pid": dead.pid, "status": "down"} and got["starting"] == ["x"]
+    assert got["healthy"] is False and got["plan"] == "p"
+    save_state(DeploymentState(servers={}, starting={"x": "/r"}), path)
+    assert status(path)["healthy"] is False
+    save_state(DeploymentState(servers={}, frontdoor=FrontDoorState(pid=dead.pid, admin="x")), path)
+    assert status(path)["healthy"] is False
+
+
+def test_retire_stops_only_what_this_deployment_started(tmp_path):
+    from igniter.deployment.apply import Deployer
+    state_dir = tmp_path / "state"
+    said = []
+    deployer = Deployer(state_dir / "state.json", progress=said.append)
+    mine_repo, foreign_repo = owned_copy(state_dir, "mine"), tmp_path / "foreign"
+    foreign_repo.mkdir()
+    with tagged_process("tritonserver", str(state_dir.resolve())) as mine, tagged_process("sleep", None) as other:
+        assert deployer._stop(apply_state_server("a", mine.pid, repo=mine_repo)) == []
+        wait_dead(mine)
+        assert not mine_repo.exists()
+        left = deployer._stop(apply_state_server("b", other.pid, repo=foreign_repo))
+        assert left == [f"pid {other.pid} (not a tritonserver this deployment started)",
+                        f"{foreign_repo} (not a server copy under {deployer.root})"]
+        assert other.poll() is None and foreign_repo.exists()
+        assert deployer._stop(apply_state_server("c", None, repo="(remote)")) == []
+        assert deployer._stop(apply_state_server("d", None, repo=tmp_path / "absent")) == []
+    assert said[0] == f"retire   a (pid {mine.pid})"
+    assert f"left alone: pid {other.pid} (not a tritonserver this deployment started)" in said
+
+
+def test_stop_all_stops_the_state_and_reports_what_it_left(tmp_path):
+    from igniter.deployment.apply import Deployer
+    from igniter.deployment.state import DeploymentState, load_state, save_state
+    state_dir = tmp_path / "state"
+    path = state_dir / "state.json"
+    starting = owned_copy(state_dir, "starting")
+    with tagged_process("tritonserver", str(state_dir.resolve())) as mine, \
+            tagged_process("tritonserver", str(state_dir.resolve())) as orphan, tagged_process("sleep", None) as other:
+        save_state(DeploymentState(servers={"a": apply_state_server("a", mine.pid, repo=owned_copy(state_dir, "a")),
+                                            "b": apply_state_server("b", other.pid)},
+                                   starting={"s": str(starting)}), path)
+        with pytest.raises(UserError) as caught:
+            Deployer(path).stop_all()
+        wait_dead(mine), wait_dead(orphan)
+        assert other.poll() is None
+    assert caught.value.what == (f"the state {path} named what igniter did not start; left alone: "
+                                 f"server 'b': pid {other.pid} (not a tritonserver this deployment started)")
+    assert not starting.exists() and load_state(path).servers == {}
+    Deployer(path).stop_all()  # nothing left: no error
+
+
+def test_rollback_undoes_newest_first_and_reports_steps_that_fail(tmp_path):
+    from igniter.deployment.apply import Deployer
+    from igniter.deployment.state import DeploymentState, load_state
+    said, done = [], []
+    deployer = Deployer(tmp_path / "state" / "state.json", progress=said.append)
+    deployer._state = DeploymentState(starting={"x": "/r"})
+
+    def fail():
+        raise RuntimeError("could not restore b")
+    deployer._undo = [lambda: done.append(1), fail, lambda: done.append(3)]
+    deployer._retire = [apply_state_server("old", None)]
+    assert deployer._rollback() == ["could not restore b"]
+    assert done == [3, 1] and deployer._undo == [] and deployer._retire == []
+    assert said == ["rolling back", "rollback step failed: could not restore b"]
+    assert load_state(tmp_path / "state" / "state.json").starting == {}  # the record of the start is dropped
+
+
+def test_a_failed_remote_apply_is_rolled_back_in_one_line(demo_repo, tmp_path):
+    from igniter.deployment.apply import Deployer
+    from tests.plan_factory import make_plan
+    plan = make_plan(tmp_path / "p", demo_repo, [{"name": "a", "model": "tinynet", "batch": 1}])
+    state = tmp_path / "state" / "state.json"
+    said = []
+    deployer = Deployer(state, server_map={"a": f"grpc://{HOST}:1"}, progress=said.append)
+    dry = deployer.apply(plan, dry_run=True)
+    assert dry == {"dry_run": True, "actions": [{"server": "a", "action": "start", "reason": "new server",
+                                                 "models": ["tinynet"]}]}
+    with pytest.raises(UserError) as caught:
+        deployer.apply(plan)
+    assert caught.value.what.startswith("apply failed and was rolled back (")
+    assert said[0] == "start    a: new server" and "rolling back" in said
+    assert not state.exists() or load_state_servers(state) == {}
+
+
+def load_state_servers(path):
+    from igniter.deployment.state import load_state
+    return load_state(path).servers
+
+
+def test_undo_of_a_remote_config_that_cannot_be_restored_names_the_server():
+    from igniter.deployment.apply import _load_remote
+    from igniter.triton.server import Endpoints
+    with pytest.raises(RuntimeError) as caught:
+        _load_remote("a", Endpoints(http=f"{HOST}:1", grpc=f"{HOST}:1"), "tinynet", None)
+    assert str(caught.value).startswith(f"'tinynet' on remote server 'a' ({HOST}:1) could not be given its previous "
+                                        "config back: ")
