@@ -572,3 +572,201 @@ def test_undo_of_a_remote_config_that_cannot_be_restored_names_the_server():
         _load_remote("a", Endpoints(http=f"{HOST}:1", grpc=f"{HOST}:1"), "tinynet", None)
     assert str(caught.value).startswith(f"'tinynet' on remote server 'a' ({HOST}:1) could not be given its previous "
                                         "config back: ")
+
+
+# -- survivors of the first mutmut run, killed ---------------------------------------------------------------------
+
+def test_weights_of_rates_below_one_and_integer_weights():
+    assert frontdoor.weights_from_rates({"a": 0.5, "b": 0.25}) == {"a": 2, "b": 1}
+    assert all(type(w) is int for w in frontdoor.weights_from_rates({"a": 100.0, "b": 50.0}).values())
+
+
+@contextlib.contextmanager
+def http_server(status: int):
+    """A local HTTP server answering every GET with ``status`` (Caddy's admin API stands in: only /config/ is asked)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status if self.path == "/config/" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_admin_probe_needs_200_on_config():
+    with http_server(200) as admin:
+        assert frontdoor._admin_ok(admin) is True
+    with http_server(204) as admin:
+        assert frontdoor._admin_ok(admin) is False
+    with http_server(500) as admin:
+        assert frontdoor._admin_ok(admin) is False
+
+
+def test_log_tail_of_bytes_that_are_not_utf8(tmp_path):
+    log = tmp_path / "caddy.log"
+    log.write_bytes(b"ok\n\xff\xfe broken\n")
+    assert frontdoor._tail(log) == "ok | \ufffd\ufffd broken"
+
+
+def test_caddy_binary_looks_in_the_scripts_directory(monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(frontdoor.sysconfig, "get_path", lambda name: asked.append(name) or str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    (tmp_path / "caddy").write_text("")
+    assert frontdoor.caddy_binary() == tmp_path / "caddy" and asked == ["scripts"]
+    (tmp_path / "caddy").unlink()
+    with pytest.raises(UserError) as caught:
+        frontdoor.caddy_binary()
+    assert caught.value.what == "the front door needs Caddy, which is not installed"
+
+
+def test_endpoints_name_the_front_door_ports_and_weights():
+    from igniter.deployment.state import DeploymentState
+    state = DeploymentState(servers={
+        "a": apply_state_server("a", None, workloads=["w1", "w2"], http="h:1", grpc="h:2"),
+        "b": apply_state_server("b", None, workloads=["w1"], http="h:3", grpc="h:4")},
+        frontdoor=FrontDoorState(pid=1, admin="x", ports={"w1": WorkloadPorts(http=9000, grpc=9001)},
+                                 weights={"b": 3}))
+    assert state.endpoints_by_workload() == {
+        "w1": {"grpc": f"{HOST}:9001", "http": f"{HOST}:9000",
+               "replicas": [{"server": "a", "grpc": "h:2", "http": "h:1", "weight": 1},
+                            {"server": "b", "grpc": "h:4", "http": "h:3", "weight": 3}]},
+        "w2": {"grpc": None, "http": None, "replicas": [{"server": "a", "grpc": "h:2", "http": "h:1", "weight": 1}]}}
+
+
+def test_a_remote_configs_undo_error_is_collapsed_and_cut():
+    from igniter.deployment.apply import _load_remote
+    from igniter.triton.server import Endpoints
+    with pytest.raises(RuntimeError) as caught:
+        _load_remote("a", Endpoints(http=f"{HOST}:1", grpc=f"{HOST}:1"), "tinynet", None)
+    head = f"'tinynet' on remote server 'a' ({HOST}:1) could not be given its previous config back: "
+    tail = str(caught.value)[len(head):]
+    cause = " ".join(str(caught.value.__cause__).split())
+    assert tail == cause[:200] and "  " not in tail and "\n" not in tail
+
+
+def test_poisson_load_defaults_seed_0_timeout_30_and_a_daemon_thread(monkeypatch):
+    fake = FakeInfer()
+    monkeypatch.setattr(chaos, "triton_infer", fake)
+    with chaos.PoissonLoad("e", "m", 500.0) as load:
+        assert load._thread.daemon is True
+        deadline = time.monotonic() + 60
+        while len(load.record.requests) < 5:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert fake.args == ("e", "m", 1, 30.0)
+    gaps = np.diff(sorted(r.scheduled for r in load.record.requests))
+    assert gaps == pytest.approx(np.random.default_rng(0).exponential(1 / 500.0, len(gaps) + 1)[1:], rel=1e-9)
+    assert not load._thread.is_alive()
+
+
+def test_poisson_load_latency_is_measured_from_the_scheduled_time_in_ms(monkeypatch):
+    class Slow(FakeInfer):
+        async def infer(self):
+            self.calls += 1
+            await asyncio.sleep(0.05)
+    monkeypatch.setattr(chaos, "triton_infer", Slow())
+    with chaos.PoissonLoad("e", "m", 50.0) as load:
+        deadline = time.monotonic() + 60
+        while not load.record.requests:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    # at least the 50 ms the call sleeps, and not seconds (the event loop is idle otherwise)
+    assert all(50.0 <= r.latency_ms < 60_000 for r in load.record.requests)
+
+
+def test_clean_up_after_a_dead_run_stops_its_orphans_and_forgets_its_copies(tmp_path):
+    from igniter.deployment.apply import Deployer
+    from igniter.deployment.state import DeploymentState, load_state
+    state_dir = tmp_path / "state"
+    said = []
+    deployer = Deployer(state_dir / "state.json", progress=said.append)
+    copy = owned_copy(state_dir, "half-started")
+    owner = str(state_dir.resolve())
+    with tagged_process("tritonserver", owner) as orphan, tagged_process("tritonserver", owner) as recorded:
+        state = DeploymentState(servers={"a": apply_state_server("a", recorded.pid)}, starting={"b": str(copy)})
+        deployer._clean_up_after_a_dead_run(state)
+        wait_dead(orphan)
+        assert recorded.poll() is None
+    assert said == [f"stop     orphan tritonserver pid {orphan.pid} (tagged for this deployment, not in its state)"]
+    assert not copy.exists() and state.starting == {}
+    saved = load_state(state_dir / "state.json")
+    assert saved.starting == {} and set(saved.servers) == {"a"}
+
+
+def test_clean_up_saves_the_state_after_stopping_orphans_alone(tmp_path):
+    from igniter.deployment.apply import Deployer
+    from igniter.deployment.state import DeploymentState
+    state_dir = tmp_path / "state"
+    deployer = Deployer(state_dir / "state.json")
+    with tagged_process("tritonserver", str(state_dir.resolve())) as orphan:
+        deployer._clean_up_after_a_dead_run(DeploymentState())
+        wait_dead(orphan)
+    assert (state_dir / "state.json").exists()
+    deployer._clean_up_after_a_dead_run(DeploymentState())  # nothing to clean: nothing written
+    (state_dir / "state.json").unlink()
+    deployer._clean_up_after_a_dead_run(DeploymentState())
+    assert not (state_dir / "state.json").exists()
+
+
+def test_stray_front_doors_are_stopped_and_the_recorded_one_kept(tmp_path):
+    from igniter.deployment.apply import Deployer
+    from igniter.deployment.state import DeploymentState
+    state_dir = tmp_path / "state"
+    said = []
+    deployer = Deployer(state_dir / "state.json", progress=said.append)
+    owner = str(state_dir.resolve())
+    with tagged_process("caddy", owner) as recorded, tagged_process("caddy", owner) as stray:
+        deployer._stop_stray_front_doors(DeploymentState(frontdoor=FrontDoorState(pid=recorded.pid, admin="x")))
+        wait_dead(stray)
+        assert recorded.poll() is None and said == [f"stop     orphan front door pid {stray.pid}"]
+        deployer._stop_stray_front_doors(DeploymentState())
+        wait_dead(recorded)
+
+
+def test_rollback_reports_the_orphans_it_stops(tmp_path):
+    from igniter.deployment.apply import Deployer
+    said = []
+    state_dir = tmp_path / "state"
+    deployer = Deployer(state_dir / "state.json", progress=said.append)
+    with tagged_process("tritonserver", str(state_dir.resolve())) as orphan:
+        assert deployer._rollback() == []
+        wait_dead(orphan)
+    assert said == ["rolling back",
+                    f"stop     orphan tritonserver pid {orphan.pid} (tagged for this deployment, not in its state)"]
+
+
+@pytest.mark.integration
+def test_status_of_a_healthy_server_and_front_door_on_real_triton(triton, tmp_path):
+    """A recorded server at a real tritonserver's endpoints: ok while its models are READY, degraded when one is
+    not; a live front door (the stand-in carries the tag) is ok."""
+    from igniter.deployment.apply import status
+    from igniter.deployment.state import DeploymentState, save_state
+    state_dir = tmp_path / "state"
+    path = state_dir / "state.json"
+    endpoints = triton.endpoints
+    healthy = apply_state_server("live", None, models={"tinynet": "c", "mlp": "c"}, workloads=["w1", "w2"],
+                                 http=endpoints.http, grpc=endpoints.grpc)
+    with tagged_process("caddy", str(state_dir.resolve())) as door:
+        save_state(DeploymentState(servers={"live": healthy}, frontdoor=FrontDoorState(pid=door.pid, admin="x")), path)
+        got = status(path)
+        assert got["servers"] == [{"server": "live", "gpu": "host0", "share": 50.0, "pid": None,
+                                   "grpc": endpoints.grpc, "workloads": "w1,w2", "models": "mlp,tinynet",
+                                   "status": "ok"}]
+        assert got["frontdoor"] == {"pid": door.pid, "status": "ok"} and got["healthy"] is True
+        broken = healthy.model_copy(update={"models": {"tinynet": "c", "absent": "c"}})
+        save_state(DeploymentState(servers={"live": broken}), path)
+        got = status(path)
+        assert got["servers"][0]["status"] == "degraded" and got["healthy"] is False

@@ -488,3 +488,12 @@ def test_tabulated_points_do_not_depend_on_the_grouping():
     t = pm._terms("a", 4, 60.0)
     assert t[:3] == pytest.approx((lat, rps, POWER["a"])) and t[3] == pytest.approx(l2)
     assert all(math.isnan(v) for v in t[4:]) and len(t) == 3 + len(perfmodel.METRIC_COLUMNS)
+
+
+def test_memory_interpolates_inside_and_extrapolates_from_the_nearest_two():
+    pm = hand_model()
+    pm.fits["b"].memory = {1: 100.0, 2: 105.0, 4: 130.0, 8: 150.0}
+    assert pm.memory_mb("b", 3) == pytest.approx(117.5)       # between 2 and 4, not on the 4-8 line
+    pm.fits["b"].memory = {2: 100.0, 4: 120.0, 8: 200.0}
+    assert pm.memory_mb("b", 1) == pytest.approx(90.0)        # the 2-4 line, not the 4-8 one
+    assert pm.memory_mb("b", 10) == pytest.approx(240.0)      # the 4-8 line
