@@ -25,6 +25,7 @@ from igniter.deployment.frontdoor import FrontDoorState, WorkloadPorts
 from igniter.deployment.interrupt import Interrupted, signals_interrupt
 from igniter.errors import UserError
 from igniter.ownership import is_owned
+from igniter.triton.config import driven_fields, parse_config, sequence_fields
 from igniter.triton.server import HOST, OWNER_ENV, pid_alive
 
 
@@ -105,6 +106,7 @@ def test_parse_ports_hand_worked():
                                          ("w1=65535", "'w1=65535'"), ("=9000", "'=9000'"), ("w1=", "'w1='"),
                                          ("w1:9000", "'w1:9000'"), ("w1=-5", "'w1=-5'"),
                                          ("a=9000,b=9001", "--ports 'a=9000,b=9001' gives two workloads the same port"),
+                                         ("w=x=9000", "'w=x=9000'"),
                                          ("a=9000,b=9000", "same port")])
 def test_parse_ports_refusals_are_one_line(text, needle):
     with pytest.raises(UserError) as caught:
@@ -224,6 +226,9 @@ def test_holder_reads_what_the_holder_wrote_or_says_it_is_not_known(tmp_path):
     assert lock.holder(tmp_path) == "pid 7: ['a']"
     path.write_text(json.dumps({"pid": 7, "command": "x" * 5000}))
     assert lock.holder(tmp_path) == "holder not yet recorded"  # cut at 4096: no longer JSON
+    text = json.dumps({"pid": 7, "command": ""})
+    path.write_text(json.dumps({"pid": 7, "command": "y" * (4097 - len(text))}))
+    assert len(path.read_text()) == 4097 and lock.holder(tmp_path) == "holder not yet recorded"
 
 
 # -- interrupt -------------------------------------------------------------------------------------------------------
@@ -677,14 +682,17 @@ def test_poisson_load_latency_is_measured_from_the_scheduled_time_in_ms(monkeypa
         async def infer(self):
             self.calls += 1
             await asyncio.sleep(0.05)
-    monkeypatch.setattr(chaos, "triton_infer", Slow())
-    with chaos.PoissonLoad("e", "m", 50.0) as load:
+    slow = Slow()
+    monkeypatch.setattr(chaos, "triton_infer", slow)
+    load_calls = lambda _: slow.calls  # noqa: E731
+    with chaos.PoissonLoad("e", "m", 200.0) as load:
         deadline = time.monotonic() + 60
         while not load.record.requests:
             assert time.monotonic() < deadline
             time.sleep(0.01)
-    # at least the 50 ms the call sleeps, and not seconds (the event loop is idle otherwise)
+    # at least the 50 ms the call sleeps; and the requests in flight when the load stops are drained, not dropped
     assert all(50.0 <= r.latency_ms < 60_000 for r in load.record.requests)
+    assert len(load.record.requests) == load_calls(load)
 
 
 def test_clean_up_after_a_dead_run_stops_its_orphans_and_forgets_its_copies(tmp_path):
@@ -770,3 +778,110 @@ def test_status_of_a_healthy_server_and_front_door_on_real_triton(triton, tmp_pa
         save_state(DeploymentState(servers={"live": broken}), path)
         got = status(path)
         assert got["servers"][0]["status"] == "degraded" and got["healthy"] is False
+
+
+# -- triton/config: the sequence batcher's driven fields (what verify compares), configs written out by hand --------
+
+OLDEST = """name: "s"
+max_batch_size: 8
+sequence_batching {
+  oldest {
+    max_candidate_sequences: 4
+    preferred_batch_size: [2, 4]
+    max_queue_delay_microseconds: 300
+  }
+}
+"""
+DIRECT = """name: "s"
+sequence_batching {
+  direct {
+    max_queue_delay_microseconds: 700
+    minimum_slot_utilization: 0.5
+  }
+}
+"""
+
+
+def test_sequence_batcher_oldest_fields():
+    cfg = parse_config(OLDEST)
+    want = {"strategy": "oldest", "max_candidate_sequences": 4, "preferred_batch_size": [2, 4],
+            "max_queue_delay_us": 300}
+    assert sequence_fields(cfg) == want
+    fields = driven_fields(cfg)
+    assert fields["sequence_batching"] == want and fields["dynamic_batching"] is False
+
+
+def test_sequence_batcher_direct_fields_and_the_default_strategy():
+    assert driven_fields(parse_config(DIRECT))["sequence_batching"] == {
+        "strategy": "direct", "max_queue_delay_us": 700, "minimum_slot_utilization": 0.5}
+    # a sequence batcher with neither strategy written is Triton's default, direct, with zero fields
+    assert sequence_fields(parse_config('name: "s"\nsequence_batching { }\n')) == {
+        "strategy": "direct", "max_queue_delay_us": 0, "minimum_slot_utilization": 0.0}
+    assert driven_fields(parse_config('name: "s"\n'))["sequence_batching"] is None
+
+
+# -- state: the exact lines a user reads for a bad state file, and an unwritable one ---------------------------------
+
+def state_error(tmp_path, text: str) -> UserError:
+    from igniter.deployment.state import load_state
+    path = tmp_path / "state.json"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        load_state(path)
+    return caught.value
+
+
+def test_state_file_refusal_lines(tmp_path):
+    from igniter.deployment.state import STATE_FIX
+    path = tmp_path / "state.json"
+    err = state_error(tmp_path, '{"format": "other"}')
+    assert (err.what, err.fix, err.where) == (f"{path} is not an igniter deployment state (format='other')",
+                                              "pass the state.json written by igniter apply (--state)", "state.json")
+    err = state_error(tmp_path, '["a list"]')
+    assert err.what == f"{path} is not an igniter deployment state (format=None)"
+    err = state_error(tmp_path, '{"format": "igniter-state", "version": 1}')
+    assert (err.what, err.fix, err.where) == (
+        f"deployment state {path} is version 1; this igniter reads version 2", STATE_FIX, "state.json")
+    err = state_error(tmp_path, '{"format": "igniter-state", "version": 2, "servers": 5}')
+    assert err.fix == "restore it from a backup or move it away after stopping the servers it lists"
+    assert err.where.startswith("state.json")
+    err = state_error(tmp_path, "{not json")
+    assert "deployment state" in err.what
+
+
+def test_an_unwritable_state_is_one_line(tmp_path):
+    from igniter.deployment.state import DeploymentState, save_state
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError) as caught:
+        save_state(DeploymentState(), blocker / "state.json")
+    assert caught.value.what.startswith(f"cannot write deployment state {blocker / 'state.json'}: ")
+
+
+# -- triton/config: the kept comment header, hand-worked ---------------------------------------------------------
+
+@pytest.mark.parametrize("text,header", [
+    ("# licence\n#  line 2\n\n# after a blank\nname: \"m\"\n# not header\n", "# licence\n#  line 2\n\n# after a blank\n"),
+    ("  # indented\nname: \"m\"\n", "  # indented\n"),
+    ("name: \"m\"\n# late\n", ""),
+    ("\n\nname: \"m\"\n", ""),
+    ("# only a comment, no newline", "# only a comment, no newline\n"),
+    ("#a\n#b\n", "#a\n#b\n"),
+    ("", ""),
+])
+def test_leading_comments_hand_worked(text, header):
+    from igniter.triton.config import leading_comments
+    assert leading_comments(text) == header
+
+
+def test_read_config_keeps_the_header_and_names_a_bad_file(tmp_path):
+    from igniter.triton.config import read_config_with_header
+    path = tmp_path / "config.pbtxt"
+    path.write_text("# header\n\nname: \"m\"\nmax_batch_size: 4\n")
+    cfg, header = read_config_with_header(path)
+    assert (cfg.name, cfg.max_batch_size, header) == ("m", 4, "# header\n")  # blank lines after it: not kept
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(UserError) as caught:
+        read_config_with_header(path)
+    assert caught.value.what == f"model config {path} is not a regular file"

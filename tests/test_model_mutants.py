@@ -371,3 +371,24 @@ def test_booster_reads_the_feature_names():
     assert trained.booster.feature_names == FEATURES
     with pytest.raises(ValueError):
         trained.booster.predict(xgb.DMatrix(rows(1), feature_names=[f"f{i}" for i in range(len(FEATURES))]))
+
+
+def find_key(tree, key):
+    """Every value stored under ``key`` anywhere in a nested JSON document (xgboost's saved config)."""
+    found = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            found += [v] if k == key else find_key(v, key)
+    elif isinstance(tree, list):
+        for v in tree:
+            found += find_key(v, key)
+    return found
+
+
+def test_boosting_continues_with_the_residuals_parameters():
+    import json
+    trained = constant_residual(0.4)
+    trained.boost(rows(30), np.full(30, 0.9), rounds=2)
+    config = json.loads(trained.booster.save_config())
+    assert find_key(config, "eta") and all(abs(float(v) - 0.05) < 1e-6 for v in find_key(config, "eta"))
+    assert find_key(config, "max_depth") and set(map(int, find_key(config, "max_depth"))) == {3}

@@ -497,3 +497,84 @@ def test_memory_interpolates_inside_and_extrapolates_from_the_nearest_two():
     pm.fits["b"].memory = {2: 100.0, 4: 120.0, 8: 200.0}
     assert pm.memory_mb("b", 1) == pytest.approx(90.0)        # the 2-4 line, not the 4-8 one
     assert pm.memory_mb("b", 10) == pytest.approx(240.0)      # the 4-8 line
+
+
+def test_model_file_keeps_the_report_summary_and_the_residual(tmp_path):
+    pm = hand_model()
+    pm.fits["a"].sensitivity, pm.fits["a"].sched_ms = 0.7, 0.02
+    pm.save(tmp_path / "m.json")
+    back = PerfModel.load(tmp_path / "m.json")
+    assert (back.fits["a"].sensitivity, back.fits["a"].sched_ms) == (0.7, 0.02)
+    assert residual_file(tmp_path, lambda r: None) == "loaded"
+    assert PerfModel.load(tmp_path / "r.json").residual is not None
+
+
+def test_model_file_refusal_lines(tmp_path):
+    missing = tmp_path / "none.json"
+    with pytest.raises(UserError) as caught:
+        PerfModel.load(missing)
+    assert caught.value.where == str(missing)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format": "other"}))
+    with pytest.raises(UserError) as caught:
+        PerfModel.load(path)
+    assert (caught.value.what, caught.value.fix, caught.value.where) == (
+        "not an igniter-perf-model version 2 file", "re-run igniter fit to regenerate it", str(path))
+    path.write_text("{not json")
+    with pytest.raises(UserError) as caught:
+        PerfModel.load(path)
+    assert "performance model file" in str(caught.value)
+    data = hand_model().to_dict()
+    data["models"]["a"]["kernels"] = -1.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError) as caught:
+        PerfModel.load(path)
+    assert caught.value.fix == "re-run igniter fit to regenerate the file" and caught.value.where == "m.json"
+    import base64
+    line = residual_file(tmp_path, lambda r: r.update(
+        booster_json_b64=base64.b64encode(b'{"learner": {"x": 1}}').decode()))
+    assert line.endswith("| r.json")
+    with pytest.raises(UserError) as caught:
+        PerfModel.load(tmp_path / "r.json")
+    assert caught.value.fix == "re-run igniter fit to regenerate the file"
+
+
+def residual_model(value: float, weight_seen=1.0, weight_unseen=1.0) -> PerfModel:
+    """The hand model with a residual whose raw correction is ``value`` everywhere (constant target, box and clip
+    opened)."""
+    from igniter.model import residual
+    from igniter.model.features import FEATURES
+    pm = hand_model()
+    x = np.random.default_rng(0).uniform(0, 1, (25, len(FEATURES)))
+    pm.residual = residual.train(x, np.full(25, value), rounds=2)
+    pm.residual.box_low[:], pm.residual.box_high[:] = -np.inf, np.inf
+    pm.residual.clip = (value, value)
+    pm.residual.weight_seen, pm.residual.weight_unseen = weight_seen, weight_unseen
+    return pm
+
+
+def test_update_measures_against_the_residual_corrected_prediction():
+    """A pair a+b (a seen combination: weight 1) measured at exactly analytical x e^0.4: nothing left to correct."""
+    pm = residual_model(0.4, weight_seen=1.0, weight_unseen=0.5)
+    pair = colocated([Member("a", 4, 30.0), Member("b", 8, 50.0)])[0]
+    pm.update(pd.DataFrame([{"model": "a", "batch": 4, "share": 30.0, "partner": "b", "partner_batch": 8,
+                             "partner_share": 50.0, "latency_mean_ms": pair * math.exp(0.4)}]))
+    assert pm.fits["a"].correction == pytest.approx(0.0, abs=1e-6)
+    assert pm.residual.booster.num_boosted_rounds() == 2  # no boost_rounds given: the booster is left alone
+
+
+def test_update_of_several_rows_and_one_boost_round():
+    pm = residual_model(0.0)
+    pm.residual.clip = (-5.0, 5.0)
+    rows = pd.DataFrame([{"model": "a", "batch": 32, "share": 10.0, "latency_mean_ms": 0.5 * solo("a", 32, 10.0)[0]},
+                         {"model": "b", "batch": 2, "share": 40.0, "latency_mean_ms": 2 * solo("b", 2, 40.0)[0]},
+                         {"model": "a", "batch": 32, "share": 10.0, "latency_mean_ms": 0.5 * solo("a", 32, 10.0)[0]}])
+    pm.update(rows, boost_rounds=1)
+    assert pm.residual.booster.num_boosted_rounds() == 3
+    many = pd.concat([rows.iloc[[0]]] * 12, ignore_index=True)  # min_child_weight 10: a tree needs 10 rows
+    pm.update(many, boost_rounds=30)
+    x = pm._own_rows([[Member("a", 32, 10.0)]])[1]
+    assert float(pm.residual.raw(x)[0]) < 0  # boosted toward log(0.5) (measured / analytical), not its inverse
+    with pytest.raises(UserError) as caught:
+        pm.update(pd.DataFrame([{"model": "a", "batch": 0, "share": 10.0, "latency_mean_ms": 1.0}]))
+    assert caught.value.where == "observations"
