@@ -195,7 +195,7 @@ def test_lock_writes_its_holder_and_removes_it_even_after_an_error(tmp_path):
     assert inspect.signature(lock.writer_lock).parameters["timeout_s"].default == 5.0
     with pytest.raises(RuntimeError), lock.writer_lock(tmp_path / "d", timeout_s=1.0):
         holder = json.loads((tmp_path / "d" / "lock" / "holder.json").read_text())
-        assert holder == {"pid": os.getpid(), "command": " ".join(sys.argv)}
+        assert holder == {"pid": os.getpid(), "command": " ".join(sys.argv)[:200]}
         assert is_owned(tmp_path / "d" / "lock")
         raise RuntimeError("inside")
     assert not (tmp_path / "d" / "lock" / "holder.json").exists()
@@ -225,7 +225,7 @@ def test_holder_reads_what_the_holder_wrote_or_says_it_is_not_known(tmp_path):
     path.write_text(json.dumps({"pid": 7, "command": ["a"]}) + " " * 5000)  # only the first 4096 characters read
     assert lock.holder(tmp_path) == "pid 7: ['a']"
     path.write_text(json.dumps({"pid": 7, "command": "x" * 5000}))
-    assert lock.holder(tmp_path) == "holder not yet recorded"  # cut at 4096: no longer JSON
+    assert lock.holder(tmp_path) == "holder not yet recorded"  # cut at 4096: no longer JSON (writers cut at 200)
     text = json.dumps({"pid": 7, "command": ""})
     path.write_text(json.dumps({"pid": 7, "command": "y" * (4097 - len(text))}))
     assert len(path.read_text()) == 4097 and lock.holder(tmp_path) == "holder not yet recorded"
@@ -885,3 +885,9 @@ def test_read_config_keeps_the_header_and_names_a_bad_file(tmp_path):
     with pytest.raises(UserError) as caught:
         read_config_with_header(path)
     assert caught.value.what == f"model config {path} is not a regular file"
+
+
+def test_a_holder_with_a_command_line_longer_than_the_read_is_still_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["igniter"] + ["a-long-argument"] * 400)
+    with lock.writer_lock(tmp_path):
+        assert lock.holder(tmp_path / "lock") == f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}"
