@@ -46,8 +46,22 @@ def predict(model_path, colocate, as_json):
     from igniter.model import PerfModel
 
     members = parse_colocate(colocate)
-    predictions = PerfModel.load(model_path).predict(members)
-    emit([p._asdict() for p in predictions], as_json, table)
+    pm = PerfModel.load(model_path)
+    predictions = pm.predict(members)
+    rows = [{**p._asdict(), "extrapolated": outside_profile(pm, m)} for p, m in zip(predictions, members)]
+    for row, m in zip(rows, members):
+        if row["extrapolated"]:
+            click.echo(f"warning: {m.model} at batch {m.batch}, share {m.share:g} is outside its profiled range "
+                       f"(batches {min(pm.batches(m.model))}-{max(pm.batches(m.model))}, shares "
+                       f"{min(pm.shares(m.model)):g}-{max(pm.shares(m.model)):g}): the prediction is extrapolated. "
+                       "To fix: profile that batch and share, or trust this figure less", err=True)
+    emit(rows, as_json, table)
+
+
+def outside_profile(pm, member) -> bool:
+    """Beyond the profiled grid the model extrapolates; inside it interpolates between measured points."""
+    batches, shares = pm.batches(member.model), pm.shares(member.model)
+    return not (min(batches) <= member.batch <= max(batches) and min(shares) <= member.share <= max(shares))
 
 
 def parse_colocate(text: str) -> list:
