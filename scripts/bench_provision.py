@@ -10,6 +10,7 @@ Every plan is re-checked with the full perf model + queueing model (column "SLO 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import random
@@ -55,6 +56,7 @@ def run_case(label: str, ws: WorkloadSet, types, latency_model: str, time_limit:
         rows.append({"set": label, "latency": latency_model, "strategy": name, "gpus": len(a.gpus),
                      "cost": cost(problem, a.gpus), "share_lb": problem.share_lower_bound(), "lb": a.lower_bound,
                      "solve_s": secs, "bound_s": a.details.get("bound_seconds"), "build_s": build_s,
+                     "bound_lp": a.details.get("bound_lp"), "converged": a.details.get("bound_converged"),
                      "misses": sum(1 for m in totals.misses if m.server), "status": totals.status})
         print(rows[-1], flush=True)
     best = max(r["lb"] for r in rows)   # every strategy's bound holds for the same instance: report the best
@@ -110,9 +112,10 @@ def solver_comparison(types) -> str:
     return "\n".join(lines)
 
 
-def cli_seconds(perf_model: str, n: int, out_parent: str | None = None, repeats: int = 3) -> list[float]:
+def cli_seconds(perf_model: str, n: int, out_parent: str | None = None, repeats: int = 3) -> list[str]:
     """Wall time of a fresh `igniter provision` process (import, load, build, solve, write) on random n, its
-    plan written under out_parent (the disk's speed matters: one directory and two files per server)."""
+    plan written under out_parent (the disk's speed matters: one directory and two files per server), each
+    with the 1-minute load average before it and the plan's GPUs and bound."""
     times = []
     with tempfile.TemporaryDirectory(dir=out_parent) as tmp:
         ws = random_set(["alexnet", "resnet50", "ssd", "vgg19"], n, n)
@@ -120,10 +123,14 @@ def cli_seconds(perf_model: str, n: int, out_parent: str | None = None, repeats:
         path.write_text(yaml.safe_dump({"workloads": [{"name": w.name, "model": w.model, "rate": w.rate,
                                                        "slo_ms": w.slo_ms} for w in ws.workloads]}))
         for r in range(repeats):
+            load = os.getloadavg()[0]
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "igniter", "provision", "--workloads", str(path), "--perf-model",
-                            perf_model, "--out", str(Path(tmp) / f"plan{r}")], check=True, capture_output=True)
-            times.append(time.perf_counter() - t0)
+            done = subprocess.run([sys.executable, "-m", "igniter", "provision", "--workloads", str(path),
+                                   "--perf-model", perf_model, "--out", str(Path(tmp) / f"plan{r}"), "--json"],
+                                  check=True, capture_output=True, text=True)
+            out = json.loads(done.stdout)
+            times.append(f"{time.perf_counter() - t0:.2f} s (load {load:.1f}; {out['gpus']} GPUs, bound "
+                         f"{out['lower_bound']:g})")
     return times
 
 
@@ -145,16 +152,20 @@ def markdown(rows: list[dict], source: str, extra: str) -> str:
              "runs (bounds.py: the relaxed set-cover LP by column generation, rounded up to whole GPUs, at least the "
              "share bound; the exact master's optimum where ilp proved it), the same for every strategy; "
              "gap = (cost - lb) / cost, none for a plan that is infeasible (SLO misses = servers whose p99 the full "
-             "perf model + queueing model puts above the SLO); `solve s` includes the bound, `bound s` is its part "
-             "(empty: not computed, the share bound is used).", "",
-             "| set | latency model | strategy | GPUs | cost | share lb | lb | gap | solve s | bound s | build s | "
-             "SLO misses | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "perf model + queueing model puts above the SLO); `bound LP` = the relaxed LP value the column generation "
+             "reached (its optimum when converged; it stops early once the rounded bound cannot rise), for the "
+             "strategy's own run; `solve s` includes the bound, `bound s` is its part (empty: not computed, the "
+             "share bound is used). Every run at the default --time-limit 10.", "",
+             "| set | latency model | strategy | GPUs | cost | share lb | lb | bound LP | gap | solve s | bound s | "
+             "build s | SLO misses | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gap_text = "none (infeasible)" if r["gap"] is None else f"{r['gap'] * 100:.1f} %"
         bound_s = "" if r["bound_s"] is None else f"{r['bound_s']:.2f}"
+        lp = ("" if r["converged"] is None else "no LP in time" if r["bound_lp"] is None
+              else f"{r['bound_lp']:.3f}" + ("" if r["converged"] else " (not converged)"))
         lines.append(f"| {r['set']} | {r['latency']} | {r['strategy']} | {r['gpus']} | {r['cost']:.2f} | "
-                     f"{r['share_lb']:.2f} | {r['lb']:.2f} | {gap_text} | {r['solve_s']:.2f} | {bound_s} | "
+                     f"{r['share_lb']:.2f} | {r['lb']:.2f} | {lp} | {gap_text} | {r['solve_s']:.2f} | {bound_s} | "
                      f"{r['build_s']:.2f} | {r['misses']} | {r['status']} |")
     return "\n".join(lines) + "\n\n" + extra.strip() + "\n"
 
@@ -179,10 +190,10 @@ def main() -> None:
     for label, f in (("12-workload (paper)", "workloads-12.yaml"), ("3-workload (paper)", "workloads-3.yaml")):
         ws = load_workloads(ROOT / "examples" / f, known_models(types))
         for lm in ("queueing", "half-slo"):
-            rows += run_case(label, ws, types, lm, 60.0)
+            rows += run_case(label, ws, types, lm, 10.0)   # the default --time-limit
     for n in [int(x) for x in args.sizes.split(",") if x]:
         rows += run_case(f"random {n} (seed {n})", random_set(sorted(known_models(types)), n, n), types, "queueing",
-                         4.0 if n >= 300 else 10.0)
+                         10.0)
     notes = args.notes
     if args.solvers:
         notes = ("**CBC against HiGHS** (same pulp models, wall time including pulp's model hand-over):\n\n"
@@ -190,7 +201,7 @@ def main() -> None:
     if args.perf_model and args.cli_size:
         where = [(tempfile.gettempdir(), "--out on the disk")] + [("/dev/shm", "--out on tmpfs /dev/shm")] * Path(
             "/dev/shm").is_dir()
-        runs = "; ".join(f"{label}: {', '.join(f'{t:.2f}' for t in cli_seconds(args.perf_model, args.cli_size, d))} s"
+        runs = "; ".join(f"{label}: {', '.join(cli_seconds(args.perf_model, args.cli_size, d))}"
                          for d, label in where)
         notes = (f"End to end, `igniter provision` (fresh process, default --time-limit 10, new --out) on random "
                  f"{args.cli_size} (seed {args.cli_size}), 3 runs each: {runs}.\n\n" + notes)

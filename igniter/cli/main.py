@@ -31,6 +31,7 @@ _COMMANDS = {
     "demo": ("igniter.cli.demo", "demo"),
     "replay": ("igniter.cli.replay", "replay"),
     "export": ("igniter.cli.export", "export"),
+    "watch": ("igniter.cli.watch", "watch"),
 }
 
 

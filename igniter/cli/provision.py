@@ -46,7 +46,8 @@ def provision(workloads_path, perf_model, catalog, out_dir, strategy, time_limit
     if check:
         sys.exit(_check(plan, problem, out_dir, src_repo, solve_info, as_json))
     write_plan(plan, problem, out_dir, src_repo, solve_info)
-    result = {**summary(read_plan(out_dir)), "solve_seconds": round(seconds, 3), "out": str(out_dir)}
+    result = {**summary(read_plan(out_dir)), "solve_seconds": round(seconds, 3), "out": str(out_dir),
+              "bound": {k: v for k, v in assignment.details.items() if k.startswith("bound")}}   # how lower_bound came
     emit(result, as_json, _human)
 
 

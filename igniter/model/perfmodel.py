@@ -349,14 +349,20 @@ class PerfModel:
                 + ([Member(r.partner, int(r.partner_batch), float(r.partner_share))]
                    if "partner" in obs and isinstance(r.partner, str) and r.partner else [])
                 for r in obs.itertuples()]
-        measured = obs["latency_mean_ms"].to_numpy(float)
+        self.update_sets(sets, obs["latency_mean_ms"].to_numpy(float), boost_rounds, rate)
+
+    def update_sets(self, sets: list[list], measured_ms, boost_rounds: int = 0, rate: float = UPDATE_RATE) -> None:
+        """``update`` from co-located sets of any size: the first member of each set was measured (batch latency
+        ``measured_ms``), the others are its partners (igniter watch observes servers sharing a device)."""
+        sets = [[Member(*m) for m in s] for s in sets]
+        measured = np.asarray(measured_ms, float)
         if boost_rounds > 0 and self.residual is not None:
             base, x, _ = self._own_rows(sets)
             self.residual.boost(x, np.log(measured / base), boost_rounds)
         base, x, seen = self._own_rows(sets)
         uncorrected = base * (np.exp(self.residual.predict(x, seen)) if self.residual else 1.0)
-        for model, observed in zip(obs["model"], np.log(measured / uncorrected)):
-            fit = self._fit_of(model)
+        for members, observed in zip(sets, np.log(measured / uncorrected)):
+            fit = self._fit_of(members[0].model)
             fit.correction = (1.0 - rate) * fit.correction + rate * float(observed)
 
     # --- persistence ---------------------------------------------------------------------------------------

@@ -1,29 +1,33 @@
-"""Strong lower bound up to MAX_WORKLOADS workloads: the LP relaxation of the set-cover master (patterns.py) over
-a relaxed packing set, by column generation, valid whenever it stops (a Farley bound from the current duals).
+"""Strong lower bound: the LP relaxation of the set-cover master (patterns.py) over a relaxed packing set, by
+column generation, valid whenever it stops (a Farley bound from the current duals).
 
 Master (patterns.py), kinds k = (workload, type, variant, replicas r_k), packings c of one GPU type:
     min sum_c price_c x_c - w sum_k acc_k z_k   s.t.  sum_{k of i} z_k = 1,   sum_{c contains k} x_c >= r_k z_k.
-Relaxation of the packings. A packing of n members at level l (rho_l at most the least pressure any member
-exerts at its share) may hold any members whose shares sum to at most 100 with each member k at no less than
-need_k(l, n): its smallest grid share at which some batch exerts at least rho_l and meets its latency bound next
-to n-1 partners' scheduling delay and a partner pressure of (n-1) * rho_l. Every packing the packers accept
-(linearised interference: patterns.Oracle, greedy_igniter.place, fits_linear) is such a set at the largest
-level below its least member pressure, since a latency grows with partner pressure and count (sensitivity,
-pressure and sched >= 0; checked, else no bound). Levels are quantiles of the kinds' least solo pressures.
-Memory and max_count are dropped (relaxing only lowers the bound).
-Relaxation of the rows. Kinds with the same need table (all levels and sizes) are one class, their cover rows
-summed (a sum of valid rows is valid); a packing may hold up to |class| members of a class.
-Pricing is then exact: a bounded knapsack with a cardinality, a DP over (count, grid units) for every (level,
-size) at once. For any duals pi >= 0 of the class rows, U_t = the DP's best value on type t and
-theta_t = min(1, price_t / U_t) make theta * pi dual feasible, with mu_i = min over kinds k of workload i of
-(r_k theta pi_class(k) - w acc_k); sum_i mu_i is a lower bound on every plan in the candidate space (weak
-duality), whatever the column generation's progress. Columns are the DP's best packings (reduced cost < 0);
-with none left theta = 1 and the bound is the relaxed LP's optimum. Pricing duals are smoothed towards those of
-the best bound so far (Wentges), starting from the share bound's. LPs: HiGHS (highspy), columns added in place.
+Relaxation of the packings. pmin_k is the least pressure kind k exerts at any (batch, share) meeting its latency
+bound solo; in a packing each member exerts at least its pmin (interference only adds latency). Levels rho_l are
+quantiles of the kinds' pmin; a kind's level is the largest rho_l <= pmin. A packing of n members is relaxed by
+the levels (lo, hi) of its least and largest pmin: its leader (a member of level hi) has n-1 partners of
+pressure >= rho_lo; every other member (levels lo..hi, one of them of level lo, its "least" member) has the
+leader and n-2 more: pressure >= rho_hi + (n-2) rho_lo. Each member takes at least need_k: its smallest grid
+share at which some batch meets its latency bound next to that partner pressure and n-1 partners' scheduling
+delay, and the needs fit in 100 %. Every packing the packers accept (linearised interference: patterns.Oracle,
+greedy_igniter.place, fits_linear) is such a set, since a latency grows with partner pressure and count
+(sensitivity, pressure and sched >= 0; checked, else no bound). Sizes above MAX_SIZE are priced at MAX_SIZE's
+needs (needs grow with the size). Memory and max_count are dropped (relaxing only lowers the bound).
+Relaxation of the rows. Kinds with the same tables are one class, their cover rows summed (a sum of valid rows
+is valid); beyond MAX_CLASSES per type kinds are merged by coarser keys, a class taking its kinds' least needs.
+A packing may hold up to |class| plain members of a class (and its leader and least member besides).
+Pricing is then exact for the relaxation: a bounded knapsack with a cardinality over every (lo, hi, size) slice
+at once, the least member a second DP layer, the leader added last. For any duals pi >= 0 of the class rows,
+U_t = the best value on type t and theta_t = min(1, price_t / U_t) make theta * pi dual feasible, with
+mu_i = min over kinds k of workload i of (r_k theta pi_class(k) - w acc_k); sum_i mu_i is a lower bound on
+every plan in the candidate space (weak duality), whatever the column generation's progress. Columns are the
+best relaxed packings (reduced cost < 0); with none left theta = 1 and the bound is the relaxed LP's optimum.
+Pricing duals are smoothed towards those of the best bound so far (Wentges), starting from the share bound's.
+LPs: HiGHS (highspy), columns added in place.
 Assumptions, as for patterns.py: the candidate space (share grid, kept batches, replica counts) and the
 linearised interference deciding feasibility (the full model re-checks every plan).
 """
-
 from __future__ import annotations
 
 import math
@@ -36,22 +40,30 @@ from igniter.provisioning.candidates import ProvisioningProblem
 from igniter.provisioning.patterns import Kind, kinds_of
 from igniter.provisioning.strategy import EPS, Gpu
 
-LEVELS = 8              # levels of a packing's least member pressure per type (quantiles of the kinds' pmin)
-COLUMNS_PER_ROUND = 30  # packings added per type and round (best (level, size) slices first)
-TIME_SHARE = 0.3        # of a strategy's time limit spent on the bound
-MAX_WORKLOADS = 200     # above this it does not beat the share bound within a few seconds (BENCHMARKS.md)
+LEVELS = 8              # pmin levels per type (quantiles of the kinds' pmin); slices grow with LEVELS^2
+COLUMNS_PER_ROUND = 80  # packings added per type and round (best slices first): fewer rounds, each a DP
+TIME_SHARE = 0.5        # of a strategy's time limit spent on the bound (at large sizes worth more than the windows)
+MAX_SIZE = 5            # packing sizes priced exactly; larger ones at this size's needs (the DP's count states)
+MAX_CLASSES = 90        # classes per type; more kinds are merged (_classes): the pricing DP's length
 SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals (Wentges)
 NO_FIT = 10**6          # need of a kind that cannot join a packing of that size at that level
 
 
 @dataclass
 class TypeTables:
-    """Relaxed-pricing data of one GPU type."""
+    """Relaxed-pricing data of one GPU type. A slice is (pair p of levels (lo, hi), packing size n), flat index
+    p * N + n - 1."""
     type_index: int
     price: float
     units: int                     # grid shares of the type: capacity in grid steps
-    levels: np.ndarray             # (L,) rho_l
-    need: np.ndarray               # (classes, L, N) grid units of a member in a packing of n = 1..N members
+    levels: np.ndarray             # (L,) rho_l, ascending
+    pairs: np.ndarray              # (P, 2) level indices (lo, hi), lo <= hi: the levels of the least and the
+                                   # largest member pmin
+    need: np.ndarray               # (classes, P, N) grid units of a member that is not the leader (NO_FIT: its
+                                   # pmin is outside [rho_lo, rho_hi + 1), or no share fits)
+    lead: np.ndarray               # (classes, P, N) grid units of the leader (NO_FIT: its pmin is not in level hi)
+    least: np.ndarray              # (classes, L) bool: may be the least member at level lo (its pmin is in level
+                                   # lo: rho_lo <= pmin < rho_{lo + 1}; merged classes: any member's level)
     classes: list[list[int]]       # kind indices of each class
     class_rows: list[int] = field(default_factory=list)   # master row of each class
 
@@ -67,7 +79,8 @@ class Bound:
     seconds: float
 
     def as_details(self) -> dict:
-        return {"bound": round(self.value, 6), "bound_lp": round(self.lp_value, 6), "bound_converged": self.converged,
+        lp = round(self.lp_value, 6) if math.isfinite(self.lp_value) else None   # None: no LP solved in time
+        return {"bound": round(self.value, 6), "bound_lp": lp, "bound_converged": self.converged,
                 "bound_rounds": self.rounds, "bound_columns": self.columns, "bound_classes": self.classes,
                 "bound_seconds": round(self.seconds, 3)}
 
@@ -75,18 +88,15 @@ class Bound:
 def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = math.inf,
                 seeds: list[Gpu] = ()) -> Bound | None:
     """The strong bound by column generation until converged, `deadline` (time.monotonic()) or a bound that
-    proves `target` (a plan's cost) optimal; None when the relaxation does not apply (negative terms) or the
-    instance is too large for it (MAX_WORKLOADS). `seeds`: a plan's GPUs, initial columns (a real packing is a
-    relaxed one)."""
+    proves `target` (a plan's cost) optimal or no better rounded bound is possible; None when the relaxation
+    does not apply (negative terms). `seeds`: a plan's GPUs, initial columns (a real packing is a relaxed one)."""
     start = time.monotonic()
-    if len(problem.workloads) > MAX_WORKLOADS:
-        return None
     kinds = kinds_of(problem)
     tables = []
     for ti, t in enumerate(problem.types):
         members = [k for k, kind in enumerate(kinds) if kind.type_index == ti]
         if members:
-            tab = _tables(problem, kinds, members, ti)
+            tab = _tables(problem, kinds, members, ti, MAX_CLASSES)
             if tab is None:
                 return None
             tables.append(tab)
@@ -94,7 +104,7 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
     _seed(master, kinds, tables, seeds)
     # Wentges smoothing: price at a blend of the LP duals and the duals of the best bound so far (starting from
     # the interference-free share duals), so early rounds already give a bound and fewer rounds are needed
-    stable = {t.type_index: t.price * t.need[:, 0, 0] / t.units for t in tables}
+    stable = {t.type_index: t.price * t.lead[:, :, 0].min(1) / t.units for t in tables}
     best, rounds, converged, lp_value = -math.inf, 0, False, math.inf
     while True:
         rounds += 1
@@ -120,7 +130,8 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
         if not found and rounds > 1:
             converged = True
             break
-        if _rounded(problem, best) >= target - EPS or time.monotonic() > deadline:
+        if (_rounded(problem, best) >= min(target, _rounded(problem, lp_value)) - EPS
+                or time.monotonic() > deadline):   # proves the target, or can rise no more: lp_value is above the LP
             break
         for tab, col in found:
             master.add_column(tab, col)
@@ -148,14 +159,14 @@ def best_bound(problem: ProvisioningProblem, target: float, deadline: float,
         return share, {"bound": "share (the plan meets it)"}
     strong = lower_bound(problem, deadline, target, plan)
     if strong is None:
-        return share, {"bound": "share (strong bound not computed: over MAX_WORKLOADS or negative terms)"}
+        return share, {"bound": "share (strong bound not computed: negative interference terms)"}
     return max(share, strong.value), strong.as_details()
 
 
 def _rounded(problem: ProvisioningProblem, value: float) -> float:
     """With one GPU price and no accuracy reward every plan costs a whole number of GPUs: round up."""
     prices = {t.price_per_hour for t in problem.types}
-    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0:
+    if len(prices) == 1 and problem.accuracy_weight == 0 and min(prices) > 0 and math.isfinite(value):
         price = prices.pop()
         return math.ceil(value / price - 1e-6) * price
     return value
@@ -175,8 +186,9 @@ def _farley(problem, kinds: list[Kind], tables: list[TypeTables], pis: dict, sca
     return float(sum(mu))
 
 
-def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int], ti: int) -> TypeTables | None:
-    """Need tables of one type's kinds (module docstring), grouped into classes."""
+def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int], ti: int,
+            max_classes: int | None = None) -> TypeTables | None:
+    """Need tables of one type's kinds (module docstring), grouped into classes (_classes)."""
     rows = [[problem.row(o) for o in kinds[k].options] for k in members]
     shares = rows[0][0]["shares"]
     b_max = max(len(r) for r in rows)
@@ -196,31 +208,74 @@ def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int],
     pmin = np.where(solo_ok, press, np.inf).min(axis=(1, 2))
     solo_units = np.where(solo_ok.any(2), solo_ok.argmax(2) + 1, NO_FIT).min(1)
     fitting = np.sort(solo_units[solo_units < NO_FIT])
-    n_max = max(1, int(np.searchsorted(np.cumsum(fitting), len(shares), side="right")))
+    # sizes 1..n_max - 1 exactly, n_max standing for n_max or more members (needs grow with the size)
+    n_max = min(max(1, int(np.searchsorted(np.cumsum(fitting), len(shares), side="right"))), MAX_SIZE)
     finite = pmin[np.isfinite(pmin)]
     levels = np.unique(np.quantile(finite, np.linspace(0, 1, LEVELS), method="lower")) if len(finite) else np.zeros(1)
-    need = np.full((len(members), len(levels), n_max), NO_FIT, dtype=np.int64)
-    for li, rho in enumerate(levels):
+    bucket = np.clip(np.searchsorted(levels, np.where(np.isfinite(pmin), pmin, levels[0]), side="right") - 1, 0, None)
+    pairs = np.array([(lo, hi) for lo in range(len(levels)) for hi in range(lo, len(levels))])
+    # a latency bound lat (1 + sens X) + sched (n - 1) <= lmax is "X <= room_n" (inf where sens is 0)
+    room = []
+    for n in range(1, n_max + 1):
+        slack = lmax - lat - sched * (n - 1)
+        room.append(np.where(solo_ok & (slack >= -EPS),
+                             np.where(lat * sens > 0, np.maximum(slack, 0) / np.maximum(lat * sens, 1e-300), np.inf),
+                             -np.inf))
+    need = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
+    lead = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
+    for p, (lo, hi) in enumerate(pairs):
+        inside = (bucket >= lo) & (bucket <= hi)
         for n in range(1, n_max + 1):
-            ok = usable & (press >= rho) & (lat * (1 + sens * (n - 1) * rho) + sched * (n - 1) <= lmax + EPS)
-            need[:, li, n - 1] = np.where(ok.any(2), ok.argmax(2) + 1, NO_FIT).min(1)
-    groups: dict[bytes, list[int]] = {}
-    for i, k in enumerate(members):
-        groups.setdefault(need[i].tobytes(), []).append(k)
-    first = {k: i for i, k in enumerate(members)}
-    classes = list(groups.values())
-    return TypeTables(ti, problem.types[ti].price_per_hour, len(shares), levels,
-                      np.stack([need[first[c[0]]] for c in classes]), classes)
+            # the leader has n - 1 partners of pmin >= rho_lo; every other member has the leader (>= rho_hi)
+            # and n - 2 more
+            units = _first_units(room[n - 1] >= (n - 1) * levels[lo] - EPS)
+            lead[:, p, n - 1] = np.where(bucket == hi, units, NO_FIT)
+            if n >= 2:
+                units = _first_units(room[n - 1] >= levels[hi] + (n - 2) * levels[lo] - EPS)
+                need[:, p, n - 1] = np.where(inside, units, NO_FIT)
+    least = bucket[:, None] == np.arange(len(levels))[None, :]
+    classes, rows = _classes(members, bucket, need, lead, len(levels) - 1, max_classes)
+    return TypeTables(ti, problem.types[ti].price_per_hour, len(shares), levels, pairs,
+                      np.stack([need[r].min(0) for r in rows]), np.stack([lead[r].min(0) for r in rows]),
+                      np.stack([least[r].any(0) for r in rows]), classes)
+
+
+def _classes(members: list[int], bucket: np.ndarray, need: np.ndarray, lead: np.ndarray, widest: int,
+             max_classes: int | None):
+    """Kinds with the same tables are one class (a sum of cover rows is a valid row). Above max_classes, kinds
+    are grouped by coarser keys instead (pmin level, solo units and the units next to the heaviest partner;
+    then pmin level and solo units, halved until few enough), each class at its kinds' least tables (a
+    relaxation: every packing of the kinds is one of their classes). widest: the pair (lowest, highest level).
+    Returns (kind indices, rows) per class."""
+    solo = lead[:, :, 0].min(1)
+    keys = [np.concatenate([need.reshape(len(members), -1), lead.reshape(len(members), -1)], 1),
+            np.stack([bucket, solo, need[:, widest, min(1, need.shape[2] - 1)]], 1)]
+    step = 1
+    while step <= NO_FIT:
+        keys.append(np.stack([bucket, solo // step], 1))
+        step *= 2
+    for key in keys:
+        groups: dict[bytes, list[int]] = {}
+        for i in range(len(members)):
+            groups.setdefault(key[i].tobytes(), []).append(i)
+        if max_classes is None or len(groups) <= max_classes:
+            break
+    rows = list(groups.values())
+    return [[members[i] for i in r] for r in rows], rows
+
+
+def _first_units(ok: np.ndarray) -> np.ndarray:
+    """(kinds,) least grid units over batches at which ok holds (NO_FIT: none)."""
+    return np.where(ok.any(2), ok.argmax(2) + 1, NO_FIT).min(1)
 
 
 def _items(tab: TypeTables, pi: np.ndarray):
     """Bounded-knapsack items by binary splitting: (class, copies) for the classes worth anything."""
-    n_max = tab.need.shape[2]
     out = []
     for c, members in enumerate(tab.classes):
         if pi[c] <= EPS or (tab.need[c] >= NO_FIT).all():
             continue
-        left, q = min(len(members), n_max), 1
+        left, q = len(members), 1
         while left > 0:
             take = min(q, left)
             out.append((c, take))
@@ -229,29 +284,84 @@ def _items(tab: TypeTables, pi: np.ndarray):
     return out
 
 
+def _operations(tab: TypeTables, pi: np.ndarray):
+    """The DP's steps: (class, copies, least) with least False: plain members by binary splitting (at most
+    |class| copies), least True: one copy as the packing's least member."""
+    ops = [(c, q, False) for c, q in _items(tab, pi)]
+    return ops + [(c, 1, True) for c in dict.fromkeys(c for c, _, _ in ops)]
+
+
+def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray):
+    """The members other than the leader, for each slice (flat index) at once: best dual value by count state
+    (0..N-2 members exactly, N-1: N-1 or more) and grid units used at most, without (V[0]) and with (V[1]) the
+    least member (pmin in level lo); and each step's choices with, for the last count state, the state it came
+    from (for _backtrack)."""
+    N = tab.need.shape[2]
+    U = tab.units
+    V = np.full((2, len(slices), N, U + 1), -np.inf)
+    V[0, :, 0, :] = 0.0
+    units = np.arange(U + 1)
+    lo = tab.pairs[slices // N, 0]
+    taken = []
+    for c, q, least in ops:
+        w = q * tab.need[c].reshape(-1)[slices]                    # (slices,) weight of the step in each slice
+        fits = (w <= U) & (tab.least[c, lo] if least else True)
+        if not fits.any():
+            taken.append(None)
+            continue
+        rows = np.nonzero(fits)[0]                                 # the slices the step can join
+        before = V[0, rows]                    # plain steps all come first: only layer 0 has values then
+        source = np.full(before.shape, -np.inf)
+        if q < N - 1:
+            source[:, q:N - 1] = before[:, :N - 1 - q]
+        top = before[:, max(0, N - 1 - q):]                      # every state that q more members saturate
+        source[:, N - 1] = top.max(1)
+        came = top.argmax(1) + max(0, N - 1 - q)
+        start = units[None, :] - w[rows][:, None]                # (rows, U + 1) units before the step
+        index = np.maximum(start, 0)
+        cand = np.where((start >= 0)[:, None, :], np.take_along_axis(source, index[:, None, :], 2) + q * pi[c],
+                        -np.inf)
+        to = 1 if least else 0
+        now = V[to, rows]
+        better = cand > now
+        V[to, rows] = np.where(better, cand, now)
+        at = np.full(len(slices), -1)
+        at[rows] = np.arange(len(rows))
+        taken.append((at, better, np.take_along_axis(came, index, 1)))
+    return V, taken
+
+
 def _price(tab: TypeTables, pi: np.ndarray):
-    """Best relaxed packing value over all (level, size) and the packings of negative reduced cost (as class
-    multiplicities), best slices first."""
-    L, N = tab.need.shape[1:]
-    items = _items(tab, pi)
-    V = np.full((L * N, N + 1, tab.units + 1), -np.inf)   # (level x size slice, members, grid units used at most)
-    V[:, 0, :] = 0.0
-    for c, q in items:
-        shift = (q * tab.need[c]).ravel()
-        for w in np.unique(shift[shift <= tab.units]):        # slices with the same weight: one slice operation
-            idx = np.nonzero(shift == w)[0]
-            sub = V[idx]
-            V[idx, q:, w:] = np.maximum(sub[:, q:, w:], sub[:, :N + 1 - q, :tab.units + 1 - w] + q * pi[c])
-    best = V.reshape(L, N, N + 1, tab.units + 1)[:, np.arange(N), np.arange(1, N + 1), tab.units]   # exactly n members
+    """Best relaxed packing value over every slice and the packings of negative reduced cost (as class
+    multiplicities), best slices first. A packing of slice (lo, hi, n) is its leader (pmin in level hi) plus,
+    for n > 1, its least member (pmin in level lo) and n - 2 members of pmin in between."""
+    P, N = tab.need.shape[1:]
+    U = tab.units
+    slices = np.arange(P * N)
+    worth = np.nonzero(pi > EPS)[0]
+    if not len(worth):
+        return 0.0, []
+    ops = _operations(tab, pi)
+    V, taken = _knapsack(tab, pi, ops, slices)
+    n_of = slices % N + 1
+    own = tab.lead[worth].reshape(len(worth), -1)                  # (leader candidates, slices)
+    left = U - own
+    rest = np.where((n_of == 1)[None, :], 0.0, V[1][slices[None, :], (n_of - 1)[None, :], np.maximum(left, 0)])
+    value_by = np.where(left >= 0, rest, -np.inf) + pi[worth][:, None]
+    best_leader = value_by.argmax(0)
+    best = value_by[best_leader, slices]
     value = float(best.max()) if np.isfinite(best).any() else 0.0
+    chosen = np.array([s for s in np.argsort(-best)[:3 * COLUMNS_PER_ROUND]
+                       if best[s] > tab.price * (1 + 1e-9) + EPS], dtype=int)
+    if not len(chosen):
+        return value, []
     columns, seen = [], set()
-    for flat in np.argsort(-best, axis=None)[:3 * COLUMNS_PER_ROUND]:
-        li, ni = np.unravel_index(flat, best.shape)
-        if not best[li, ni] > tab.price * (1 + 1e-9) + EPS:
-            break
-        col = _backtrack(tab, pi, items, li, ni + 1)
+    for s in chosen:
+        c_lead = int(worth[best_leader[s]])
+        col = _backtrack(tab, ops, taken, int(s), int(n_of[s]) - 1, U - int(tab.lead[c_lead].reshape(-1)[s]))
+        col[c_lead] = col.get(c_lead, 0) + 1
         key = tuple(sorted(col.items()))
-        if col and key not in seen:
+        if key not in seen:
             seen.add(key)
             columns.append(col)
         if len(columns) >= COLUMNS_PER_ROUND:
@@ -259,29 +369,24 @@ def _price(tab: TypeTables, pi: np.ndarray):
     return value, columns
 
 
-def _backtrack(tab: TypeTables, pi: np.ndarray, items, li: int, n: int) -> dict[int, int]:
-    """The packing behind one (level, size) slice: the same DP with its choices kept."""
-    U = tab.units
-    V = np.full((n + 1, U + 1), -np.inf)
-    V[0, :] = 0.0
-    taken = np.zeros((len(items), n + 1, U + 1), dtype=bool)
-    for j, (c, q) in enumerate(items):
-        w = q * int(tab.need[c, li, n - 1])
-        if w >= NO_FIT or q > n or w > U:
-            continue
-        cand = np.full((n + 1, U + 1), -np.inf)
-        cand[q:, w:] = V[:n + 1 - q, :U + 1 - w] + q * pi[c]
-        better = cand > V
-        taken[j] = better
-        V = np.where(better, cand, V)
+def _backtrack(tab: TypeTables, ops, taken, s: int, count: int, cap: int) -> dict[int, int]:
+    """The members other than the leader behind slice s of a knapsack run: count state `count` (the least
+    member among them when count > 0) within cap units."""
+    N = tab.need.shape[2]
     col: dict[int, int] = {}
-    cnt, cap = n, U
-    for j in range(len(items) - 1, -1, -1):
-        if taken[j, cnt, cap]:
-            c, q = items[j]
+    layer = 1 if count > 0 else 0
+    for t in range(len(ops) - 1, -1, -1):
+        c, q, least = ops[t]
+        if count == 0 or taken[t] is None or least != (layer == 1):
+            continue
+        at, better, came = taken[t]
+        r = at[s]
+        if r >= 0 and better[r, count, cap]:
             col[c] = col.get(c, 0) + q
-            cnt -= q
-            cap -= q * int(tab.need[c, li, n - 1])
+            w = q * int(tab.need[c].reshape(-1)[s])
+            count = int(came[r, cap]) if count == N - 1 else count - q
+            cap -= w
+            layer = 0
     return col
 
 
@@ -315,7 +420,7 @@ class _Master:
         self.columns = 0
         for tab in tables:                 # singletons: every class's members alone, as many as fit
             for c in range(len(tab.classes)):
-                if tab.need[c, :, 0].min() < NO_FIT:
+                if tab.lead[c, :, 0].min() < NO_FIT:
                     self.add_column(tab, {c: 1})
 
     def add_column(self, tab: TypeTables, col: dict[int, int]) -> None:

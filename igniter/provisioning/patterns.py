@@ -86,13 +86,11 @@ def _undominated(problem: ProvisioningProblem, options: list[Option]) -> list[Op
     (own sensitivity x latency, scheduling delay, pressure on others, memory). Whatever the co-runners, the
     dominating batch fits wherever the dominated one does, and presses less on them."""
     rows = [problem.row(o) for o in options]
-
-    def slack(r):
-        return np.where(r["max_latency"] > 0, r["max_latency"] - r["latency"], -np.inf)
+    slack = [np.where(r["max_latency"] > 0, r["max_latency"] - r["latency"], -np.inf) for r in rows]   # once each
 
     def beats(a, b):
         ra, rb = rows[a], rows[b]
-        return (options[a].memory_mb <= options[b].memory_mb and (slack(ra) >= slack(rb) - EPS).all()
+        return (options[a].memory_mb <= options[b].memory_mb and (slack[a] >= slack[b] - EPS).all()
                 and (ra["latency"] * ra["sensitivity"] <= rb["latency"] * rb["sensitivity"] + EPS).all()
                 and (ra["sched"] <= rb["sched"] + EPS).all() and (ra["pressure"] <= rb["pressure"] + EPS).all())
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -292,13 +292,9 @@ def _write_plan(plan: Plan, problem: ProvisioningProblem, out: Path, src_repo, s
     try:
         (tmp / "plan.json").write_text(dump_json(plan))
         (tmp / "solve.json").write_text(json.dumps(solve_info, indent=2, sort_keys=True) + "\n")
-        types = {t.type: t for t in problem.types}
         (tmp / "triton_repo").mkdir()
-        for g in plan.gpus:
-            cpu_next = 0
-            for s in g.servers:
-                repo = child_of(tmp / "triton_repo", s.name, "server name", _NAME_FIX)
-                cpu_next = _write_server(repo, g, s, types[g.type], src_repo, cpu_next)
+        for g, s, launch in server_launches(plan, problem):
+            _write_server(child_of(tmp / "triton_repo", s.name, "server name", _NAME_FIX), g, s, launch, src_repo)
         mark(tmp, "igniter provision")
         os.chmod(tmp, 0o755)
         swap_in_directory(tmp, out)
@@ -307,18 +303,31 @@ def _write_plan(plan: Plan, problem: ProvisioningProblem, out: Path, src_repo, s
         raise
 
 
-def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, gpu_type, src_repo, cpu_next: int) -> int:
-    """One server's model repository and launch.json; returns the next free core (CPU hosts pin cores)."""
+def server_launches(plan: Plan, problem: ProvisioningProblem) -> Iterator[tuple[GpuPlan, ServerPlan, Any]]:
+    """Every server with the launch the profiler used for its share (igniter.backends: env, pinned cores, thread
+    caps), the cores of each host handed out in plan order: what launch.json says, without writing anything."""
+    types = {t.type: t for t in problem.types}
+    for g in plan.gpus:
+        backend = backends.get(g.backend)
+        cpu_next = 0
+        for s in g.servers:
+            launch = backend.launch(s.share, backend.host_cpus(types[g.type].perf_model.hardware), cpu_next)
+            cpu_next += len(launch.cpus or [])
+            yield g, s, launch
+
+
+def launch_spec(gpu: GpuPlan, server: ServerPlan, launch: Any, models: list[str]) -> LaunchSpec:
+    return LaunchSpec(server=server.name, gpu=gpu.id, backend=gpu.backend, share=server.share, models=models,
+                      env=launch.env, cpus=launch.cpus, threads=launch.threads)
+
+
+def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, launch: Any, src_repo) -> None:
+    """One server's model repository and launch.json."""
     backend = backends.get(gpu.backend)
     repo.mkdir()
-    # the launch the profiler used for this share (igniter.backends): env, pinned cores, thread caps
-    launch = backend.launch(server.share, backend.host_cpus(gpu_type.perf_model.hardware), cpu_next)
     # the configs (repository.py: from the source model where there is one, keeping its semantics)
     place = Placement(server.name, server.workload, server.batch, server.max_queue_delay_us, server.replicas,
                       server.instances, backend.gpu, launch.threads)
     models = write_server_models(repo, server.model, place, src_repo)
-    spec = LaunchSpec(server=server.name, gpu=gpu.id, backend=backend.name, share=server.share, models=models,
-                      env=launch.env, cpus=launch.cpus, threads=launch.threads)
     # a plain write: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
-    (repo / "launch.json").write_text(dump_json(spec))
-    return cpu_next + len(launch.cpus or [])
+    (repo / "launch.json").write_text(dump_json(launch_spec(gpu, server, launch, models)))
