@@ -200,6 +200,7 @@ def test_fit_and_predict_cli(tmp_path, store_dir):
     rows = json.loads(r.output)
     assert [x["model"] for x in rows] == ["a", "b"]
     assert set(rows[0]) == {"model", "batch", "share", "latency_ms", "throughput_rps", "extrapolated"}
+    assert rows[0]["extrapolated"] is False  # batch 4 at 30 % lies inside the profiled batches and shares
 
 
 @pytest.mark.parametrize("colocate", ["zz:4:30", "a:4", "a:x:30", "a:4:0", "a:4:120", "a:0:30", ",,"])

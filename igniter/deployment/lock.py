@@ -41,7 +41,8 @@ def writer_lock(state_dir: Path, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> I
                         str(lock_dir / LOCK_FILE)) from None
     holder_path = lock_dir / HOLDER_FILE
     try:
-        atomic_write(holder_path, json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)}) + "\n")
+        # cut as holder() shows it: a long command line (mutmut passes hundreds of names) stays within its 4 KiB read
+        atomic_write(holder_path, json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)[:200]}) + "\n")
         yield
     finally:
         holder_path.unlink(missing_ok=True)
