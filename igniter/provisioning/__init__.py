@@ -44,11 +44,10 @@ STRATEGIES: dict[str, StrategyEntry] = {
 }
 
 
-def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
-                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
-                 src_repo: str | Path | None = None) -> ProvisioningProblem:
-    """With a source repository its configs constrain the plan (batch limits; an ensemble is planned as its
-    composing models: repository.RepositoryPerfModel)."""
+def load_inputs(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
+                loader: Callable[[Path], Any] = load_perf_model, src_repo: str | Path | None = None):
+    """(workload set, GPU types): the workloads file checked against the models the catalog (or the one perf model)
+    and the source repository know."""
     if catalog:
         types = load_catalog(catalog, loader)
     elif perf_model:
@@ -57,6 +56,15 @@ def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: 
         raise UserError("no performance model given", "pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)")
     workload_set = load_workloads(workloads, known_models(types) | repository_models(src_repo))
     types = repository_types(types, src_repo, {v.model for w in workload_set.workloads for v in w.models()})
+    return workload_set, types
+
+
+def load_problem(workloads: str | Path, perf_model: str | Path | None, catalog: str | Path | None,
+                 latency_model: str = "queueing", loader: Callable[[Path], Any] = load_perf_model,
+                 src_repo: str | Path | None = None) -> ProvisioningProblem:
+    """With a source repository its configs constrain the plan (batch limits; an ensemble is planned as its
+    composing models: repository.RepositoryPerfModel)."""
+    workload_set, types = load_inputs(workloads, perf_model, catalog, loader, src_repo)
     problem = build_problem(workload_set, types, latency_model)
     keep_stateful_on_one_server(problem)
     return problem

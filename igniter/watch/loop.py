@@ -50,15 +50,14 @@ from igniter.deployment.apply import PlannedServer, planned_servers
 from igniter.errors import UserError
 from igniter.model.perfmodel import Member
 from igniter.ownership import is_owned, make_owned_dir
-from igniter.provisioning import finish, queueing, solve
+from igniter.provisioning import finish, load_inputs, queueing, solve
 from igniter.provisioning.candidates import Option, ProvisioningProblem, build_problem, min_share_options
 from igniter.provisioning.greedy_igniter import pack
 from igniter.provisioning.plan import (Plan, build_plan, launch_spec, read_plan, server_launches,
                                       write_plan)
-from igniter.provisioning.repository import keep_stateful_on_one_server, repository_models, repository_types
+from igniter.provisioning.repository import keep_stateful_on_one_server
 from igniter.provisioning.strategy import Assignment, Gpu, Server, within_max_count
-from igniter.provisioning.workloads import (MIN_RATE, WorkloadSet, default_catalog, known_models, load_catalog,
-                                            load_perf_model, load_workloads)
+from igniter.provisioning.workloads import MIN_RATE, WorkloadSet, load_perf_model
 from igniter.watch import detect
 from igniter.watch.detect import WatchSettings
 from igniter.watch.history import MAX_HISTORY, History
@@ -123,15 +122,7 @@ class Watcher:
         self.progress = progress
         self.src_repo = src_repo
         self.plans_dir = Path(plans_dir) if plans_dir else None
-        if catalog_path:
-            types = load_catalog(catalog_path, loader)
-        elif perf_model_path:
-            types = default_catalog(loader(Path(perf_model_path)))
-        else:
-            raise UserError("no performance model given", "pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)")
-        self.workload_set = load_workloads(workloads_path, known_models(types) | repository_models(src_repo))
-        self.types = repository_types(types, src_repo, {v.model for w in self.workload_set.workloads
-                                                        for v in w.models()})
+        self.workload_set, self.types = load_inputs(workloads_path, perf_model_path, catalog_path, loader, src_repo)
         self.history = History(plan=str(Path(plan_path).resolve()),
                                rates={w.name: [] for w in self.workload_set.workloads})
         self.adopt(Path(plan_path))
