@@ -445,3 +445,24 @@ def test_observed_arrivals_count_the_queues_growth():
     after = Scrape(12.0, {"s": metrics(150, 3, 40)}, {"s": 7})
     (o,) = observe(state, before, after, time_scale=4.0)
     assert o.rate_rps == pytest.approx(164.0)
+
+
+def test_replay_never_replaces_a_directory_igniter_did_not_make(tmp_path):
+    # a user's own directories where the replay would put its emulated plan and devices: refused in one line,
+    # every file left as it was; a directory the replay made itself is replaced on the next run
+    servers = _servers([{"gpu": "g0", "name": "a", "model": "alexnet", "workload": "a", "batch": 1, "share": 50.0}])
+    tables = latency_tables(FakePerfModel(), servers)
+    for name in ("emu", "devices"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an igniter output"):
+        write_emulated_plan(servers, tables, tmp_path / "emu", lambda s: 10.0)
+    with pytest.raises(UserError, match="not an igniter output"):
+        EmulatedDevices(tmp_path / "devices")
+    assert [p.name for p in (tmp_path / "emu").iterdir()] == ["notes.txt"]
+    assert [p.name for p in (tmp_path / "devices").iterdir()] == ["notes.txt"]
+    ours = tmp_path / "ours"
+    write_emulated_plan(servers, tables, ours, lambda s: 10.0)
+    (ours / "stale").write_text("from the last run")
+    write_emulated_plan(servers, tables, ours, lambda s: 10.0)
+    assert not (ours / "stale").exists() and (ours / "plan.json").is_file()

@@ -42,6 +42,7 @@ from typing import Callable
 
 from igniter.errors import UserError
 from igniter.model import Member
+from igniter.ownership import make_owned_dir, mark, require_owned
 from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
 from igniter.provisioning.plan import read_plan as read_typed_plan
 from igniter.schema import dump_json
@@ -56,6 +57,7 @@ OVERHEAD_FILE = "path_overhead.f64"  # beside the devices' shared files: the pat
 EMULATED_BACKEND = "cpu"  # emulated servers are plain CPU-kind Triton servers (they sleep: no cores pinned)
 BUSY_SLOTS = 4096         # servers one replay can ever name (a byte each)
 GPU_SLOTS = 512           # emulated GPUs one replay can ever name (a float64 slowdown each)
+WORKDIR_FIX = "choose a --workdir that igniter made, or an empty or new one"
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class EmulatedDevices:
     gpu_slots: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_owned_dir(self.root, "igniter replay (emulated devices)", "emulated devices directory", WORKDIR_FIX)
         (self.root / "busy").write_bytes(bytes(BUSY_SLOTS))
         (self.root / "slowdown").write_bytes(struct.pack(f"<{GPU_SLOTS}d", *([1.0] * GPU_SLOTS)))
         self.overhead_file.write_bytes(struct.pack("d", 0.0))   # run.py writes the live measurement
@@ -197,9 +199,11 @@ def write_emulated_plan(servers: list[PlannedServer], tables: dict[str, dict], o
     """OUT/plan.json + OUT/triton_repo/<server>/ serving the emulated models. ``time_scale``: each server's K;
     ``devices``: the replay's shared files (a fresh set under OUT/devices when None). Returns the plan path for
     Deployer.apply."""
+    require_owned(out, "emulated plan directory", WORKDIR_FIX)   # replaced whole: only one igniter made
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    mark(out, "igniter replay (emulated plan)")
     devices = devices or EmulatedDevices(out / "devices")
     for s in servers:
         repo = out / "triton_repo" / s.name
