@@ -338,3 +338,28 @@ def test_a_bound_stopped_before_any_lp_is_still_valid_and_strict_json():
     assert found.value <= brute_force_gpus(problem) * problem.types[0].price_per_hour + 1e-9
     details = json.loads(json.dumps(found.as_details(), allow_nan=False))
     assert details["bound_lp"] is None and details["bound_converged"] is False
+
+
+@pytest.mark.parametrize("merged", [False, True])
+@pytest.mark.parametrize("specs", [CASES[0][0], SOLVER_SPECS, [("alexnet", 60, 90), ("alexnet", 40, 120),
+                                                                ("resnet50", 50, 110), ("alexnet", 90, 100)]])
+def test_enumerated_small_packings_hold_every_real_packing_of_their_size(specs, merged, monkeypatch):
+    """The sizes the bound prices by enumeration (bounds.SMALL_SIZES) are a relaxation: every packing the exact
+    oracle accepts (patterns.enumerate_packings: every feasible set of kinds, least-fixpoint shares) of such a
+    size is among the class tuples, also with the kinds merged into 2 classes; and those sizes are left out of
+    the DP (no slice of theirs can take a leader)."""
+    from igniter.provisioning import patterns
+    if merged:
+        monkeypatch.setattr(bounds, "MAX_CLASSES", 2)
+    problem = problem_of(specs)
+    kinds = patterns.kinds_of(problem)
+    real = patterns.enumerate_packings(problem, kinds, deadline=float("inf"))
+    tab = bounds._tables(problem, kinds, list(range(len(kinds))), 0, bounds.MAX_CLASSES)
+    class_of = {k: c for c, members in enumerate(tab.classes) for k in members}
+    assert tab.small, "the instance should have sizes priced by enumeration"
+    for n, tuples in tab.small.items():
+        allowed = {tuple(t) for t in tuples.tolist()}
+        of_size = [p for p in real if len(p.kinds) == n]
+        assert all(tuple(sorted(class_of[k] for k in p.kinds)) in allowed for p in of_size)
+        assert (tab.lead[:, :, n - 1] == bounds.NO_FIT).all()
+    assert len(allowed) >= 1
