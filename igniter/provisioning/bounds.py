@@ -12,13 +12,19 @@ leader and n-2 more: pressure >= rho_hi + (n-2) rho_lo. Each member takes at lea
 share at which some batch meets its latency bound next to that partner pressure and n-1 partners' scheduling
 delay, and the needs fit in 100 %. Every packing the packers accept (linearised interference: patterns.Oracle,
 greedy_igniter.place, fits_linear) is such a set, since a latency grows with partner pressure and count
-(sensitivity, pressure and sched >= 0; checked, else no bound). Sizes above MAX_SIZE are priced at MAX_SIZE's
-needs (needs grow with the size). Memory and max_count are dropped (relaxing only lowers the bound).
+(sensitivity, pressure and sched >= 0; checked, else no bound). Pressure floors raise the levels per slice: a
+member's (batch, share) tolerates its partners' pressure, so its pressure is at least the least pressure of any
+point of its level's kinds tolerating that much (pressure grows with the share a member needs next to others),
+which raises its partners' lower bounds in turn (_raised_levels: a monotone iteration, valid at every step).
+Sizes above MAX_SIZE are priced at MAX_SIZE's needs (needs grow with the size). Sizes SMALL_SIZES (2 and 3,
+where the levels are loosest) are not DP slices but enumerated class tuples, each member at its class's floor
+next to the others' (_small_packings). Memory and max_count are dropped (relaxing only lowers the bound).
 Relaxation of the rows. Kinds with the same tables are one class, their cover rows summed (a sum of valid rows
 is valid); beyond MAX_CLASSES per type kinds are merged by coarser keys, a class taking its kinds' least needs.
 A packing may hold up to |class| plain members of a class (and its leader and least member besides).
 Pricing is then exact for the relaxation: a bounded knapsack with a cardinality over every (lo, hi, size) slice
-at once, the least member a second DP layer, the leader added last. For any duals pi >= 0 of the class rows,
+at once, the least member a second DP layer, the leader added last; the small sizes by their tuples' dual
+sums. For any duals pi >= 0 of the class rows,
 U_t = the best value on type t and theta_t = min(1, price_t / U_t) make theta * pi dual feasible, with
 mu_i = min over kinds k of workload i of (r_k theta pi_class(k) - w acc_k); sum_i mu_i is a lower bound on
 every plan in the candidate space (weak duality), whatever the column generation's progress. Columns are the
@@ -50,6 +56,7 @@ SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals 
 SMALL_SIZES = (2, 3)     # packing sizes enumerated over class tuples (_small_packings): the DP's levels are
                         # loosest there
 GRID_STEP = 0.002       # partner-pressure grid of the class floors (a query rounds down: floors only drop)
+ROOM_TOL = 1e-4         # partner pressure a point tolerates beyond its room (fits_linear's EPS on latencies)
 FLOOR_ROUNDS = 6        # rounds raising a slice's pressure levels (_raised_levels)
 NO_FIT = 10**6          # need of a kind that cannot join a packing of that size at that level
 
@@ -242,10 +249,10 @@ def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int],
             r_lo, r_hi = _raised_levels(floors[n - 1], levels, lo, hi, n, n < n_max or n_max < MAX_SIZE)
             if not math.isfinite(r_lo + r_hi):
                 continue                   # no packing of this slice: every need stays NO_FIT
-            units = _first_units(room[n - 1] >= (n - 1) * r_lo - EPS)
+            units = _first_units(room[n - 1] >= (n - 1) * r_lo - ROOM_TOL)
             lead[:, p, n - 1] = np.where(bucket == hi, units, NO_FIT)
             if n >= 2:
-                units = _first_units(room[n - 1] >= r_hi + (n - 2) * r_lo - EPS)
+                units = _first_units(room[n - 1] >= r_hi + (n - 2) * r_lo - ROOM_TOL)
                 need[:, p, n - 1] = np.where(inside, units, NO_FIT)
     least = bucket[:, None] == np.arange(len(levels))[None, :]
     classes, rows = _classes(members, bucket, need, lead, len(levels) - 1, max_classes)
@@ -279,7 +286,7 @@ class _PressureFloor:
         """min over kinds of the levels of their least pressure meeting the bound next to partner_pressure."""
         best = math.inf
         for level in levels:
-            tolerating = int(np.searchsorted(self.rooms[level], -(partner_pressure - EPS), side="right"))
+            tolerating = int(np.searchsorted(self.rooms[level], -(partner_pressure - ROOM_TOL), side="right"))
             if tolerating:
                 best = min(best, float(self.least[level][tolerating - 1]))
         return best
@@ -326,9 +333,11 @@ def _small_packings(room: np.ndarray, press: np.ndarray, rows: list[list[int]], 
     tuples = tuples[np.isfinite(floor[tuples, 0]).all(1)]        # each member fits next to no pressure at all
     pressure = floor[tuples, 0]
     for _ in range(FLOOR_ROUNDS):
-        raised = floor[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)]
-        tuples, pressure = tuples[np.isfinite(raised).all(1)], np.maximum(pressure, raised)[np.isfinite(raised).all(1)]
-        if not len(tuples) or np.array_equal(raised[np.isfinite(raised).all(1)], pressure):
+        raised = np.maximum(pressure, floor[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)])
+        alive = np.isfinite(raised).all(1)
+        changed = not np.array_equal(raised[alive], pressure[alive])
+        tuples, pressure = tuples[alive], raised[alive]
+        if not changed:
             break
     total = least_units[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)].sum(1)
     return tuples[total <= units]
@@ -348,7 +357,7 @@ def _class_floors(room: np.ndarray, press: np.ndarray, rows: list[list[int]], n:
         rm, q, u = room[r].ravel(), press[r].ravel(), units[r].ravel()
         ok = rm > -np.inf
         at = np.where(np.isinf(rm[ok]), size - 1,
-                      np.minimum(np.floor((np.maximum(rm[ok], 0) + EPS) / GRID_STEP), size - 1)).astype(np.int64)
+                      np.minimum(np.floor((np.maximum(rm[ok], 0) + ROOM_TOL) / GRID_STEP), size - 1)).astype(np.int64)
         np.minimum.at(floor[c], at, q[ok])
         np.minimum.at(least_units[c], at, u[ok])
         floor[c] = np.minimum.accumulate(floor[c][::-1])[::-1]        # tolerating X_k: every point from k up
