@@ -364,3 +364,12 @@ def test_enumerated_small_packings_hold_every_real_packing_of_their_size(specs, 
         assert all(tuple(sorted(class_of[k] for k in p.kinds)) in allowed for p in of_size)
         assert (tab.lead[:, :, n - 1] == bounds.NO_FIT).all()
     assert len(allowed) >= 1
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_class_tuples_are_the_multisets_a_packing_can_hold(n):
+    """Against itertools: every non-decreasing tuple, a class at most as often as it has workloads."""
+    workloads = np.array([1, 3, 2, 1, 2])
+    expected = [t for t in itertools.combinations_with_replacement(range(len(workloads)), n)
+                if all(t.count(c) <= workloads[c] for c in set(t))]
+    assert [tuple(t) for t in bounds._class_tuples(len(workloads), n, workloads).tolist()] == expected

@@ -36,7 +36,6 @@ linearised interference deciding feasibility (the full model re-checks every pla
 """
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -51,7 +50,8 @@ LEVELS = 8              # pmin levels per type (quantiles of the kinds' pmin); s
 COLUMNS_PER_ROUND = 80  # packings added per type and round (best slices first): fewer rounds, each a DP
 TIME_SHARE = 0.5        # of a strategy's time limit spent on the bound (at large sizes worth more than the windows)
 MAX_SIZE = 5            # packing sizes priced exactly; larger ones at this size's needs (the DP's count states)
-MAX_CLASSES = 90        # classes per type; more kinds are merged (_classes): the pricing DP's length
+MAX_CLASSES = 110       # classes per type; more kinds are merged (_classes): the pricing DP's length and
+                        # the small tuples (C(classes + 2, 3))
 SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals (Wentges)
 SMALL_SIZES = (2, 3)     # packing sizes enumerated over class tuples (_small_packings): the DP's levels are
                         # loosest there
@@ -325,8 +325,7 @@ def _small_packings(room: np.ndarray, press: np.ndarray, rows: list[list[int]], 
     the solo floors (every round a valid bound), and the least units of each next to its partners' floors fit in
     the GPU. A relaxation: every real packing of n members passes for its kinds' classes."""
     floor, least_units = _class_floors(room, press, rows, n)
-    tuples = np.array([t for t in itertools.combinations_with_replacement(range(len(rows)), n)
-                       if all(t.count(c) <= workloads[c] for c in set(t))], dtype=np.int64).reshape(-1, n)
+    tuples = _class_tuples(len(rows), n, np.array(workloads))
     if not len(tuples):
         return tuples
     grid_index = lambda x: np.minimum(np.floor(x / GRID_STEP), floor.shape[1] - 1).astype(np.int64)  # noqa: E731
@@ -341,6 +340,16 @@ def _small_packings(room: np.ndarray, press: np.ndarray, rows: list[list[int]], 
             break
     total = least_units[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)].sum(1)
     return tuples[total <= units]
+
+
+def _class_tuples(classes: int, n: int, workloads: np.ndarray) -> np.ndarray:
+    """(T, n) every non-decreasing n-tuple of class indices, a class at most as often as it has workloads."""
+    grid = np.stack(np.meshgrid(*[np.arange(classes)] * n, indexing="ij"), -1).reshape(-1, n)
+    tuples = grid[(np.diff(grid, axis=1) >= 0).all(1)]
+    repeats = np.ones(tuples.shape, dtype=np.int64)   # how often each member's class occurs up to it
+    for j in range(1, n):
+        repeats[:, j] = np.where(tuples[:, j] == tuples[:, j - 1], repeats[:, j - 1] + 1, 1)
+    return tuples[(repeats <= workloads[tuples]).all(1)]
 
 
 def _class_floors(room: np.ndarray, press: np.ndarray, rows: list[list[int]], n: int):
@@ -386,13 +395,17 @@ def _price_small(tab: TypeTables, pi: np.ndarray):
 def _classes(members: list[int], bucket: np.ndarray, need: np.ndarray, lead: np.ndarray, widest: int,
              max_classes: int | None):
     """Kinds with the same tables are one class (a sum of cover rows is a valid row). Above max_classes, kinds
-    are grouped by coarser keys instead (pmin level, solo units and the units next to the heaviest partner;
-    then pmin level and solo units, halved until few enough), each class at its kinds' least tables (a
+    are grouped by coarser keys instead (pmin level, solo units and the leader's units next to one partner of
+    each level, in ever coarser steps; pmin level, solo units and the units next to the heaviest partner; then
+    pmin level and solo units, halved until few enough), each class at its kinds' least tables (a
     relaxation: every packing of the kinds is one of their classes). widest: the pair (lowest, highest level).
     Returns (kind indices, rows) per class."""
     solo = lead[:, :, 0].min(1)
-    keys = [np.concatenate([need.reshape(len(members), -1), lead.reshape(len(members), -1)], 1),
-            np.stack([bucket, solo, need[:, widest, min(1, need.shape[2] - 1)]], 1)]
+    # the units a kind needs as the leader next to one partner of each level, coarsened step by step
+    beside = np.minimum(lead[:, :, min(1, lead.shape[2] - 1)], NO_FIT // 2)
+    keys = [np.concatenate([need.reshape(len(members), -1), lead.reshape(len(members), -1)], 1)]
+    keys += [np.concatenate([bucket[:, None], solo[:, None], beside // step], 1) for step in range(1, 9)]
+    keys.append(np.stack([bucket, solo, need[:, widest, min(1, need.shape[2] - 1)]], 1))
     step = 1
     while step <= NO_FIT:
         keys.append(np.stack([bucket, solo // step], 1))
