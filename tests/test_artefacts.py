@@ -59,7 +59,7 @@ def _first_server(data: dict) -> dict:
 
 
 @pytest.mark.parametrize("change, needle", [
-    (lambda d: d.update(version=1), "is version 1; this igniter reads version 3"),
+    (lambda d: d.update(version=1), "is version 1; this igniter reads version 3 (and version 2)"),
     (lambda d: d.pop("version"), "is version None"),
     (lambda d: d.update(format="something-else"), "format='something-else'"),
     (lambda d: _first_server(d).update(share=0.0), "share = 0.0: input should be greater than 0"),

@@ -147,14 +147,14 @@ class LaunchSpec(Strict):
 
 def read_plan(path: str | Path) -> Plan:
     """THE plan reader (plan.json, or the OUT_DIR holding it): one UserError line for anything but a valid plan of
-    this version."""
+    this version or a version-2 plan of one instance per server (read as this version)."""
     path = Path(path)
     if path.is_dir():
         path = path / "plan.json"
     data = _read_format(path, "plan", PLAN_FORMAT)
     if data.get("version") == OLD_PLAN_VERSION:
         data = _from_version_2(data, path)
-    return _validate_version(Plan, data, path, "plan", PLAN_VERSION)
+    return _validate_version(Plan, data, path, "plan", PLAN_VERSION, f" (and version {OLD_PLAN_VERSION})")
 
 
 def read_launch(path: str | Path) -> LaunchSpec:
@@ -171,10 +171,10 @@ def _read_format(path: Path, what: str, file_format: str) -> dict:
     return data
 
 
-def _validate_version(model, data: dict, path: Path, what: str, version: int):
+def _validate_version(model, data: dict, path: Path, what: str, version: int, older: str = ""):
     if data.get("version") != version:
-        raise UserError(f"{what} {path} is version {data.get('version')!r}; this igniter reads version {version}",
-                        REPROVISION, path.name)
+        raise UserError(f"{what} {path} is version {data.get('version')!r}; this igniter reads version {version}"
+                        f"{older}", REPROVISION, path.name)
     return validate(model, data, path.name, REPROVISION)
 
 
