@@ -1,12 +1,11 @@
 """A server's model configs derived from a source Triton model repository, keeping each model's semantics.
 
-The plan drives only: the instance group's count (one instance per server, what the profiles measured), kind and
-GPU; how batches form (dynamic_batching on a
-stateless batching model, the sequence batcher's own fields on a stateful one); the ``threads`` parameter on a
-CPU host. Everything else in a source config (inputs, outputs, reshape, labels, parameters, optimization,
-warmup, version policy, response cache, transaction policy, rate limiter, backend/platform) and its leading
-comment block is kept. What cannot be planned without changing a model's meaning is refused with one line
-naming the model and why, before anything is written:
+The plan drives only: the instance group (count 1: one instance per server, what the profiles measure; kind;
+GPU); how batches form (dynamic_batching on a stateless batching model, the sequence batcher's own fields on a
+stateful one); the ``threads`` parameter on a CPU host. Everything else in a source config (inputs, outputs,
+reshape, labels, parameters, optimization, warmup, version policy, response cache, transaction policy, rate
+limiter, backend/platform) and its leading comment block is kept. What cannot be planned without changing a
+model's meaning is refused with one line naming the model and why, before anything is written:
 
 - max_batch_size 0 (no batch dimension): planned at batch 1 (``RepositoryPerfModel.batches``), no batcher added;
 - sequence_batching: kept; batch b is expressed through its strategy (oldest: preferred size b, at least b

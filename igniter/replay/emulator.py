@@ -186,7 +186,8 @@ def emulated_plan(servers: list[PlannedServer]) -> Plan:
             slo_ms=s.slo_ms if math.isfinite(s.slo_ms) else 3.6e6, predicted_latency_ms=s.predicted_latency_ms,
             predicted_p99_ms=s.predicted_p99_ms if math.isfinite(s.predicted_p99_ms) else None,
             predicted_throughput_rps=0.0))
-    return Plan(format="igniter-plan", version=PLAN_VERSION, strategy="replay", latency_model="emulated", hardware_kind="cpu",
+    return Plan(format="igniter-plan", version=PLAN_VERSION, strategy="replay", latency_model="emulated",
+                hardware_kind="cpu",
                 gpus=[GpuPlan(id=g, type="emulated", kind="cpu", backend=EMULATED_BACKEND, price_per_hour=0.0,
                               servers=v) for g, v in gpus.items()],
                 totals=Totals(gpus=len(gpus), cost=0.0, accuracy_term=0.0, objective=0.0, lower_bound=0.0, gap=0.0,
