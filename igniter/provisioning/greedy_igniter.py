@@ -62,18 +62,22 @@ def _best_placement(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndar
     """(extra share, GPU index, its new servers) of the best existing GPU for s, or None."""
     best, found = None, 0
     tries = [gi for gi in _shortlist(problem, gpus, load, s) if avoid.get((s.workload, s.replica)) != gi]
+    shares = problem.row(s.option)["shares"]
     for lo in range(0, len(tries), CHUNK):
         chunk = tries[lo:lo + CHUNK]
-        for gi, placed in zip(chunk, place(problem, [gpus[gi].servers for gi in chunk], s)):
-            if placed is None or found >= SHORTLIST:
+        for gi, (members, start, at, fits) in zip(chunk, _place(problem, [gpus[gi].servers for gi in chunk], s)):
+            if not fits or found >= SHORTLIST:
                 continue
             found += 1
-            extra = sum(p.option.share for p in placed) - gpus[gi].share() - s.option.share
+            placed_shares = (m.option.share if at[i] == start[i] else float(shares[at[i]])
+                             for i, m in enumerate(members))
+            extra = sum(placed_shares) - gpus[gi].share() - s.option.share
             if best is None or extra < best[0] - EPS:
-                best = (extra, gi, placed)
+                best = (extra, gi, (members, start, at))
         if found >= SHORTLIST:
             break
-    return best
+    # the new servers only for the winner (building them for every fitting GPU was a third of the greedy's time)
+    return None if best is None else (best[0], best[1], _at_shares(problem, *best[2]))
 
 
 def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, s: Server) -> list[int]:
@@ -94,22 +98,32 @@ def _shortlist(problem: ProvisioningProblem, gpus: list[Gpu], load: np.ndarray, 
 def place(problem: ProvisioningProblem, groups: list[list[Server]], new: Server,
           rounds: int = 8) -> list[list[Server] | None]:
     """Per group of residents (one GPU each): residents + new with every share raised just enough to absorb the
-    interference, or None if they cannot fit. Shares only grow from where they are (a resident's is never
+    interference, or None if they cannot fit (_place)."""
+    return [_at_shares(problem, members, start, at) if fits else None
+            for members, start, at, fits in _place(problem, groups, new, rounds)]
+
+
+def _place(problem: ProvisioningProblem, groups: list[list[Server]], new: Server, rounds: int = 8) -> list[tuple]:
+    """Per group of residents (one GPU each): (residents + new, their start and settled grid share indices,
+    whether they fit) with every share raised just enough to absorb the interference. Shares only grow from where they are (a resident's is never
     shrunk); each round every member takes the smallest grid share meeting its SLO next to the others'
     current pressure (linearised interference). Vectorised over the groups, padded to the largest; padding
     members have no latency, pressure or share, so they always fit and change nothing."""
     sets = [[*residents, new] for residents in groups]
     shares = problem.row(new.option)["shares"]
-    size = max(len(m) for m in sets)
+    counts = np.array([len(m) for m in sets])
+    size = counts.max()
+    flat = [m for members in sets for m in members]
+    at_group = np.repeat(np.arange(len(sets)), counts)            # flat member -> (group, slot): one scatter,
+    at_slot = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)   # not a stack per group
     terms = np.zeros((len(sets), size, 5, len(shares)))
     terms[:, :, 4] = 1.0
+    terms[at_group, at_slot] = np.stack([problem.row(m.option)["terms"] for m in flat])
     start = np.zeros((len(sets), size), dtype=int)
-    real = np.arange(size)[None, :] < np.array([len(m) for m in sets])[:, None]
+    start[at_group, at_slot] = np.searchsorted(shares, np.array([m.option.share for m in flat]) - EPS)
+    real = np.arange(size)[None, :] < counts[:, None]
     limit = memory_limit(problem, new.option.type_index)
     alive = np.array([sum(m.option.memory_mb for m in members) <= limit for members in sets])
-    for c, members in enumerate(sets):
-        terms[c, :len(members)] = np.stack([problem.row(m.option)["terms"] for m in members])
-        start[c, :len(members)] = np.searchsorted(shares, np.array([m.option.share for m in members]) - EPS)
     lat, sens, press, sched, lmax = np.moveaxis(terms, 2, 0)
     partners = np.array([len(m) - 1 for m in sets])[:, None, None]
     steps = np.arange(len(shares))
@@ -126,8 +140,7 @@ def place(problem: ProvisioningProblem, groups: list[list[Server]], new: Server,
         if (settled | ~alive).all():
             break
         at = moved
-    return [_at_shares(problem, members, start[c], at[c]) if alive[c] and settled[c] else None
-            for c, members in enumerate(sets)]
+    return [(members, start[c], at[c], bool(alive[c] and settled[c])) for c, members in enumerate(sets)]
 
 
 def _at_shares(problem: ProvisioningProblem, members: list[Server], start, at) -> list[Server]:
