@@ -373,3 +373,18 @@ def test_class_tuples_are_the_multisets_a_packing_can_hold(n):
     expected = [t for t in itertools.combinations_with_replacement(range(len(workloads)), n)
                 if all(t.count(c) <= workloads[c] for c in set(t))]
     assert [tuple(t) for t in bounds._class_tuples(len(workloads), n, workloads).tolist()] == expected
+
+
+def test_first_units_is_the_least_first_share_over_batches():
+    """_first_units on _room_by_units against the per-batch scan it replaces (brute force over batches and
+    shares): for each kind, min over batches of (first share index with room >= t) + 1, NO_FIT when none."""
+    rng = np.random.default_rng(7)
+    room = rng.choice([-np.inf, np.inf, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0], size=(30, 4, 12))
+    reach = bounds._room_by_units(room)
+    for needed in (-1.0, 0.0, 0.1, 0.3, 1.0, 1.5, 5.0, np.inf):
+        expected = []
+        for kind in room:
+            firsts = [next(s + 1 for s in range(len(batch)) if batch[s] >= needed)
+                      for batch in kind if any(r >= needed for r in batch)]
+            expected.append(min(firsts) if firsts else bounds.NO_FIT)
+        assert bounds._first_units(reach, needed).tolist() == expected

@@ -239,6 +239,7 @@ def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int],
                              np.where(lat * sens > 0, np.maximum(slack, 0) / np.maximum(lat * sens, 1e-300), np.inf),
                              -np.inf))
     floors = [_PressureFloor(room[n - 1], press, bucket, len(levels)) for n in range(1, n_max + 1)]
+    reach = [_room_by_units(r) for r in room]
     need = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
     lead = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
     for p, (lo, hi) in enumerate(pairs):
@@ -249,10 +250,10 @@ def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int],
             r_lo, r_hi = _raised_levels(floors[n - 1], levels, lo, hi, n, n < n_max or n_max < MAX_SIZE)
             if not math.isfinite(r_lo + r_hi):
                 continue                   # no packing of this slice: every need stays NO_FIT
-            units = _first_units(room[n - 1] >= (n - 1) * r_lo - ROOM_TOL)
+            units = _first_units(reach[n - 1], (n - 1) * r_lo - ROOM_TOL)
             lead[:, p, n - 1] = np.where(bucket == hi, units, NO_FIT)
             if n >= 2:
-                units = _first_units(room[n - 1] >= r_hi + (n - 2) * r_lo - ROOM_TOL)
+                units = _first_units(reach[n - 1], r_hi + (n - 2) * r_lo - ROOM_TOL)
                 need[:, p, n - 1] = np.where(inside, units, NO_FIT)
     least = bucket[:, None] == np.arange(len(levels))[None, :]
     classes, rows = _classes(members, bucket, need, lead, len(levels) - 1, max_classes)
@@ -420,9 +421,16 @@ def _classes(members: list[int], bucket: np.ndarray, need: np.ndarray, lead: np.
     return [[members[i] for i in r] for r in rows], rows
 
 
-def _first_units(ok: np.ndarray) -> np.ndarray:
-    """(kinds,) least grid units over batches at which ok holds (NO_FIT: none)."""
-    return np.where(ok.any(2), ok.argmax(2) + 1, NO_FIT).min(1)
+def _room_by_units(room: np.ndarray) -> np.ndarray:
+    """(kinds, units) the most room any batch of a kind has at that many grid units or fewer (non-decreasing)."""
+    return np.maximum.accumulate(room.max(axis=1), axis=1)
+
+
+def _first_units(reach: np.ndarray, needed_room: float) -> np.ndarray:
+    """(kinds,) least grid units at which some batch has room >= needed_room (NO_FIT: none); from
+    _room_by_units, the same as the least over batches of each batch's first share with that room."""
+    ok = reach >= needed_room
+    return np.where(ok.any(1), ok.argmax(1) + 1, NO_FIT)
 
 
 def _items(tab: TypeTables, pi: np.ndarray):
