@@ -12,10 +12,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 import numpy as np
-import pandas as pd
 import xgboost
 from pydantic import Field, StringConstraints, model_validator
 
@@ -26,6 +25,9 @@ from igniter.model.features import Members
 from igniter.profiling.store import PAIR_REQUIRED, SOLO_REQUIRED, HardwareFile, ProfileStore, validate
 from igniter.schema import Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Share, Strict, read_json
 from igniter.schema import validate as validate_schema
+
+if TYPE_CHECKING:   # frames are only passed in (fit, update): loading a fitted model needs no pandas
+    import pandas as pd
 
 FORMAT, VERSION = "igniter-perf-model", 2
 # Demand metrics: store columns giving a member's load on shared resources, in % of peak.

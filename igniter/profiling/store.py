@@ -12,16 +12,18 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import ConfigDict, Field, StringConstraints
 
 from igniter.atomic import atomic_write, atomic_write_many
 from igniter.errors import UserError
 from igniter.schema import (NAME_MAX, NAME_PATTERN, NAME_RULE, Count, NonNegativeFloat, PositiveFloat, Strict,
                             read_json, read_text, validate as validate_schema)
+
+if TYPE_CHECKING:   # pandas is imported where a CSV is read or built: `igniter provision` loads a fitted model only
+    import pandas as pd
 
 SOLO_REQUIRED = ["model", "batch", "share", "throughput_rps", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms"]
 PAIR_REQUIRED = ["model", "batch", "share", "partner", "partner_batch", "partner_share", "throughput_rps",
@@ -76,6 +78,8 @@ def validate(df: pd.DataFrame, required: list[str], where: str) -> pd.DataFrame:
     """Column rules of the profile CSVs (docs/artefacts.md section 1): required columns; numbers in every column
     but the text ones, finite; measurements > 0, shares in (0, 100], batches whole >= 1, model names safe. The
     error names the file, the line (header = line 1) and the row's model/batch/share."""
+    import pandas as pd
+
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise UserError(f"profile file lacks the required column '{missing[0]}'",
@@ -182,6 +186,8 @@ class ProfileStore:
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _read(self, name: str, required: list[str], required_file: bool) -> pd.DataFrame:
+        import pandas as pd
+
         path = self.dir / name
         if not path.exists():
             if required_file:
@@ -203,6 +209,8 @@ class ProfileStore:
 
     @staticmethod
     def _concat(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+        import pandas as pd
+
         new = pd.DataFrame(rows)
         return new if df.empty else pd.concat([df, new], ignore_index=True)
 
