@@ -465,6 +465,7 @@ def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray):
     V = np.full((2, len(slices), N, U + 1), -np.inf)
     V[0, :, 0, :] = 0.0
     units = np.arange(U + 1)
+    states = np.arange(N)[None, :, None]
     lo = tab.pairs[slices // N, 0]
     taken = []
     for c, q, least in ops:
@@ -483,15 +484,17 @@ def _knapsack(tab: TypeTables, pi: np.ndarray, ops, slices: np.ndarray):
         came = top.argmax(1) + max(0, N - 1 - q)
         start = units[None, :] - w[rows][:, None]                # (rows, U + 1) units before the step
         index = np.maximum(start, 0)
-        cand = np.where((start >= 0)[:, None, :], np.take_along_axis(source, index[:, None, :], 2) + q * pi[c],
+        # plain fancy indexing, not take_along_axis: a step joins few slices, so the DP is call-overhead bound
+        row = np.arange(len(rows))[:, None]
+        cand = np.where((start >= 0)[:, None, :], source[row[:, :, None], states, index[:, None, :]] + q * pi[c],
                         -np.inf)
         to = 1 if least else 0
         now = V[to, rows]
         better = cand > now
         V[to, rows] = np.where(better, cand, now)
         at = np.full(len(slices), -1)
-        at[rows] = np.arange(len(rows))
-        taken.append((at, better, np.take_along_axis(came, index, 1)))
+        at[rows] = row[:, 0]
+        taken.append((at, better, came[row, index]))
     return V, taken
 
 
