@@ -388,3 +388,33 @@ def test_first_units_is_the_least_first_share_over_batches():
                       for batch in kind if any(r >= needed for r in batch)]
             expected.append(min(firsts) if firsts else bounds.NO_FIT)
         assert bounds._first_units(reach, needed).tolist() == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_undominated_drops_exactly_the_batches_another_beats(seed):
+    """patterns._undominated against the pairwise rule written out (a beats b: memory <=, slack >= - EPS, own
+    interference, scheduling delay and pressure <= + EPS at every share; of two that beat each other the first
+    is kept), on every option list of random instances (all options, not only the greedy's)."""
+    from igniter.provisioning import patterns
+    from igniter.provisioning.strategy import EPS
+    rng = random.Random(seed)
+    problem = problem_of([(rng.choice(MODELS), rng.uniform(20, 300), rng.uniform(40, 150)) for _ in range(6)],
+                         keep=1000)
+    checked = 0
+    for opts in problem.options:
+        problem.prefetch_rows(opts)
+        rows = [problem.row(o) for o in opts]
+
+        def beats(a, b):
+            ra, rb = rows[a], rows[b]
+            slack_a = np.where(ra["max_latency"] > 0, ra["max_latency"] - ra["latency"], -np.inf)
+            slack_b = np.where(rb["max_latency"] > 0, rb["max_latency"] - rb["latency"], -np.inf)
+            return bool(opts[a].memory_mb <= opts[b].memory_mb and np.all(slack_a >= slack_b - EPS)
+                        and np.all(ra["latency"] * ra["sensitivity"] <= rb["latency"] * rb["sensitivity"] + EPS)
+                        and np.all(ra["sched"] <= rb["sched"] + EPS) and np.all(ra["pressure"] <= rb["pressure"] + EPS))
+
+        expected = [opts[b] for b in range(len(opts))
+                    if not any(beats(a, b) and (not beats(b, a) or a < b) for a in range(len(opts)) if a != b)]
+        assert patterns._undominated(problem, opts) == expected
+        checked += len(opts) - len(expected)
+    assert checked > 0   # some options were dominated: the rule was exercised

@@ -85,18 +85,22 @@ def _undominated(problem: ProvisioningProblem, options: list[Option]) -> list[Op
     """Drop batches another batch beats at every share: at least the slack, at most the interference terms
     (own sensitivity x latency, scheduling delay, pressure on others, memory). Whatever the co-runners, the
     dominating batch fits wherever the dominated one does, and presses less on them."""
+    if len(options) < 2:
+        return list(options)
     rows = [problem.row(o) for o in options]
-    slack = [np.where(r["max_latency"] > 0, r["max_latency"] - r["latency"], -np.inf) for r in rows]   # once each
-
-    def beats(a, b):
-        ra, rb = rows[a], rows[b]
-        return (options[a].memory_mb <= options[b].memory_mb and (slack[a] >= slack[b] - EPS).all()
-                and (ra["latency"] * ra["sensitivity"] <= rb["latency"] * rb["sensitivity"] + EPS).all()
-                and (ra["sched"] <= rb["sched"] + EPS).all() and (ra["pressure"] <= rb["pressure"] + EPS).all())
-
-    keep = [b for b in range(len(options))
-            if not any(beats(a, b) and (not beats(b, a) or a < b) for a in range(len(options)) if a != b)]
-    return [options[b] for b in keep]
+    field = lambda name: np.stack([r[name] for r in rows])   # noqa: E731 - (options, shares)
+    lmax, lat = field("max_latency"), field("latency")
+    slack = np.where(lmax > 0, lmax - lat, -np.inf)
+    own = lat * field("sensitivity")
+    sched, press = field("sched"), field("pressure")
+    memory = np.array([o.memory_mb for o in options])
+    # beats[a, b]: a beats b (every pair at once; the loops over pairs were most of kinds_of's time)
+    beats = ((memory[:, None] <= memory[None, :]) & (slack[:, None] >= slack[None, :] - EPS).all(2)
+             & (own[:, None] <= own[None, :] + EPS).all(2) & (sched[:, None] <= sched[None, :] + EPS).all(2)
+             & (press[:, None] <= press[None, :] + EPS).all(2))
+    first = np.arange(len(options))[:, None] < np.arange(len(options))[None, :]
+    dropped = (beats & (~beats.T | first) & ~np.eye(len(options), dtype=bool)).any(0)
+    return [o for o, gone in zip(options, dropped) if not gone]
 
 
 class Oracle:
