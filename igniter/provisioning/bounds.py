@@ -36,6 +36,7 @@ linearised interference deciding feasibility (the full model re-checks every pla
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -345,8 +346,9 @@ def _small_packings(room: np.ndarray, press: np.ndarray, rows: list[list[int]], 
 
 def _class_tuples(classes: int, n: int, workloads: np.ndarray) -> np.ndarray:
     """(T, n) every non-decreasing n-tuple of class indices, a class at most as often as it has workloads."""
-    grid = np.stack(np.meshgrid(*[np.arange(classes)] * n, indexing="ij"), -1).reshape(-1, n)
-    tuples = grid[(np.diff(grid, axis=1) >= 0).all(1)]
+    every = itertools.combinations_with_replacement(range(classes), n)   # lexicographic, as the product's order
+    tuples = np.fromiter(itertools.chain.from_iterable(every), dtype=np.int64,
+                         count=math.comb(classes + n - 1, n) * n).reshape(-1, n)
     repeats = np.ones(tuples.shape, dtype=np.int64)   # how often each member's class occurs up to it
     for j in range(1, n):
         repeats[:, j] = np.where(tuples[:, j] == tuples[:, j - 1], repeats[:, j - 1] + 1, 1)
