@@ -1,6 +1,6 @@
 """A stand-in for Caddy's admin API, run as a process named caddy (tests/test_frontdoor_admin.py): `run --config
 FILE` listens on the config's admin address, answers GET /config/ with the config it holds, and takes POST /load
-(a new config) unless its body asks for a port listed in FAKE_CADDY_BUSY (then 400 with Caddy's kind of message).
+(a new config) unless its body asks for a port listed in FAKE_CADDY_BUSY (then 400 with Caddy's kind of message, not UTF-8).
 Each accepted load is appended to loads.jsonl beside the config. FAKE_CADDY_EXIT=1: print a line and exit 1 at
 once; FAKE_CADDY_MUTE=1: run without answering. What the real Caddy does with a config is tested in test_frontdoor.py."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 config_path = Path(sys.argv[sys.argv.index("--config") + 1])
 if os.environ.get("FAKE_CADDY_EXIT"):
-    print("fake caddy: boom", flush=True)
+    print("fake caddy: boom", file=sys.stderr, flush=True)  # Caddy logs to stderr
     sys.exit(1)
 if os.environ.get("FAKE_CADDY_MUTE"):
     while True:
@@ -36,7 +36,7 @@ class Admin(http.server.BaseHTTPRequestHandler):
             self.send_response(400)
             self.end_headers()
             self.wfile.write(f"loading new config: listen tcp 127.0.0.1:{refused[0] if refused else 0}: bind: "
-                             f"address already in use {'x' * 400}".encode())
+                             f"address \xff in use {'x' * 400}".encode("latin-1"))  # not UTF-8
             return
         with open(config_path.parent / "loads.jsonl", "a") as log:
             log.write(body + "\n")

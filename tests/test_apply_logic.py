@@ -11,6 +11,8 @@ test_frontdoor.py; these tests pin the decisions (order, rollback, what is repor
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from igniter.deployment.apply import Deployer, status
 from igniter.deployment.frontdoor import FrontDoorState, WorkloadPorts
 from igniter.deployment.state import DeploymentState, ServerState, load_state, save_state
 from igniter.errors import UserError
-from igniter.ownership import is_owned
+from igniter.ownership import MARKER, is_owned
 from igniter.triton.config import config_digest, read_config, set_dynamic_batching, write_config
 from igniter.triton.server import Endpoints
 from tests.plan_factory import make_plan
@@ -189,6 +191,10 @@ def two_servers(tmp_path, demo_repo, **changes):
     return make_plan(tmp_path / "plan", demo_repo, specs)
 
 
+def made_by(directory: Path) -> str:
+    return json.loads((directory / MARKER).read_text())["made_by"]
+
+
 def planned_config(plan: Path, server: str):
     return read_config(plan.parent / "triton_repo" / server / "tinynet" / "config.pbtxt")
 
@@ -218,6 +224,8 @@ def test_a_first_apply_starts_verifies_routes_and_records_each_server(world, dem
         repo = local.options.repo
         assert repo.parent == state_dir / "servers" and repo.name.startswith(f"{name}-")
         assert is_owned(repo) and is_owned(repo.parent) and not (repo / "launch.json").exists()
+        assert made_by(repo) == f"igniter apply (repository of server {name})"
+        assert made_by(repo.parent) == "igniter apply (server repository copies)"
         assert (repo / "tinynet" / "config.pbtxt").read_bytes() == \
             (plan.parent / "triton_repo" / name / "tinynet" / "config.pbtxt").read_bytes()
         opts = local.options
@@ -242,6 +250,18 @@ def test_a_first_apply_starts_verifies_routes_and_records_each_server(world, dem
     assert result["endpoints"]["w"]["grpc"] == f"{HOST}:9001"
     assert [r["weight"] for r in result["endpoints"]["w"]["replicas"]] == [2, 1]
     assert said == ["start    a: new server", "start    b: new server", "route    w -> :9001"]
+
+
+def test_a_servers_directory_igniter_did_not_make_is_refused(world, demo_repo, tmp_path):
+    servers = tmp_path / "state" / "servers"
+    servers.mkdir(parents=True)
+    (servers / "notes.txt").write_text("mine")
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path).apply(two_servers(tmp_path, demo_repo))
+    assert caught.value.what == (f"apply failed and was rolled back (servers directory {servers.resolve()} is not an "
+                                 f"igniter output (it has no {MARKER} marker))")
+    assert caught.value.fix == "choose another --state directory"
+    assert (servers / "notes.txt").read_text() == "mine" and world.started == {}
 
 
 def test_a_dry_run_does_nothing(world, demo_repo, tmp_path):
@@ -339,6 +359,28 @@ def test_a_server_gone_from_the_plan_is_retired_after_the_commit(world, demo_rep
     assert world.events == [("route", before.frontdoor.pid), ("stop pid", before.servers["b"].pid, 15)]
     assert world.routes == [{"w": {"http": [(before.servers["a"].http, 1)], "grpc": [(before.servers["a"].grpc, 1)]}}]
     assert set(load_state(state_path_of(tmp_path)).servers) == {"a"} and not Path(before.servers["b"].repo).exists()
+
+
+def test_a_copy_that_cannot_be_removed_stops_neither_a_retire_nor_a_rollback(world, demo_repo, tmp_path,
+                                                                               monkeypatch):
+    before = applied(world, demo_repo, tmp_path)
+    retire_b = make_plan(tmp_path / "plan", demo_repo, [{"name": "a", "model": "tinynet", "batch": 1, "workload": "w",
+                                                          "rate": 30.0, "share": 40.0}])
+    start_c = make_plan(tmp_path / "plan-c", demo_repo, [{"name": "c", "model": "tinynet", "batch": 1}])
+    refused = []
+
+    def rmtree(path, ignore_errors=False):  # a filesystem that refuses every removal
+        refused.append(Path(path))
+        if not ignore_errors:
+            raise OSError(f"cannot remove {path}")
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    deployer_of(tmp_path).apply(retire_b)  # b retired: its copy stays, the apply stands
+    assert refused == [Path(before.servers["b"].repo)] and set(load_state(state_path_of(tmp_path)).servers) == {"a"}
+    world.fail_start.add("c")
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path).apply(start_c)
+    assert caught.value.what.startswith("apply failed and was rolled back (")  # not "not rolled back completely"
+    assert refused[-1] == world.started["c"].options.repo
 
 
 def test_a_server_whose_process_died_is_restarted(world, demo_repo, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from igniter.deployment import frontdoor
 from igniter.deployment.frontdoor import FrontDoor, FrontDoorState, WorkloadPorts, is_front_door, stop_front_doors
 from igniter.errors import UserError
-from igniter.ownership import is_owned
+from igniter.ownership import MARKER, is_owned
 from igniter.triton.server import HOST, OWNER_ENV, free_port, pid_alive
 
 FAKE = Path(__file__).with_name("fake_caddy.py")
@@ -43,6 +43,7 @@ def test_a_new_front_door_is_started_tagged_with_an_empty_config(door, tmp_path)
     record = door.ensure(None)
     state_dir = (tmp_path / "state").resolve()
     assert door.dir == state_dir / "frontdoor" and is_owned(door.dir)
+    assert json.loads((door.dir / MARKER).read_text())["made_by"] == "igniter apply (the front door's config and log)"
     assert is_front_door(record.pid, str(state_dir))
     host, port = record.admin.rsplit(":", 1)
     assert host == HOST and 1 <= int(port) <= 65535
@@ -88,6 +89,16 @@ def test_a_process_that_is_not_this_deployments_front_door_is_never_signalled(do
         assert pid_alive(theirs.pid) and mine.pid != theirs.pid
     finally:
         stop_front_doors(stranger.owner)
+
+
+def test_a_front_door_directory_igniter_did_not_make_is_refused(door):
+    door.dir.mkdir(parents=True)
+    (door.dir / "notes.txt").write_text("mine")
+    with pytest.raises(UserError) as caught:
+        door.ensure(None)
+    assert caught.value.what == f"front door directory {door.dir} is not an igniter output (it has no {MARKER} marker)"
+    assert caught.value.fix == "choose another --state directory"
+    assert (door.dir / "notes.txt").read_text() == "mine" and frontdoor.front_doors(door.owner) == []
 
 
 def test_a_front_door_that_exits_at_once_is_one_line_naming_its_log(door, monkeypatch):
@@ -139,7 +150,7 @@ def test_a_refused_route_is_one_line_with_caddys_reason_cut(door, monkeypatch):
     record = door.ensure(None).model_copy(update={"ports": {"w": WorkloadPorts(http=9000, grpc=9001)}})
     with pytest.raises(UserError) as caught:
         door.route(record, ROUTES)
-    reason = f"loading new config: listen tcp 127.0.0.1:9001: bind: address already in use {'x' * 400}"[:300]
+    reason = f"loading new config: listen tcp 127.0.0.1:9001: bind: address \ufffd in use {'x' * 400}"[:300]
     assert caught.value.what == f"the front door refused the new routes: {reason}"
     assert caught.value.fix == "a port in --ports may be in use by another program: choose free ones"
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
