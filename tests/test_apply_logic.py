@@ -11,6 +11,7 @@ test_frontdoor.py; these tests pin the decisions (order, rollback, what is repor
 from __future__ import annotations
 
 import itertools
+import time
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ def install(monkeypatch, world: World, state_path: Path) -> None:
             self.name = options.repo.name.split("-")[0]
 
         def start(self):
+            time.sleep(0.002)  # a start takes time: seconds_per_server is measured to the millisecond
             world.events.append(("start", self.name))
             world.events.append(("state at start", dict(load_state(state_path).starting)))
             self.endpoints = world.endpoints()
@@ -246,7 +248,8 @@ def test_a_first_apply_starts_verifies_routes_and_records_each_server(world, dem
     assert result["dry_run"] is False and result["state"] == str(state_path_of(tmp_path))
     assert result["actions"] == [{"server": "a", "action": "start", "reason": "new server", "models": ["tinynet"]},
                                  {"server": "b", "action": "start", "reason": "new server", "models": ["tinynet"]}]
-    assert set(result["seconds_per_server"]) == {"a", "b"} and result["seconds"] >= 0
+    assert set(result["seconds_per_server"]) == {"a", "b"} and result["seconds"] >= 0.004
+    assert all(type(t) is float and 0.002 <= t == round(t, 3) for t in result["seconds_per_server"].values())
     assert result["endpoints"]["w"]["grpc"] == f"{HOST}:9001"
     assert [r["weight"] for r in result["endpoints"]["w"]["replicas"]] == [2, 1]
     assert said == ["start    a: new server", "start    b: new server", "route    w -> :9001"]
@@ -262,6 +265,23 @@ def test_a_servers_directory_igniter_did_not_make_is_refused(world, demo_repo, t
                                  f"igniter output (it has no {MARKER} marker))")
     assert caught.value.fix == "choose another --state directory"
     assert (servers / "notes.txt").read_text() == "mine" and world.started == {}
+
+
+@pytest.mark.parametrize("what", ["server name", "model name"])
+def test_a_plan_whose_server_or_model_directory_leads_outside_it_is_refused(world, demo_repo, tmp_path, what):
+    plan = two_servers(tmp_path, demo_repo)
+    inside = plan.parent / "triton_repo" / "a"
+    if what == "model name":
+        inside = inside / "tinynet"
+    outside = tmp_path / "elsewhere"
+    inside.rename(outside)
+    inside.symlink_to(outside)
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path).apply(plan)
+    assert caught.value.what == f"{what} {inside} resolves to {outside.resolve()}, outside {inside.parent.resolve()}"
+    assert caught.value.fix == ("regenerate the plan with `igniter provision` (names are letters, digits, '.', '_' "
+                                "or '-')")
+    assert world.events == []
 
 
 def test_a_dry_run_does_nothing(world, demo_repo, tmp_path):
