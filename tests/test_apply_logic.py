@@ -403,6 +403,62 @@ def test_a_copy_that_cannot_be_removed_stops_neither_a_retire_nor_a_rollback(wor
     assert refused[-1] == world.started["c"].options.repo
 
 
+def test_starting_copies_that_cannot_be_removed_do_not_stop_down(world, tmp_path, monkeypatch):
+    path = state_path_of(tmp_path)
+    copy = tmp_path / "state" / "servers" / "x-1"
+    copy.mkdir(parents=True)
+    for directory in (copy.parent, copy):
+        (directory / MARKER).write_text(json.dumps({"format": "igniter-owned", "made_by": "test"}))
+    save_state(DeploymentState(starting={"x": str(copy)}), path)
+    refused = []
+    monkeypatch.setattr(shutil, "rmtree", lambda p, ignore_errors=False: refused.append(p) or (
+        None if ignore_errors else (_ for _ in ()).throw(OSError("cannot remove"))))
+    Deployer(path).stop_all()
+    assert refused == [copy] and load_state(path) == DeploymentState()
+
+
+def test_a_recorded_server_without_a_log_is_still_verified_and_reloaded(world, demo_repo, tmp_path):
+    before = applied(world, demo_repo, tmp_path)  # an older state file may lack the log
+    save_state(before.model_copy(update={"servers": {n: s.model_copy(update={"log": None})
+                                                     for n, s in before.servers.items()}}), state_path_of(tmp_path))
+    result = deployer_of(tmp_path).apply(two_servers(tmp_path, demo_repo, b={"batch": 4}))
+    assert [a["action"] for a in result["actions"]] == ["keep", "reload"]
+
+
+def test_a_launch_spec_that_disagrees_with_the_plan_asks_for_a_new_plan(world, demo_repo, tmp_path):
+    from igniter.provisioning.plan import REPROVISION
+    from igniter.schema import dump_json
+    plan = two_servers(tmp_path, demo_repo)
+    launch_path = plan.parent / "triton_repo" / "b" / "launch.json"
+    launch = apply.read_launch(launch_path)
+    launch_path.write_text(dump_json(launch.model_copy(update={"share": 30.0})))
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path).apply(plan)
+    assert caught.value.what == "launch spec of 'b' (b, host0, 30 %) does not match the plan (b, host0, 40 %)"
+    assert (caught.value.fix, caught.value.where) == (REPROVISION, str(launch_path.parent))
+    assert world.events == []
+
+
+def test_a_remote_undo_error_is_cut_at_200_characters(monkeypatch):
+    class Refusing:
+        def __init__(self, endpoints, log_source=None, timeout_s=120.0):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def load(self, model, config=None):
+            raise RuntimeError("x" * 150 + " \n " + "y" * 150)
+    monkeypatch.setattr(apply, "TritonClient", Refusing)
+    with pytest.raises(RuntimeError) as caught:
+        apply._load_remote("a", Endpoints(http=f"{HOST}:1", grpc=f"{HOST}:2"), "m", None)
+    assert str(caught.value) == (f"'m' on remote server 'a' ({HOST}:2) could not be given its previous config back: "
+                                 + "x" * 150 + " " + "y" * 49)
+
+
 def test_a_server_whose_process_died_is_restarted(world, demo_repo, tmp_path):
     before = applied(world, demo_repo, tmp_path)
     world.alive.discard(before.servers["a"].pid)

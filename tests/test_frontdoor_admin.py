@@ -165,3 +165,17 @@ def test_an_unreachable_front_door_is_one_line(door):
     assert "Connection refused" in caught.value.what
     assert caught.value.fix == "run `igniter apply` again (it restarts the front door)"
     assert caught.value.__suppress_context__
+
+
+def test_a_route_never_waits_without_a_bound(door, monkeypatch):
+    """A front door that took the connection and never answered would hang apply: the request has a timeout."""
+    record = door.ensure(None)
+    asked = []
+    real = frontdoor.urllib.request.urlopen
+
+    def urlopen(request, *args, **kwargs):
+        asked.append(kwargs.get("timeout", args[1] if len(args) > 1 else None))
+        return real(request, *args, **kwargs)
+    monkeypatch.setattr(frontdoor.urllib.request, "urlopen", urlopen)
+    door.route(record, {})
+    assert len(asked) == 1 and isinstance(asked[0], (int, float)) and 0 < asked[0] <= 30

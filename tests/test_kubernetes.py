@@ -674,3 +674,19 @@ def test_a_missing_model_config_is_named(tmp_path):
     with pytest.raises(UserError) as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
     assert caught.value.what == f"model config {config} does not exist"
+
+
+@pytest.mark.parametrize("gpus, options, what, fix", [
+    (GPU_PLAN, k8s.ExportOptions(image="my image"), "--image 'my image' is not an image reference",
+     "give e.g. nvcr.io/nvidia/tritonserver:24.10-py3"),
+    (GPU_PLAN, k8s.ExportOptions(gpu_products=(("T4", "not a label"),)),
+     "--gpu-product T4=not a label: 'not a label' is not a label value",
+     "give the node's nvidia.com/gpu.product value, e.g. Tesla-V100-SXM2-16GB"),
+    ([], k8s.ExportOptions(), None, "provision at least one workload"),
+])
+def test_option_and_plan_refusals_hand_worked(tmp_path, gpus, options, what, fix):
+    (tmp_path / "plan").mkdir()
+    plan = write_plan(tmp_path / "plan", gpus, "gpu")  # no GPUs at all: a plan of nothing
+    with pytest.raises(UserError) as caught:
+        k8s.export_kubernetes(plan, tmp_path / "out", options)
+    assert caught.value.what == (what or f"plan {plan} has no servers") and caught.value.fix == fix
