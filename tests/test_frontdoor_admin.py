@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,10 +29,21 @@ def door(tmp_path, monkeypatch):
     binary.write_text(f'#!/bin/bash\nexec -a caddy {sys.executable} {FAKE} "$@"\n')
     binary.chmod(0o755)
     monkeypatch.setattr(frontdoor, "caddy_binary", lambda: binary)
+    started = []
+
+    class Tracked(subprocess.Popen):  # every process the test starts, reaped at the end (no zombie left behind)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+    monkeypatch.setattr(subprocess, "Popen", Tracked)
     state_dir = tmp_path / "state"
     owner = str(state_dir.resolve())
     yield FrontDoor(state_dir, owner, detached=True)
     stop_front_doors(owner)
+    for process in started:  # whatever a broken stop left running is this test's own
+        if process.poll() is None:
+            process.kill()
+        process.wait()
 
 
 def environ_of(pid: int) -> dict[str, str]:
