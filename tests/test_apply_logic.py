@@ -55,6 +55,7 @@ class World:
         self.route_failures = 0                    # how many route calls fail from now on
         self.on_route = None                       # called before each route (a server dying meanwhile)
         self.routes: list[dict] = []
+        self.logs: list = []                       # the log each client was given (None: none)
         self.started: dict[str, "FakeLocalServer"] = {}
         self._ports = itertools.count(20000, 3)
         self._pids = itertools.count(5_000_001)    # above Linux's pid_max: never a real process
@@ -101,6 +102,7 @@ def install(monkeypatch, world: World, state_path: Path) -> None:
     class FakeClient:
         def __init__(self, endpoints, log_source=None, timeout_s=120.0):
             self.endpoints = endpoints
+            world.logs.append(getattr(log_source, "path", log_source))  # where a load failure's reason is read
 
         @classmethod
         def connect(cls, server, timeout_s=10.0):
@@ -299,6 +301,7 @@ def applied(world, demo_repo, tmp_path, **changes):
     deployer_of(tmp_path).apply(plan)
     world.events.clear()
     world.routes.clear()
+    world.logs.clear()
     return load_state(state_path_of(tmp_path))
 
 
@@ -341,6 +344,7 @@ def test_a_changed_config_is_reloaded_in_place_and_recorded(world, demo_repo, tm
     assert after.servers["b"] == old_b.model_copy(update={"models": {"tinynet": config_digest(planned_config(plan, "b"))}})
     assert after.servers["b"].models != old_b.models
     assert "reload   b: configs changed" in said
+    assert Path(old_b.log) in world.logs  # the reload's client reads b's log for Triton's reason of a refusal
 
 
 def test_a_new_share_starts_a_new_process_and_retires_the_old_only_after_the_commit(world, demo_repo, tmp_path):

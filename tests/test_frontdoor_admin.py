@@ -68,6 +68,7 @@ def test_a_new_front_door_is_started_tagged_with_an_empty_config(door, tmp_path)
     assert env["XDG_DATA_HOME"] == env["XDG_CONFIG_HOME"] == env["HOME"] == str(door.dir)
     assert env["PATH"] == os.environ["PATH"]  # the rest of the environment is passed on
     assert (door.dir / "caddy.log").exists()
+    assert os.readlink(f"/proc/{record.pid}/fd/0") == "/dev/null"  # no terminal input for a background process
 
 
 def test_a_live_answering_front_door_is_kept_as_it_is(door):

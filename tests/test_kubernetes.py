@@ -453,8 +453,9 @@ def test_a_launch_spec_that_disagrees_with_the_plan_is_refused(tmp_path):
     plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
     launch_path = tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "launch.json"
     launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "share": 75.0}))
-    with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %"):
+    with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %") as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert caught.value.fix == "pass the plan.json written by `igniter provision` (or regenerate it)"
 
 
 def test_a_server_named_like_a_workload_service_is_refused(tmp_path):
@@ -636,6 +637,9 @@ def test_a_one_gpu_server_export_hand_worked(tmp_path):
         "spec": {"selector": {"matchLabels": COMMON},
                  "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
                  "podTargetLabels": ["igniter.io/server", "igniter.io/workload", "igniter.io/gpu"]}}
+    assert json.loads((out / ".igniter-export").read_text()) == {
+        "format": "igniter-kubernetes-export", "version": 1, "files": sorted(["kustomization.yaml", *files]),
+        "plan_sha256": hashlib.sha256(plan.read_bytes()).hexdigest()}
     # a multi-line config is a literal block, line for line as in the plan
     text = (out / "configmap-srv-models.yaml").read_text()
     assert "  m.config.pbtxt: |\n    name: \"m\"\n    max_batch_size: 4\n    dynamic_batching {\n" in text
