@@ -68,7 +68,20 @@ def test_a_new_front_door_is_started_tagged_with_an_empty_config(door, tmp_path)
     assert env["XDG_DATA_HOME"] == env["XDG_CONFIG_HOME"] == env["HOME"] == str(door.dir)
     assert env["PATH"] == os.environ["PATH"]  # the rest of the environment is passed on
     assert (door.dir / "caddy.log").exists()
-    assert os.readlink(f"/proc/{record.pid}/fd/0") == "/dev/null"  # no terminal input for a background process
+
+
+def test_a_front_door_never_reads_igniters_input(door):
+    """Started from a terminal (here: a pipe on fd 0), caddy still gets /dev/null as its stdin."""
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        record = door.ensure(None)
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+    assert os.readlink(f"/proc/{record.pid}/fd/0") == "/dev/null"
 
 
 def test_a_live_answering_front_door_is_kept_as_it_is(door):
