@@ -25,7 +25,7 @@ from igniter.deployment.frontdoor import FrontDoorState, WorkloadPorts
 from igniter.deployment.state import DeploymentState, ServerState, load_state, save_state
 from igniter.errors import UserError
 from igniter.ownership import MARKER, is_owned
-from igniter.triton.config import config_digest, read_config, set_dynamic_batching, write_config
+from igniter.triton.config import config_digest, read_config, set_dynamic_batching
 from igniter.triton.server import Endpoints
 from tests.plan_factory import make_plan
 
@@ -347,7 +347,8 @@ def test_a_changed_config_is_reloaded_in_place_and_recorded(world, demo_repo, tm
     assert Path(old_b.log) in world.logs  # the reload's client reads b's log for Triton's reason of a refusal
 
 
-def test_a_new_share_starts_a_new_process_and_retires_the_old_only_after_the_commit(world, demo_repo, tmp_path):
+def test_a_new_share_starts_a_new_process_and_retires_the_old_only_after_the_commit(world, demo_repo, tmp_path,
+                                                                                     monkeypatch):
     before = applied(world, demo_repo, tmp_path)
     old_b = before.servers["b"]
     saved_at_stop = []
@@ -356,7 +357,7 @@ def test_a_new_share_starts_a_new_process_and_retires_the_old_only_after_the_com
     def stop(pid, timeout_s, wait=None):
         saved_at_stop.append(load_state(state_path_of(tmp_path)).servers["b"].pid)
         real_stop(pid, timeout_s, wait)
-    apply.stop_process_group = stop  # restored by monkeypatch's undo of install()
+    monkeypatch.setattr(apply, "stop_process_group", stop)
     said = []
     result = deployer_of(tmp_path, said).apply(two_servers(tmp_path, demo_repo, b={"share": 30.0}))
     new_b = world.started["b"]
@@ -415,8 +416,12 @@ def test_starting_copies_that_cannot_be_removed_do_not_stop_down(world, tmp_path
         (directory / MARKER).write_text(json.dumps({"format": "igniter-owned", "made_by": "test"}))
     save_state(DeploymentState(starting={"x": str(copy)}), path)
     refused = []
-    monkeypatch.setattr(shutil, "rmtree", lambda p, ignore_errors=False: refused.append(p) or (
-        None if ignore_errors else (_ for _ in ()).throw(OSError("cannot remove"))))
+
+    def rmtree(path, ignore_errors=False):  # a filesystem that refuses every removal
+        refused.append(path)
+        if not ignore_errors:
+            raise OSError(f"cannot remove {path}")
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     Deployer(path).stop_all()
     assert refused == [copy] and load_state(path) == DeploymentState()
 
@@ -675,19 +680,16 @@ def test_a_remote_model_that_was_not_loaded_is_not_given_back_anything(world, de
     assert world.events == [("load", f"{HOST}:8001", "tinynet", 1), ("load", f"{HOST}:8011", "tinynet", 1)]
 
 
-def test_a_remote_whose_old_config_cannot_come_back_is_reported(world, demo_repo, tmp_path):
+def test_a_remote_whose_old_config_cannot_come_back_is_reported(world, demo_repo, tmp_path, monkeypatch):
     plan = two_servers(tmp_path, demo_repo)
     server_map, servers = remote_world(world, plan)
     servers["b"].reject.add("tinynet")
 
     def refuse_old_config(*args):
         raise RuntimeError("'tinynet' on remote server 'a' could not be given its previous config back")
-    real_load, apply._load_remote = apply._load_remote, refuse_old_config
-    try:
-        with pytest.raises(UserError) as caught:
-            deployer_of(tmp_path, server_map=server_map).apply(plan)
-    finally:
-        apply._load_remote = real_load
+    monkeypatch.setattr(apply, "_load_remote", refuse_old_config)
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path, server_map=server_map).apply(plan)
     assert caught.value.what == ("apply failed (Triton rejected model 'tinynet': bad) and was not rolled back "
                                  "completely: 'tinynet' on remote server 'a' could not be given its previous config back")
 
