@@ -373,8 +373,9 @@ def test_refuses_a_directory_it_did_not_write_and_replaces_its_own(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="was not written by"):
+    with pytest.raises(UserError, match="was not written by") as caught:
         k8s.export_kubernetes(plan, foreign, k8s.ExportOptions())
+    assert caught.value.fix == "choose a new --out directory (an earlier export's is replaced)"
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is not a directory"):
@@ -462,8 +463,9 @@ def test_a_server_named_like_a_workload_service_is_refused(tmp_path):
     clash = [{"id": "host0", "type": "AMD EPYC", "servers": [
         {"name": "workload-vision", "workload": "vision", "replica": 0, "model": "convnet", "share": 50.0, "threads": 1}]}]
     plan = write_plan(tmp_path / "plan", clash, "cpu")
-    with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'"):
+    with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'") as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert caught.value.fix == "rename the server or workload so that their Kubernetes names differ"
     assert not (tmp_path / "out").exists()
 
 
@@ -694,3 +696,51 @@ def test_option_and_plan_refusals_hand_worked(tmp_path, gpus, options, what, fix
     with pytest.raises(UserError) as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", options)
     assert caught.value.what == (what or f"plan {plan} has no servers") and caught.value.fix == fix
+
+
+def test_model_store_paths_hand_worked():
+    assert k8s.parse_model_store("pvc://models") == k8s.ModelStore(
+        "/igniter/model-store", {"name": "model-store", "persistentVolumeClaim": {"claimName": "models",
+                                                                                  "readOnly": True}})
+    assert k8s.parse_model_store("pvc://models/REPOX/").path == "/igniter/model-store/REPOX"
+    assert k8s.parse_model_store("image:///X../models/") == k8s.ModelStore("/X../models")  # "X.." is a name
+    with pytest.raises(UserError) as caught:
+        k8s.parse_model_store("pvc://Bad_Claim/x")
+    assert caught.value.what == "--model-store 'pvc://Bad_Claim/x': 'Bad_Claim' is not a PersistentVolumeClaim name"
+    assert caught.value.fix == "give pvc://CLAIM[/SUBPATH] or image:///ABSOLUTE/PATH of a model repository"
+
+
+def test_names_and_label_values_of_exactly_63_characters_are_kept():
+    assert k8s.dns_names(["a" * 63]) == {"a" * 63: "a" * 63}
+    assert k8s.dns_names(["a" * 64]) == {"a" * 64: "a" * 56 + "-" + h6("a" * 64)}
+    options = k8s.ExportOptions(gpu_products=(("T4", "T" * 63),))
+    assert k8s.gpu_product("T4", options) == "T" * 63
+    with pytest.raises(UserError):
+        k8s.gpu_product("T4", k8s.ExportOptions(gpu_products=(("T4", "T" * 64),)))
+
+
+def test_a_name_that_equals_another_names_hashed_form_is_refused():
+    # "B.x" and "b_x" both map to "b-x", so each gets a hash; a third name is literally the first one's result
+    raws = ["B.x", "b_x", f"b-x-{h6('B.x')}"]
+    with pytest.raises(UserError) as caught:
+        k8s.dns_names(raws)
+    assert caught.value.what == f"names b-x-{h6('B.x')} are used twice after mapping to Kubernetes names"
+    assert caught.value.fix == "rename one of the workloads whose names differ only in case, '.' or '_'"
+
+
+def test_the_config_digest_does_not_depend_on_the_order_models_are_listed(tmp_path):
+    def digest(configs: dict) -> str:
+        server = k8s.PlannedServer("s", "w", 0, "host0", "cpu", False, 50.0, {}, 1, configs)
+        names = k8s.Names.of([server])
+        deployment = k8s._deployment(server, names, k8s.ExportOptions(), k8s.parse_model_store("image:///models"))
+        return deployment["spec"]["template"]["metadata"]["annotations"]["igniter.io/config-digest"]
+    assert digest({"a": "x", "b": "y"}) == digest({"b": "y", "a": "x"}) != digest({"a": "y", "b": "x"})
+
+
+def test_a_long_one_line_config_is_never_folded(tmp_path):
+    plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
+    one_line = 'name: "convnet" max_batch_size: 4 dynamic_batching { preferred_batch_size: 4 max_queue_delay_microseconds: 100 }'
+    (tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "convnet" / "config.pbtxt").write_text(one_line)
+    k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    text = (tmp_path / "out" / "configmap-host0-vision-r0-models.yaml").read_text()
+    assert f"  convnet.config.pbtxt: '{one_line}'\n" in text
