@@ -475,6 +475,24 @@ def test_a_server_whose_process_died_is_restarted(world, demo_repo, tmp_path):
     assert result["actions"][0]["action"] == "restart"
     assert [e for e in world.events if e[0] == "start"] == [("start", "a")]
     assert load_state(state_path_of(tmp_path)).servers["a"].pid == world.started["a"].endpoints.pid
+    # the dead process is not signalled; its repository copy is removed after the commit (it used to stay behind)
+    assert not [e for e in world.events if e[0] == "stop pid"] and not Path(before.servers["a"].repo).exists()
+
+
+def test_a_server_given_another_model_is_restarted_from_a_fresh_copy(world, demo_repo, tmp_path):
+    """A workload's model variant changes under the same server name and share: the old copy has no files for
+    the new model, so it cannot be reloaded in place (it used to fail with FileNotFoundError)."""
+    before = applied(world, demo_repo, tmp_path)
+    plan = two_servers(tmp_path, demo_repo, b={"model": "mlp"})
+    result = deployer_of(tmp_path).apply(plan)
+    assert result["actions"][1] == {"server": "b", "action": "restart", "reason": "models tinynet -> mlp",
+                                    "models": ["mlp"]}
+    new_b = world.started["b"]
+    assert (new_b.options.repo / "mlp" / "config.pbtxt").exists() and new_b.options.models == ["mlp"]
+    assert world.events[-1] == ("stop pid", before.servers["b"].pid, 15)  # the old process retired at the end
+    saved = load_state(state_path_of(tmp_path)).servers["b"]
+    assert saved.pid == new_b.endpoints.pid and list(saved.models) == ["mlp"]
+    assert not Path(before.servers["b"].repo).exists()
 
 
 # -- rollback ----------------------------------------------------------------------------------------------------
