@@ -56,6 +56,7 @@ class World:
         self.on_route = None                       # called before each route (a server dying meanwhile)
         self.routes: list[dict] = []
         self.logs: list = []                       # the log each client was given (None: none)
+        self.route_ports: list[dict] = []          # the front door's ports in each route call
         self.started: dict[str, "FakeLocalServer"] = {}
         self._ports = itertools.count(20000, 3)
         self._pids = itertools.count(5_000_001)    # above Linux's pid_max: never a real process
@@ -151,6 +152,7 @@ def install(monkeypatch, world: World, state_path: Path) -> None:
 
         def route(self, record, routes):
             world.events.append(("route", record.pid))
+            world.route_ports.append(dict(record.ports))
             if world.on_route is not None:
                 world.on_route()
             if world.route_failures > 0:
@@ -603,6 +605,47 @@ def test_a_front_door_that_died_is_replaced_and_the_replacement_stopped_on_failu
     (door,) = [e[1] for e in world.events if e[0] == "door started"]
     assert door != before.frontdoor.pid and ("stop pid", door, 10) in world.events
     assert world.routes == []  # no route put back on a front door that is gone
+
+
+def test_a_failed_apply_puts_the_old_routes_back_on_the_old_ports(world, demo_repo, tmp_path):
+    before = applied(world, demo_repo, tmp_path)
+    world.route_ports.clear()
+    world.route_failures = 1
+    with pytest.raises(UserError):
+        deployer_of(tmp_path).apply(two_servers(tmp_path, demo_repo, b={"workload": "v"}))  # v gets new ports
+    new_ports, restored_ports = world.route_ports
+    assert set(new_ports) == {"v", "w"} and restored_ports == {"w": PORTS["w"]}
+    assert load_state(state_path_of(tmp_path)).frontdoor == before.frontdoor
+
+
+def test_the_backend_daemon_runs_beside_the_state_and_its_env_reaches_the_server(world, demo_repo, tmp_path,
+                                                                                  monkeypatch):
+    asked = []
+
+    class GpuBackend:  # stands in for the MPS backend (GPU only): what apply asks of it and passes on
+        name, gpu = "fakegpu", True
+
+        def start_daemon(self, base):
+            asked.append(base)
+            return {"CUDA_MPS_PIPE_DIRECTORY": str(base / "pipe")}
+    monkeypatch.setattr(apply.backends, "get", lambda name: GpuBackend())
+    deployer_of(tmp_path).apply(two_servers(tmp_path, demo_repo))
+    base = tmp_path / "state" / "fakegpu"
+    assert asked == [base, base]
+    options = world.started["a"].options
+    assert options.gpu is True
+    assert options.env == {"OMP_NUM_THREADS": "1", "CUDA_MPS_PIPE_DIRECTORY": str(base / "pipe")}
+
+
+def test_a_state_file_that_is_not_json_is_one_line_naming_it(world, demo_repo, tmp_path):
+    path = state_path_of(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("{")
+    with pytest.raises(UserError) as caught:
+        deployer_of(tmp_path).apply(two_servers(tmp_path, demo_repo))
+    assert caught.value.what.startswith("deployment state is not valid JSON: ")
+    assert (caught.value.fix, caught.value.where) == ("regenerate it or fix the JSON", "state.json")
+    assert world.events == [] and path.read_text() == "{"
 
 
 def test_an_undo_that_fails_is_named_and_the_rest_still_undone(world, demo_repo, tmp_path):
