@@ -10,6 +10,7 @@ test_frontdoor.py; these tests pin the decisions (order, rollback, what is repor
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 import json
@@ -495,6 +496,20 @@ def test_a_server_given_another_model_is_restarted_from_a_fresh_copy(world, demo
     saved = load_state(state_path_of(tmp_path)).servers["b"]
     assert saved.pid == new_b.endpoints.pid and list(saved.models) == ["mlp"]
     assert not Path(before.servers["b"].repo).exists()
+
+
+def test_the_restart_reason_lists_every_model_both_ways(world, demo_repo, tmp_path):
+    before = applied(world, demo_repo, tmp_path)
+    two_models = before.servers["b"].model_copy(update={"models": {"tinynet": "x", "mlp": "y"}})
+    state = before.model_copy(update={"servers": {**before.servers, "b": two_models}})
+    planned = apply.planned_servers(two_servers(tmp_path, demo_repo))
+    actions = apply.diff(planned, state, tmp_path / "state")
+    assert (actions[1].action, actions[1].reason) == ("restart", "models mlp,tinynet -> tinynet")
+    config = planned[1].models["tinynet"]
+    planned[1] = dataclasses.replace(planned[1], models={"tinynet": config, "mlp": config})
+    actions = apply.diff(planned, before, tmp_path / "state")
+    assert (actions[1].action, actions[1].reason, actions[1].models) == ("restart", "models tinynet -> mlp,tinynet",
+                                                                         ["mlp", "tinynet"])
 
 
 # -- rollback ----------------------------------------------------------------------------------------------------
