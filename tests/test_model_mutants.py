@@ -26,10 +26,10 @@ def test_surface_hand_worked():
     assert many == pytest.approx([1.5 / 10, 5.5 / 20], rel=1e-15)
 
 
-@pytest.mark.parametrize("k", [[0.01, 2.0, 1.0, 5.0, 0.2], [0.02, 6.0, 3.0, -7.0, 0.5]])
+@pytest.mark.parametrize("k", [[0.01, 2.0, 1.0, 5.0, 0.2], [0.02, 6.0, 3.0, -7.0, 0.5], [0.05, 0.0, 4.0, 2.0, 0.1]])
 def test_fit_surface_recovers_the_surface_it_was_given(k):
-    """Exact data from a known surface (k4 = -7 lies inside the bound -0.9 * min share = -9): the fit reproduces
-    every latency, on and off the profiled points."""
+    """Exact data from a known surface (k4 = -7 lies inside the bound -0.9 * min share = -9; k2 = 0: no linear term,
+    at its lower bound): the fit reproduces every latency, on and off the profiled points."""
     batches, shares = np.array([1, 2, 4, 8, 16, 32], float), np.array([10, 20, 40, 60, 80, 100], float)
     b, r = (x.ravel() for x in np.meshgrid(batches, shares))
 
@@ -389,6 +389,23 @@ def test_boosting_continues_with_the_residuals_parameters():
     import json
     trained = constant_residual(0.4)
     trained.boost(rows(30), np.full(30, 0.9), rounds=2)
+    config = json.loads(trained.booster.save_config())
+    assert find_key(config, "eta") and all(abs(float(v) - 0.05) < 1e-6 for v in find_key(config, "eta"))
+    assert find_key(config, "max_depth") and set(map(int, find_key(config, "max_depth"))) == {3}
+
+
+def test_training_uses_the_residual_parameters_monotone_in_partner_load():
+    """A target that falls as partner pressure rises (noise the profiler might record): the +1 monotone constraint
+    on partner_pressure_sum keeps the learned correction from falling with it (a member never gets faster with more
+    partner load), and the booster carries the documented eta and depth."""
+    import json
+    x = rows(200, seed=3)
+    col = FEATURES.index("partner_pressure_sum")
+    trained = residual.train(x, -(x[:, col] - 1.5), rounds=50)
+    low, high = x[:1].copy(), x[:1].copy()
+    low[0, col], high[0, col] = 1.1, 1.9
+    assert trained.booster.predict(xgb.DMatrix(high, feature_names=FEATURES))[0] >= \
+        trained.booster.predict(xgb.DMatrix(low, feature_names=FEATURES))[0]
     config = json.loads(trained.booster.save_config())
     assert find_key(config, "eta") and all(abs(float(v) - 0.05) < 1e-6 for v in find_key(config, "eta"))
     assert find_key(config, "max_depth") and set(map(int, find_key(config, "max_depth"))) == {3}

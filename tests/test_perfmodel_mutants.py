@@ -346,7 +346,7 @@ ONE_KERNEL = {"a": 1.0, "b": 1.0}  # what a fit without imported kernel counts a
 HARDWARE = {"kind": "gpu", "name": "synthetic", "idle_power_w": IDLE, "tdp_w": TDP}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: mutmut credits a module-scoped fixture's calls to the first test only
 def fitted():
     return PerfModel.fit_frames(solo_rows(), pair_rows(), HARDWARE, use_residual=False)
 
@@ -410,9 +410,15 @@ def test_fit_refusals():
         PerfModel.fit_frames(solo_rows(models=("a",)), pair_rows(), HARDWARE)
     assert caught.value.what == "pairs.csv names model 'b' that solo.csv never profiled"
     assert caught.value.where == "pairs.csv"
+    assert caught.value.fix == "profile that model solo too, or drop its pair rows"
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows(), pair_rows().drop(columns=["partner_share"]), HARDWARE)
-    assert "partner_share" in caught.value.what
+    assert caught.value.what == "profile file lacks the required column 'partner_share'"
+    assert caught.value.where == "pairs.csv"
+    with pytest.raises(UserError) as caught:
+        PerfModel.fit_frames(solo_rows().drop(columns=["throughput_rps"]), pair_rows(), HARDWARE)
+    assert (caught.value.what, caught.value.where) == ("profile file lacks the required column 'throughput_rps'",
+                                                       "solo.csv")
 
 
 def test_power_grid_sources():
@@ -523,7 +529,8 @@ def test_model_file_refusal_lines(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError) as caught:
         PerfModel.load(path)
-    assert "performance model file" in str(caught.value)
+    assert caught.value.what.startswith("performance model file is not valid JSON: ")
+    assert caught.value.where == "m.json"
     data = hand_model().to_dict()
     data["models"]["a"]["kernels"] = -1.0
     path.write_text(json.dumps(data))
@@ -578,3 +585,15 @@ def test_update_of_several_rows_and_one_boost_round():
     with pytest.raises(UserError) as caught:
         pm.update(pd.DataFrame([{"model": "a", "batch": 0, "share": 10.0, "latency_mean_ms": 1.0}]))
     assert caught.value.where == "observations"
+
+
+def test_power_below_idle_counts_as_none_above_it():
+    """a measured 5 W below idle (0 W above it), b at exactly TDP - idle: together they sit exactly at TDP, so no
+    member has excess power and the clock term is zero (the closed form without power); a 1 W floor would put them
+    1 W over TDP."""
+    pm = hand_model()
+    pm.fits["a"].power = flat(-5.0)
+    pm.fits["b"].power = flat(TDP - IDLE)
+    assert pm._terms("a", 4, 30.0)[2] == 0.0
+    members = [Member("a", 4, 30.0), Member("b", 8, 50.0)]
+    assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, power=False), rel=1e-12)
