@@ -124,3 +124,18 @@ def test_measurement_noise_alone_keeps_the_residual_off():
     assert full.residual.weight_unseen == 0.0 and full.residual.weight_seen <= 0.1
     for own, partner in UNSEEN_PROBES + SEEN_PROBES:
         assert latency(full, own, partner) == pytest.approx(latency(plain, own, partner), rel=0.01)
+
+
+def test_inner_folds_are_model_pairs_and_batch_combinations_mod_five(monkeypatch):
+    """The gate's two inner cross-validations, hand-worked: unseen = leave one model pair out (the pair's names
+    sorted, so b-with-a is a/b), seen = batch combinations (sorted, so 8-with-1 is (1, 8)) dealt round-robin into
+    5 folds in sorted order: (1,1) (1,4) (1,8) (4,4) (4,8) (8,8) -> 0 1 2 3 4 0."""
+    groupings = []
+    monkeypatch.setattr(PerfModel, "_inner_weight", lambda self, pairs, groups: groupings.append(list(groups)) or 0.5)
+    pairs = pair_rows(analytical, [("b", "a"), ("c", "c")])
+    full = PerfModel.fit_frames(solo_rows(), pairs, HARDWARE)
+    assert (full.residual.weight_unseen, full.residual.weight_seen) == (0.5, 0.5)
+    unseen, seen = groupings
+    assert unseen == ["a/b" if {m, p} == {"a", "b"} else "c/c" for m, p in zip(pairs["model"], pairs["partner"])]
+    fold = {(1, 1): 0, (1, 4): 1, (1, 8): 2, (4, 4): 3, (4, 8): 4, (8, 8): 0}
+    assert seen == [fold[tuple(sorted((b, pb)))] for b, pb in zip(pairs["batch"], pairs["partner_batch"])]
