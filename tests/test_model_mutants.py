@@ -359,6 +359,23 @@ def test_best_weight_pools_all_members_not_group_means():
     assert residual.best_weight(tiny[0], [np.array([4e-7]), np.zeros(3)], tiny[1]) == 0.0
 
 
+def test_best_weight_refuses_any_weight_that_makes_one_group_worse():
+    """Group A (9 members at 9 against 10) is fixed exactly by weight 1; group B (1 member, exact already) gets
+    e^(0.05 w) - 1 worse. Pooled, weight 1 wins by far (0.0051 against 0.09), but every w > 0 makes B worse than
+    the analytical model alone, so no weight above 0 is eligible."""
+    r = math.log(10 / 9)
+    base, measured = [np.full(9, 9.0), np.array([10.0])], [np.full(9, 10.0), np.array([10.0])]
+    assert residual.best_weight(base, [np.full(9, r), np.array([0.05])], measured) == 0.0
+    assert residual.best_weight(base, [np.full(9, r), np.array([0.0])], measured) == 1.0  # B indifferent: 1 wins
+
+
+def test_best_weight_compares_errors_rounded_to_six_decimals():
+    """Pooled error 1.4e-6 at weight 0 and 0.94e-6 at weight 1: both round to 1e-6, so weight 1 is no gain."""
+    base, measured = [np.array([1.0 - 1.4e-6])], [np.array([1.0])]
+    raw = [np.array([math.log((1.0 - 0.94e-6) / (1.0 - 1.4e-6))])]
+    assert residual.best_weight(base, raw, measured) == 0.0
+
+
 def test_pooled_error_and_floats():
     assert residual._pooled([np.array([9.0]), np.array([12.0, 10.0])], [np.zeros(1), np.zeros(2)],
                             [np.array([10.0]), np.array([10.0, 10.0])]) == pytest.approx((0.1 + 0.2 + 0.0) / 3)
