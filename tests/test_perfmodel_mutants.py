@@ -119,6 +119,7 @@ def test_monotone_solo_latency_takes_the_least_over_smaller_shares():
 def test_memory_hand_worked():
     pm = hand_model()
     assert pm.memory_mb("a", 2) == pytest.approx(110.0) and pm.memory_mb("a", 8) == pytest.approx(150.0)
+    assert pm.memory_mb("a", 1) == 100.0 and pm.memory_mb("a", 4) == 130.0  # profiled batches: measured values
     assert pm.memory_mb("a", 16) == pytest.approx(190.0)      # 5 MB per batch beyond 8
     assert pm.memory_mb("b", 4) is None
     pm.fits["b"].memory = {2: 100.0, 4: 120.0}
@@ -597,3 +598,23 @@ def test_power_below_idle_counts_as_none_above_it():
     assert pm._terms("a", 4, 30.0)[2] == 0.0
     members = [Member("a", 4, 30.0), Member("b", 8, 50.0)]
     assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, power=False), rel=1e-12)
+
+
+def test_update_sets_of_three_members_corrects_the_first_and_leaves_the_booster():
+    """igniter watch's form: each set's first member measured at e^0.5 x the closed form of its 3-member set,
+    against a residual of weight 0.5 x 0.2 (an unseen combination): correction 0.3 x (0.5 - 0.1); the booster is
+    not boosted unless asked."""
+    pm = residual_model(0.2, weight_seen=1.0, weight_unseen=0.5)
+    members = [Member("b", 2, 25.0), Member("a", 1, 40.0), Member("b", 8, 35.0)]
+    truth = colocated(members)[0] * math.exp(0.5)
+    pm.update_sets([members], [truth])
+    assert pm.fits["b"].correction == pytest.approx(0.3 * (0.5 - 0.5 * 0.2), rel=1e-6)
+    assert pm.fits["a"].correction == 0.0 and pm.residual.booster.num_boosted_rounds() == 2
+
+
+def test_a_model_file_over_16_mib_loads_up_to_its_own_limit(tmp_path):
+    """JSON inputs are capped at 16 MiB (schema.MAX_INPUT_BYTES); a model file may be up to 256 MiB (a large
+    residual): one of 17 MiB (whitespace after the document) still loads."""
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(hand_model().to_dict()) + " " * (17 * 1024 * 1024))
+    assert PerfModel.load(path).models == ["a", "b"]
