@@ -139,3 +139,14 @@ def test_inner_folds_are_model_pairs_and_batch_combinations_mod_five(monkeypatch
     assert unseen == ["a/b" if {m, p} == {"a", "b"} else "c/c" for m, p in zip(pairs["model"], pairs["partner"])]
     fold = {(1, 1): 0, (1, 4): 1, (1, 8): 2, (4, 4): 3, (4, 8): 4, (8, 8): 0}
     assert seen == [fold[tuple(sorted((b, pb)))] for b, pb in zip(pairs["batch"], pairs["partner_batch"])]
+
+
+def test_an_inner_fold_with_too_few_rows_to_train_on_adds_no_correction():
+    """a with b fully profiled, c with c at batch 1 only (6 rows): leaving a/b out leaves 6 training rows, under the
+    residual's 20, so that fold gets no correction (the analytical model alone) instead of failing the fit."""
+    pairs = pair_rows(partner_at_batch_8, [("a", "b"), ("c", "c")])
+    pairs = pairs[(pairs["model"] != "c") | ((pairs["batch"] == 1) & (pairs["partner_batch"] == 1))]
+    assert len(pairs[pairs["model"] == "c"]) == 6
+    full = PerfModel.fit_frames(solo_rows(), pairs.reset_index(drop=True), HARDWARE)
+    assert full.residual is not None and full.seen_sets == [["a", "b"], ["c", "c"]]
+    assert full.residual.weight_unseen in np.linspace(0.0, 1.0, 11).tolist()
