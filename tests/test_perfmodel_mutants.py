@@ -407,6 +407,10 @@ def test_fit_refusals():
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows()[:0], pair_rows(), HARDWARE)
     assert caught.value.what == "solo.csv has no measurements" and caught.value.where == "solo.csv"
+    assert caught.value.fix == "profile the models solo (igniter profile) or import profiles first"
+    with pytest.raises(UserError) as caught:  # b only ever a partner
+        PerfModel.fit_frames(solo_rows(models=("a",)), pair_rows(combos=(("a", "b"),)), HARDWARE)
+    assert caught.value.what == "pairs.csv names model 'b' that solo.csv never profiled"
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows(models=("a",)), pair_rows(), HARDWARE)
     assert caught.value.what == "pairs.csv names model 'b' that solo.csv never profiled"
@@ -618,3 +622,11 @@ def test_a_model_file_over_16_mib_loads_up_to_its_own_limit(tmp_path):
     path = tmp_path / "big.json"
     path.write_text(json.dumps(hand_model().to_dict()) + " " * (17 * 1024 * 1024))
     assert PerfModel.load(path).models == ["a", "b"]
+
+
+def test_in_sample_error_of_a_demand_descriptor_is_zero_for_the_true_one(fitted):
+    """Exact pairs made with L2 pressure: the fit on L2 reproduces every pair (mean relative error 0); on the share
+    it cannot (the pairs' pressure is not the partner's share), so its error is positive."""
+    pairs = pair_rows()
+    assert PerfModel._with_interference(HARDWARE, fitted.fits, ["l2"], pairs)[1] == pytest.approx(0.0, abs=1e-6)
+    assert PerfModel._with_interference(HARDWARE, fitted.fits, ["share"], pairs)[1] > 0.01
