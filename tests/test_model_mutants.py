@@ -68,6 +68,16 @@ def test_grid_sorts_points_by_batch_then_share():
     assert type(g.batches[0]) is int and type(g.shares[0][0]) is float
 
 
+def test_grid_keeps_repeated_measurements_of_a_point_in_their_order():
+    """40 rows at 3 shares (a store profiled several times), shares 100, 10, 50, 100, 10, ... and value = row
+    number: sorted by share, the rows of one share stay in row order (a stable sort; numpy's default is not)."""
+    shares = [(100.0, 10.0, 50.0)[i % 3] for i in range(40)]
+    g = analytical.Grid.from_points([2] * 40, shares, list(range(40)))
+    assert g.shares == [[10.0] * 13 + [50.0] * 13 + [100.0] * 14]
+    assert g.values == [[float(i) for i in range(1, 40, 3)] + [float(i) for i in range(2, 40, 3)]
+                        + [float(i) for i in range(0, 40, 3)]]
+
+
 def test_grid_interpolates_in_share_then_batch_and_is_constant_beyond_the_edges():
     g = grid_hand_worked()
     assert g.at(1, 30.0) == pytest.approx(1.0)            # halfway between 0 and 2

@@ -630,3 +630,13 @@ def test_in_sample_error_of_a_demand_descriptor_is_zero_for_the_true_one(fitted)
     pairs = pair_rows()
     assert PerfModel._with_interference(HARDWARE, fitted.fits, ["l2"], pairs)[1] == pytest.approx(0.0, abs=1e-6)
     assert PerfModel._with_interference(HARDWARE, fitted.fits, ["share"], pairs)[1] > 0.01
+
+
+def test_fit_tables_from_two_values_and_imported_power_without_a_measured_one():
+    rows = solo_rows(models=("a",)).drop(columns=["power_w"])
+    rows["cpu_util_pct"] = np.nan
+    rows.loc[rows.index[:2], "cpu_util_pct"] = [5.0, 6.0]   # two values: enough for a table
+    imported = {"power": [[60.0, 70.0, 80.0], [90.0, 100.0, 110.0], [120.0, 130.0, 140.0]]}
+    fit = perfmodel._fit_solo(rows, imported, 50.0)
+    assert "cpu_util" in fit.metrics and fit.power.batches == [1, 16, 32]
+    assert fit.power.values == [[10.0, 20.0, 30.0], [40.0, 50.0, 60.0], [70.0, 80.0, 90.0]]
