@@ -214,6 +214,8 @@ def test_excess_power_hand_worked():
     m = members([0, 0], power=[300.0, 100.0], clock=(50.0, 300.0, 0.01))
     assert m.excess_w() == pytest.approx([100.0, 150.0])  # own 350 (50 over) + 100 -> 150 over, minus own 50
     assert members([0, 0], power=[500.0, 500.0], clock=(50.0, 0.0, 0.01)).excess_w().tolist() == [0.0, 0.0]
+    # a 1 W TDP is still a TDP: idle 0.5 + own 1 = 1.5 (0.5 over), + partner 1 -> 1.5 over, minus own 0.5
+    assert members([0, 0], power=[1.0, 1.0], clock=(0.5, 1.0, 0.01)).excess_w() == pytest.approx([1.0, 1.0])
 
 
 def test_analytical_ms_hand_worked():

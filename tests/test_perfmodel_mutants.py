@@ -116,6 +116,15 @@ def test_monotone_solo_latency_takes_the_least_over_smaller_shares():
     assert perfmodel._monotone_solo_ms(fit, 1, np.array([1.0, 0.5])) == pytest.approx([10.0, 10.0])
 
 
+def test_monotone_solo_latency_counts_the_step_just_below_the_share():
+    """Corrections x1 at 50 %, x0.5 at 99 %, x0.8 at 100 %: at 100 % the least is the 99 % step's 5 ms (the 98 %
+    step is 10 * 0.5^(48/49) = 5.07 ms)."""
+    fit = ModelFit([0.0, 0.0, 0.0, 0.0, 10.0], analytical.Grid([1], [[50.0, 99.0, 100.0]],
+                                                               [[0.0, math.log(0.5), math.log(0.8)]]),
+                   flat(0.0), {}, {})
+    assert perfmodel._monotone_solo_ms(fit, 1, np.array([100.0, 99.5])) == pytest.approx([5.0, 5.0], rel=1e-12)
+
+
 def test_memory_hand_worked():
     pm = hand_model()
     assert pm.memory_mb("a", 2) == pytest.approx(110.0) and pm.memory_mb("a", 8) == pytest.approx(150.0)
@@ -150,14 +159,16 @@ def test_bad_members_are_one_line(member, needle):
     with pytest.raises(UserError) as caught:
         hand_model().predict([Member(*member)])
     assert needle in caught.value.what
-    if member[0] == "zz":
-        assert caught.value.fix == "use one of the profiled models: a, b"
+    fixes = {"unknown": "use one of the profiled models: a, b", "batch and": "write MODEL:BATCH:SHARE",
+             "batch ": "use a batch size >= 1", "share": "give the share as a percentage"}
+    assert caught.value.fix == next(fix for start, fix in fixes.items() if needle.startswith(start))
 
 
 def test_whole_numbers_given_as_floats_and_full_share_are_accepted():
     pm = hand_model()
     p = pm.predict([Member("a", 4.0, "100")])[0]
     assert (p.batch, p.share) == (4, 100.0) and type(p.batch) is int
+    assert pm.predict([Member("a", 1, 1.0)])[0].share == 1.0 and pm.predict([Member("a", 1, 0.5)])[0].share == 0.5
     assert p.latency_ms == pytest.approx(solo("a", 4, 100.0)[0])
 
 
