@@ -651,3 +651,15 @@ def test_fit_tables_from_two_values_and_imported_power_without_a_measured_one():
     fit = perfmodel._fit_solo(rows, imported, 50.0)
     assert "cpu_util" in fit.metrics and fit.power.batches == [1, 16, 32]
     assert fit.power.values == [[10.0, 20.0, 30.0], [40.0, 50.0, 60.0], [70.0, 80.0, 90.0]]
+
+
+def test_fit_reads_the_three_files_of_a_store_directory(tmp_path):
+    from igniter.profiling.store import ProfileStore
+    ProfileStore(tmp_path).write_all(HARDWARE, solo_rows(), pair_rows())
+    pm = PerfModel.fit(tmp_path, use_residual=False)
+    assert pm.residual is None and pm.hardware["idle_power_w"] == IDLE and pm.seen_sets == [["a", "a"], ["a", "b"],
+                                                                                              ["b", "b"]]
+    for members in SETS:
+        assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, kernels=ONE_KERNEL),
+                                                                            rel=1e-4)
+    assert PerfModel.fit(tmp_path).residual is not None  # the residual by default
