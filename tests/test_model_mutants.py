@@ -53,6 +53,13 @@ def test_fit_surface_keeps_the_offset_within_its_bounds():
     assert np.all(fitted[[0, 1, 2, 4]] >= 0) and fitted[4] <= t.max()
 
 
+
+def test_fit_surface_stops_the_offset_at_its_upper_bound():
+    """Latencies of a surface with k4 = 5000 (nearly flat in the share): k4 stops at its upper bound 1000."""
+    b, r = (x.ravel() for x in np.meshgrid([1.0, 4.0, 16.0], [10.0, 50.0, 100.0]))
+    fitted = analytical.fit_surface(b, r, (1000.0 * b + 500.0) / (r + 5000.0) + 0.1)
+    assert fitted[3] == pytest.approx(1000.0)
+
 # -- analytical.Grid ------------------------------------------------------------------------------------------------
 
 
