@@ -200,8 +200,11 @@ def write_sweep_section(rows: list[dict], args, seconds: float, load: list[str] 
 
 
 def provision(work: Path, model: Path, name: str, latency_model: str, slo_factor: float = 1.0) -> Path:
-    """A plan of the 12 workloads; slo_factor > 1 plans against looser SLOs (fewer GPUs); plan.json then carries
-    the true SLOs again so the replay counts attainment against them."""
+    """A plan of the 12 workloads (WORKDIR/plan-NAME, kept: a rerun replays it); slo_factor > 1 plans against
+    looser SLOs (fewer GPUs); plan.json then carries the true SLOs again so the replay counts attainment against
+    them."""
+    if (work / f"plan-{name}" / "plan.json").exists():   # a rerun replays the very plan (the ILP may differ)
+        return work / f"plan-{name}" / "plan.json"
     workloads = yaml.safe_load((ROOT / "examples" / "workloads-12.yaml").read_text())
     true_slo = {w["name"]: w["slo_ms"] for w in workloads["workloads"]}
     for w in workloads["workloads"]:
@@ -231,20 +234,119 @@ def twelve_plans(args) -> list[tuple[str, str, float]]:
 
 
 def run_twelve(args, work: Path) -> None:
+    from igniter.replay.emulator import read_plan
     from igniter.replay.run import ReplayOptions, run_replay
 
     model = fit_v100(work)
     results = []
     for name, latency_model, factor in twelve_plans(args):
         plan_path = provision(work, model, name, latency_model, factor)
-        print(f"{name}: replaying {plan_path}", file=sys.stderr)
+        scales = gpu_scales(read_plan(plan_path), args) if args.real_rps_per_gpu else None
+        print(f"{name}: replaying {plan_path}" + (f", K per GPU {scales}" if scales else ""), file=sys.stderr)
         result = run_replay(ReplayOptions(plan=plan_path, perf_model=model, workdir=work / f"replay-{name}",
-                                          time_scale=args.time_scale, duration_s=args.duration),
+                                          time_scale=args.time_scale, duration_s=args.duration, seed=args.seed,
+                                          server_scales=scales),
                             lambda m: print(m, file=sys.stderr) if "ETA" in m else None)
         result["load_average"] = open("/proc/loadavg").read().split()[:3]
+        result["server_scales"] = scales
+        (work / f"replay-{name}" / "result.json").write_text(json.dumps(result, indent=1, default=float))
         results.append(result)
     (work / "twelve.json").write_text(json.dumps(results, indent=1, default=float))
-    write_twelve_section(args, work, results)
+    if args.real_rps_per_gpu:
+        write_attainment_section(args, work)
+    else:
+        write_twelve_section(args, work, results)
+
+
+STALL_REAL_MS = 25.0   # a host stall the per-GPU time scale keeps small (the probe's real p99 on a busy host)
+STALL_SHARE = 0.05     # ... at most this share of the GPU's tightest SLO, unscaled
+
+
+def gpu_scales(servers, args) -> dict[str, float]:
+    """A time scale K per emulated GPU (its servers share it: partners interfere in real time), so that each GPU
+    gets at most --real-rps-per-gpu real requests/s but never a K so small that a real host stall of STALL_REAL_MS
+    is over STALL_SHARE of the GPU's tightest SLO: low-rate GPUs then send more real requests than one K for all
+    would give them, and the attainment of every workload gets a usable number of requests."""
+    by_gpu: dict[str, list] = {}
+    for s in servers:
+        by_gpu.setdefault(s.gpu, []).append(s)
+    k_of_gpu = {g: max(STALL_REAL_MS / (STALL_SHARE * min(s.slo_ms for s in v)),
+                       sum(s.rate for s in v) / args.real_rps_per_gpu) for g, v in by_gpu.items()}
+    return {s.name: round(k_of_gpu[s.gpu], 3) for s in servers}
+
+
+def attainment_interval(latency_ms: np.ndarray, sent_s: np.ndarray, slo_ms: float, chunks: int = 10) -> dict:
+    """Attainment (failures count as misses) with two 95 % intervals: Wilson's binomial one on the requests (as if
+    independent), and batch means over ``chunks`` equal spans of the window (t on chunks - 1 degrees of freedom),
+    which also carries the correlation of nearby requests (a burst misses many at once)."""
+    from scripts.mutation_sample import wilson
+
+    within = np.nan_to_num(latency_ms, nan=np.inf) <= slo_ms
+    low, high = wilson(int(within.sum()), len(within))
+    edges = np.linspace(np.nanmin(sent_s), np.nanmax(sent_s) + 1e-9, chunks + 1)
+    which = np.clip(np.searchsorted(edges, sent_s, side="right") - 1, 0, chunks - 1)
+    means = np.array([within[which == c].mean() for c in range(chunks) if np.any(which == c)])
+    half = 2.262 * means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else np.inf  # t(0.975, 9)
+    return {"attainment": float(within.mean()), "wilson": (low, high), "requests": int(len(within)),
+            "batch_means": (float(means.mean() - half), float(min(means.mean() + half, 1.0)))}
+
+
+def verdict(interval: tuple[float, float], goal: float = 0.99) -> str:
+    low, high = interval
+    return "meets" if low >= goal else "misses" if high < goal else "undecided"
+
+
+def write_attainment_section(args, work: Path) -> None:
+    """The plans' runs (WORKDIR/replay-<plan>/result.json and requests.npz) with per-workload intervals."""
+    plans = [p for p in twelve_plans(args) if (work / f"replay-{p[0]}" / "requests.npz").exists()]
+    results = {n: json.loads((work / f"replay-{n}" / "result.json").read_text()) for n, *_ in plans}
+    requests = {n: np.load(work / f"replay-{n}" / "requests.npz") for n, *_ in plans}
+    lines = [args.heading or "## Replay: the fewest GPUs for 99 % on every one of the 12 workloads, by measurement", "",
+             f"`python scripts/bench_replay.py twelve --duration {args.duration:g} --real-rps-per-gpu "
+             f"{args.real_rps_per_gpu:g} --slo-factors {' '.join(f'{f:g}' for f in args.slo_factors)} --plans ...` "
+             "(one plan per locked run), 2-core AMD EPYC VM, no GPU; the load average at each run's end is in the "
+             "first table (other engineers' work shared the cores where it is over 1).", "",
+             "Plans by the ILP (`igniter provision`, default queueing model) from examples/workloads-12.yaml with the "
+             "V100 perf model fitted on ../shared/data/igniter-v100; `queueing-slo-xF`: planned against every SLO x F "
+             "(the model's SLO margin loosened until the ILP needs fewer GPUs) and measured against the true SLOs. "
+             "Replayed with `igniter replay` (Triton's dynamic batcher, real gRPC, Poisson arrivals at the planned "
+             "rates, emulated batch times with interference while partners are busy, the path's per-batch time left "
+             "out of the holds). Each emulated GPU has its own time scale K (bench_replay.gpu_scales: at most "
+             f"{args.real_rps_per_gpu:g} real req/s per GPU, K >= {STALL_REAL_MS:g} ms / ({STALL_SHARE:g} x the GPU's "
+             "tightest SLO)), so low-rate workloads get enough requests; times unscaled. Attainment: requests within "
+             "SLO / requests sent in the window (failures count as misses), with 95 % intervals: Wilson (binomial on "
+             "the requests) and batch means (10 equal spans of the window; wider, it carries the correlation of "
+             "nearby requests). Verdict on the binomial interval: `meets` (lower end >= 99 %), `misses` (upper end "
+             "< 99 %), `undecided`.", "",
+             "| plan | GPUs | servers | real s | workloads meeting / missing / undecided | worst attainment "
+             "| probe p50 / p99 real ms | path per batch, real ms | load average at the end |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    cells: dict[str, dict[str, str]] = {}
+    for name, *_ in plans:
+        r, req = results[name], requests[name]
+        verdicts = []
+        for w in r["workloads"]:
+            iv = attainment_interval(req[f"{w['name']}.latency_ms"], req[f"{w['name']}.sent_s"], w["slo_ms"])
+            verdicts.append(verdict(iv["wilson"]))
+            ks = sorted({v for k, v in (r.get("server_scales") or {}).items() if w["name"] in k})
+            cells.setdefault(w["name"], {})[name] = (
+                f"{w['predicted_p99_ms']:.1f} / {w['measured_p99_ms']:.1f}, {iv['attainment'] * 100:.2f} % "
+                f"[{iv['wilson'][0] * 100:.2f}, {iv['wilson'][1] * 100:.2f}] "
+                f"(bm [{iv['batch_means'][0] * 100:.2f}, {iv['batch_means'][1] * 100:.2f}]), {iv['requests']} req, "
+                f"K {'/'.join(f'{k:.0f}' for k in ks)}: **{verdicts[-1]}**")
+        lines.append(f"| {name} | {r['gpus']} | {r['servers']} | {r['duration_s']:g} | "
+                     f"{verdicts.count('meets')} / {verdicts.count('misses')} / {verdicts.count('undecided')} | "
+                     f"{r['attainment_min'] * 100:.2f} % | {r['overhead']['real_p50_ms']:.2f} / "
+                     f"{r['overhead']['real_p99_ms']:.2f} | {r['overhead'].get('per_batch_real_ms', float('nan')):.2f} "
+                     f"| {' '.join(r['load_average'])} |")
+    lines += ["", "Per workload: predicted / measured p99 ms, attainment [Wilson 95 %] (bm [batch-means 95 %]), "
+              "requests, the K of its GPU(s): verdict.", "",
+              "| workload | SLO ms | " + " | ".join(n for n, *_ in plans) + " |", "|---|---|" + "---|" * len(plans)]
+    first = results[plans[0][0]]["workloads"]
+    for w in first:
+        lines.append(f"| {w['name']} | {w['slo_ms']:g} | " + " | ".join(cells[w["name"]].get(n, "-") for n, *_ in plans)
+                     + " |")
+    write_section(lines[0], "\n".join(lines) + "\n")
 
 
 def solo_oracle(work: Path, name: str, result: dict, args) -> dict[str, dict]:
@@ -383,6 +485,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.0, help="sweep-render: the sweep's wall time")
     parser.add_argument("--load", default="", help="sweep-render: the load average at the sweep's end")
     parser.add_argument("--heading", default="", help="sweep-render: a BENCHMARKS.md heading of its own")
+    parser.add_argument("--real-rps-per-gpu", type=float, default=0.0,
+                        help="twelve: a time scale per emulated GPU giving it at most this many real req/s "
+                             "(gpu_scales; 0: --time-scale for all) and the attainment section with intervals")
+    parser.add_argument("--seed", type=int, default=0, help="twelve: seed of the arrival processes")
     parser.add_argument("--plans", nargs="*", default=None, help="twelve: only these plans (default: all)")
     parser.add_argument("--at-once", type=int, default=8, help="sweep: points measured at the same time")
     parser.add_argument("--ms-per-sample", type=float, default=40.0,
@@ -398,7 +504,10 @@ def main() -> None:
         rerender_sweep(args, work)
     elif args.what == "twelve-render":
         args.duration = args.duration or 150.0
-        write_twelve_section(args, work, json.loads((work / "twelve.json").read_text()))
+        if args.real_rps_per_gpu:
+            write_attainment_section(args, work)
+        else:
+            write_twelve_section(args, work, json.loads((work / "twelve.json").read_text()))
     elif args.what == "demo":
         args.duration = args.duration or 20.0
         run_demo(args, work)

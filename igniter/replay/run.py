@@ -105,6 +105,7 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     result["seconds"] = round(time.monotonic() - started, 1)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    save_requests(opts.workdir / "requests.npz", servers, results[:-1], opts, pipeline)
     result["report"] = str(write_html_report(opts.workdir / "report.html", result, "igniter replay"))
     return result
 
@@ -213,6 +214,22 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
     finally:
         for task in background:
             task.cancel()
+
+
+def save_requests(path: Path, servers: list[PlannedServer], results: list[LoadResult], opts: ReplayOptions,
+                  pipeline_ms: dict[str, float]) -> None:
+    """Every measured request, per workload (replicas together), unscaled: ``<workload>.sent_s`` (when it was
+    scheduled, s from the measured window's start) and ``<workload>.latency_ms`` (NaN: failed), so an interval
+    or a later analysis needs no rerun."""
+    arrays: dict[str, list[np.ndarray]] = {}
+    for s, r in zip(servers, results):
+        k = opts.scale(s)
+        ok_at = r.scheduled_s if r.scheduled_s is not None else np.full(len(r.latencies_ms), np.nan)
+        failed_at = r.failed_scheduled_s if r.failed_scheduled_s is not None else np.full(r.failed, np.nan)
+        arrays.setdefault(f"{s.workload}.sent_s", []).append(np.concatenate([ok_at, failed_at]) / k)
+        arrays.setdefault(f"{s.workload}.latency_ms", []).append(
+            np.concatenate([r.latencies_ms / k + pipeline_ms[s.name], np.full(len(failed_at), np.nan)]))
+    np.savez_compressed(path, **{key: np.concatenate(parts) for key, parts in arrays.items()})
 
 
 def summarise(servers: list[PlannedServer], results: list[LoadResult], calibration: LoadResult,
