@@ -105,7 +105,8 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     result["seconds"] = round(time.monotonic() - started, 1)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
-    save_requests(opts.workdir / "requests.npz", servers, results[:-1], opts, pipeline)
+    save_requests(opts.workdir / "requests.npz", servers + [CALIBRATION], results, opts,
+                  {**pipeline, CALIBRATION.name: 0.0})
     result["report"] = str(write_html_report(opts.workdir / "report.html", result, "igniter replay"))
     return result
 
@@ -226,7 +227,7 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
 
 def save_requests(path: Path, servers: list[PlannedServer], results: list[LoadResult], opts: ReplayOptions,
                   pipeline_ms: dict[str, float]) -> None:
-    """Every measured request, per workload (replicas together), unscaled: ``<workload>.sent_s`` (when it was
+    """Every measured request, per workload (replicas together; the probe's as ``calibration``), unscaled: ``<workload>.sent_s`` (when it was
     scheduled, s from the measured window's start) and ``<workload>.latency_ms`` (NaN: failed), so an interval
     or a later analysis needs no rerun."""
     arrays: dict[str, list[np.ndarray]] = {}
