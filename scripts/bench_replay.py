@@ -180,7 +180,10 @@ def rerender_sweep(args, work: Path) -> None:
                                   "duration_s": args.duration})
         r["same_trace_p99_ms"] = same_trace_p99(r, solo_latency(pm, "resnet50", 50.0, r["batch"]))
     (work / "sweep.json").write_text(json.dumps(rows, indent=1))
-    write_sweep_section(rows, args, args.seconds, args.load.split() if args.load else None)
+    if args.repeats > 1:
+        write_repeats_section(rows, args, args.seconds, work, pm)
+    else:
+        write_sweep_section(rows, args, args.seconds, args.load.split() if args.load else None)
 
 
 def same_trace_p99(row: dict, latency: list[float]) -> float:
