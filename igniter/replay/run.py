@@ -227,9 +227,9 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
 
 def save_requests(path: Path, servers: list[PlannedServer], results: list[LoadResult], opts: ReplayOptions,
                   pipeline_ms: dict[str, float]) -> None:
-    """Every measured request, per workload (replicas together; the probe's as ``calibration``), unscaled: ``<workload>.sent_s`` (when it was
-    scheduled, s from the measured window's start) and ``<workload>.latency_ms`` (NaN: failed), so an interval
-    or a later analysis needs no rerun."""
+    """Every measured request, per workload (replicas together; the probe's as ``calibration``), unscaled:
+    ``<workload>.sent_s`` (when it was scheduled, s from the measured window's start) and ``<workload>.latency_ms``
+    (NaN: failed), so an interval or a later analysis needs no rerun."""
     arrays: dict[str, list[np.ndarray]] = {}
     for s, r in zip(servers, results):
         k = opts.scale(s)
