@@ -394,7 +394,8 @@ def write_attainment_section(args, work: Path) -> None:
         for w in r["workloads"]:
             iv = attainment_interval(req[f"{w['name']}.latency_ms"], req[f"{w['name']}.sent_s"], w["slo_ms"])
             verdicts.append(verdict(iv["wilson"]))
-            ks = sorted({v for k, v in (r.get("server_scales") or {}).items() if w["name"] in k})
+            ks = sorted({v for k, v in (r.get("server_scales") or {}).items()   # server names: gpuN-<workload>-rM
+                         if k.split("-", 1)[1].rsplit("-", 1)[0] == w["name"]})
             cells.setdefault(w["name"], {})[name] = (
                 f"{w['predicted_p99_ms']:.1f} / {w['measured_p99_ms']:.1f}, {iv['attainment'] * 100:.2f} % "
                 f"[{iv['wilson'][0] * 100:.2f}, {iv['wilson'][1] * 100:.2f}] "

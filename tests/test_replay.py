@@ -303,6 +303,13 @@ def test_replay_a_provisioned_plan_on_triton(tmp_path):
         assert row["measured_p50_ms"] >= solo[name] * 0.999
         assert 0.0 <= row["attainment"] <= 1.0
     assert result["overhead"]["requests"] > 0 and result["overhead"]["real_p50_ms"] > 0
+    kept = np.load(tmp_path / "replay" / "requests.npz")   # every measured request, so no figure needs a rerun
+    for name, row in rows.items():
+        latency, sent = kept[f"{name}.latency_ms"], kept[f"{name}.sent_s"]
+        assert len(latency) == len(sent) == row["requests"] and np.sum(np.isnan(latency)) == row["failed"]
+        assert np.percentile(latency[np.isfinite(latency)], 99) == pytest.approx(row["measured_p99_ms"])
+        assert 0.0 <= sent.min() and sent.max() < 4.0 / 5.0        # within the window, unscaled (4 real s / K)
+    assert len(kept["calibration.latency_ms"]) == result["overhead"]["requests"]
     assert Path(result["report"]).read_text().count('id="point-') == 3
     assert any("ETA" in m for m in messages)
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
