@@ -368,7 +368,8 @@ def write_attainment_section(args, work: Path) -> None:
     requests = {n: np.load(work / f"replay-{n}" / "requests.npz") for n, *_ in plans}
     lines = [args.heading or "## Replay: the fewest GPUs for 99 % on every one of the 12 workloads, by measurement", "",
              f"`python scripts/bench_replay.py twelve --duration {args.duration:g} --real-rps-per-gpu "
-             f"{args.real_rps_per_gpu:g} --slo-factors {' '.join(f'{f:g}' for f in args.slo_factors)} --plans ...` "
+             f"{args.real_rps_per_gpu:g} --seed {args.seed} --slo-factors {' '.join(f'{f:g}' for f in args.slo_factors)}"
+             " --plans ...` "
              "(one plan per locked run), 2-core AMD EPYC VM, no GPU; the load average at each run's end is in the "
              "first table (other engineers' work shared the cores where it is over 1).", "",
              "Plans by the ILP (`igniter provision`, default queueing model) from examples/workloads-12.yaml with the "
