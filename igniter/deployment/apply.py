@@ -100,6 +100,9 @@ def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) 
                                         sorted(server.models)))
         elif old.launch_digest != server.launch_digest and old.pid is not None:
             actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
+        elif set(old.models) != set(server.models) and old.pid is not None:  # another model variant: a fresh copy
+            actions.append(ServerAction(server.name, "restart", f"models {','.join(sorted(old.models))} -> "
+                                        f"{','.join(sorted(server.models))}", sorted(server.models)))
         else:
             changed = sorted(m for m, p in server.models.items() if old.models.get(m) != config_digest(read_config(p)))
             actions.append(ServerAction(server.name, "reload" if changed else "keep",
@@ -177,7 +180,7 @@ class Deployer:
         if server.name in self.server_map:
             return self._reconfigure_remote(server, old)
         if action.action in ("start", "restart", "reshare"):
-            if old is not None and action.action == "reshare":
+            if old is not None:  # what it replaces is retired after the commit: its process if still ours, its copy
                 self._retire.append(old)
             return self._start(server)
         if action.action == "reload":
