@@ -1,0 +1,132 @@
+"""The provisioning search (igniter/provisioning/ilp.py, patterns.py, bounds.py, __init__.py) on instances small enough
+to work out by hand on tests/simple_perf_model.py (latency = base x 100 / share ms; pressure 0: no interference).
+Written to kill the sampled mutants of those modules (docs/mutation/provisioning.md)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from igniter import provisioning
+from igniter.provisioning import bounds, ilp
+from igniter.provisioning.candidates import build_problem
+from igniter.provisioning.solvers import SolverFailed
+from igniter.provisioning.strategy import Assignment, Gpu, Server
+from igniter.provisioning.workloads import Workload, WorkloadSet, default_catalog
+from tests.simple_perf_model import Model, SimplePerfModel
+
+
+def quarter_problem(n: int, slo: float = 10.0):
+    """n workloads of base 1 ms at 1 req/s on 4-core hosts: 4 ms at 25 % (one core) meets the SLO, no interference:
+    four fit one host."""
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
+    ws = WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, slo) for i in range(n)))
+    return build_problem(ws, default_catalog(pm))
+
+
+def one_each(problem, share: float = 25.0):
+    """Every workload alone on its own host at `share`."""
+    out = []
+    for wi in range(len(problem.workloads)):
+        option = next(o for o in problem.options[wi] if o.share == share and o.replicas == 1)
+        out.append(Gpu(0, [Server(wi, 0, option)]))
+    return out
+
+
+def test_a_window_packs_three_lone_quarter_servers_onto_one_host():
+    # three hosts at 25 % each: the window of the three least loaded (75 % <= 200 %) re-packs them into one
+    problem = quarter_problem(3)
+    gpus, status, tries, error = ilp._improve_by_windows(problem, one_each(problem), time.monotonic() + 60)
+    assert ([sorted(s.workload for s in g.servers) for g in gpus], status, tries, error) == (
+        [[0, 1, 2]], "heuristic", 1, {})
+
+
+def test_a_solver_failure_in_a_window_keeps_what_the_windows_gained(monkeypatch):
+    problem = quarter_problem(3)
+    warm = one_each(problem)
+
+    def crash(*args):
+        raise SolverFailed("cbc died")
+
+    monkeypatch.setattr(ilp, "_repack", crash)
+    gpus, status, tries, error = ilp._improve_by_windows(problem, warm, time.monotonic() + 60)
+    assert ([g.servers for g in gpus], status, tries, error) == (
+        [g.servers for g in warm], "fallback", 1, {"solver_error": "cbc died"})
+
+
+def test_repack_skips_a_window_whose_solo_shares_overfill_it(monkeypatch):
+    # SLOs 1.5 ms and 3 ms: the least shares meeting them are 75 % (1.33 ms) and 50 % (2 ms), 125 % > one host:
+    # refused before any packing is tried
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
+    problem = build_problem(WorkloadSet((Workload("w0", "m", 1.0, 1.5), Workload("w1", "m", 1.0, 3.0))),
+                            default_catalog(pm))
+    items = [Server(wi, 0, problem.options[wi][0]) for wi in (0, 1)]
+    assert [s.option.share for s in items] == [75.0, 50.0]
+    monkeypatch.setattr(ilp.greedy_igniter, "pack", lambda *a: pytest.fail("packed a window that cannot fit"))
+    assert ilp._repack(problem, items, [0], time.monotonic() + 60) is None
+    # on 100 cores (1 % steps) SLOs 1.98 ms and 2.02 ms need 51 % (1.96 ms) and 50 % (2 ms): 101 % is an overfill too
+    wide = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=100)
+    problem = build_problem(WorkloadSet((Workload("w0", "m", 1.0, 1.98), Workload("w1", "m", 1.0, 2.02))),
+                            default_catalog(wide))
+    items = [Server(wi, 0, problem.options[wi][0]) for wi in (0, 1)]
+    assert [s.option.share for s in items] == [51.0, 50.0]
+    assert ilp._repack(problem, items, [0], time.monotonic() + 60) is None
+
+
+def test_bounded_keeps_a_bound_the_strategy_computed(monkeypatch):
+    problem = quarter_problem(2)
+    found = Assignment(one_each(problem), 1.5, "optimal", {"bound": 1.5})
+    monkeypatch.setattr(bounds, "best_bound", lambda *a: pytest.fail("bounded again"))
+    assert provisioning.bounded(problem, found, 10.0) is found and found.details == {"bound": 1.5}
+
+
+def test_bounded_bounds_a_feasible_plan_up_to_its_cost_with_its_gpus_as_seeds(monkeypatch):
+    problem = quarter_problem(2)
+    plan = one_each(problem)                       # 2 hosts, feasible
+    calls = []
+    monkeypatch.setattr(bounds, "best_bound", lambda p, target, deadline, seeds: calls.append((target, seeds)) or (
+        0.5, {"bound": 0.5}))
+    found = provisioning.bounded(problem, Assignment(plan, 1.0, "feasible", {}), 10.0)
+    assert calls == [(2.0, plan)] and found.lower_bound == 1.0 and found.details == {"bound": 0.5}
+    # a plan that misses an SLO proves nothing: the instance is bounded without a target or seeds
+    over = [Gpu(0, [s for g in one_each(problem, 75.0) for s in g.servers])]          # 150 % on one host
+    calls.clear()
+    found = provisioning.bounded(problem, Assignment(over, 0.0, "heuristic", {}), 10.0)
+    assert calls == [(math.inf, [])] and found.lower_bound == 0.5
+
+
+# -- capacity.py -----------------------------------------------------------------------------------------------
+
+def test_trace_columns_must_name_the_workloads_exactly():
+    import numpy as np
+
+    from igniter.errors import UserError
+    from igniter.provisioning.capacity import _check_columns
+    from igniter.provisioning.traces import Trace
+
+    def columns(*names):
+        return Trace(np.zeros(1), names, np.zeros((1, len(names))), "t.csv")
+
+    _check_columns(columns("b", "a"), ["a", "b"])                                   # any order
+    with pytest.raises(UserError) as err:
+        _check_columns(columns("a", "bee"), ["a", "be"])
+    assert str(err.value) == ("trace column 'bee' is not a workload of the workloads file (did you mean 'be'?) "
+                              "(t.csv). To fix: name each rate column after a workload, or use one `scale` column")
+    with pytest.raises(UserError) as err:
+        _check_columns(columns("zzz"), ["a"])
+    assert str(err.value) == ("trace column 'zzz' is not a workload of the workloads file (t.csv). To fix: name each "
+                              "rate column after a workload, or use one `scale` column")
+    with pytest.raises(UserError) as err:
+        _check_columns(columns("a"), ["a", "b", "c"])
+    assert str(err.value) == ("the trace has no column for workload 'b' (t.csv). To fix: give every workload a rate "
+                              "column, or use one `scale` column")
+
+
+def test_rates_text_names_three_workloads_then_dots():
+    from igniter.provisioning.capacity import _rates_text
+
+    ws = [Workload(f"w{i}", "m", rate, 10.0) for i, rate in enumerate([1.0, 2.5, 123456.0, 4.0])]
+    assert _rates_text(ws[:3]) == "rates w0=1, w1=2.5, w2=1.235e+05 req/s"
+    assert _rates_text(ws) == "rates w0=1, w1=2.5, w2=1.235e+05, ... req/s"
