@@ -130,3 +130,50 @@ def test_rates_text_names_three_workloads_then_dots():
     ws = [Workload(f"w{i}", "m", rate, 10.0) for i, rate in enumerate([1.0, 2.5, 123456.0, 4.0])]
     assert _rates_text(ws[:3]) == "rates w0=1, w1=2.5, w2=1.235e+05 req/s"
     assert _rates_text(ws) == "rates w0=1, w1=2.5, w2=1.235e+05, ... req/s"
+
+
+# -- ilp.py: slots, the packing ILP, cut rounds, the column-generation path ------------------------------------
+
+def test_slots_count_what_the_warm_starts_cost_and_accuracy_reward_could_buy():
+    # accuracy_weight 1, accuracy 1 each: the warm start's objective is 2 hosts - 2 = 0; the budget adds back the
+    # most reward any plan gets (1 per workload): 2, so two slots at price 1
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
+    problem = build_problem(WorkloadSet((Workload("w0", "m", 1.0, 10.0), Workload("w1", "m", 1.0, 10.0)), 1.0),
+                            default_catalog(pm))
+    assert ilp._slots(problem, one_each(problem)) == [0, 0]
+    plain = quarter_problem(3)
+    assert ilp._slots(plain, one_each(plain)) == [0, 0, 0]                    # 3 hosts' cost, 3 servers
+
+
+def test_the_packing_ilp_places_each_server_whole():
+    # 10 cores (10 % steps), SLO 3 ms: base 1 ms needs 40 % (2.5 ms; 30 % gives 3.33 ms). Three need 120 %: they do
+    # not fit one host, though 5/6 of each would
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=10)
+    problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 3.0) for i in range(3))), default_catalog(pm))
+    items = [Server(wi, 0, problem.options[wi][0]) for wi in range(3)]
+    assert [s.option.share for s in items] == [40.0] * 3
+    found, status = ilp.pack_ilp(problem, items, [0], None, [], 10.0)
+    assert (found, status) == (None, "Infeasible")
+    found, status = ilp.pack_ilp(problem, items, [0, 0], None, [], 10.0)
+    assert sorted(len(g.servers) for g in found) == [1, 2] and status == "optimal"
+
+
+def test_whole_instance_ilp_cuts_a_set_the_full_model_rejects():
+    # pressure 1, sensitivity 1 at 50 % each: linearised 2 ms x (1 + 0.5) = 3 ms <= SLO 3.5 ms, so the ILP puts both
+    # on one host; the full model (curvature 4) says 2 x (1 + 0.5 + 4 x 0.25) = 5 ms: cut, and the second round
+    # keeps them apart
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, 1.0)}, cores=4, curvature=4.0)
+    problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 3.5) for i in range(2))), default_catalog(pm))
+    warm = one_each(problem, share=50.0)
+    gpus, status, rounds = ilp._solve_whole(problem, warm, 20.0)
+    assert (sorted(len(g.servers) for g in gpus), rounds) == ([1, 1], 2)
+    assert provisioning.violations(problem, gpus) == []
+
+
+def test_column_generation_proves_one_host_when_enumeration_is_cut_short(monkeypatch):
+    # no time to enumerate packings: columns are generated; three quarter servers fit one host, LP bound 1
+    monkeypatch.setattr(ilp, "ENUMERATION_S", 0.0)
+    problem = quarter_problem(3)
+    gpus, status, bound, details = ilp._solve_patterns(problem, one_each(problem), time.monotonic() + 60)
+    assert ([sorted(s.workload for s in g.servers) for g in gpus], status, bound, details["mode"]) == (
+        [[0, 1, 2]], "optimal", 1.0, "patterns (column generation)")

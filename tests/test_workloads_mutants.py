@@ -190,3 +190,13 @@ def test_gpu_type_kind_and_path_calibration():
     ("Ünïcode GPU", "n-code-GPU"), ("***", "gpu"), ("x" * 70, "x" * 64)])
 def test_safe_type_name(name, expected):
     assert safe_type_name(name) == expected
+
+
+def test_files_that_are_not_yaml_name_what_they_are(tmp_path):
+    bad = "workloads: [\n"
+    line = refusal(tmp_path / "w.yaml", bad, lambda p: load_workloads(p, {"m"}))
+    assert line.startswith("workloads file is not valid YAML: ") and line.endswith(
+        "(w.yaml line 2). To fix: fix the YAML at that line")
+    line = refusal(tmp_path / "c.yaml", "gpus: [\n", lambda p: load_catalog(p, lambda path: path))
+    assert line.startswith("GPU catalog is not valid YAML: ") and line.endswith(
+        "(c.yaml line 2). To fix: fix the YAML at that line")
