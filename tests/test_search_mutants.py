@@ -177,3 +177,19 @@ def test_column_generation_proves_one_host_when_enumeration_is_cut_short(monkeyp
     gpus, status, bound, details = ilp._solve_patterns(problem, one_each(problem), time.monotonic() + 60)
     assert ([sorted(s.workload for s in g.servers) for g in gpus], status, bound, details["mode"]) == (
         [[0, 1, 2]], "optimal", 1.0, "patterns (column generation)")
+
+
+def test_the_packing_ilp_keeps_each_host_within_its_share_and_memory():
+    # 100 cores: 51 % + 50 % (SLOs 1.98 ms and 2.02 ms) is 101 %: two hosts, not one
+    wide = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=100)
+    problem = build_problem(WorkloadSet((Workload("w0", "m", 1.0, 1.98), Workload("w1", "m", 1.0, 2.02))),
+                            default_catalog(wide))
+    items = [Server(wi, 0, problem.options[wi][0]) for wi in (0, 1)]
+    assert ilp.pack_ilp(problem, items, [0], None, [], 10.0) == (None, "Infeasible")
+    # 600 MB servers on a 1000 MB host at 25 % each: the shares fit one host, the memory does not
+    heavy = SimplePerfModel({"m": Model(1.0, 0.0, 0.0, memory_mb=600.0)}, cores=4, memory_mb=1000.0)
+    problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 10.0) for i in range(2))),
+                            default_catalog(heavy))
+    items = [Server(wi, 0, problem.options[wi][0]) for wi in (0, 1)]
+    assert [s.option.share for s in items] == [25.0, 25.0]
+    assert ilp.pack_ilp(problem, items, [0], None, [], 10.0) == (None, "Infeasible")
