@@ -29,7 +29,7 @@ def result(types=("T1", "T2"), refinement=None) -> CapacityResult:
     settings = Settings(step_s=60.0, headroom=0.05, hysteresis_steps=3, move_cost=0.5, strategy="igniter",
                         ilp_budget_s=0.0, latency_model="queueing")
     policies = [policy("static-peak", [[2, 0], [2, 0]], [2.0, 2.0], [[30.0], [30.0]], [False, False], 0, 4.0),
-                policy("replan", [[1, 0], [1, 1]], [1.0, 3.0], [[15.0], [15.0]], [False, True], 1, 3.0),
+                policy("replan", [[1, 0], [1, 1]], [1.23456, 3.0], [[15.0], [15.0]], [False, True], 1, 3.0),
                 policy("hysteresis", [[1, 0], [2, 0]], [1.0, 2.0], [[15.0], [30.0]], [False, False], 1, 3.5)]
     growth = [{"growth": 1.0, "name": "static-peak", "gpu_hours": 0.0667, "cost": 4.0, "reconfigurations": 0,
                "violations": 0},
@@ -64,7 +64,7 @@ def test_summary_is_the_json_document():
 def test_step_rows_per_step_and_policy():
     rows = report.step_rows(result())
     assert rows[2:4] == [
-        {"step": 0, "start_s": 0.0, "policy": "replan", "gpus": 1, "gpus_T1": 1, "gpus_T2": 0, "cost_per_h": 1.0,
+        {"step": 0, "start_s": 0.0, "policy": "replan", "gpus": 1, "gpus_T1": 1, "gpus_T2": 0, "cost_per_h": 1.2346,
          "rate_total": 10.0, "capacity_total": 15.0, "violation": 0},
         {"step": 1, "start_s": 60.0, "policy": "replan", "gpus": 2, "gpus_T1": 1, "gpus_T2": 1, "cost_per_h": 3.0,
          "rate_total": 20.0, "capacity_total": 15.0, "violation": 1}]
@@ -204,7 +204,7 @@ def test_gpu_and_cost_plots_step_each_policy_over_hours(figures):
     assert lines[0].get_drawstyle() == "steps-post" and lines[0].get_linewidth() == 1.2
     fig = report.plot_cost(result())
     assert axes_text(fig)[:3] == ("Cost per hour per policy", "time since trace start (h)", "cost per hour")
-    assert [list(ln.get_ydata()) for ln in fig.axes[0].get_lines()] == [[2.0, 2.0], [1.0, 3.0], [1.0, 2.0]]
+    assert [list(ln.get_ydata()) for ln in fig.axes[0].get_lines()] == [[2.0, 2.0], [1.23456, 3.0], [1.0, 2.0]]
     assert fig.get_size_inches().tolist() == [9.0, 3.6] and fig.dpi == 100
 
 
