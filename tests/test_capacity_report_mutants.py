@@ -138,7 +138,8 @@ def test_one_type_and_a_refinement_in_the_html(tmp_path, monkeypatch):
     out = tmp_path / "rep"
     report.write_report(result(types=("T1",), refinement=refine), out)
     html = (out / "report.html").read_text()
-    assert "<p>One GPU type only: no comparison (give --gpus with several types).</p>" in html
+    assert ("<h2>GPU types</h2><p>One GPU type only: no comparison (give --gpus with several types).</p>\n\n"
+            "<p>Per-step numbers") in html
     assert ("<p>ILP refinement: 2 of 5 plans re-solved with the ILP (carrying 62 % of plan-steps x cost); the ILP "
             "was cheaper on 1; greedy cost error there: mean 1.25 %, max 2.50 %.</p>") in html
     assert 'alt="types"' not in html and not (out / "types.png").exists()
