@@ -193,3 +193,26 @@ def test_the_packing_ilp_keeps_each_host_within_its_share_and_memory():
     items = [Server(wi, 0, problem.options[wi][0]) for wi in (0, 1)]
     assert [s.option.share for s in items] == [25.0, 25.0]
     assert ilp.pack_ilp(problem, items, [0], None, [], 10.0) == (None, "Infeasible")
+
+
+def test_capacity_progress_bar_counts_plans_and_a_type_that_cannot_carry_the_load_is_an_error_row():
+    import numpy as np
+
+    from igniter.provisioning.capacity import Settings, _bar, plan_capacity
+    from igniter.provisioning.traces import Trace
+    from igniter.provisioning.workloads import GpuType
+
+    with _bar(3, True) as bar:
+        assert (bar.desc, bar.unit, bar.total) == ("plans", "plan", 3)
+    with _bar(2.5, True, "ilp refinement", "s") as bar:
+        assert (bar.desc, bar.unit) == ("ilp refinement", "s")
+    # two workloads needing 75 % each (SLO 1.5 ms, base 1 ms: 1.33 ms) take two hosts; type B has max_count 1
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
+    ws = WorkloadSet((Workload("w0", "m", 1.0, 1.5), Workload("w1", "m", 1.0, 1.5)))
+    types = [GpuType("A", 1.0, None, pm), GpuType("B", 1.0, 1, pm)]
+    trace = Trace(np.array([0.0]), ("scale",), np.array([[1.0]]), "t.csv")
+    result = plan_capacity(ws, types, trace, Settings(step_s=60.0, headroom=0.05), [1.0])
+    rows = {(r["option"], r.get("name")): r for r in result.gpu_types}
+    assert rows[("B", None)] == {"option": "B", "error": (
+        "at rates w0=1, w1=1 req/s: the 2 workloads need 2 GPUs of type 'B', but its max_count is 1")}
+    assert rows[("A", "static-peak")]["gpu_hours"] == round(2 * 60 / 3600, 4)
