@@ -215,4 +215,4 @@ def test_capacity_progress_bar_counts_plans_and_a_type_that_cannot_carry_the_loa
     rows = {(r["option"], r.get("name")): r for r in result.gpu_types}
     assert rows[("B", None)] == {"option": "B", "error": (
         "at rates w0=1, w1=1 req/s: the 2 workloads need 2 GPUs of type 'B', but its max_count is 1")}
-    assert rows[("A", "static-peak")]["gpu_hours"] == round(2 * 60 / 3600, 4)
+    assert rows[("A", "static-peak")]["gpu_hours"] == round(2 * 1 / 3600, 4)     # a lone sample holds for 1 s
