@@ -204,8 +204,10 @@ def test_capacity_progress_bar_counts_plans_and_a_type_that_cannot_carry_the_loa
 
     with _bar(3, True) as bar:
         assert (bar.desc, bar.unit, bar.total) == ("plans", "plan", 3)
+        assert bar.bar_format == "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]"
     with _bar(2.5, True, "ilp refinement", "s") as bar:
         assert (bar.desc, bar.unit) == ("ilp refinement", "s")
+        assert bar.bar_format == "{l_bar}{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]"
     # two workloads needing 75 % each (SLO 1.5 ms, base 1 ms: 1.33 ms) take two hosts; type B has max_count 1
     pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
     ws = WorkloadSet((Workload("w0", "m", 1.0, 1.5), Workload("w1", "m", 1.0, 1.5)))
