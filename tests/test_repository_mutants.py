@@ -117,3 +117,28 @@ def test_an_ensemble_prediction_is_folded_at_the_members_batch_and_share(tmp_pat
     [[ens, plain]] = pm.predict_sets([[Member("ens", 1, 50.0), Member("a", 1, 25.0)]])
     assert ens == _Prediction("ens", 1, 50.0, pytest.approx(8.0), pytest.approx(1000.0 / 6.0))
     assert (plain.model, plain.share, plain.latency_ms) == ("a", 25.0, pytest.approx(4.0))
+
+
+def test_a_stateful_model_split_over_servers_is_refused_in_one_line():
+    cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { direct { } }', mc.ModelConfig())
+    with pytest.raises(UserError) as err:
+        derive_config(cfg, None, Placement("srv", "w", 2, 100, 3, 1, False, None))
+    assert str(err.value) == ("model 'm' is stateful (sequence_batching) and workload 'w' was split over 3 servers, "
+                              "but every request of a sequence must reach the server that holds its state. To fix: "
+                              "raise the workload's slo_ms or use a faster GPU type so one server carries it")
+
+
+def test_an_ensembles_batch_forms_at_its_first_step_only(tmp_path):
+    from igniter.provisioning.repository import write_server_models
+
+    src = tmp_path / "src"
+    model_dir(src, "a", PLAIN)
+    model_dir(src, "b", PLAIN)
+    model_dir(src, "ens", ensemble("a", "b"))
+    out = tmp_path / "out"
+    out.mkdir()
+    assert write_server_models(out, "ens", Placement("srv", "w", 4, 500, 1, 1, False, None), src) == ["ens", "a", "b"]
+    configs = {m: text_format.Parse((out / m / "config.pbtxt").read_text(), mc.ModelConfig()) for m in ("a", "b")}
+    assert [(list(c.dynamic_batching.preferred_batch_size), c.dynamic_batching.max_queue_delay_microseconds)
+            for c in configs.values()] == [([4], 500), ([4], 0)]
+    assert (out / "ens" / "config.pbtxt").read_text() == (src / "ens" / "config.pbtxt").read_text()
