@@ -148,7 +148,7 @@ def test_an_igniter_json_file_over_one_mib_counts_as_foreign(tmp_path):
 
 def _server(name, workload, replica, replicas, share, rate, p99, accuracy=None, model="m", batch=1, slo=20.0):
     return ServerPlan(name=name, workload=workload, replica=replica, replicas=replicas, model=model,
-                      accuracy=accuracy, batch=batch, share=share, instances=1, max_queue_delay_us=0, rate=rate,
+                      accuracy=accuracy, batch=batch, share=share, max_queue_delay_us=0, rate=rate,
                       slo_ms=slo, predicted_latency_ms=1.0, predicted_p99_ms=p99, predicted_throughput_rps=10.0)
 
 
@@ -163,7 +163,7 @@ def test_summary_splits_each_gpus_price_by_share_hand_worked():
             GpuPlan(id="x0", type="T", kind="gpu", backend="mps", price_per_hour=1.0, servers=[a0])]
     totals = Totals(gpus=2, cost=3.0, accuracy_term=0.2333, objective=2.7667, lower_bound=2.5, gap=0.0964,
                     status="feasible", misses=[Miss(server="x1-b-r0", slo_ms=20.0)])
-    plan = Plan(format="igniter-plan", version=2, strategy="ilp", latency_model="queueing", hardware_kind="gpu",
+    plan = Plan(format="igniter-plan", version=3, strategy="ilp", latency_model="queueing", hardware_kind="gpu",
                 accuracy_weight=0.3, gpus=gpus, totals=totals)
     assert summary(plan) == {
         "strategy": "ilp", "status": "feasible", "gpus": 2, "cost": 3.0, "accuracy_weight": 0.3,

@@ -97,11 +97,11 @@ def test_the_sequence_batcher_is_left_alone_at_batch_1():
     source = ('name: "m" max_batch_size: 4 sequence_batching { oldest { max_candidate_sequences: 3 '
               'preferred_batch_size: 2 max_queue_delay_microseconds: 7 } }')
     cfg = text_format.Parse(source, mc.ModelConfig())
-    derive_config(cfg, None, Placement("srv", "w", 1, 100, 1, 1, False, None))
+    derive_config(cfg, None, Placement("srv", "w", 1, 100, 1, False, None))
     expected = text_format.Parse(source + " instance_group { count: 1 kind: KIND_CPU }", mc.ModelConfig())
     assert cfg == expected
     cfg = text_format.Parse(source, mc.ModelConfig())
-    derive_config(cfg, None, Placement("srv", "w", 2, 100, 1, 1, False, None))   # batch 2: driven
+    derive_config(cfg, None, Placement("srv", "w", 2, 100, 1, False, None))   # batch 2: driven
     assert (list(cfg.sequence_batching.oldest.preferred_batch_size),
             cfg.sequence_batching.oldest.max_queue_delay_microseconds,
             cfg.sequence_batching.oldest.max_candidate_sequences) == ([2], 100, 3)
@@ -122,7 +122,7 @@ def test_an_ensemble_prediction_is_folded_at_the_members_batch_and_share(tmp_pat
 def test_a_stateful_model_split_over_servers_is_refused_in_one_line():
     cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { direct { } }', mc.ModelConfig())
     with pytest.raises(UserError) as err:
-        derive_config(cfg, None, Placement("srv", "w", 2, 100, 3, 1, False, None))
+        derive_config(cfg, None, Placement("srv", "w", 2, 100, 3, False, None))
     assert str(err.value) == ("model 'm' is stateful (sequence_batching) and workload 'w' was split over 3 servers, "
                               "but every request of a sequence must reach the server that holds its state. To fix: "
                               "raise the workload's slo_ms or use a faster GPU type so one server carries it")
@@ -137,7 +137,7 @@ def test_an_ensembles_batch_forms_at_its_first_step_only(tmp_path):
     model_dir(src, "ens", ensemble("a", "b"))
     out = tmp_path / "out"
     out.mkdir()
-    assert write_server_models(out, "ens", Placement("srv", "w", 4, 500, 1, 1, False, None), src) == ["ens", "a", "b"]
+    assert write_server_models(out, "ens", Placement("srv", "w", 4, 500, 1, False, None), src) == ["ens", "a", "b"]
     configs = {m: text_format.Parse((out / m / "config.pbtxt").read_text(), mc.ModelConfig()) for m in ("a", "b")}
     assert [(list(c.dynamic_batching.preferred_batch_size), c.dynamic_batching.max_queue_delay_microseconds)
             for c in configs.values()] == [([4], 500), ([4], 0)]
