@@ -304,3 +304,13 @@ def test_native_stdout_goes_to_stderr_meanwhile_and_comes_back(capfd):
     os.write(1, b"after\n")
     out, err = capfd.readouterr()
     assert (out, err) == ("after\n", "native banner\n")
+
+
+def test_a_plan_is_built_in_a_hidden_sibling_of_out_dir_and_swapped_in(tmp_path, monkeypatch):
+    # beside OUT_DIR (one filesystem: the rename is atomic), named after it and hidden
+    made = []
+    real = plan_module.swap_in_directory
+    monkeypatch.setattr(plan_module, "swap_in_directory", lambda new, out: made.append(new) or real(new, out))
+    out = _a_plan_directory(tmp_path)
+    [tmp] = made
+    assert tmp.parent == out.parent and tmp.name.startswith(".out.") and not tmp.exists()

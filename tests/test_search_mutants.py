@@ -218,3 +218,10 @@ def test_capacity_progress_bar_counts_plans_and_a_type_that_cannot_carry_the_loa
     assert rows[("B", None)] == {"option": "B", "error": (
         "at rates w0=1, w1=1 req/s: the 2 workloads need 2 GPUs of type 'B', but its max_count is 1")}
     assert rows[("A", "static-peak")]["gpu_hours"] == round(2 * 1 / 3600, 4)     # a lone sample holds for 1 s
+
+
+def test_the_exact_path_enumerates_every_packing_when_there_are_few():
+    problem = quarter_problem(3)
+    gpus, status, bound, details = ilp._solve_patterns(problem, one_each(problem), time.monotonic() + 60)
+    assert ([sorted(s.workload for s in g.servers) for g in gpus], status, bound, details["mode"]) == (
+        [[0, 1, 2]], "optimal", 1.0, "patterns (all packings)")

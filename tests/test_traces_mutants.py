@@ -53,6 +53,8 @@ RATE_FIX = "give rates (req/s) or scale factors as non-negative numbers"
      f"t.csv row 3: timestamp 'yesterday' is neither seconds nor ISO 8601 (t.csv). To fix: {ISO_FIX}"),
     (["timestamp,scale", "2026-01-05T00:00:00Z,1", "noon,1"],
      f"t.csv row 3: timestamp 'noon' is neither seconds nor ISO 8601 (t.csv). To fix: {ISO_FIX}"),
+    (["timestamp,scale", "0,1", "Jan 5 2026,1"],            # a date pandas could guess, but not ISO 8601
+     f"t.csv row 3: timestamp 'Jan 5 2026' is neither seconds nor ISO 8601 (t.csv). To fix: {ISO_FIX}"),
 ])
 def test_csv_trace_refusals_are_these_lines(tmp_path, rows, expected):
     assert refusal(csv_file(tmp_path, *rows)) == expected
@@ -125,6 +127,8 @@ def test_to_csv_keeps_exact_timestamps_and_six_digits():
 def test_iso_timestamps_are_seconds_since_the_epoch(tmp_path):
     trace = load_trace(csv_file(tmp_path, "timestamp,scale", "1970-01-01T00:01:00Z,1", "1970-01-01T00:02:30Z,2"))
     assert trace.times.tolist() == [60.0, 150.0] and trace.source == "t.csv"
+    naive = load_trace(csv_file(tmp_path, "timestamp,scale", "1970-01-01T00:01:00,1", "1970-01-01T00:02:30,2"))
+    assert naive.times.tolist() == [60.0, 150.0]                         # no zone given: UTC
 
 
 def tbz2(payload: bytes) -> bytes:
