@@ -142,3 +142,22 @@ def test_an_ensembles_batch_forms_at_its_first_step_only(tmp_path):
     assert [(list(c.dynamic_batching.preferred_batch_size), c.dynamic_batching.max_queue_delay_microseconds)
             for c in configs.values()] == [([4], 500), ([4], 0)]
     assert (out / "ens" / "config.pbtxt").read_text() == (src / "ens" / "config.pbtxt").read_text()
+
+
+def test_a_stateful_workload_that_needs_several_servers_is_refused_in_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from igniter.provisioning.repository import keep_stateful_on_one_server
+    from igniter.provisioning.workloads import Workload
+
+    model_dir(tmp_path, "seq", 'max_batch_size: 4 sequence_batching { direct { } }')
+    pm = RepositoryPerfModel(SimplePerfModel({"seq": Model(1.0, 0.0)}), source_models(tmp_path, {"seq"}))
+    problem = SimpleNamespace(types=[SimpleNamespace(perf_model=pm)], workloads=[Workload("w", "seq", 900.0, 10.0)],
+                              options=[[SimpleNamespace(model="seq", replicas=3), SimpleNamespace(model="seq",
+                                                                                                   replicas=2)]])
+    with pytest.raises(UserError) as err:
+        keep_stateful_on_one_server(problem)
+    assert str(err.value) == ("workload 'w' needs 2 servers at 900 req/s, but its model 'seq' is stateful "
+                              "(sequence_batching): every request of a sequence must reach the one server that holds "
+                              "its state (workloads). To fix: split its sequences over several workloads with a lower "
+                              "rate each, or use a faster GPU type")

@@ -225,3 +225,36 @@ def test_the_exact_path_enumerates_every_packing_when_there_are_few():
     gpus, status, bound, details = ilp._solve_patterns(problem, one_each(problem), time.monotonic() + 60)
     assert ([sorted(s.workload for s in g.servers) for g in gpus], status, bound, details["mode"]) == (
         [[0, 1, 2]], "optimal", 1.0, "patterns (all packings)")
+
+
+def test_no_perf_model_and_no_catalog_is_one_line(tmp_path):
+    from igniter.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        provisioning.load_inputs(tmp_path / "w.yaml", None, None)
+    assert str(err.value) == "no performance model given. To fix: pass --perf-model MODEL_FILE (or --gpus CATALOG.yaml)"
+
+
+def test_negative_interference_terms_leave_the_share_bound():
+    # a negative sensitivity (interference that speeds a server up) breaks the relaxation's monotonicity
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 1.0, -0.1)}, cores=4)
+    problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 10.0) for i in range(2))),
+                            default_catalog(pm))
+    assert bounds.best_bound(problem, 1e9, time.monotonic() + 30) == (
+        problem.share_lower_bound(), {"bound": "share (strong bound not computed: negative interference terms)"})
+
+
+def test_with_share_rereads_every_term_at_the_new_share():
+    # scheduling delay that depends on the share (2 ms x 100 / share): at 25 % 8 ms, at 50 % 4 ms
+    class ShareSched(SimplePerfModel):
+        def linear_terms(self, model, batch, share):
+            t = super().linear_terms(model, batch, share)
+            return t._replace(sched_ms=2.0 * 100.0 / share)
+
+    pm = ShareSched({"m": Model(1.0, 0.0, 1.0, 0.5)}, cores=4)
+    problem = build_problem(WorkloadSet((Workload("w0", "m", 1.0, 100.0),)), default_catalog(pm))
+    option = next(o for o in problem.options[0] if o.share == 25.0)
+    moved = problem.with_share(option, 1)                                  # the grid: 25, 50, 75, 100
+    assert (moved.share, moved.solo_latency_ms, moved.sensitivity, moved.pressure, moved.sched_ms) == (
+        50.0, 2.0, 0.5, 0.5, 4.0)
+    assert (option.sched_ms, option.solo_latency_ms) == (8.0, 4.0)
