@@ -258,3 +258,22 @@ def test_with_share_rereads_every_term_at_the_new_share():
     assert (moved.share, moved.solo_latency_ms, moved.sensitivity, moved.pressure, moved.sched_ms) == (
         50.0, 2.0, 0.5, 0.5, 4.0)
     assert (option.sched_ms, option.solo_latency_ms) == (8.0, 4.0)
+
+
+def test_finish_falls_back_to_a_cheaper_warm_start_and_says_why():
+    problem = quarter_problem(2)
+    apart = one_each(problem)                                              # 2 hosts
+    together = [Gpu(0, [s for g in one_each(problem) for s in g.servers])]  # 1 host, 50 %
+    found = provisioning.finish(problem, Assignment(apart, 0.5, "optimal", {}), Assignment(together, 1.0, "optimal"))
+    assert ([len(g.servers) for g in found.gpus], found.lower_bound, found.status, found.details) == (
+        [2], 1.0, "heuristic", {"repairs": 0, "fallback": "warm start (the strategy's plan was worse or missed an SLO)"})
+
+
+def test_share_bound_in_whole_gpus_at_their_price():
+    # three quarter servers at price 2 per host: 3 x 0.5 = 1.5 of GPU price, 0.75 of one GPU -> one GPU, 2.0
+    pm = SimplePerfModel({"m": Model(1.0, 0.0, 0.0)}, cores=4)
+    from igniter.provisioning.workloads import GpuType
+
+    problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 10.0) for i in range(3))),
+                            [GpuType("g", 2.0, None, pm)])
+    assert problem.share_lower_bound() == 2.0
