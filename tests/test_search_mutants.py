@@ -277,3 +277,11 @@ def test_share_bound_in_whole_gpus_at_their_price():
     problem = build_problem(WorkloadSet(tuple(Workload(f"w{i}", "m", 1.0, 10.0) for i in range(3))),
                             [GpuType("g", 2.0, None, pm)])
     assert problem.share_lower_bound() == 2.0
+
+
+def test_the_strong_bound_writes_nothing_on_stdout(capfd):
+    # HiGHS logs to file descriptor 1 unless told not to: --json output must stay one JSON document
+    problem = quarter_problem(5)
+    found = bounds.lower_bound(problem, time.monotonic() + 30)
+    assert found is not None and found.rounds >= 2 and found.value == 2.0
+    assert capfd.readouterr().out == ""
