@@ -220,6 +220,7 @@ def test_rate_plot_marks_each_violation(figures):
     assert [list(ln.get_ydata()) for ln in lines] == [[10.0, 20.0], [30.0, 30.0], [15.0, 15.0], [20.0],
                                                       [15.0, 30.0]]
     assert list(lines[3].get_xdata()) == [60 / 3600] and lines[3].get_marker() == "x"
+    assert [list(lines[i].get_xdata()) for i in (0, 1, 2, 4)] == [[0.0, 60 / 3600]] * 4     # hours, every line
 
 
 def test_growth_plot_skips_error_rows_and_types_plot_stacks_replan(figures):

@@ -175,6 +175,7 @@ def test_azure_counts_requests_per_whole_second_from_the_first(tmp_path):
                     "1970-01-01 00:01:42.6,1", name="a.csv")
     trace = load_trace(path, "azure-llm")
     assert trace.times.tolist() == [100.0, 101.0, 102.0] and trace.values[:, 0].tolist() == [2.0, 0.0, 1.0]
+    assert trace.source == "a.csv"
     assert refusal(csv_file(tmp_path, "A,B", "1,2", name="a.csv"), "azure-llm") == (
         "a.csv lacks column(s) TIMESTAMP (a.csv). To fix: give the trace file as published (see docs/capacity.md)")
     assert refusal(csv_file(tmp_path, "TIMESTAMP", name="a.csv"), "azure-llm") == (
