@@ -48,6 +48,9 @@ def writing(state_dir: Path, lock_timeout_s: float, what: str, as_json: bool,
         with signals_interrupt(), writer_lock(state_dir, lock_timeout_s):
             yield
     except Interrupted as err:
+        if err.completed:  # the signal came during a commit: the work stands, no rollback is claimed
+            fail(UserError(f"{what} interrupted by {err} after the apply it ran had completed: not rolled back",
+                           "run `igniter status` to see what serves now", str(state_dir)), as_json, err.exit_code)
         fail(UserError(f"{what} interrupted by {err} and {outcome}", "run it again if you still want it",
                        str(state_dir)), as_json, err.exit_code)
 
@@ -87,7 +90,15 @@ def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None,
     report = deployer.apply(plan, dry_run=True)  # reads only, no lock: a bad plan or state writes nothing at all
     if not dry_run:
         with writing(state_path.parent, lock_timeout, "apply", as_json):
-            report = deployer.apply(plan)
+            try:
+                report = deployer.apply(plan)
+            except Interrupted as late:
+                if not late.completed:
+                    raise
+                # exit 0: 128+signal says "rolled back", and this apply was not; the report says what now serves
+                report = late.result
+                click.echo(f"note: {late} arrived while the new state was being committed: the apply completed",
+                           err=True)
     emit(report, as_json, lambda r: table(r["actions"], ["server", "action", "reason", "models"]))
 
 

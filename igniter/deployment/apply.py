@@ -143,6 +143,7 @@ class Deployer:
         self._clean_up_after_a_dead_run(state)
         new_state = DeploymentState(plan=str(plan_path.resolve()))
         timings = {}
+        committed = False
         try:
             for server, action in zip(planned, actions):
                 t0 = time.monotonic()
@@ -151,7 +152,24 @@ class Deployer:
             for action in actions[len(planned):]:
                 self._retire.append(state.servers[action.server])
             new_state.frontdoor = self._route(plan_path, state, new_state)  # new servers ready -> routes switched
+            self.progress(f"commit   {self.state_path}")
+            # inside the try: a signal before the block rolls back; one inside it waits for its end (the new state
+            # and the retiring of the old servers happen whole) and then finds the apply completed
+            with interrupt.deferred():
+                save_state(new_state, self.state_path)
+                committed = True
+                self._undo.clear()
+                for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it
+                    self._stop(old)       # leaves alone is not this deployment's (said in progress), the apply stands
+                self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
+                report = {"dry_run": False, "actions": [asdict(a) for a in actions],
+                          "seconds": round(time.monotonic() - started, 3), "seconds_per_server": timings,
+                          "state": str(self.state_path), "endpoints": new_state.endpoints_by_workload()}
         except BaseException as err:
+            if committed:  # the state records the new plan and it serves: nothing to roll back
+                if isinstance(err, interrupt.Interrupted):
+                    raise interrupt.Interrupted(err.signum, report) from None
+                raise
             undone = self._rollback()
             if undone:  # a step that could not be undone leaves the deployment between two plans: say which
                 what = err.what if isinstance(err, UserError) else str(err)
@@ -161,15 +179,7 @@ class Deployer:
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
             raise
-        with interrupt.deferred():  # the new state and the retiring of the old servers happen whole
-            save_state(new_state, self.state_path)
-            self._undo.clear()
-            for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it leaves
-                self._stop(old)       # alone is not this deployment's (said in progress), the apply stands
-            self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
-        return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
-                "seconds_per_server": timings, "state": str(self.state_path),
-                "endpoints": new_state.endpoints_by_workload()}
+        return report
 
     # -- one server ---------------------------------------------------------------------------------------------
     def _execute(self, server: PlannedServer, action: ServerAction, old: ServerState | None) -> ServerState:
@@ -203,7 +213,9 @@ class Deployer:
         local = LocalServer(options)
         self._undo.append(local.stop)
         self._record_starting(server.name, repo)
-        local.start()
+        with interrupt.deferred():  # a signal during the spawn would lose the pid (and a launch shim has no tag yet)
+            local.spawn()
+        local.wait_ready()
         self.local[server.name] = local
         endpoints = local.endpoints
         state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo=str(repo), http=endpoints.http,

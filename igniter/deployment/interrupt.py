@@ -5,7 +5,9 @@ a handler Python dies at once and whatever the apply had started keeps running u
 ``signals_interrupt()`` the first of these signals raises ``Interrupted`` (a BaseException, like KeyboardInterrupt,
 so the rollback's ``except BaseException`` sees it and ``except Exception`` does not swallow it); later ones are
 held back so the rollback itself runs to its end. Inside ``deferred()`` (the commit of a new state and the retiring
-of old servers, which must not stop half way) a signal is held back and raised when the block ends.
+of old servers, which must not stop half way) a signal is held back and raised when the block ends. A signal held
+back by a commit comes too late to undo the work: it is raised as ``Interrupted`` carrying the work's ``result``
+(``completed``), so no caller reports a rollback that did not happen.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Interrupted(BaseException):
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, result: object = None):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.result = result  # what the work returned: set when it completed before the signal could stop it
+
+    @property
+    def completed(self) -> bool:
+        return self.result is not None
 
     @property
     def exit_code(self) -> int:
