@@ -131,6 +131,8 @@ class Deployer:
         self._undo: list[Callable[[], None]] = []
         self._retire: list[ServerState] = []
         self._state = DeploymentState()  # the state as this run found it (plus what it is starting)
+        self._undo_failed: list[str] = []  # rollback steps of this apply that failed
+        self.report: dict | None = None  # the last apply's, set when it commits (a signal after that finds it done)
 
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
         planned = planned_servers(plan_path)
@@ -139,7 +141,7 @@ class Deployer:
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
-        self._state = state
+        self._state, self._undo_failed, self.report = state, [], None
         self._clean_up_after_a_dead_run(state)
         new_state = DeploymentState(plan=str(plan_path.resolve()))
         timings = {}
@@ -158,19 +160,23 @@ class Deployer:
             with interrupt.deferred():
                 save_state(new_state, self.state_path)
                 committed = True
+                interrupt.mark_completed()  # a signal from here on is raised saying the apply completed
                 self._undo.clear()
                 for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it
                     self._stop(old)       # leaves alone is not this deployment's (said in progress), the apply stands
                 self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
-                report = {"dry_run": False, "actions": [asdict(a) for a in actions],
-                          "seconds": round(time.monotonic() - started, 3), "seconds_per_server": timings,
-                          "state": str(self.state_path), "endpoints": new_state.endpoints_by_workload()}
+                self.report = {"dry_run": False, "actions": [asdict(a) for a in actions],
+                               "seconds": round(time.monotonic() - started, 3), "seconds_per_server": timings,
+                               "state": str(self.state_path), "endpoints": new_state.endpoints_by_workload()}
         except BaseException as err:
             if committed:  # the state records the new plan and it serves: nothing to roll back
-                if isinstance(err, interrupt.Interrupted):
-                    raise interrupt.Interrupted(err.signum, report) from None
                 raise
-            undone = self._rollback()
+            try:  # CPython runs a signal handler only at calls and backward jumps: none before this line
+                self._rollback()
+            except interrupt.Interrupted as late:  # came before the rollback held signals back (or at its end):
+                self._rollback()                   # roll back what is left; later signals are held back
+                err = late
+            undone = self._undo_failed
             if undone:  # a step that could not be undone leaves the deployment between two plans: say which
                 what = err.what if isinstance(err, UserError) else str(err)
                 raise UserError(f"apply failed ({what}) and was not rolled back completely: {'; '.join(undone)}",
@@ -178,8 +184,8 @@ class Deployer:
                                 str(self.state_path)) from err
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
-            raise
-        return report
+            raise err
+        return self.report
 
     # -- one server ---------------------------------------------------------------------------------------------
     def _execute(self, server: PlannedServer, action: ServerAction, old: ServerState | None) -> ServerState:
@@ -280,20 +286,20 @@ class Deployer:
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
     def _rollback(self) -> list[str]:
-        """Undo every step done, newest first; returns what could not be undone. A signal during it waits for
-        its end."""
+        """Undo every step done, newest first; returns what could not be undone (kept in ``_undo_failed`` too: a
+        signal during the rollback waits for its end, then is raised instead of the return)."""
         with interrupt.deferred():
-            return self._undo_all()
+            self._undo_all()
+            return self._undo_failed
 
-    def _undo_all(self) -> list[str]:
+    def _undo_all(self) -> None:
         self.progress("rolling back")
-        failed = []
         for undo in reversed(self._undo):
             try:
                 undo()
             except Exception as err:  # keep undoing the rest; report what could not be undone
                 self.progress(f"rollback step failed: {err}")
-                failed.append(str(err))
+                self._undo_failed.append(str(err))
         self._undo.clear()
         self._retire.clear()
         # a process whose start was interrupted before this run learnt its pid: found by its tag
@@ -302,7 +308,6 @@ class Deployer:
         if self._state.starting:
             self._state.starting.clear()
             save_state(self._state, self.state_path)
-        return failed
 
     def _route(self, plan_path: Path, old: DeploymentState, new: DeploymentState) -> FrontDoorState:
         """Point every workload's stable endpoint at its new replicas, weighted by the planned rates."""
