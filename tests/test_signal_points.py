@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -161,3 +162,21 @@ def test_a_signal_after_the_commit_exits_0_with_the_report_and_says_so(deployed,
     assert "note: SIGTERM came after the apply had committed: it completed" in result.stderr
     assert load_state(state_dir / "state.json").servers["a"].pid != old_a and not pid_alive(old_a)
     assert tagged(state_dir) == recorded(state_dir)
+
+
+def test_a_signal_as_a_server_copy_is_made_leaves_no_copy(deployed, monkeypatch):
+    state_dir, moved, deployers = deployed
+    before_bytes, before_pids, before_copies = (state_dir / "state.json").read_bytes(), recorded(state_dir), copies(state_dir)
+    copytree = shutil.copytree
+
+    def copy_then_a_signal(*args, **kwargs):  # the signal lands as the copy for the new a ends
+        copytree(*args, **kwargs)
+        kill_self()
+    monkeypatch.setattr("igniter.deployment.apply.shutil.copytree", copy_then_a_signal)
+    deployer = Deployer(state_dir / "state.json", detached=True)
+    deployers.append(deployer)
+    with pytest.raises(Interrupted) as caught, signals_interrupt():
+        deployer.apply(moved)
+    assert not caught.value.completed
+    assert (state_dir / "state.json").read_bytes() == before_bytes and tagged(state_dir) == before_pids
+    assert copies(state_dir) == before_copies, "the half-made copy is removed with the rest"

@@ -206,8 +206,8 @@ class Deployer:
         make_owned_dir(self.root, "igniter apply (server repository copies)", "servers directory",
                        "choose another --state directory")
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
+        self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))  # first: a signal may stop the copy
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
-        self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
         mark(repo, f"igniter apply (repository of server {server.name})")
         backend = backends.get(server.launch.backend)
         # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
@@ -239,9 +239,10 @@ class Deployer:
             for model in models:
                 target = Path(old.repo) / model / "config.pbtxt"
                 previous = target.read_bytes() if target.exists() else None
+                # the undo before the change: a signal between the two must not leave the new config unrecorded
+                self._undo.append(lambda t=target, p=previous, m=model, o=old: self._restore_config(o, m, t, p))
                 shutil.copyfile(server.models[model], target.with_suffix(".tmp"))
                 target.with_suffix(".tmp").replace(target)
-                self._undo.append(lambda t=target, p=previous, m=model, o=old: self._restore_config(o, m, t, p))
                 client.load(model)  # Triton re-reads the repository; old version serves until the new is ready
 
     def _restore_config(self, old: ServerState, model: str, target: Path, previous: bytes | None) -> None:
