@@ -8,7 +8,9 @@ Per planned server (one per workload replica, see docs/artefacts.md):
   requests);
 - servers in the state but not in the plan are retired at the end.
 On failure every step done is undone in reverse order (configs restored, new processes stopped), so the previous
-state keeps serving. Remote servers (--server-map) are reconfigured through config overrides only.
+state keeps serving. Remote servers (--server-map) are reconfigured through config overrides only. A signal
+(deployment/interrupt.py) before the commit rolls back like a failure; from the commit on the apply completes and
+the signal says so (a local step registers its undo before it changes anything, so either outcome is whole).
 """
 
 from __future__ import annotations
@@ -171,7 +173,7 @@ class Deployer:
         except BaseException as err:
             if committed:  # the state records the new plan and it serves: nothing to roll back
                 raise
-            try:  # CPython runs a signal handler only at calls and backward jumps: none before this line
+            try:  # CPython runs a signal's handler at calls and backward jumps: there is none before here
                 self._rollback()
             except interrupt.Interrupted as late:  # came before the rollback held signals back (or at its end):
                 self._rollback()                   # roll back what is left; later signals are held back
