@@ -126,7 +126,8 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
             "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
             "measured_p99_ms": _p99(latencies),
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
-            "measured_p99_interval_ms": list(breakdown.quantile_interval(latencies, 0.99)),
+            "measured_p99_interval_ms": [v if math.isfinite(v) else None   # None: too few requests to bound it
+                                         for v in breakdown.quantile_interval(latencies, 0.99)],
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
             "send_lag_p99_ms": _p99(np.concatenate([np.array([])] + lags)),
         })

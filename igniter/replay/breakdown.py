@@ -72,11 +72,11 @@ def read_counters(endpoint: str, model: str) -> ServerCounters:
                           stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns)
 
 
-def split_ms(before: list[ServerCounters], after: list[ServerCounters]) -> dict[str, float]:
-    """Mean queue and compute ms per request over a workload's replicas between two readings."""
+def split_ms(before: list[ServerCounters], after: list[ServerCounters]) -> dict[str, float | None]:
+    """Mean queue and compute ms per request over a workload's replicas between two readings (None: no requests)."""
     requests = sum(a.requests - b.requests for a, b in zip(after, before))
     if requests <= 0:
-        return {"server_queue_ms": math.nan, "server_compute_ms": math.nan}
+        return {"server_queue_ms": None, "server_compute_ms": None}
     queue = sum(a.queue_ns - b.queue_ns for a, b in zip(after, before))
     compute = sum(a.compute_ns - b.compute_ns for a, b in zip(after, before))
     return {"server_queue_ms": queue / requests / 1e6, "server_compute_ms": compute / requests / 1e6}
