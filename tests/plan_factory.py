@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
+from igniter.provisioning.plan import PLAN_VERSION, GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
 from igniter.schema import dump_json
 from igniter.triton.config import read_config, set_dynamic_batching, set_instance_group, set_parameter, write_config
 
 
 def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
-    """servers: [{name, model, batch, instances, share, cpus, backend, workload, replica, replicas, rate}] -> out/plan.json + out/triton_repo/<server>/."""
+    """servers: [{name, model, batch, instances, share, cpus, backend, workload, replica, replicas, rate}] -> out/plan.json + out/triton_repo/<server>/.
+
+    ``instances`` goes into the server's config only (as if its repository were edited by hand): plans carry no
+    instance count, and apply applies what a repository's configs say."""
     if out.exists():
         shutil.rmtree(out)
     entries = []
@@ -32,11 +35,10 @@ def make_plan(out: Path, demo_repo: Path, servers: list[dict]) -> Path:
         entries.append(ServerPlan(name=spec["name"], model=spec["model"], workload=spec.get("workload", spec["name"]),
                                   replica=spec.get("replica", 0), replicas=spec.get("replicas", 1),
                                   share=spec.get("share", 50.0), batch=spec["batch"],
-                                  instances=spec.get("instances", 1),
                                   max_queue_delay_us=spec.get("delay_us", 1000), rate=spec.get("rate", 10.0),
                                   slo_ms=100.0,
                                   predicted_latency_ms=1.0, predicted_p99_ms=2.0, predicted_throughput_rps=100.0))
-    plan = Plan(format="igniter-plan", version=2, strategy="manual", latency_model="queueing", hardware_kind="cpu",
+    plan = Plan(format="igniter-plan", version=PLAN_VERSION, strategy="manual", latency_model="queueing", hardware_kind="cpu",
                 gpus=[GpuPlan(id="host0", type="cpu", kind="cpu", backend="cpu", price_per_hour=1.0, servers=entries)],
                 totals=Totals(gpus=1, cost=1.0, accuracy_term=0.0, objective=1.0, lower_bound=1.0, gap=0.0,
                               status="manual"))

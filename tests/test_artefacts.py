@@ -39,7 +39,8 @@ def plan_dir(monkeypatch, tmp_path) -> Path:
 def test_plan_round_trip(plan_dir):
     raw = json.loads((plan_dir / "plan.json").read_text())
     plan = read_plan(plan_dir / "plan.json")
-    assert plan.version == raw["version"] == 2
+    assert plan.version == raw["version"] == 3
+    assert not [s for g in raw["gpus"] for s in g["servers"] if "instances" in s], "plans state no instance count"
     assert [s.name for _, s in plan.servers()] == [s["name"] for g in raw["gpus"] for s in g["servers"]]
     assert read_plan(plan_dir) == plan, "the plan directory reads as its plan.json"
     for gpu, server in plan.servers():
@@ -58,7 +59,7 @@ def _first_server(data: dict) -> dict:
 
 
 @pytest.mark.parametrize("change, needle", [
-    (lambda d: d.update(version=1), "is version 1; this igniter reads version 2"),
+    (lambda d: d.update(version=1), "is version 1; this igniter reads version 3 (and version 2)"),
     (lambda d: d.pop("version"), "is version None"),
     (lambda d: d.update(format="something-else"), "format='something-else'"),
     (lambda d: _first_server(d).update(share=0.0), "share = 0.0: input should be greater than 0"),
@@ -73,6 +74,44 @@ def test_bad_plan_is_one_line_with_the_reprovision_hint(plan_dir, change, needle
         read_plan(plan_dir / "plan.json")
     line = err.value.line()
     assert needle in line and "To fix: re-run igniter provision" in line and "\n" not in line
+
+
+def _as_version_2(data: dict, counts: dict[int, object] | None = None) -> None:
+    """The plan as igniter wrote it before version 3: every server also said ``instances`` (1, or counts[i] for
+    the i-th server)."""
+    data["version"] = 2
+    for i, server in enumerate(s for g in data["gpus"] for s in g["servers"]):
+        server["instances"] = (counts or {}).get(i, 1)
+
+
+def test_version_2_plan_with_one_instance_per_server_reads_as_its_version_3_plan(plan_dir):
+    current = read_plan(plan_dir)
+    _rewrite(plan_dir / "plan.json", _as_version_2)
+    assert read_plan(plan_dir) == current
+
+
+@pytest.mark.parametrize("count", [2, 0, True, "1", 1.0, None])
+def test_version_2_plan_with_another_instance_count_is_one_line(plan_dir, count):
+    _rewrite(plan_dir / "plan.json", lambda d: _as_version_2(d, {1: count}))
+    second = [s for g in json.loads((plan_dir / "plan.json").read_text())["gpus"] for s in g["servers"]][1]["name"]
+    with pytest.raises(UserError) as err:
+        read_plan(plan_dir)
+    line = err.value.line()
+    assert f"server {second!r} of the version-2 plan" in line and f"instances={count!r}" in line
+    assert "To fix: re-run igniter provision" in line and "\n" not in line
+
+
+def test_version_3_plan_with_an_instance_count_is_refused_as_an_unknown_key(plan_dir):
+    _rewrite(plan_dir / "plan.json", lambda d: _first_server(d).update(instances=1))
+    with pytest.raises(UserError, match=r"unknown key gpus\[0\] 'V100'.servers\[0\] 'gpu0-a-r0'.instances "):
+        read_plan(plan_dir / "plan.json")
+
+
+def test_apply_refuses_a_version_2_plan_of_two_instances_before_starting_anything(plan_dir, tmp_path):
+    _rewrite(plan_dir / "plan.json", lambda d: _as_version_2(d, {0: 2}))
+    res = CliRunner().invoke(cli, ["apply", str(plan_dir / "plan.json"), "--state", str(tmp_path / "s.json")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "instances=2" in res.output
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_unknown_key_names_the_valid_ones(plan_dir):

@@ -72,7 +72,7 @@ def test_demo_attainment_counts_failed_requests_as_misses_hand_worked():
 
     def entry(replica, predicted_p99_ms):
         return ServerPlan(name=f"gpu0-w-r{replica}", share=50.0, model="m", workload="w", replica=replica, replicas=2,
-                          batch=1, instances=1, max_queue_delay_us=0, rate=50.0, slo_ms=25.0,
+                          batch=1, max_queue_delay_us=0, rate=50.0, slo_ms=25.0,
                           predicted_latency_ms=5.0, predicted_p99_ms=predicted_p99_ms, predicted_throughput_rps=200.0)
 
     runs = [(entry(0, 12.0), LoadResult(np.array([10.0, 20.0, 30.0]), 4, 3, 1, 1.0, 3.0)),

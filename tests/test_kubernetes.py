@@ -29,7 +29,7 @@ from igniter.cli import provision as provision_cli  # noqa: E402
 from igniter.cli.main import cli  # noqa: E402
 from igniter.deployment import kubernetes as k8s  # noqa: E402
 from igniter.errors import UserError  # noqa: E402
-from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals  # noqa: E402
+from igniter.provisioning.plan import PLAN_VERSION, GpuPlan, LaunchSpec, Plan, ServerPlan, Totals  # noqa: E402
 from igniter.schema import dump_json  # noqa: E402
 
 KUBERNETES_VERSION = "1.34.0"   # the first release with resource.k8s.io/v1 (DRA) enabled by default
@@ -83,12 +83,12 @@ def write_plan(out: Path, gpus: list[dict], kind: str) -> Path:
                                     env={"OMP_NUM_THREADS": str(s["threads"])})
             (repo / "launch.json").write_text(dump_json(launch))
             entries.append(ServerPlan(name=s["name"], workload=s["workload"], replica=s["replica"], replicas=1,
-                                      model=s["model"], share=s["share"], batch=s.get("batch", 4), instances=1,
+                                      model=s["model"], share=s["share"], batch=s.get("batch", 4),
                                       max_queue_delay_us=1000, rate=10.0, slo_ms=100.0, predicted_latency_ms=1.0,
                                       predicted_p99_ms=2.0, predicted_throughput_rps=100.0))
         plan_gpus.append(GpuPlan(id=g["id"], type=g["type"], kind=kind, backend="mps" if kind == "gpu" else "cpu",
                                  price_per_hour=1.0, servers=entries))
-    plan = Plan(format="igniter-plan", version=2, strategy="manual", latency_model="queueing", hardware_kind=kind,
+    plan = Plan(format="igniter-plan", version=PLAN_VERSION, strategy="manual", latency_model="queueing", hardware_kind=kind,
                 gpus=plan_gpus, totals=Totals(gpus=len(gpus), cost=1.0, accuracy_term=0.0, objective=1.0,
                                               lower_bound=1.0, gap=0.0, status="manual"))
     (out / "plan.json").write_text(dump_json(plan))

@@ -151,7 +151,8 @@ def test_cli_writes_plan_and_repos(fake_cli, tmp_path):
             assert launch["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == f"{s['share']:g}"
             fields = driven_fields(read_config(repo / s["model"] / "config.pbtxt"))
             assert fields["max_batch_size"] >= s["batch"] and fields["preferred_batch_size"] == [s["batch"]]
-            assert fields["kinds"] == ["KIND_GPU"] and fields["instances"] == s["instances"] == 1
+            # one instance per server, and the plan states no count of its own (docs/artefacts.md §3)
+            assert fields["kinds"] == ["KIND_GPU"] and fields["instances"] == 1 and "instances" not in s
             assert fields["max_queue_delay_us"] == s["max_queue_delay_us"]
             assert s["predicted_p99_ms"] <= s["slo_ms"]
 

@@ -446,7 +446,8 @@ def test_read_errors_name_the_file_and_what_it_is(tmp_path):
     plan.write_text('{"format": "igniter-plan", "version": 1}')
     with pytest.raises(UserError) as err:
         read_plan(tmp_path)                                   # the directory holding it
-    assert str(err.value) == f"plan {plan} is version 1; this igniter reads version 2 (plan.json). {fix}"
+    assert str(err.value) == (f"plan {plan} is version 1; this igniter reads version 3 (and version 2) (plan.json). "
+                              f"{fix}")
     launch.write_text('{"format": "igniter-launch", "version": 3}')
     with pytest.raises(UserError) as err:
         read_launch(launch)

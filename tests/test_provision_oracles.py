@@ -325,9 +325,9 @@ def test_plan_files_for_one_workload_hand_worked(tmp_path):
     problem = problem_for(pm, [("m", 1.0, 10.0)])
     plan = plan_of(problem, solve_with(problem, "ffd"), "ffd")
     server = {"name": "gpu0-w0-r0", "share": 25.0, "model": "m", "workload": "w0", "replica": 0, "replicas": 1,
-              "batch": 1, "instances": 1, "max_queue_delay_us": 0, "rate": 1.0, "slo_ms": 10.0, "accuracy": None,
+              "batch": 1, "max_queue_delay_us": 0, "rate": 1.0, "slo_ms": 10.0, "accuracy": None,
               "predicted_latency_ms": 8.0, "predicted_p99_ms": 8.0, "predicted_throughput_rps": 125.0}
-    assert plan == {"format": "igniter-plan", "version": 2, "strategy": "ffd", "latency_model": "queueing",
+    assert plan == {"format": "igniter-plan", "version": 3, "strategy": "ffd", "latency_model": "queueing",
                     "hardware_kind": "cpu", "accuracy_weight": 0.0,
                     "gpus": [{"id": "gpu0", "type": "simple-cpu", "price_per_hour": 1.0, "kind": "cpu",
                               "backend": "cpu", "servers": [server]}],

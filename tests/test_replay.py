@@ -91,7 +91,7 @@ def test_step_options_parse_and_refuse_in_one_line():
 # -- the emulated accelerator ----------------------------------------------------------------------------------------
 
 def _servers(specs: list[dict]) -> list[PlannedServer]:
-    return [PlannedServer(instances=1, rate=50.0, slo_ms=100.0, predicted_latency_ms=1.0, predicted_p99_ms=2.0,
+    return [PlannedServer(rate=50.0, slo_ms=100.0, predicted_latency_ms=1.0, predicted_p99_ms=2.0,
                           max_queue_delay_us=0, **spec) for spec in specs]
 
 

@@ -268,7 +268,7 @@ def test_broken_source_repositories_refused(monkeypatch, tmp_path, edit, needle)
 def test_derive_config_hand_worked(source, on_gpu, expected):
     from igniter.provisioning.repository import derive_config
     cfg = text_format.Parse(source, mc.ModelConfig())
-    derive_config(cfg, None, Placement("srv", "w", 2 if cfg.max_batch_size else 1, 100, 1, 1, on_gpu, None))
+    derive_config(cfg, None, Placement("srv", "w", 2 if cfg.max_batch_size else 1, 100, 1, on_gpu, None))
     assert cfg == text_format.Parse(expected, mc.ModelConfig())
 
 
@@ -292,7 +292,7 @@ def test_unreadable_source_config_refused(monkeypatch, tmp_path, replace_with, n
 
 
 def test_rule_check_uses_tritons_wording():
-    place = Placement("srv", "w", 2, 100, 1, 1, False, None)
+    place = Placement("srv", "w", 2, 100, 1, False, None)
     cfg = text_format.Parse('name: "m" max_batch_size: 4 sequence_batching { oldest { preferred_batch_size: 8 } }'
                             ' instance_group { kind: KIND_CPU }', mc.ModelConfig())
     with pytest.raises(UserError, match="sequence batching preferred batch size must be <= max batch size for m"):

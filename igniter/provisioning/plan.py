@@ -39,7 +39,8 @@ from igniter.schema import (Count, NonNegativeFloat, PositiveFloat, SafeName, Sh
                             validate)
 from igniter.triton.server import owned_servers_under
 
-PLAN_FORMAT, PLAN_VERSION = "igniter-plan", 2
+PLAN_FORMAT, PLAN_VERSION = "igniter-plan", 3
+OLD_PLAN_VERSION = 2      # read too: its servers also said ``instances``, which had to be 1 (_from_version_2)
 LAUNCH_FORMAT, LAUNCH_VERSION = "igniter-launch", 2
 REPROVISION = "re-run igniter provision (it writes plan.json and the launch specs; they are not edited by hand)"
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]   # display names (GPU types: "H100 PCIe")
@@ -55,9 +56,7 @@ class ServerPlan(Strict):
     model: SafeName                      # the model (variant) that serves the workload
     accuracy: float | None = None        # the serving model's accuracy, when variants or accuracy_weight matter
     batch: Count
-    share: Share
-    instances: Count                     # igniter provision plans 1 (profiled: one instance per server; the
-                                         # queueing model has one server per queue); apply applies what is written
+    share: Share                         # one model instance per server: no instance count (docs/artefacts.md §3)
     max_queue_delay_us: Annotated[int, Field(ge=0)]
     rate: PositiveFloat                  # req/s this replica carries
     slo_ms: PositiveFloat                # the workload's p99 budget
@@ -101,7 +100,7 @@ class Totals(Strict):
 
 class Plan(Strict):
     format: Literal["igniter-plan"]
-    version: Literal[2]
+    version: Literal[3]
     strategy: SafeName
     latency_model: SafeName
     hardware_kind: SafeName
@@ -148,26 +147,51 @@ class LaunchSpec(Strict):
 
 def read_plan(path: str | Path) -> Plan:
     """THE plan reader (plan.json, or the OUT_DIR holding it): one UserError line for anything but a valid plan of
-    this version."""
+    this version or a version-2 plan of one instance per server (read as this version)."""
     path = Path(path)
     if path.is_dir():
         path = path / "plan.json"
-    return _read_versioned(Plan, path, "plan", PLAN_FORMAT, PLAN_VERSION)
+    data = _read_format(path, "plan", PLAN_FORMAT)
+    if data.get("version") == OLD_PLAN_VERSION:
+        data = _from_version_2(data, path)
+    return _validate_version(Plan, data, path, "plan", PLAN_VERSION, f" (and version {OLD_PLAN_VERSION})")
 
 
 def read_launch(path: str | Path) -> LaunchSpec:
-    return _read_versioned(LaunchSpec, Path(path), "launch spec", LAUNCH_FORMAT, LAUNCH_VERSION)
+    path = Path(path)
+    data = _read_format(path, "launch spec", LAUNCH_FORMAT)
+    return _validate_version(LaunchSpec, data, path, "launch spec", LAUNCH_VERSION)
 
 
-def _read_versioned(model, path: Path, what: str, file_format: str, version: int):
+def _read_format(path: Path, what: str, file_format: str) -> dict:
     data = read_json(path, what)
     found = data.get("format") if isinstance(data, dict) else None
     if found != file_format:
         raise UserError(f"{path} is not an {file_format} file (format={found!r})", REPROVISION, path.name)
+    return data
+
+
+def _validate_version(model, data: dict, path: Path, what: str, version: int, older: str = ""):
     if data.get("version") != version:
-        raise UserError(f"{what} {path} is version {data.get('version')!r}; this igniter reads version {version}",
-                        REPROVISION, path.name)
+        raise UserError(f"{what} {path} is version {data.get('version')!r}; this igniter reads version {version}"
+                        f"{older}", REPROVISION, path.name)
     return validate(model, data, path.name, REPROVISION)
+
+
+def _from_version_2(data: dict, path: Path) -> dict:
+    """A version-2 plan as version 3: every server's ``instances`` dropped, where it is 1 (all igniter ever
+    planned). Another count was a decision the profiles and the queueing model never covered (one instance per
+    server): refused, not silently served with one."""
+    gpus = data.get("gpus")
+    for gpu in gpus if isinstance(gpus, list) else []:
+        servers = gpu.get("servers") if isinstance(gpu, dict) else None
+        for server in servers if isinstance(servers, list) else []:
+            count = server.pop("instances", 1) if isinstance(server, dict) else 1
+            if type(count) is not int or count != 1:
+                raise UserError(f"server {server.get('name')!r} of the version-2 plan {path} asks for "
+                                f"instances={count!r}; igniter plans one model instance per server", REPROVISION,
+                                path.name)
+    return {**data, "version": PLAN_VERSION}
 
 
 DIGITS = 4
@@ -200,7 +224,7 @@ def build_plan(problem: ProvisioningProblem, assignment: Assignment, strategy: s
             w, o = problem.workloads[s.workload], s.option
             servers.append(ServerPlan(
                 name=server_name(gi, w.name, s.replica), share=o.share, model=o.model, workload=w.name,
-                replica=s.replica, replicas=o.replicas, batch=o.batch, instances=1,
+                replica=s.replica, replicas=o.replicas, batch=o.batch,
                 max_queue_delay_us=o.queue_delay_us, rate=_r(o.rate), slo_ms=w.slo_ms,
                 predicted_latency_ms=_r(p["latency_ms"]),
                 predicted_p99_ms=_r(p["p99_ms"]) if math.isfinite(p["p99_ms"]) else None,
@@ -327,7 +351,7 @@ def _write_server(repo: Path, gpu: GpuPlan, server: ServerPlan, launch: Any, src
     repo.mkdir()
     # the configs (repository.py: from the source model where there is one, keeping its semantics)
     place = Placement(server.name, server.workload, server.batch, server.max_queue_delay_us, server.replicas,
-                      server.instances, backend.gpu, launch.threads)
+                      backend.gpu, launch.threads)
     models = write_server_models(repo, server.model, place, src_repo)
     # a plain write: the whole OUT_DIR is built in a temporary directory and swapped in (atomic as a whole)
     (repo / "launch.json").write_text(dump_json(launch_spec(gpu, server, launch, models)))

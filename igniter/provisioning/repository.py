@@ -1,11 +1,11 @@
 """A server's model configs derived from a source Triton model repository, keeping each model's semantics.
 
-The plan drives only: the instance group's count, kind and GPU; how batches form (dynamic_batching on a
-stateless batching model, the sequence batcher's own fields on a stateful one); the ``threads`` parameter on a
-CPU host. Everything else in a source config (inputs, outputs, reshape, labels, parameters, optimization,
-warmup, version policy, response cache, transaction policy, rate limiter, backend/platform) and its leading
-comment block is kept. What cannot be planned without changing a model's meaning is refused with one line
-naming the model and why, before anything is written:
+The plan drives only: the instance group (count 1: one instance per server, what the profiles measure; kind;
+GPU); how batches form (dynamic_batching on a stateless batching model, the sequence batcher's own fields on a
+stateful one); the ``threads`` parameter on a CPU host. Everything else in a source config (inputs, outputs,
+reshape, labels, parameters, optimization, warmup, version policy, response cache, transaction policy, rate
+limiter, backend/platform) and its leading comment block is kept. What cannot be planned without changing a
+model's meaning is refused with one line naming the model and why, before anything is written:
 
 - max_batch_size 0 (no batch dimension): planned at batch 1 (``RepositoryPerfModel.batches``), no batcher added;
 - sequence_batching: kept; batch b is expressed through its strategy (oldest: preferred size b, at least b
@@ -334,7 +334,6 @@ class Placement:
     batch: int
     max_queue_delay_us: int
     replicas: int
-    instances: int
     on_gpu: bool
     threads: int | None        # CPU host: intra-op threads for models that read the `threads` parameter
 
@@ -415,8 +414,8 @@ def _set_sequence_batching(seq, place: Placement, max_batch: int) -> None:
 
 
 def _set_instances(cfg: ModelConfig, src: SourceModel | None, place: Placement, in_ensemble: bool) -> None:
-    """Count from the plan; kind and GPU from the plan too, except a KIND_CPU step of an ensemble on a GPU (a
-    host-side pre/post-processing step, by design: it stays on the CPU)."""
+    """One instance; kind and GPU from the plan, except a KIND_CPU step of an ensemble on a GPU (a host-side
+    pre/post-processing step, by design: it stays on the CPU)."""
     want = mc.ModelInstanceGroup.KIND_GPU if place.on_gpu else mc.ModelInstanceGroup.KIND_CPU
     groups = list(cfg.instance_group)
     group = mc.ModelInstanceGroup()
@@ -431,7 +430,9 @@ def _set_instances(cfg: ModelConfig, src: SourceModel | None, place: Placement, 
                             f"{'GPU' if place.on_gpu else 'CPU host'}",
                             f"plan it on a {'CPU host' if asked == 'KIND_CPU' else 'GPU'} type (the --gpus catalog), "
                             "or set its instance_group kind to KIND_AUTO", src.where if src else None)
-    group.count = place.instances
+    # one instance, whatever the source asked: the profiles measure one instance per server and the queueing
+    # model has one server per batch queue, so that is what the plan's predictions (and its share) are for
+    group.count = 1
     group.kind = want
     del group.gpus[:]
     if want == mc.ModelInstanceGroup.KIND_GPU:

@@ -26,7 +26,7 @@ from igniter.profiling.loadgen import LoadSpec, run_concurrent
 from igniter.replay import breakdown
 from igniter.replay.emulator import PlannedServer, constant_tables, write_emulated_plan
 
-PROBE = PlannedServer(name="probe", gpu="probe", model="probe", workload="probe", batch=1, share=100.0, instances=1,
+PROBE = PlannedServer(name="probe", gpu="probe", model="probe", workload="probe", batch=1, share=100.0,
                       max_queue_delay_us=0, rate=1.0, slo_ms=math.inf, predicted_latency_ms=0.0,
                       predicted_p99_ms=0.0)
 

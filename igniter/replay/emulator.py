@@ -1,7 +1,7 @@
 """An emulated accelerator for Triton: a plan's servers as python-backend models that sleep for the predicted time.
 
 Every planned server becomes a Triton model repository serving the planned model name with the planned batcher
-(max_batch_size, preferred batch, max queue delay, instances: Triton's real dynamic batcher forms the batches),
+(max_batch_size, preferred batch, max queue delay, one instance: Triton's real dynamic batcher forms the batches),
 whose execute() holds a batch of n samples for hold(n, busy partners) x K (igniter/triton/emulated_backend.py).
 hold = n / throughput, the time the batch occupies the device; latency - hold (input loading, which overlaps the
 previous batch: iGniter's t_load) delays the request without occupying the device, so the replay adds it to each
@@ -43,7 +43,7 @@ from typing import Callable
 from igniter.errors import UserError
 from igniter.model import Member
 from igniter.ownership import make_owned_dir, mark, require_owned
-from igniter.provisioning.plan import GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
+from igniter.provisioning.plan import PLAN_VERSION, GpuPlan, LaunchSpec, Plan, ServerPlan, Totals
 from igniter.provisioning.plan import read_plan as read_typed_plan
 from igniter.schema import dump_json
 from igniter.triton.config import (config_text, new_model_config, set_dynamic_batching, set_instance_group,
@@ -70,7 +70,6 @@ class PlannedServer:
     workload: str
     batch: int
     share: float
-    instances: int
     max_queue_delay_us: int
     rate: float
     slo_ms: float
@@ -82,7 +81,7 @@ def read_plan(plan_path: Path) -> list[PlannedServer]:
     """The plan's servers, through the one plan reader (igniter.provisioning.plan.read_plan)."""
     plan = read_typed_plan(plan_path)
     return [PlannedServer(name=s.name, gpu=g.id, model=s.model, workload=s.workload, batch=s.batch, share=s.share,
-                          instances=s.instances, max_queue_delay_us=s.max_queue_delay_us, rate=s.rate,
+                          max_queue_delay_us=s.max_queue_delay_us, rate=s.rate,
                           slo_ms=s.slo_ms, predicted_latency_ms=s.predicted_latency_ms,
                           predicted_p99_ms=math.inf if s.predicted_p99_ms is None else s.predicted_p99_ms)
             for g, s in plan.servers()]
@@ -171,7 +170,7 @@ def emulated_config(server: PlannedServer, queue_delay_scale: float, spec: dict 
     cfg.input.add(name="INPUT0", data_type=mc.TYPE_FP32, dims=[1])
     cfg.output.add(name="OUTPUT0", data_type=mc.TYPE_FP32, dims=[1])
     set_dynamic_batching(cfg, [server.batch], round(server.max_queue_delay_us * queue_delay_scale))
-    set_instance_group(cfg, server.instances, "KIND_CPU")
+    set_instance_group(cfg, 1, "KIND_CPU")      # a planned server runs one instance: one batch holds it at a time
     if spec is not None:
         set_parameter(cfg, "emulation", json.dumps(spec, separators=(",", ":")))
     return cfg
@@ -183,11 +182,12 @@ def emulated_plan(servers: list[PlannedServer]) -> Plan:
     for s in servers:
         gpus.setdefault(s.gpu, []).append(ServerPlan(
             name=s.name, workload=s.workload, replica=0, replicas=1, model=s.model, batch=s.batch, share=s.share,
-            instances=s.instances, max_queue_delay_us=s.max_queue_delay_us, rate=max(s.rate, 1e-9),
+            max_queue_delay_us=s.max_queue_delay_us, rate=max(s.rate, 1e-9),
             slo_ms=s.slo_ms if math.isfinite(s.slo_ms) else 3.6e6, predicted_latency_ms=s.predicted_latency_ms,
             predicted_p99_ms=s.predicted_p99_ms if math.isfinite(s.predicted_p99_ms) else None,
             predicted_throughput_rps=0.0))
-    return Plan(format="igniter-plan", version=2, strategy="replay", latency_model="emulated", hardware_kind="cpu",
+    return Plan(format="igniter-plan", version=PLAN_VERSION, strategy="replay", latency_model="emulated",
+                hardware_kind="cpu",
                 gpus=[GpuPlan(id=g, type="emulated", kind="cpu", backend=EMULATED_BACKEND, price_per_hour=0.0,
                               servers=v) for g, v in gpus.items()],
                 totals=Totals(gpus=len(gpus), cost=0.0, accuracy_term=0.0, objective=0.0, lower_bound=0.0, gap=0.0,

@@ -41,7 +41,7 @@ from igniter.replay.trace import RateTrace, Step, constant_trace, rate_trace, tr
 from igniter.triton.metrics import scrape
 
 CALIBRATION = PlannedServer(name="calibration", gpu="calibration", model="calibration", workload="calibration",
-                            batch=1, share=100.0, instances=1, max_queue_delay_us=0, rate=0.0, slo_ms=math.inf,
+                            batch=1, share=100.0, max_queue_delay_us=0, rate=0.0, slo_ms=math.inf,
                             predicted_latency_ms=0.0, predicted_p99_ms=0.0)
 CALIBRATION_RPS = 20.0   # real req/s of the zero-latency probe
 OVERHEAD_EVERY_S = 2.0   # real s between scrapes of the probe's per-batch path time

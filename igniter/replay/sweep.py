@@ -69,7 +69,7 @@ def _sweep_group(latency: dict, model: str, share: float, points: list[Point], f
         delay = int(queueing.max_queue_delay_us(p.batch, rate) * p.delay_factor)
         name = f"p{i}-b{p.batch}-u{p.utilisation:g}-d{p.delay_factor:g}"
         servers.append(PlannedServer(name=name, gpu=f"g{i}", model=model, workload=name, batch=p.batch, share=share,
-                                     instances=1, max_queue_delay_us=delay, rate=rate, slo_ms=1e9,
+                                     max_queue_delay_us=delay, rate=rate, slo_ms=1e9,
                                      predicted_latency_ms=full, predicted_p99_ms=0.0))
         scales[name] = real_ms_per_sample * p.batch / full
     opts = ReplayOptions(plan=None, perf_model=None, workdir=workdir, time_scale=real_ms_per_sample,

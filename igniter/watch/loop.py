@@ -471,7 +471,7 @@ def _launch_digests(plan: Plan, problem: ProvisioningProblem) -> dict[str, str]:
 def _same_serving(running: Plan, new: Plan) -> bool:
     """Would applying ``new`` change nothing that serves: same servers, configurations and routing weights."""
     def key(plan: Plan) -> list:
-        return sorted((g.id, g.type, s.name, s.model, s.batch, s.share, s.instances, s.max_queue_delay_us, s.rate)
+        return sorted((g.id, g.type, s.name, s.model, s.batch, s.share, s.max_queue_delay_us, s.rate)
                       for g, s in plan.servers())
     return key(running) == key(new)
 
