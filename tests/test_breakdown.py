@@ -52,7 +52,6 @@ def test_cpu_readers_parse_proc_hand_worked(tmp_path):
     stat(40, "tritonserver", 40, 30, 20)
     stat(41, "triton_python_backend_stub ) x", 40, 5, 5)
     stat(50, "caddy", 50, 100, 100)
-    (tmp_path / "self").mkdir()
     (tmp_path / "stat").write_text("cpu  200 0 100 600 100 0 0 0 0 0\ncpu0 1 0 0 0 0 0 0 0\ncpu1 1 0 0 0 0 0 0 0\n"
                                    "intr 0\n")
     assert group_cpu_s(40, tmp_path) == pytest.approx(60 / tick)
