@@ -178,6 +178,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     finally:
         deployer.stop_all()
     hardware = cpu_hardware()
+    host_rate = sum(e.rate for _, e in plan.servers())
     total_requests = sum(r["requests"] for r in rows)
     result = {
         "workloads": rows,
@@ -187,8 +188,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         # the path term inside every predicted p99 (queueing.py), at the host's planned rate
-        "path_overhead_ms": round(path_overhead_ms(problem.types[0].path_calibration,
-                                                   sum(e.rate for _, e in plan.servers())), 3),
+        "path_overhead_ms": round(path_overhead_ms(problem.types[0].path_calibration, host_rate), 3),
+        "path_slowdown": round(problem.types[0].path_slowdown(host_rate), 3),   # queueing.path_slowdown
         "cores_busy": split["cores_busy"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
         "seconds": round(time.monotonic() - started, 1),
