@@ -26,10 +26,10 @@ def test_surface_hand_worked():
     assert many == pytest.approx([1.5 / 10, 5.5 / 20], rel=1e-15)
 
 
-@pytest.mark.parametrize("k", [[0.01, 2.0, 1.0, 5.0, 0.2], [0.02, 6.0, 3.0, -7.0, 0.5]])
+@pytest.mark.parametrize("k", [[0.01, 2.0, 1.0, 5.0, 0.2], [0.02, 6.0, 3.0, -7.0, 0.5], [0.05, 0.0, 4.0, 2.0, 0.1]])
 def test_fit_surface_recovers_the_surface_it_was_given(k):
-    """Exact data from a known surface (k4 = -7 lies inside the bound -0.9 * min share = -9): the fit reproduces
-    every latency, on and off the profiled points."""
+    """Exact data from a known surface (k4 = -7 lies inside the bound -0.9 * min share = -9; k2 = 0: no linear term,
+    at its lower bound): the fit reproduces every latency, on and off the profiled points."""
     batches, shares = np.array([1, 2, 4, 8, 16, 32], float), np.array([10, 20, 40, 60, 80, 100], float)
     b, r = (x.ravel() for x in np.meshgrid(batches, shares))
 
@@ -53,6 +53,13 @@ def test_fit_surface_keeps_the_offset_within_its_bounds():
     assert np.all(fitted[[0, 1, 2, 4]] >= 0) and fitted[4] <= t.max()
 
 
+
+def test_fit_surface_stops_the_offset_at_its_upper_bound():
+    """Latencies of a surface with k4 = 5000 (nearly flat in the share): k4 stops at its upper bound 1000."""
+    b, r = (x.ravel() for x in np.meshgrid([1.0, 4.0, 16.0], [10.0, 50.0, 100.0]))
+    fitted = analytical.fit_surface(b, r, (1000.0 * b + 500.0) / (r + 5000.0) + 0.1)
+    assert fitted[3] == pytest.approx(1000.0)
+
 # -- analytical.Grid ------------------------------------------------------------------------------------------------
 
 
@@ -66,6 +73,16 @@ def test_grid_sorts_points_by_batch_then_share():
     assert g.to_dict() == {"batches": [1, 4], "shares": [[10.0, 50.0], [10.0, 30.0, 50.0]],
                            "values": [[0.0, 2.0], [1.0, 3.0, 5.0]]}
     assert type(g.batches[0]) is int and type(g.shares[0][0]) is float
+
+
+def test_grid_keeps_repeated_measurements_of_a_point_in_their_order():
+    """40 rows at 3 shares (a store profiled several times), shares 100, 10, 50, 100, 10, ... and value = row
+    number: sorted by share, the rows of one share stay in row order (a stable sort; numpy's default is not)."""
+    shares = [(100.0, 10.0, 50.0)[i % 3] for i in range(40)]
+    g = analytical.Grid.from_points([2] * 40, shares, list(range(40)))
+    assert g.shares == [[10.0] * 13 + [50.0] * 13 + [100.0] * 14]
+    assert g.values == [[float(i) for i in range(1, 40, 3)] + [float(i) for i in range(2, 40, 3)]
+                        + [float(i) for i in range(0, 40, 3)]]
 
 
 def test_grid_interpolates_in_share_then_batch_and_is_constant_beyond_the_edges():
@@ -204,6 +221,8 @@ def test_excess_power_hand_worked():
     m = members([0, 0], power=[300.0, 100.0], clock=(50.0, 300.0, 0.01))
     assert m.excess_w() == pytest.approx([100.0, 150.0])  # own 350 (50 over) + 100 -> 150 over, minus own 50
     assert members([0, 0], power=[500.0, 500.0], clock=(50.0, 0.0, 0.01)).excess_w().tolist() == [0.0, 0.0]
+    # a 1 W TDP is still a TDP: idle 0.5 + own 1 = 1.5 (0.5 over), + partner 1 -> 1.5 over, minus own 0.5
+    assert members([0, 0], power=[1.0, 1.0], clock=(0.5, 1.0, 0.01)).excess_w() == pytest.approx([1.0, 1.0])
 
 
 def test_analytical_ms_hand_worked():
@@ -359,6 +378,23 @@ def test_best_weight_pools_all_members_not_group_means():
     assert residual.best_weight(tiny[0], [np.array([4e-7]), np.zeros(3)], tiny[1]) == 0.0
 
 
+def test_best_weight_refuses_any_weight_that_makes_one_group_worse():
+    """Group A (9 members at 9 against 10) is fixed exactly by weight 1; group B (1 member, exact already) gets
+    e^(0.05 w) - 1 worse. Pooled, weight 1 wins by far (0.0051 against 0.09), but every w > 0 makes B worse than
+    the analytical model alone, so no weight above 0 is eligible."""
+    r = math.log(10 / 9)
+    base, measured = [np.full(9, 9.0), np.array([10.0])], [np.full(9, 10.0), np.array([10.0])]
+    assert residual.best_weight(base, [np.full(9, r), np.array([0.05])], measured) == 0.0
+    assert residual.best_weight(base, [np.full(9, r), np.array([0.0])], measured) == 1.0  # B indifferent: 1 wins
+
+
+def test_best_weight_compares_errors_rounded_to_six_decimals():
+    """Pooled error 1.4e-6 at weight 0 and 0.94e-6 at weight 1: both round to 1e-6, so weight 1 is no gain."""
+    base, measured = [np.array([1.0 - 1.4e-6])], [np.array([1.0])]
+    raw = [np.array([math.log((1.0 - 0.94e-6) / (1.0 - 1.4e-6))])]
+    assert residual.best_weight(base, raw, measured) == 0.0
+
+
 def test_pooled_error_and_floats():
     assert residual._pooled([np.array([9.0]), np.array([12.0, 10.0])], [np.zeros(1), np.zeros(2)],
                             [np.array([10.0]), np.array([10.0, 10.0])]) == pytest.approx((0.1 + 0.2 + 0.0) / 3)
@@ -389,6 +425,23 @@ def test_boosting_continues_with_the_residuals_parameters():
     import json
     trained = constant_residual(0.4)
     trained.boost(rows(30), np.full(30, 0.9), rounds=2)
+    config = json.loads(trained.booster.save_config())
+    assert find_key(config, "eta") and all(abs(float(v) - 0.05) < 1e-6 for v in find_key(config, "eta"))
+    assert find_key(config, "max_depth") and set(map(int, find_key(config, "max_depth"))) == {3}
+
+
+def test_training_uses_the_residual_parameters_monotone_in_partner_load():
+    """A target that falls as partner pressure rises (noise the profiler might record): the +1 monotone constraint
+    on partner_pressure_sum keeps the learned correction from falling with it (a member never gets faster with more
+    partner load), and the booster carries the documented eta and depth."""
+    import json
+    x = rows(200, seed=3)
+    col = FEATURES.index("partner_pressure_sum")
+    trained = residual.train(x, -(x[:, col] - 1.5), rounds=50)
+    low, high = x[:1].copy(), x[:1].copy()
+    low[0, col], high[0, col] = 1.1, 1.9
+    assert trained.booster.predict(xgb.DMatrix(high, feature_names=FEATURES))[0] >= \
+        trained.booster.predict(xgb.DMatrix(low, feature_names=FEATURES))[0]
     config = json.loads(trained.booster.save_config())
     assert find_key(config, "eta") and all(abs(float(v) - 0.05) < 1e-6 for v in find_key(config, "eta"))
     assert find_key(config, "max_depth") and set(map(int, find_key(config, "max_depth"))) == {3}

@@ -116,9 +116,19 @@ def test_monotone_solo_latency_takes_the_least_over_smaller_shares():
     assert perfmodel._monotone_solo_ms(fit, 1, np.array([1.0, 0.5])) == pytest.approx([10.0, 10.0])
 
 
+def test_monotone_solo_latency_counts_the_step_just_below_the_share():
+    """Corrections x1 at 50 %, x0.5 at 99 %, x0.8 at 100 %: at 100 % the least is the 99 % step's 5 ms (the 98 %
+    step is 10 * 0.5^(48/49) = 5.07 ms)."""
+    fit = ModelFit([0.0, 0.0, 0.0, 0.0, 10.0], analytical.Grid([1], [[50.0, 99.0, 100.0]],
+                                                               [[0.0, math.log(0.5), math.log(0.8)]]),
+                   flat(0.0), {}, {})
+    assert perfmodel._monotone_solo_ms(fit, 1, np.array([100.0, 99.5])) == pytest.approx([5.0, 5.0], rel=1e-12)
+
+
 def test_memory_hand_worked():
     pm = hand_model()
     assert pm.memory_mb("a", 2) == pytest.approx(110.0) and pm.memory_mb("a", 8) == pytest.approx(150.0)
+    assert pm.memory_mb("a", 1) == 100.0 and pm.memory_mb("a", 4) == 130.0  # profiled batches: measured values
     assert pm.memory_mb("a", 16) == pytest.approx(190.0)      # 5 MB per batch beyond 8
     assert pm.memory_mb("b", 4) is None
     pm.fits["b"].memory = {2: 100.0, 4: 120.0}
@@ -149,14 +159,16 @@ def test_bad_members_are_one_line(member, needle):
     with pytest.raises(UserError) as caught:
         hand_model().predict([Member(*member)])
     assert needle in caught.value.what
-    if member[0] == "zz":
-        assert caught.value.fix == "use one of the profiled models: a, b"
+    fixes = {"unknown": "use one of the profiled models: a, b", "batch and": "write MODEL:BATCH:SHARE",
+             "batch ": "use a batch size >= 1", "share": "give the share as a percentage"}
+    assert caught.value.fix == next(fix for start, fix in fixes.items() if needle.startswith(start))
 
 
 def test_whole_numbers_given_as_floats_and_full_share_are_accepted():
     pm = hand_model()
     p = pm.predict([Member("a", 4.0, "100")])[0]
     assert (p.batch, p.share) == (4, 100.0) and type(p.batch) is int
+    assert pm.predict([Member("a", 1, 1.0)])[0].share == 1.0 and pm.predict([Member("a", 1, 0.5)])[0].share == 0.5
     assert p.latency_ms == pytest.approx(solo("a", 4, 100.0)[0])
 
 
@@ -346,7 +358,7 @@ ONE_KERNEL = {"a": 1.0, "b": 1.0}  # what a fit without imported kernel counts a
 HARDWARE = {"kind": "gpu", "name": "synthetic", "idle_power_w": IDLE, "tdp_w": TDP}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: mutmut credits a module-scoped fixture's calls to the first test only
 def fitted():
     return PerfModel.fit_frames(solo_rows(), pair_rows(), HARDWARE, use_residual=False)
 
@@ -406,13 +418,23 @@ def test_fit_refusals():
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows()[:0], pair_rows(), HARDWARE)
     assert caught.value.what == "solo.csv has no measurements" and caught.value.where == "solo.csv"
+    assert caught.value.fix == "profile the models solo (igniter profile) or import profiles first"
+    with pytest.raises(UserError) as caught:  # b only ever a partner
+        PerfModel.fit_frames(solo_rows(models=("a",)), pair_rows(combos=(("a", "b"),)), HARDWARE)
+    assert caught.value.what == "pairs.csv names model 'b' that solo.csv never profiled"
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows(models=("a",)), pair_rows(), HARDWARE)
     assert caught.value.what == "pairs.csv names model 'b' that solo.csv never profiled"
     assert caught.value.where == "pairs.csv"
+    assert caught.value.fix == "profile that model solo too, or drop its pair rows"
     with pytest.raises(UserError) as caught:
         PerfModel.fit_frames(solo_rows(), pair_rows().drop(columns=["partner_share"]), HARDWARE)
-    assert "partner_share" in caught.value.what
+    assert caught.value.what == "profile file lacks the required column 'partner_share'"
+    assert caught.value.where == "pairs.csv"
+    with pytest.raises(UserError) as caught:
+        PerfModel.fit_frames(solo_rows().drop(columns=["throughput_rps"]), pair_rows(), HARDWARE)
+    assert (caught.value.what, caught.value.where) == ("profile file lacks the required column 'throughput_rps'",
+                                                       "solo.csv")
 
 
 def test_power_grid_sources():
@@ -523,7 +545,8 @@ def test_model_file_refusal_lines(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError) as caught:
         PerfModel.load(path)
-    assert "performance model file" in str(caught.value)
+    assert caught.value.what.startswith("performance model file is not valid JSON: ")
+    assert caught.value.where == "m.json"
     data = hand_model().to_dict()
     data["models"]["a"]["kernels"] = -1.0
     path.write_text(json.dumps(data))
@@ -578,3 +601,65 @@ def test_update_of_several_rows_and_one_boost_round():
     with pytest.raises(UserError) as caught:
         pm.update(pd.DataFrame([{"model": "a", "batch": 0, "share": 10.0, "latency_mean_ms": 1.0}]))
     assert caught.value.where == "observations"
+
+
+def test_power_below_idle_counts_as_none_above_it():
+    """a measured 5 W below idle (0 W above it), b at exactly TDP - idle: together they sit exactly at TDP, so no
+    member has excess power and the clock term is zero (the closed form without power); a 1 W floor would put them
+    1 W over TDP."""
+    pm = hand_model()
+    pm.fits["a"].power = flat(-5.0)
+    pm.fits["b"].power = flat(TDP - IDLE)
+    assert pm._terms("a", 4, 30.0)[2] == 0.0
+    members = [Member("a", 4, 30.0), Member("b", 8, 50.0)]
+    assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, power=False), rel=1e-12)
+
+
+def test_update_sets_of_three_members_corrects_the_first_and_leaves_the_booster():
+    """igniter watch's form: each set's first member measured at e^0.5 x the closed form of its 3-member set,
+    against a residual of weight 0.5 x 0.2 (an unseen combination): correction 0.3 x (0.5 - 0.1); the booster is
+    not boosted unless asked."""
+    pm = residual_model(0.2, weight_seen=1.0, weight_unseen=0.5)
+    members = [Member("b", 2, 25.0), Member("a", 1, 40.0), Member("b", 8, 35.0)]
+    truth = colocated(members)[0] * math.exp(0.5)
+    pm.update_sets([members], [truth])
+    assert pm.fits["b"].correction == pytest.approx(0.3 * (0.5 - 0.5 * 0.2), rel=1e-6)
+    assert pm.fits["a"].correction == 0.0 and pm.residual.booster.num_boosted_rounds() == 2
+
+
+def test_a_model_file_over_16_mib_loads_up_to_its_own_limit(tmp_path):
+    """JSON inputs are capped at 16 MiB (schema.MAX_INPUT_BYTES); a model file may be up to 256 MiB (a large
+    residual): one of 17 MiB (whitespace after the document) still loads."""
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(hand_model().to_dict()) + " " * (17 * 1024 * 1024))
+    assert PerfModel.load(path).models == ["a", "b"]
+
+
+def test_in_sample_error_of_a_demand_descriptor_is_zero_for_the_true_one(fitted):
+    """Exact pairs made with L2 pressure: the fit on L2 reproduces every pair (mean relative error 0); on the share
+    it cannot (the pairs' pressure is not the partner's share), so its error is positive."""
+    pairs = pair_rows()
+    assert PerfModel._with_interference(HARDWARE, fitted.fits, ["l2"], pairs)[1] == pytest.approx(0.0, abs=1e-6)
+    assert PerfModel._with_interference(HARDWARE, fitted.fits, ["share"], pairs)[1] > 0.01
+
+
+def test_fit_tables_from_two_values_and_imported_power_without_a_measured_one():
+    rows = solo_rows(models=("a",)).drop(columns=["power_w"])
+    rows["cpu_util_pct"] = np.nan
+    rows.loc[rows.index[:2], "cpu_util_pct"] = [5.0, 6.0]   # two values: enough for a table
+    imported = {"power": [[60.0, 70.0, 80.0], [90.0, 100.0, 110.0], [120.0, 130.0, 140.0]]}
+    fit = perfmodel._fit_solo(rows, imported, 50.0)
+    assert "cpu_util" in fit.metrics and fit.power.batches == [1, 16, 32]
+    assert fit.power.values == [[10.0, 20.0, 30.0], [40.0, 50.0, 60.0], [70.0, 80.0, 90.0]]
+
+
+def test_fit_reads_the_three_files_of_a_store_directory(tmp_path):
+    from igniter.profiling.store import ProfileStore
+    ProfileStore(tmp_path).write_all(HARDWARE, solo_rows(), pair_rows())
+    pm = PerfModel.fit(tmp_path, use_residual=False)
+    assert pm.residual is None and pm.hardware["idle_power_w"] == IDLE and pm.seen_sets == [["a", "a"], ["a", "b"],
+                                                                                              ["b", "b"]]
+    for members in SETS:
+        assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, kernels=ONE_KERNEL),
+                                                                            rel=1e-4)
+    assert PerfModel.fit(tmp_path).residual is not None  # the residual by default

@@ -66,6 +66,12 @@ def test_setters_hand_worked_against_protobuf_text():
     assert get_parameter(cfg, "absent") is None
 
 
+def test_config_text_puts_the_kept_header_before_the_body_with_one_blank_line():
+    cfg = new_model_config("m", max_batch_size=2)
+    assert config_text(cfg, "# licence\n") == '# licence\n\nname: "m"\nmax_batch_size: 2\nbackend: "python"\n'
+    assert config_text(cfg, "") == config_text(cfg) == 'name: "m"\nmax_batch_size: 2\nbackend: "python"\n'
+
+
 def test_limits_of_the_setters():
     cfg = new_model_config("m", max_batch_size=8)
     set_dynamic_batching(cfg, [8], 10)                   # equal to max_batch_size is allowed

@@ -12,13 +12,19 @@ leader and n-2 more: pressure >= rho_hi + (n-2) rho_lo. Each member takes at lea
 share at which some batch meets its latency bound next to that partner pressure and n-1 partners' scheduling
 delay, and the needs fit in 100 %. Every packing the packers accept (linearised interference: patterns.Oracle,
 greedy_igniter.place, fits_linear) is such a set, since a latency grows with partner pressure and count
-(sensitivity, pressure and sched >= 0; checked, else no bound). Sizes above MAX_SIZE are priced at MAX_SIZE's
-needs (needs grow with the size). Memory and max_count are dropped (relaxing only lowers the bound).
+(sensitivity, pressure and sched >= 0; checked, else no bound). Pressure floors raise the levels per slice: a
+member's (batch, share) tolerates its partners' pressure, so its pressure is at least the least pressure of any
+point of its level's kinds tolerating that much (pressure grows with the share a member needs next to others),
+which raises its partners' lower bounds in turn (_raised_levels: a monotone iteration, valid at every step).
+Sizes above MAX_SIZE are priced at MAX_SIZE's needs (needs grow with the size). Sizes SMALL_SIZES (2 and 3,
+where the levels are loosest) are not DP slices but enumerated class tuples, each member at its class's floor
+next to the others' (_small_packings). Memory and max_count are dropped (relaxing only lowers the bound).
 Relaxation of the rows. Kinds with the same tables are one class, their cover rows summed (a sum of valid rows
 is valid); beyond MAX_CLASSES per type kinds are merged by coarser keys, a class taking its kinds' least needs.
 A packing may hold up to |class| plain members of a class (and its leader and least member besides).
 Pricing is then exact for the relaxation: a bounded knapsack with a cardinality over every (lo, hi, size) slice
-at once, the least member a second DP layer, the leader added last. For any duals pi >= 0 of the class rows,
+at once, the least member a second DP layer, the leader added last; the small sizes by their tuples' dual
+sums. For any duals pi >= 0 of the class rows,
 U_t = the best value on type t and theta_t = min(1, price_t / U_t) make theta * pi dual feasible, with
 mu_i = min over kinds k of workload i of (r_k theta pi_class(k) - w acc_k); sum_i mu_i is a lower bound on
 every plan in the candidate space (weak duality), whatever the column generation's progress. Columns are the
@@ -44,8 +50,14 @@ LEVELS = 8              # pmin levels per type (quantiles of the kinds' pmin); s
 COLUMNS_PER_ROUND = 80  # packings added per type and round (best slices first): fewer rounds, each a DP
 TIME_SHARE = 0.5        # of a strategy's time limit spent on the bound (at large sizes worth more than the windows)
 MAX_SIZE = 5            # packing sizes priced exactly; larger ones at this size's needs (the DP's count states)
-MAX_CLASSES = 90        # classes per type; more kinds are merged (_classes): the pricing DP's length
+MAX_CLASSES = 110       # classes per type; more kinds are merged (_classes): the pricing DP's length and
+                        # the small tuples (C(classes + 2, 3))
 SMOOTHING = 0.7         # weight of the best bound's duals in the pricing duals (Wentges)
+SMALL_SIZES = (2, 3)     # packing sizes enumerated over class tuples (_small_packings): the DP's levels are
+                        # loosest there
+GRID_STEP = 0.002       # partner-pressure grid of the class floors (a query rounds down: floors only drop)
+ROOM_TOL = 1e-4         # partner pressure a point tolerates beyond its room (fits_linear's EPS on latencies)
+FLOOR_ROUNDS = 6        # rounds raising a slice's pressure levels (_raised_levels)
 NO_FIT = 10**6          # need of a kind that cannot join a packing of that size at that level
 
 
@@ -66,6 +78,8 @@ class TypeTables:
                                    # lo: rho_lo <= pmin < rho_{lo + 1}; merged classes: any member's level)
     classes: list[list[int]]       # kind indices of each class
     class_rows: list[int] = field(default_factory=list)   # master row of each class
+    small: dict[int, np.ndarray] = field(default_factory=dict)   # size n -> (packings, n) class tuples: the
+                                   # sizes priced by enumeration (_small_packings) instead of by the DP
 
 
 @dataclass
@@ -120,6 +134,8 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
             scale = {}
             for tab in tables:
                 value, columns = _price(tab, pis[tab.type_index])
+                small_value, small_columns = _price_small(tab, pis[tab.type_index])
+                value, columns = max(value, small_value), small_columns + columns
                 scale[tab.type_index] = min(1.0, tab.price / value) if value > EPS else 1.0
                 found += [(tab, col) for col in columns]
             value = _farley(problem, kinds, tables, pis, scale)
@@ -135,6 +151,7 @@ def lower_bound(problem: ProvisioningProblem, deadline: float, target: float = m
             break
         for tab, col in found:
             master.add_column(tab, col)
+    converged = converged or best >= lp_value - EPS   # a valid bound at the restricted LP: its optimum
     return Bound(_rounded(problem, best), lp_value, converged, rounds, master.columns,
                  sum(len(t.classes) for t in tables), time.monotonic() - start)
 
@@ -221,35 +238,174 @@ def _tables(problem: ProvisioningProblem, kinds: list[Kind], members: list[int],
         room.append(np.where(solo_ok & (slack >= -EPS),
                              np.where(lat * sens > 0, np.maximum(slack, 0) / np.maximum(lat * sens, 1e-300), np.inf),
                              -np.inf))
+    floors = [_PressureFloor(room[n - 1], press, bucket, len(levels)) for n in range(1, n_max + 1)]
     need = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
     lead = np.full((len(members), len(pairs), n_max), NO_FIT, dtype=np.int64)
     for p, (lo, hi) in enumerate(pairs):
         inside = (bucket >= lo) & (bucket <= hi)
         for n in range(1, n_max + 1):
-            # the leader has n - 1 partners of pmin >= rho_lo; every other member has the leader (>= rho_hi)
+            # the leader has n - 1 partners of pressure >= r_lo; every other member has the leader (>= r_hi)
             # and n - 2 more
-            units = _first_units(room[n - 1] >= (n - 1) * levels[lo] - EPS)
+            r_lo, r_hi = _raised_levels(floors[n - 1], levels, lo, hi, n, n < n_max or n_max < MAX_SIZE)
+            if not math.isfinite(r_lo + r_hi):
+                continue                   # no packing of this slice: every need stays NO_FIT
+            units = _first_units(room[n - 1] >= (n - 1) * r_lo - ROOM_TOL)
             lead[:, p, n - 1] = np.where(bucket == hi, units, NO_FIT)
             if n >= 2:
-                units = _first_units(room[n - 1] >= levels[hi] + (n - 2) * levels[lo] - EPS)
+                units = _first_units(room[n - 1] >= r_hi + (n - 2) * r_lo - ROOM_TOL)
                 need[:, p, n - 1] = np.where(inside, units, NO_FIT)
     least = bucket[:, None] == np.arange(len(levels))[None, :]
     classes, rows = _classes(members, bucket, need, lead, len(levels) - 1, max_classes)
-    return TypeTables(ti, problem.types[ti].price_per_hour, len(shares), levels, pairs,
-                      np.stack([need[r].min(0) for r in rows]), np.stack([lead[r].min(0) for r in rows]),
-                      np.stack([least[r].any(0) for r in rows]), classes)
+    need, lead = np.stack([need[r].min(0) for r in rows]), np.stack([lead[r].min(0) for r in rows])
+    # sizes enumerated instead (exact sizes only: n_max may stand for n_max or more members)
+    small = [n for n in SMALL_SIZES if n < n_max or (n == n_max and n_max < MAX_SIZE)]
+    workloads = [len({kinds[members[i]].workload for i in r}) for r in rows]
+    found = {n: _small_packings(room[n - 1], press, rows, workloads, len(shares), n) for n in small}
+    for n in small:
+        need[:, :, n - 1] = NO_FIT
+        lead[:, :, n - 1] = NO_FIT
+    return TypeTables(ti, problem.types[ti].price_per_hour, len(shares), levels, pairs, need, lead,
+                      np.stack([least[r].any(0) for r in rows]), classes, small=found)
+
+
+class _PressureFloor:
+    """The least pressure a kind of level l exerts at any (batch, share) meeting its latency bound next to
+    partner pressure X (and a fixed partner count), for any X: per level the kinds' (batch, share) points sorted
+    by the partner pressure they tolerate (room), with the running minimum of their pressure."""
+
+    def __init__(self, room: np.ndarray, press: np.ndarray, bucket: np.ndarray, n_levels: int):
+        self.rooms, self.least = [], []
+        for level in range(n_levels):
+            r, q = room[bucket == level].ravel(), press[bucket == level].ravel()
+            keep = r > -np.inf
+            order = np.argsort(-r[keep], kind="stable")
+            self.rooms.append(-r[keep][order])                       # ascending -room
+            self.least.append(np.minimum.accumulate(q[keep][order]))
+
+    def at(self, levels: range, partner_pressure: float) -> float:
+        """min over kinds of the levels of their least pressure meeting the bound next to partner_pressure."""
+        best = math.inf
+        for level in levels:
+            tolerating = int(np.searchsorted(self.rooms[level], -(partner_pressure - ROOM_TOL), side="right"))
+            if tolerating:
+                best = min(best, float(self.least[level][tolerating - 1]))
+        return best
+
+
+def _raised_levels(floor: _PressureFloor, levels: np.ndarray, lo: int, hi: int, n: int,
+                   exact_size: bool) -> tuple[float, float]:
+    """Lower bounds (r_lo, r_hi) on the pressure of every member but the leader and of the leader in a packing of
+    slice (lo, hi, n), from rho_lo and rho_hi up: a member's (batch, share) meets its bound next to its partners'
+    pressure, so its pressure is at least its level's floor there (_PressureFloor), which raises its partners'
+    pressure in turn (a monotone iteration: every step is a valid bound). inf: no packing of the slice.
+    exact_size: n members exactly (False: n or more, where more partners only raise the floors, but a third
+    member need not be of level lo)."""
+    r_lo, r_hi = float(levels[lo]), float(levels[hi])
+    if n == 1:
+        return r_lo, r_hi
+    others = range(lo, lo + 1) if n == 2 and exact_size else range(lo, hi + 1)   # of two, the other is the least
+    for _ in range(FLOOR_ROUNDS):
+        new_hi = max(r_hi, floor.at(range(hi, hi + 1), (n - 1) * r_lo))
+        if not math.isfinite(new_hi):
+            return math.inf, math.inf
+        new_lo = max(r_lo, floor.at(others, new_hi + (n - 2) * r_lo))
+        if not math.isfinite(new_lo):
+            return math.inf, math.inf
+        if new_hi <= r_hi + EPS and new_lo <= r_lo + EPS:
+            break
+        r_lo, r_hi = new_lo, new_hi
+    return r_lo, r_hi
+
+
+def _small_packings(room: np.ndarray, press: np.ndarray, rows: list[list[int]], workloads: list[int], units: int,
+                    n: int) -> np.ndarray:
+    """Every class tuple (c_1 <= ... <= c_n, a class at most as often as it has workloads) that may be a packing
+    of n members: each member's pressure is at least its class's floor next to the others' (the least pressure
+    of any of its kinds' (batch, share) tolerating that partner pressure, _class_floors), raised in rounds from
+    the solo floors (every round a valid bound), and the least units of each next to its partners' floors fit in
+    the GPU. A relaxation: every real packing of n members passes for its kinds' classes."""
+    floor, least_units = _class_floors(room, press, rows, n)
+    tuples = _class_tuples(len(rows), n, np.array(workloads))
+    if not len(tuples):
+        return tuples
+    grid_index = lambda x: np.minimum(np.floor(x / GRID_STEP), floor.shape[1] - 1).astype(np.int64)  # noqa: E731
+    tuples = tuples[np.isfinite(floor[tuples, 0]).all(1)]        # each member fits next to no pressure at all
+    pressure = floor[tuples, 0]
+    for _ in range(FLOOR_ROUNDS):
+        raised = np.maximum(pressure, floor[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)])
+        alive = np.isfinite(raised).all(1)
+        changed = not np.array_equal(raised[alive], pressure[alive])
+        tuples, pressure = tuples[alive], raised[alive]
+        if not changed:
+            break
+    total = least_units[tuples, grid_index(pressure.sum(1, keepdims=True) - pressure)].sum(1)
+    return tuples[total <= units]
+
+
+def _class_tuples(classes: int, n: int, workloads: np.ndarray) -> np.ndarray:
+    """(T, n) every non-decreasing n-tuple of class indices, a class at most as often as it has workloads."""
+    grid = np.stack(np.meshgrid(*[np.arange(classes)] * n, indexing="ij"), -1).reshape(-1, n)
+    tuples = grid[(np.diff(grid, axis=1) >= 0).all(1)]
+    repeats = np.ones(tuples.shape, dtype=np.int64)   # how often each member's class occurs up to it
+    for j in range(1, n):
+        repeats[:, j] = np.where(tuples[:, j] == tuples[:, j - 1], repeats[:, j - 1] + 1, 1)
+    return tuples[(repeats <= workloads[tuples]).all(1)]
+
+
+def _class_floors(room: np.ndarray, press: np.ndarray, rows: list[list[int]], n: int):
+    """Per class and partner pressure X on the grid k * GRID_STEP: the least pressure and the least grid units of
+    any of its kinds' (batch, share) meeting the latency bound next to X (inf / NO_FIT: none). A point tolerates
+    every X up to its room (rounded down to the grid: floors only drop)."""
+    finite = room[np.isfinite(room) & (room > -np.inf)]
+    top = max(float(press[np.isfinite(press)].max(initial=0.0)) * (n - 1), float(finite.max(initial=0.0)))
+    size = int(min(top, 10.0) / GRID_STEP) + 2
+    floor = np.full((len(rows), size), np.inf)
+    least_units = np.full((len(rows), size), NO_FIT, dtype=np.int64)
+    units = np.broadcast_to(np.arange(1, press.shape[2] + 1), press.shape)
+    for c, r in enumerate(rows):
+        rm, q, u = room[r].ravel(), press[r].ravel(), units[r].ravel()
+        ok = rm > -np.inf
+        at = np.where(np.isinf(rm[ok]), size - 1,
+                      np.minimum(np.floor((np.maximum(rm[ok], 0) + ROOM_TOL) / GRID_STEP), size - 1)).astype(np.int64)
+        np.minimum.at(floor[c], at, q[ok])
+        np.minimum.at(least_units[c], at, u[ok])
+        floor[c] = np.minimum.accumulate(floor[c][::-1])[::-1]        # tolerating X_k: every point from k up
+        least_units[c] = np.minimum.accumulate(least_units[c][::-1])[::-1]
+    return floor, least_units
+
+
+def _price_small(tab: TypeTables, pi: np.ndarray):
+    """Best value of the enumerated small packings and those worth more than the price (best first)."""
+    value, columns = 0.0, []
+    for tuples in tab.small.values():
+        if not len(tuples):
+            continue
+        worth = pi[tuples].sum(1)
+        value = max(value, float(worth.max()))
+        for t in np.argsort(-worth)[:COLUMNS_PER_ROUND]:
+            if worth[t] <= tab.price * (1 + 1e-9) + EPS:
+                break
+            col: dict[int, int] = {}
+            for c in tuples[t]:
+                col[int(c)] = col.get(int(c), 0) + 1
+            columns.append(col)
+    return value, columns
 
 
 def _classes(members: list[int], bucket: np.ndarray, need: np.ndarray, lead: np.ndarray, widest: int,
              max_classes: int | None):
     """Kinds with the same tables are one class (a sum of cover rows is a valid row). Above max_classes, kinds
-    are grouped by coarser keys instead (pmin level, solo units and the units next to the heaviest partner;
-    then pmin level and solo units, halved until few enough), each class at its kinds' least tables (a
+    are grouped by coarser keys instead (pmin level, solo units and the leader's units next to one partner of
+    each level, in ever coarser steps; pmin level, solo units and the units next to the heaviest partner; then
+    pmin level and solo units, halved until few enough), each class at its kinds' least tables (a
     relaxation: every packing of the kinds is one of their classes). widest: the pair (lowest, highest level).
     Returns (kind indices, rows) per class."""
     solo = lead[:, :, 0].min(1)
-    keys = [np.concatenate([need.reshape(len(members), -1), lead.reshape(len(members), -1)], 1),
-            np.stack([bucket, solo, need[:, widest, min(1, need.shape[2] - 1)]], 1)]
+    # the units a kind needs as the leader next to one partner of each level, coarsened step by step
+    beside = np.minimum(lead[:, :, min(1, lead.shape[2] - 1)], NO_FIT // 2)
+    keys = [np.concatenate([need.reshape(len(members), -1), lead.reshape(len(members), -1)], 1)]
+    keys += [np.concatenate([bucket[:, None], solo[:, None], beside // step], 1) for step in range(1, 9)]
+    keys.append(np.stack([bucket, solo, need[:, widest, min(1, need.shape[2] - 1)]], 1))
     step = 1
     while step <= NO_FIT:
         keys.append(np.stack([bucket, solo // step], 1))
