@@ -31,26 +31,10 @@ from igniter.model import PerfModel  # noqa: E402
 from igniter.profiling.loadgen import LoadSpec, arrival_offsets, run_perf_analyzer, triton_infer  # noqa: E402
 from igniter.provisioning import run as provision  # noqa: E402
 from igniter.provisioning.plan import read_plan, write_plan  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) of every process in process group ``pgid`` (a server and its python stubs)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
-
+from igniter.replay.breakdown import TICK, group_cpu_s  # noqa: E402
 
 def host_cpu() -> dict[str, float]:
-    """Host CPU seconds by kind from /proc/stat."""
+    """Host CPU seconds by kind from /proc/stat (``nice``: what low-priority jobs, other people's here, took)."""
     values = [int(v) / TICK for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     return dict(zip(["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"], values))
 
