@@ -5,7 +5,8 @@ score is estimated from a uniform random sample of its mutants (mutant sampling,
 the point estimate killed / (run - equivalent) with its 95 % Wilson interval. Equivalent mutants are listed, one
 name per line with the reason after a '#', in docs/mutation/equivalent-*.txt.
 
-    mutmut run "igniter.none*"                       # once: makes mutants/, then stops (AssertionError: nothing matches)
+    mutmut run "igniter.none*"                       # once: makes mutants/ and the coverage stats, then stops
+                                                     # with mutmut's "nothing matches" AssertionError (exit 1)
     mutmut run $(python scripts/mutation_sample.py sample igniter.provisioning.ilp --n 60)
     python scripts/mutation_sample.py score igniter.provisioning.ilp [--markdown]
 

@@ -527,6 +527,7 @@ def test_stop_all_stops_the_state_and_reports_what_it_left(tmp_path):
         assert other.poll() is None
     assert caught.value.what == (f"the state {path} named what igniter did not start; left alone: "
                                  f"server 'b': pid {other.pid} (not a tritonserver this deployment started)")
+    assert caught.value.fix == "stop or delete those yourself if they are yours; the state no longer lists them"
     assert not starting.exists() and load_state(path).servers == {}
     Deployer(path).stop_all()  # nothing left: no error
 

@@ -102,7 +102,12 @@ def test_a_signal_halfway_rolls_back_and_leaves_nothing(state_dir, two_servers, 
     wait_for(lambda: running(state_dir), "the apply to start its first server")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=WAIT_S)
-    assert proc.returncode == 128 + sig
+    if proc.returncode == 0:  # the signal came after the commit (on busy cores this test can see the server late)
+        assert running(state_dir) == recorded_pids(state_dir) and len(running(state_dir)) == 3, \
+            "completed, not rolled back: the new plan serves and the state records it"
+        assert down(state_dir).returncode == 0 and running(state_dir) == set()
+        return  # tests/test_signal_points.py puts the signal at every boundary, deterministically
+    assert proc.returncode == 128 + sig, err
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"error: apply interrupted by {signal.Signals(sig).name} and rolled back"), last
     assert running(state_dir) == set(), "the servers this apply started are stopped"
@@ -167,9 +172,13 @@ def test_a_sigterm_halfway_under_load_fails_no_request(state_dir, two_servers, d
         proc = igniter("apply", str(moved), "--state", str(state_dir / "state.json"))
         wait_for(lambda: running(state_dir) - before, "the apply to start the new server")
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=WAIT_S)
+        _, err = proc.communicate(timeout=WAIT_S)
         time.sleep(0.5)  # requests after the rollback too (not an assertion on timing)
-    assert proc.returncode == 128 + signal.SIGTERM
     assert load.record.requests and load.record.failed == [], load.record.failed[:3]
-    assert recorded_pids(state_dir) == before == running(state_dir), "the old servers serve on, nothing else runs"
+    if proc.returncode == 0:  # the signal came after the commit: the apply completed (tests/test_signal_points.py)
+        assert recorded_pids(state_dir) == running(state_dir) and len(recorded_pids(state_dir) - before) == 1, \
+            "the new a serves, the state records it, the old a is retired"
+    else:
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert recorded_pids(state_dir) == before == running(state_dir), "the old servers serve on, nothing else runs"
     assert down(state_dir).returncode == 0 and running(state_dir) == set()

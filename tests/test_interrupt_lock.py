@@ -65,3 +65,28 @@ def test_a_held_lock_names_its_holder_and_is_released(tmp_path):
     assert not (tmp_path / LOCK_DIR / HOLDER_FILE).exists()
     with writer_lock(tmp_path, timeout_s=0.1):  # free again
         pass
+
+
+def spin(n=1_000_000):
+    for _ in range(n):  # Python runs a handler between bytecodes, right after the kill
+        pass
+
+
+def test_a_signal_after_the_work_committed_says_it_completed():
+    with pytest.raises(Interrupted) as before_commit, signals_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        spin()
+    with pytest.raises(Interrupted) as in_commit, signals_interrupt():
+        with interrupt.deferred():
+            interrupt.mark_completed()
+            os.kill(os.getpid(), signal.SIGTERM)
+            spin()
+    with pytest.raises(Interrupted) as after_commit, signals_interrupt():
+        with interrupt.deferred():
+            interrupt.mark_completed()
+        os.kill(os.getpid(), signal.SIGTERM)
+        spin()
+    with pytest.raises(Interrupted) as next_block, signals_interrupt():  # a new block starts uncommitted
+        os.kill(os.getpid(), signal.SIGTERM)
+        spin()
+    assert [e.value.completed for e in (before_commit, in_commit, after_commit, next_block)] == [False, True, True, False]

@@ -373,8 +373,9 @@ def test_refuses_a_directory_it_did_not_write_and_replaces_its_own(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="was not written by"):
+    with pytest.raises(UserError, match="was not written by") as caught:
         k8s.export_kubernetes(plan, foreign, k8s.ExportOptions())
+    assert caught.value.fix == "choose a new --out directory (an earlier export's is replaced)"
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is not a directory"):
@@ -453,16 +454,18 @@ def test_a_launch_spec_that_disagrees_with_the_plan_is_refused(tmp_path):
     plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
     launch_path = tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "launch.json"
     launch_path.write_text(json.dumps({**json.loads(launch_path.read_text()), "share": 75.0}))
-    with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %"):
+    with pytest.raises(UserError, match="at 75 %, the plan says 'host0-vision-r0' at 25 %") as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert caught.value.fix == "pass the plan.json written by `igniter provision` (or regenerate it)"
 
 
 def test_a_server_named_like_a_workload_service_is_refused(tmp_path):
     clash = [{"id": "host0", "type": "AMD EPYC", "servers": [
         {"name": "workload-vision", "workload": "vision", "replica": 0, "model": "convnet", "share": 50.0, "threads": 1}]}]
     plan = write_plan(tmp_path / "plan", clash, "cpu")
-    with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'"):
+    with pytest.raises(UserError, match="two Service objects would both be named 'workload-vision'") as caught:
         k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert caught.value.fix == "rename the server or workload so that their Kubernetes names differ"
     assert not (tmp_path / "out").exists()
 
 
@@ -540,3 +543,204 @@ def test_exported_init_script_and_triton_command_serve_on_a_real_triton(demo_rep
     finally:
         stop_process_group(process.pid, timeout_s=20, wait=process.wait)
         log.close()
+
+
+# -- one server, every field written out by hand ------------------------------------------------------------------
+
+COMMON = {"app.kubernetes.io/name": "triton", "app.kubernetes.io/managed-by": "igniter"}
+ONE_CONFIG = CONFIG.format(model="m", batch=4)
+
+
+def probe(path: str, period: int, failures: int) -> dict:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": 2}
+
+
+def triton_container(allow_gpu_metrics: str, env: dict, resources: dict) -> dict:
+    return {"name": "triton", "image": k8s.DEFAULT_IMAGE,
+            "command": ["tritonserver", "--model-repository=/igniter/repo", "--model-control-mode=explicit",
+                        "--load-model=m", "--disable-auto-complete-config", "--strict-readiness=true",
+                        "--http-port=8000", "--grpc-port=8001", "--metrics-port=8002",
+                        f"--allow-gpu-metrics={allow_gpu_metrics}", "--metrics-config=summary_latencies=true",
+                        "--exit-timeout-secs=30", "--log-verbose=0"],
+            "env": [env], "resources": resources, "volumeMounts": [{"name": "repo", "mountPath": "/igniter/repo"}],
+            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                      {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+                      {"name": "metrics", "containerPort": 8002, "protocol": "TCP"}],
+            "readinessProbe": probe("/v2/health/ready", 5, 3), "livenessProbe": probe("/v2/health/live", 10, 3),
+            "startupProbe": probe("/v2/health/live", 10, 60)}
+
+
+def test_a_one_gpu_server_export_hand_worked(tmp_path):
+    plan = write_plan(tmp_path / "plan", [{"id": "gpu0", "type": "T4", "servers": [
+        {"name": "srv", "workload": "w", "replica": 1, "model": "m", "share": 40.0}]}], "gpu")
+    out = tmp_path / "out"
+    summary = k8s.export_kubernetes(plan, out, k8s.ExportOptions(gpu_products=(("T4", "Tesla-T4"),)))
+    files = ["configmap-srv-models.yaml", "deployment-srv.yaml", "podmonitor-igniter-triton.yaml",
+             "resourceclaim-gpu0-t4.yaml", "service-srv.yaml", "service-workload-w.yaml"]
+    assert summary == {"out": str(out), "namespace": None, "image": k8s.DEFAULT_IMAGE,
+                       "files": sorted([".igniter-export", "kustomization.yaml", *files]),
+                       "servers": [{"server": "srv", "deployment": "srv", "workload": "w", "gpu": "gpu0", "type": "T4",
+                                    "node": "nvidia.com/gpu.product=Tesla-T4", "share": 40.0, "cpu": "1"}]}
+    docs = {p.name: yaml.safe_load(p.read_text()) for p in out.glob("*.yaml")}
+    assert docs["kustomization.yaml"] == {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                                          "resources": files}
+    labels = {**COMMON, "igniter.io/server": "srv", "igniter.io/workload": "w", "igniter.io/gpu": "gpu0"}
+    annotations = {"igniter.io/server-name": "srv", "igniter.io/workload-name": "w", "igniter.io/replica": "1",
+                   "igniter.io/share": "40"}
+    deployment = docs["deployment-srv.yaml"]
+    digest = deployment["spec"]["template"]["metadata"]["annotations"].pop("igniter.io/config-digest")
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    requests = {"cpu": "1", "memory": "2Gi"}
+    assert deployment == {"apiVersion": "apps/v1", "kind": "Deployment",
+                          "metadata": {"name": "srv", "labels": labels, "annotations": annotations}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"igniter.io/server": "srv"}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": {
+            "initContainers": [{"name": "fetch-models", "image": k8s.DEFAULT_IMAGE,
+                                "command": ["sh", "-c", k8s.FETCH_SCRIPT, "fetch-models", "/models", "m"],
+                                "resources": {"requests": requests},
+                                "volumeMounts": [{"name": "repo", "mountPath": "/igniter/repo"},
+                                                 {"name": "configs", "mountPath": "/igniter/configs",
+                                                  "readOnly": True}]}],
+            "containers": [triton_container("true", {"name": "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "value": "40"},
+                                            {"requests": requests, "claims": [{"name": "gpu"}]})],
+            "volumes": [{"name": "repo", "emptyDir": {}}, {"name": "configs", "configMap": {"name": "srv-models"}}],
+            "terminationGracePeriodSeconds": 40, "enableServiceLinks": False,
+            "nodeSelector": {"nvidia.com/gpu.product": "Tesla-T4"},
+            "resourceClaims": [{"name": "gpu", "resourceClaimName": "gpu0-t4"}],
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}}}}
+    assert docs["resourceclaim-gpu0-t4.yaml"] == {
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "gpu0-t4", "labels": {**COMMON, "igniter.io/gpu": "gpu0"},
+                     "annotations": {"igniter.io/gpu-name": "gpu0"}},
+        "spec": {"devices": {
+            "requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com"}}],
+            "config": [{"requests": ["gpu"], "opaque": {"driver": "gpu.nvidia.com", "parameters": {
+                "apiVersion": "resource.nvidia.com/v1beta1", "kind": "GpuConfig",
+                "sharing": {"strategy": "MPS", "mpsConfig": {"defaultActiveThreadPercentage": 100}}}}}]}}}
+    ports = [{"name": n, "port": p, "targetPort": n, "protocol": "TCP"} for n, p in (("http", 8000), ("grpc", 8001))]
+    assert docs["service-srv.yaml"] == {"apiVersion": "v1", "kind": "Service",
+                                        "metadata": {"name": "srv", "labels": labels},
+                                        "spec": {"selector": {"igniter.io/server": "srv"}, "type": "ClusterIP",
+                                                 "ports": ports + [{"name": "metrics", "port": 8002,
+                                                                    "targetPort": "metrics", "protocol": "TCP"}]}}
+    assert docs["service-workload-w.yaml"] == {"apiVersion": "v1", "kind": "Service",
+                                               "metadata": {"name": "workload-w",
+                                                            "labels": {**COMMON, "igniter.io/workload": "w"}},
+                                               "spec": {"selector": {"igniter.io/workload": "w"}, "type": "ClusterIP",
+                                                        "ports": ports}}
+    assert docs["configmap-srv-models.yaml"] == {"apiVersion": "v1", "kind": "ConfigMap",
+                                                 "metadata": {"name": "srv-models", "labels": labels},
+                                                 "data": {"m.config.pbtxt": ONE_CONFIG}}
+    assert docs["podmonitor-igniter-triton.yaml"] == {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+        "metadata": {"name": "igniter-triton", "labels": COMMON},
+        "spec": {"selector": {"matchLabels": COMMON},
+                 "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+                 "podTargetLabels": ["igniter.io/server", "igniter.io/workload", "igniter.io/gpu"]}}
+    assert json.loads((out / ".igniter-export").read_text()) == {
+        "format": "igniter-kubernetes-export", "version": 1, "files": sorted(["kustomization.yaml", *files]),
+        "plan_sha256": hashlib.sha256(plan.read_bytes()).hexdigest()}
+    # a multi-line config is a literal block, line for line as in the plan
+    text = (out / "configmap-srv-models.yaml").read_text()
+    assert "  m.config.pbtxt: |\n    name: \"m\"\n    max_batch_size: 4\n    dynamic_batching {\n" in text
+
+
+def test_a_one_cpu_server_export_hand_worked(tmp_path):
+    plan = write_plan(tmp_path / "plan", [{"id": "host0", "type": "AMD EPYC", "servers": [
+        {"name": "srv", "workload": "w", "replica": 0, "model": "m", "share": 50.0, "threads": 2}]}], "cpu")
+    out = tmp_path / "out"
+    summary = k8s.export_kubernetes(plan, out, k8s.ExportOptions(model_store="pvc://models/repo", namespace="ns"))
+    assert summary["servers"] == [{"server": "srv", "deployment": "srv", "workload": "w", "gpu": "host0",
+                                   "type": "AMD EPYC", "node": "any (CPU)", "share": 50.0, "cpu": "2"}]
+    assert summary["namespace"] == "ns" and "resourceclaim-host0-amd-epyc.yaml" not in summary["files"]
+    deployment = yaml.safe_load((out / "deployment-srv.yaml").read_text())
+    assert deployment["metadata"]["namespace"] == "ns"
+    pod = deployment["spec"]["template"]["spec"]
+    cores = {"cpu": "2", "memory": "2Gi"}
+    assert pod["containers"] == [triton_container("false", {"name": "OMP_NUM_THREADS", "value": "2"},
+                                                  {"requests": cores, "limits": cores})]
+    assert pod["initContainers"][0]["command"][4:] == ["/igniter/model-store/repo", "m"]
+    assert pod["initContainers"][0]["resources"] == {"requests": cores, "limits": cores}
+    assert pod["initContainers"][0]["volumeMounts"][2] == {"name": "model-store", "mountPath": "/igniter/model-store",
+                                                           "readOnly": True}
+    assert pod["volumes"][2] == {"name": "model-store", "persistentVolumeClaim": {"claimName": "models",
+                                                                                   "readOnly": True}}
+    assert pod["affinity"] == {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {"igniter.io/gpu": "host0"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    assert not {"nodeSelector", "resourceClaims", "tolerations"} & set(pod)
+    assert yaml.safe_load((out / "kustomization.yaml").read_text())["namespace"] == "ns"
+
+
+def test_a_missing_model_config_is_named(tmp_path):
+    plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
+    config = tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "convnet" / "config.pbtxt"
+    config.unlink()
+    with pytest.raises(UserError) as caught:
+        k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    assert caught.value.what == f"model config {config} does not exist"
+
+
+@pytest.mark.parametrize("gpus, options, what, fix", [
+    (GPU_PLAN, k8s.ExportOptions(image="my image"), "--image 'my image' is not an image reference",
+     "give e.g. nvcr.io/nvidia/tritonserver:24.10-py3"),
+    (GPU_PLAN, k8s.ExportOptions(gpu_products=(("T4", "not a label"),)),
+     "--gpu-product T4=not a label: 'not a label' is not a label value",
+     "give the node's nvidia.com/gpu.product value, e.g. Tesla-V100-SXM2-16GB"),
+    ([], k8s.ExportOptions(), None, "provision at least one workload"),
+])
+def test_option_and_plan_refusals_hand_worked(tmp_path, gpus, options, what, fix):
+    (tmp_path / "plan").mkdir()
+    plan = write_plan(tmp_path / "plan", gpus, "gpu")  # no GPUs at all: a plan of nothing
+    with pytest.raises(UserError) as caught:
+        k8s.export_kubernetes(plan, tmp_path / "out", options)
+    assert caught.value.what == (what or f"plan {plan} has no servers") and caught.value.fix == fix
+
+
+def test_model_store_paths_hand_worked():
+    assert k8s.parse_model_store("pvc://models") == k8s.ModelStore(
+        "/igniter/model-store", {"name": "model-store", "persistentVolumeClaim": {"claimName": "models",
+                                                                                  "readOnly": True}})
+    assert k8s.parse_model_store("pvc://models/REPOX/").path == "/igniter/model-store/REPOX"
+    assert k8s.parse_model_store("image:///X../models/") == k8s.ModelStore("/X../models")  # "X.." is a name
+    with pytest.raises(UserError) as caught:
+        k8s.parse_model_store("pvc://Bad_Claim/x")
+    assert caught.value.what == "--model-store 'pvc://Bad_Claim/x': 'Bad_Claim' is not a PersistentVolumeClaim name"
+    assert caught.value.fix == "give pvc://CLAIM[/SUBPATH] or image:///ABSOLUTE/PATH of a model repository"
+
+
+def test_names_and_label_values_of_exactly_63_characters_are_kept():
+    assert k8s.dns_names(["a" * 63]) == {"a" * 63: "a" * 63}
+    assert k8s.dns_names(["a" * 64]) == {"a" * 64: "a" * 56 + "-" + h6("a" * 64)}
+    options = k8s.ExportOptions(gpu_products=(("T4", "T" * 63),))
+    assert k8s.gpu_product("T4", options) == "T" * 63
+    with pytest.raises(UserError):
+        k8s.gpu_product("T4", k8s.ExportOptions(gpu_products=(("T4", "T" * 64),)))
+
+
+def test_a_name_that_equals_another_names_hashed_form_is_refused():
+    # "B.x" and "b_x" both map to "b-x", so each gets a hash; a third name is literally the first one's result
+    raws = ["B.x", "b_x", f"b-x-{h6('B.x')}"]
+    with pytest.raises(UserError) as caught:
+        k8s.dns_names(raws)
+    assert caught.value.what == f"names b-x-{h6('B.x')} are used twice after mapping to Kubernetes names"
+    assert caught.value.fix == "rename one of the workloads whose names differ only in case, '.' or '_'"
+
+
+def test_the_config_digest_does_not_depend_on_the_order_models_are_listed(tmp_path):
+    def digest(configs: dict) -> str:
+        server = k8s.PlannedServer("s", "w", 0, "host0", "cpu", False, 50.0, {}, 1, configs)
+        names = k8s.Names.of([server])
+        deployment = k8s._deployment(server, names, k8s.ExportOptions(), k8s.parse_model_store("image:///models"))
+        return deployment["spec"]["template"]["metadata"]["annotations"]["igniter.io/config-digest"]
+    assert digest({"a": "x", "b": "y"}) == digest({"b": "y", "a": "x"}) != digest({"a": "y", "b": "x"})
+
+
+def test_a_long_one_line_config_is_never_folded(tmp_path):
+    plan = write_plan(tmp_path / "plan", CPU_PLAN, "cpu")
+    one_line = 'name: "convnet" max_batch_size: 4 dynamic_batching { preferred_batch_size: 4 max_queue_delay_microseconds: 100 }'
+    (tmp_path / "plan" / "triton_repo" / "host0-vision-r0" / "convnet" / "config.pbtxt").write_text(one_line)
+    k8s.export_kubernetes(plan, tmp_path / "out", k8s.ExportOptions())
+    text = (tmp_path / "out" / "configmap-host0-vision-r0-models.yaml").read_text()
+    assert f"  convnet.config.pbtxt: '{one_line}'\n" in text

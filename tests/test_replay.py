@@ -303,6 +303,13 @@ def test_replay_a_provisioned_plan_on_triton(tmp_path):
         assert row["measured_p50_ms"] >= solo[name] * 0.999
         assert 0.0 <= row["attainment"] <= 1.0
     assert result["overhead"]["requests"] > 0 and result["overhead"]["real_p50_ms"] > 0
+    kept = np.load(tmp_path / "replay" / "requests.npz")   # every measured request, so no figure needs a rerun
+    for name, row in rows.items():
+        latency, sent = kept[f"{name}.latency_ms"], kept[f"{name}.sent_s"]
+        assert len(latency) == len(sent) == row["requests"] and np.sum(np.isnan(latency)) == row["failed"]
+        assert np.percentile(latency[np.isfinite(latency)], 99) == pytest.approx(row["measured_p99_ms"])
+        assert 0.0 <= sent.min() and sent.max() < 4.0 / 5.0        # within the window, unscaled (4 real s / K)
+    assert len(kept["calibration.latency_ms"]) == result["overhead"]["requests"]
     assert Path(result["report"]).read_text().count('id="point-') == 3
     assert any("ETA" in m for m in messages)
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
@@ -397,6 +404,42 @@ def test_replay_watch_json_on_a_tiny_plan(tmp_path):
     assert json.loads((tmp_path / "replay" / "state.json").read_text())["servers"] == {}   # nothing left running
     retires = [line for line in result.output.splitlines() if line.startswith("apply: retire")]
     assert len(retires) == len(set(retires))        # one Deployer across applies retires each old server once
+
+
+@pytest.mark.integration
+def test_live_replay_leaves_the_measured_path_time_out_of_every_hold(tmp_path, monkeypatch):
+    """The front-door replay (observe only) runs the zero-latency probe beside the plan, in its own deployment: its
+    per-batch path time is measured (a real hand-over to the python stub takes some time, far less than a second)
+    and written into the very file every emulated server of the plan reads and subtracts from its hold, as the
+    plain replay does; nothing of either deployment is left running."""
+    import struct
+
+    import igniter.provisioning.workloads as workloads_module
+    from igniter.provisioning import run as provision
+    from igniter.provisioning.plan import write_plan
+    from igniter.replay.live import PROBE_DIR, WatchOptions, run_live_replay
+    from igniter.replay.run import ReplayOptions
+    from igniter.triton.config import read_config
+
+    pm = FakePerfModel()
+    monkeypatch.setattr(workloads_module, "load_perf_model", lambda path: pm)
+    problem, _, plan, _ = provision(ROOT / "examples" / "workloads-3.yaml", "fake", None, loader=lambda p: pm)
+    write_plan(plan, problem, tmp_path / "plan", None, {})
+    opts = ReplayOptions(plan=tmp_path / "plan" / "plan.json", perf_model=Path("fake"), workdir=tmp_path / "replay",
+                         time_scale=5.0, duration_s=8.0, warmup_s=1.0)
+    result = run_live_replay(opts, WatchOptions(ROOT / "examples" / "workloads-3.yaml", enabled=False))
+    per_batch = result["overhead"]["per_batch_real_ms"]
+    assert 0.0 < per_batch < 1000.0 and result["overhead"]["requests"] > 0
+    written = struct.unpack("d", (tmp_path / "replay" / "devices" / "path_overhead.f64").read_bytes())[0]
+    assert 0.0 < written < 1000.0
+    configs = list((tmp_path / "replay" / "emulated-0" / "triton_repo").glob("*/*/config.pbtxt"))
+    assert len(configs) == len(read_plan(tmp_path / "plan" / "plan.json"))
+    for config in configs:
+        spec = json.loads(read_config(config).parameters["emulation"].string_value)
+        assert Path(spec["overhead_file"]) == (tmp_path / "replay" / "devices" / "path_overhead.f64").resolve()
+    assert {r["name"] for r in result["workloads"]} == {"alexnet", "resnet50", "vgg19"}   # the probe is no workload
+    for state in (tmp_path / "replay" / "state.json", tmp_path / "replay" / PROBE_DIR / "state.json"):
+        assert json.loads(state.read_text())["servers"] == {}
 
 
 def test_replay_cli_bad_steps_and_watch_without_workloads_are_one_line(tmp_path):

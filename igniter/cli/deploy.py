@@ -41,13 +41,21 @@ ROLLED_BACK = "rolled back: the servers it started are stopped, the state is as 
 
 @contextlib.contextmanager
 def writing(state_dir: Path, lock_timeout_s: float, what: str, as_json: bool,
-            outcome: str = ROLLED_BACK) -> Iterator[None]:
+            outcome: str = ROLLED_BACK, completed_is_success: bool = False) -> Iterator[None]:
     """The one writer of ``state_dir``; SIGINT/SIGTERM/SIGHUP are handled inside (rollback, or the work finishes
-    first), then exit 128+signal in the error form, saying ``outcome``."""
+    first), then exit 128+signal in the error form, saying ``outcome``. A signal that comes after an apply
+    committed says so instead; with ``completed_is_success`` (`igniter apply`, whose work is then done) it is a
+    note and the command carries on to exit 0, since 128+signal would claim a rollback."""
     try:
         with signals_interrupt(), writer_lock(state_dir, lock_timeout_s):
             yield
     except Interrupted as err:
+        if err.completed and completed_is_success:
+            click.echo(f"note: {err} came after the apply had committed: it completed", err=True)
+            return
+        if err.completed:  # the signal came after a commit: the work stands, no rollback is claimed
+            fail(UserError(f"{what} interrupted by {err} after the apply it ran had completed: not rolled back",
+                           "run `igniter status` to see what serves now", str(state_dir)), as_json, err.exit_code)
         fail(UserError(f"{what} interrupted by {err} and {outcome}", "run it again if you still want it",
                        str(state_dir)), as_json, err.exit_code)
 
@@ -86,8 +94,9 @@ def apply(plan: Path, server_map: Path | None, dry_run: bool, ports: str | None,
                         ports=parse_ports(ports))
     report = deployer.apply(plan, dry_run=True)  # reads only, no lock: a bad plan or state writes nothing at all
     if not dry_run:
-        with writing(state_path.parent, lock_timeout, "apply", as_json):
-            report = deployer.apply(plan)
+        with writing(state_path.parent, lock_timeout, "apply", as_json, completed_is_success=True):
+            deployer.apply(plan)
+        report = deployer.report  # set at the commit: a signal from there on found the apply completed
     emit(report, as_json, lambda r: table(r["actions"], ["server", "action", "reason", "models"]))
 
 

@@ -8,7 +8,9 @@ Per planned server (one per workload replica, see docs/artefacts.md):
   requests);
 - servers in the state but not in the plan are retired at the end.
 On failure every step done is undone in reverse order (configs restored, new processes stopped), so the previous
-state keeps serving. Remote servers (--server-map) are reconfigured through config overrides only.
+state keeps serving. Remote servers (--server-map) are reconfigured through config overrides only. A signal
+(deployment/interrupt.py) before the commit rolls back like a failure; from the commit on the apply completes and
+the signal says so (a local step registers its undo before it changes anything, so either outcome is whole).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def diff(planned: list[PlannedServer], state: DeploymentState, state_dir: Path) 
                                         sorted(server.models)))
         elif old.launch_digest != server.launch_digest and old.pid is not None:
             actions.append(ServerAction(server.name, "reshare", f"share {old.share:g}% -> {server.share:g}%", sorted(server.models)))
+        elif set(old.models) != set(server.models) and old.pid is not None:  # another model variant: a fresh copy
+            actions.append(ServerAction(server.name, "restart", f"models {','.join(sorted(old.models))} -> "
+                                        f"{','.join(sorted(server.models))}", sorted(server.models)))
         else:
             changed = sorted(m for m, p in server.models.items() if old.models.get(m) != config_digest(read_config(p)))
             actions.append(ServerAction(server.name, "reload" if changed else "keep",
@@ -131,6 +136,8 @@ class Deployer:
         self._undo: list[Callable[[], None]] = []
         self._retire: list[ServerState] = []
         self._state = DeploymentState()  # the state as this run found it (plus what it is starting)
+        self._undo_failed: list[str] = []  # rollback steps of this apply that failed
+        self.report: dict | None = None  # the last apply's, set when it commits (a signal after that finds it done)
 
     def apply(self, plan_path: Path, dry_run: bool = False) -> dict:
         planned = planned_servers(plan_path)
@@ -139,10 +146,11 @@ class Deployer:
         if dry_run:
             return {"dry_run": True, "actions": [asdict(a) for a in actions]}
         started = time.monotonic()
-        self._state = state
+        self._state, self._undo_failed, self.report = state, [], None
         self._clean_up_after_a_dead_run(state)
         new_state = DeploymentState(plan=str(plan_path.resolve()))
         timings = {}
+        committed = False
         try:
             for server, action in zip(planned, actions):
                 t0 = time.monotonic()
@@ -151,8 +159,29 @@ class Deployer:
             for action in actions[len(planned):]:
                 self._retire.append(state.servers[action.server])
             new_state.frontdoor = self._route(plan_path, state, new_state)  # new servers ready -> routes switched
+            self.progress(f"commit   {self.state_path}")
+            # inside the try: a signal before the block rolls back; one inside it waits for its end (the new state
+            # and the retiring of the old servers happen whole) and then finds the apply completed
+            with interrupt.deferred():
+                save_state(new_state, self.state_path)
+                committed = True
+                interrupt.mark_completed()  # a signal from here on is raised saying the apply completed
+                self._undo.clear()
+                for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it
+                    self._stop(old)       # leaves alone is not this deployment's (said in progress), the apply stands
+                self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
+                self.report = {"dry_run": False, "actions": [asdict(a) for a in actions],
+                               "seconds": round(time.monotonic() - started, 3), "seconds_per_server": timings,
+                               "state": str(self.state_path), "endpoints": new_state.endpoints_by_workload()}
         except BaseException as err:
-            undone = self._rollback()
+            if committed:  # the state records the new plan and it serves: nothing to roll back
+                raise
+            try:  # CPython runs a signal's handler at calls and backward jumps: there is none before here
+                self._rollback()
+            except interrupt.Interrupted as late:  # came before the rollback held signals back (or at its end):
+                self._rollback()                   # roll back what is left; later signals are held back
+                err = late
+            undone = self._undo_failed
             if undone:  # a step that could not be undone leaves the deployment between two plans: say which
                 what = err.what if isinstance(err, UserError) else str(err)
                 raise UserError(f"apply failed ({what}) and was not rolled back completely: {'; '.join(undone)}",
@@ -160,16 +189,8 @@ class Deployer:
                                 str(self.state_path)) from err
             if isinstance(err, UserError):
                 raise UserError(f"apply failed and was rolled back ({err.what})", err.fix, err.where) from err
-            raise
-        with interrupt.deferred():  # the new state and the retiring of the old servers happen whole
-            save_state(new_state, self.state_path)
-            self._undo.clear()
-            for old in self._retire:  # drained (Triton finishes in-flight requests), then retired; what it leaves
-                self._stop(old)       # alone is not this deployment's (said in progress), the apply stands
-            self._retire.clear()      # a Deployer kept for the next apply (watch) must not retire them again
-        return {"dry_run": False, "actions": [asdict(a) for a in actions], "seconds": round(time.monotonic() - started, 3),
-                "seconds_per_server": timings, "state": str(self.state_path),
-                "endpoints": new_state.endpoints_by_workload()}
+            raise err
+        return self.report
 
     # -- one server ---------------------------------------------------------------------------------------------
     def _execute(self, server: PlannedServer, action: ServerAction, old: ServerState | None) -> ServerState:
@@ -177,7 +198,7 @@ class Deployer:
         if server.name in self.server_map:
             return self._reconfigure_remote(server, old)
         if action.action in ("start", "restart", "reshare"):
-            if old is not None and action.action == "reshare":
+            if old is not None:  # what it replaces is retired after the commit: its process if still ours, its copy
                 self._retire.append(old)
             return self._start(server)
         if action.action == "reload":
@@ -190,8 +211,8 @@ class Deployer:
         make_owned_dir(self.root, "igniter apply (server repository copies)", "servers directory",
                        "choose another --state directory")
         repo = self.root / f"{server.name}-{server.launch_digest}-{time.time_ns()}"
+        self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))  # first: a signal may stop the copy
         shutil.copytree(server.repo, repo, ignore=shutil.ignore_patterns("launch.json"))
-        self._undo.append(lambda: shutil.rmtree(repo, ignore_errors=True))
         mark(repo, f"igniter apply (repository of server {server.name})")
         backend = backends.get(server.launch.backend)
         # what must run beside the server for its share to hold (the deployment's MPS daemon; nothing on a CPU host)
@@ -203,7 +224,9 @@ class Deployer:
         local = LocalServer(options)
         self._undo.append(local.stop)
         self._record_starting(server.name, repo)
-        local.start()
+        with interrupt.deferred():  # a signal during the spawn would lose the pid (and a launch shim has no tag yet)
+            local.spawn()
+        local.wait_ready()
         self.local[server.name] = local
         endpoints = local.endpoints
         state = ServerState(name=server.name, gpu=server.gpu, share=server.share, repo=str(repo), http=endpoints.http,
@@ -221,9 +244,10 @@ class Deployer:
             for model in models:
                 target = Path(old.repo) / model / "config.pbtxt"
                 previous = target.read_bytes() if target.exists() else None
+                # the undo before the change: a signal between the two must not leave the new config unrecorded
+                self._undo.append(lambda t=target, p=previous, m=model, o=old: self._restore_config(o, m, t, p))
                 shutil.copyfile(server.models[model], target.with_suffix(".tmp"))
                 target.with_suffix(".tmp").replace(target)
-                self._undo.append(lambda t=target, p=previous, m=model, o=old: self._restore_config(o, m, t, p))
                 client.load(model)  # Triton re-reads the repository; old version serves until the new is ready
 
     def _restore_config(self, old: ServerState, model: str, target: Path, previous: bytes | None) -> None:
@@ -268,20 +292,20 @@ class Deployer:
         return TritonClient(Endpoints(http=state.http, grpc=state.grpc, metrics=state.metrics), log_source=log)
 
     def _rollback(self) -> list[str]:
-        """Undo every step done, newest first; returns what could not be undone. A signal during it waits for
-        its end."""
+        """Undo every step done, newest first; returns what could not be undone (kept in ``_undo_failed`` too: a
+        signal during the rollback waits for its end, then is raised instead of the return)."""
         with interrupt.deferred():
-            return self._undo_all()
+            self._undo_all()
+            return self._undo_failed
 
-    def _undo_all(self) -> list[str]:
+    def _undo_all(self) -> None:
         self.progress("rolling back")
-        failed = []
         for undo in reversed(self._undo):
             try:
                 undo()
             except Exception as err:  # keep undoing the rest; report what could not be undone
                 self.progress(f"rollback step failed: {err}")
-                failed.append(str(err))
+                self._undo_failed.append(str(err))
         self._undo.clear()
         self._retire.clear()
         # a process whose start was interrupted before this run learnt its pid: found by its tag
@@ -290,7 +314,6 @@ class Deployer:
         if self._state.starting:
             self._state.starting.clear()
             save_state(self._state, self.state_path)
-        return failed
 
     def _route(self, plan_path: Path, old: DeploymentState, new: DeploymentState) -> FrontDoorState:
         """Point every workload's stable endpoint at its new replicas, weighted by the planned rates."""

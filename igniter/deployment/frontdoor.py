@@ -27,6 +27,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from igniter.deployment import interrupt
 from igniter.errors import UserError
 from igniter.ownership import make_owned_dir
 from igniter.schema import SafeName, Strict
@@ -123,17 +124,20 @@ class FrontDoor:
         config_path.write_text(json.dumps(caddy_config(admin, {}, {})))
         env = {**os.environ, OWNER_ENV: self.owner, "XDG_DATA_HOME": str(self.dir), "XDG_CONFIG_HOME": str(self.dir),
                "HOME": str(self.dir)}
-        with open(self.dir / "caddy.log", "ab") as log:
+        with open(self.dir / "caddy.log", "ab") as log, interrupt.deferred():  # a signal must not lose the pid
             process = subprocess.Popen(
                 launch_command([str(caddy_binary()), "run", "--config", str(config_path)], not self.detached),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _admin_ok(admin):
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_process_group(process.pid, timeout_s=5)
-                raise UserError(f"the front door (caddy) did not start: {_tail(self.dir / 'caddy.log')}",
-                                f"read {self.dir / 'caddy.log'}")
-            time.sleep(0.05)
+        try:
+            while not _admin_ok(admin):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise UserError(f"the front door (caddy) did not start: {_tail(self.dir / 'caddy.log')}",
+                                    f"read {self.dir / 'caddy.log'}")
+                time.sleep(0.05)
+        except BaseException:  # also a signal: until the launch shim execs caddy nothing else can find it
+            stop_process_group(process.pid, timeout_s=5)
+            raise
         return FrontDoorState(pid=process.pid, admin=admin, ports=record.ports if record else {})
 
     def route(self, record: FrontDoorState, routes: dict[str, dict]) -> None:

@@ -53,7 +53,7 @@ def write_html_report(path: Path, result: dict, title: str = "igniter demo") -> 
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
 </head><body><h1>{html.escape(title)}: predicted vs measured</h1>
-<p>{html.escape(", ".join(f"{k} = {_cell(v, k)}" for k, v in summary.items()))}</p>
+<p>{", ".join(f"{html.escape(str(k))} = {_cell(v, k)}" for k, v in summary.items())}</p>
 <table><tr>{head}</tr>{body}</table>
 <h2>p99 latency, predicted vs measured (dashed: equal)</h2>{predicted_vs_measured_plot(rows)}
 {_timeseries_section(result)}

@@ -12,6 +12,11 @@ Every time reported is unscaled (seconds / K). ``gpu_hours``: the integral over 
 the running plan uses (a plan counts from the end of its apply). A request counts against the plan running when it
 was scheduled; "failed during reconfiguration": failed requests scheduled while an apply ran or within
 RECONFIGURATION_DRAIN_S (real) after it.
+
+The path's own time per batch is left out of every hold as in the plain replay (run.py): the same zero-latency
+probe (run.CALIBRATION) runs beside the plans, in a deployment of its own (WORKDIR/probe: the watch loop
+observes and re-plans only the plan's servers), gets CALIBRATION_RPS directly from the client thread, and its
+PathTracker writes the measured time where every generation's emulated servers read it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from igniter.deployment.report import timeseries_png, write_html_report
 from igniter.deployment.state import load_state
 from igniter.errors import UserError
 from igniter.profiling.loadgen import LoadResult, open_loop, triton_infer
-from igniter.replay.emulator import EmulatedDevices, PlannedServer, latency_tables, read_plan, write_emulated_plan
-from igniter.replay.run import ReplayOptions, check_interference, inject, offered_trace, schedule
+from igniter.replay.emulator import (EmulatedDevices, PlannedServer, constant_tables, latency_tables, read_plan,
+                                     write_emulated_plan)
+from igniter.replay.run import (CALIBRATION, PathTracker, ReplayOptions, check_interference, inject, offered_trace,
+                                probe_offsets, probe_summary, schedule, track_path)
 
+PROBE_DIR = "probe"            # the zero-latency probe's own deployment: the watcher never sees it as a workload
 RECONFIGURATION_DRAIN_S = 5.0  # real seconds after an apply whose failures still count against it
 CLIENT_DRAIN_S = 60.0          # real seconds requests in flight at the end may take (an overloaded plan's queue):
                                # a late answer is an SLO miss, not a failure
@@ -87,6 +95,8 @@ class LiveReplay:
         self.devices = EmulatedDevices(opts.workdir / "devices")
         self.deployer = Deployer(opts.workdir / "state.json", detached=False,
                                  progress=lambda m: say(f"apply: {m.strip()}"))
+        self.probe = Deployer(opts.workdir / PROBE_DIR / "state.json", detached=False,
+                              progress=lambda m: say(f"apply: {m.strip()}"))
         self.run = LiveRun()
         self.t0: float | None = None  # time.monotonic() when the clients' schedules start
 
@@ -110,6 +120,15 @@ class LiveReplay:
         self.run.generations.append(Generation(self._now(), servers,
                                                {s.name: tables[s.name].get("pipeline_ms", 0.0) for s in servers}))
 
+    def _start_probe(self) -> tuple[PathTracker, str]:
+        """The zero-latency probe in its own deployment, its tracker writing to this replay's devices."""
+        (self.opts.workdir / PROBE_DIR).mkdir(parents=True, exist_ok=True)
+        plan = write_emulated_plan([CALIBRATION], constant_tables([CALIBRATION], lambda s, n: 0.0),
+                                   self.opts.workdir / PROBE_DIR / "emulated", self.opts.scale, self.devices)
+        self.probe.apply(plan)
+        server = load_state(self.probe.state_path).servers[CALIBRATION.name]
+        return PathTracker(server.metrics, self.devices.overhead_file), server.grpc
+
     def _now(self) -> float:
         return 0.0 if self.t0 is None else time.monotonic() - self.t0
 
@@ -119,18 +138,23 @@ class LiveReplay:
         started = time.monotonic()
         try:
             self.deployer.stop_all()
+            self.probe.stop_all()
+            tracker, probe_grpc = self._start_probe()
             self.deploy(opts.plan)
             servers = self.run.generations[0].servers
             trace = offered_trace(opts, servers)
             endpoints = load_state(self.deployer.state_path).endpoints_by_workload()
-            clients = ClientThread(servers, endpoints, trace, opts, self.devices, self.say)
+            clients = ClientThread(servers, endpoints, trace, opts, self.devices, self.say, (probe_grpc, tracker))
             clients.start()
             self.t0 = clients.started.wait_for_t0()
             self._control_loop(clients)
             results = clients.join()
         finally:
             self.deployer.stop_all()
+            self.probe.stop_all()
         result = self.summarise(servers, results)
+        result["overhead"] = {**probe_summary(clients.probe_result, opts.time_scale),
+                              "per_batch_real_ms": tracker.mean_ms()}
         result["seconds"] = round(time.monotonic() - started, 1)
         opts.workdir.mkdir(parents=True, exist_ok=True)
         (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
@@ -281,12 +305,14 @@ class ClientThread(threading.Thread):
     """Each workload's open-loop arrivals through its front door, on an asyncio loop of its own."""
 
     def __init__(self, servers: list[PlannedServer], endpoints: dict[str, dict], trace, opts: ReplayOptions,
-                 devices: EmulatedDevices, say: Say):
+                 devices: EmulatedDevices, say: Say, probe: tuple[str, PathTracker]):
         super().__init__(name="replay-clients", daemon=True)
         self.servers, self.endpoints, self.trace, self.opts, self.devices, self.say = (
             servers, endpoints, trace, opts, devices, say)
+        self.probe_grpc, self.tracker = probe   # the zero-latency probe's gRPC address and its path tracker
         self.started = _T0()
         self.results: dict[str, LoadResult] | None = None
+        self.probe_result: LoadResult | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -312,12 +338,20 @@ class ClientThread(threading.Thread):
                 return await open_loop(infer, 1.0, self.opts.duration_s, warmup_s=self.opts.warmup_s,
                                        offsets=offsets, model=server.model, drain_s=CLIENT_DRAIN_S)
 
+        async def probe() -> LoadResult:
+            async with triton_infer(self.probe_grpc, CALIBRATION.model, 1, 0) as infer:
+                return await open_loop(infer, 1.0, self.opts.duration_s, warmup_s=self.opts.warmup_s,
+                                       offsets=probe_offsets(self.opts, self.opts.seed + len(workloads)),
+                                       model=CALIBRATION.model)
+
         self.started.set(time.monotonic())
-        injector = asyncio.ensure_future(inject(self.opts.interference, self.devices, self.opts.time_scale, self.say))
+        background = [asyncio.ensure_future(inject(self.opts.interference, self.devices, self.opts.time_scale,
+                                                   self.say)), asyncio.ensure_future(track_path(self.tracker))]
         try:
-            done = await asyncio.gather(*(one(w, s, o) for w, s, o in plans))
+            *done, self.probe_result = await asyncio.gather(*(one(w, s, o) for w, s, o in plans), probe())
         finally:
-            injector.cancel()
+            for task in background:
+                task.cancel()
         return dict(zip(workloads, done))
 
     def join(self, timeout: float | None = None) -> dict[str, LoadResult]:

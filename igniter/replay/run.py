@@ -105,6 +105,8 @@ def run_replay(opts: ReplayOptions, say: Say = lambda m: None) -> dict:
     result["seconds"] = round(time.monotonic() - started, 1)
     opts.workdir.mkdir(parents=True, exist_ok=True)
     (opts.workdir / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    save_requests(opts.workdir / "requests.npz", servers + [CALIBRATION], results, opts,
+                  {**pipeline, CALIBRATION.name: 0.0})
     result["report"] = str(write_html_report(opts.workdir / "report.html", result, "igniter replay"))
     return result
 
@@ -181,6 +183,20 @@ class PathTracker:
         return float(np.mean(self.measured)) if self.measured else math.nan
 
 
+def probe_offsets(opts: ReplayOptions, seed: int) -> np.ndarray:
+    """The zero-latency probe's real send offsets: Poisson at CALIBRATION_RPS over warm-up and window."""
+    return arrival_offsets(CALIBRATION_RPS, opts.warmup_s + opts.duration_s, "poisson", seed)
+
+
+async def track_path(tracker: PathTracker) -> None:
+    """Every OVERHEAD_EVERY_S, the probe's per-batch path time into the emulated devices' file (until cancelled)."""
+    loop = asyncio.get_running_loop()
+    while tracker.metrics:   # a server without a metrics endpoint: nothing to measure, nothing left out
+        await asyncio.sleep(OVERHEAD_EVERY_S)
+        with contextlib.suppress(UserError, OSError):   # a missed scrape keeps the last measurement
+            tracker.update(await loop.run_in_executor(None, tracker.totals))
+
+
 async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: RateTrace | None, opts: ReplayOptions,
                  devices: EmulatedDevices, say: Say, tracker: PathTracker) -> list[LoadResult]:
     loop = asyncio.get_running_loop()
@@ -198,21 +214,31 @@ async def _drive(servers: list[PlannedServer], grpc: dict[str, str], trace: Rate
             done = loop.time() - t0
             say(f"replay: {min(done, total):.0f}/{total:.0f} s, ETA {max(total - done, 0):.0f} s")
 
-    async def track() -> None:
-        while tracker.metrics:   # a server without a metrics endpoint: nothing to measure, nothing left out
-            await asyncio.sleep(OVERHEAD_EVERY_S)
-            with contextlib.suppress(UserError, OSError):   # a missed scrape keeps the last measurement
-                tracker.update(await loop.run_in_executor(None, tracker.totals))
-
     plans = [(s, schedule(s, servers, trace, opts, opts.seed + i)) for i, s in enumerate(servers)]
-    plans.append((CALIBRATION, arrival_offsets(CALIBRATION_RPS, total, "poisson", opts.seed + len(servers))))
-    background = [asyncio.ensure_future(progress()), asyncio.ensure_future(track()),
+    plans.append((CALIBRATION, probe_offsets(opts, opts.seed + len(servers))))
+    background = [asyncio.ensure_future(progress()), asyncio.ensure_future(track_path(tracker)),
                   asyncio.ensure_future(inject(opts.interference, devices, opts.time_scale, say))]
     try:
         return list(await asyncio.gather(*(one(s, o) for s, o in plans)))
     finally:
         for task in background:
             task.cancel()
+
+
+def save_requests(path: Path, servers: list[PlannedServer], results: list[LoadResult], opts: ReplayOptions,
+                  pipeline_ms: dict[str, float]) -> None:
+    """Every measured request, per workload (replicas together; the probe's as ``calibration``), unscaled:
+    ``<workload>.sent_s`` (when it was scheduled, s from the measured window's start) and ``<workload>.latency_ms``
+    (NaN: failed), so an interval or a later analysis needs no rerun."""
+    arrays: dict[str, list[np.ndarray]] = {}
+    for s, r in zip(servers, results):
+        k = opts.scale(s)
+        ok_at = r.scheduled_s if r.scheduled_s is not None else np.full(len(r.latencies_ms), np.nan)
+        failed_at = r.failed_scheduled_s if r.failed_scheduled_s is not None else np.full(r.failed, np.nan)
+        arrays.setdefault(f"{s.workload}.sent_s", []).append(np.concatenate([ok_at, failed_at]) / k)
+        arrays.setdefault(f"{s.workload}.latency_ms", []).append(
+            np.concatenate([r.latencies_ms / k + pipeline_ms[s.name], np.full(len(failed_at), np.nan)]))
+    np.savez_compressed(path, **{key: np.concatenate(parts) for key, parts in arrays.items()})
 
 
 def summarise(servers: list[PlannedServer], results: list[LoadResult], calibration: LoadResult,
@@ -236,13 +262,18 @@ def summarise(servers: list[PlannedServer], results: list[LoadResult], calibrati
                      "attainment": float(np.sum(latencies <= first.slo_ms)) / requests if requests else 0.0,
                      "requests": requests, "failed": failed,
                      "errors": sorted({e for _, r in runs for e in r.errors})[:3]})
-    overhead = calibration.latencies_ms
-    pct = lambda q: float(np.percentile(overhead, q)) if len(overhead) else math.nan  # noqa: E731
     return {"gpus": len({s.gpu for s in servers}), "servers": len(servers), "time_scale": k,
             "duration_s": opts.duration_s, "emulated_duration_s": opts.duration_s / k,
             "trace": str(opts.trace) if opts.trace else None, "workloads": rows,
             "load_steps": [{"factor": x.factor, "at_s": x.at_s} for x in opts.load_steps],
             "interference": [{"gpu": x.gpu, "factor": x.factor, "at_s": x.at_s} for x in opts.interference],
             "attainment_min": min((r["attainment"] for r in rows), default=0.0),
-            "overhead": {"real_p50_ms": pct(50), "real_p99_ms": pct(99), "unscaled_p50_ms": pct(50) / k,
-                         "unscaled_p99_ms": pct(99) / k, "requests": calibration.ok + calibration.failed}}
+            "overhead": probe_summary(calibration, k)}
+
+
+def probe_summary(calibration: LoadResult, k: float) -> dict:
+    """The zero-latency probe's latency: the real path's, real and / K."""
+    overhead = calibration.latencies_ms
+    pct = lambda q: float(np.percentile(overhead, q)) if len(overhead) else math.nan  # noqa: E731
+    return {"real_p50_ms": pct(50), "real_p99_ms": pct(99), "unscaled_p50_ms": pct(50) / k,
+            "unscaled_p99_ms": pct(99) / k, "requests": calibration.ok + calibration.failed}

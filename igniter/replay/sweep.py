@@ -82,7 +82,7 @@ def _sweep_group(latency: dict, model: str, share: float, points: list[Point], f
         measured = next(r for r in result["workloads"] if r["name"] == s.workload)
         model_p99 = float(queueing.p99_latency_ms(s.predicted_latency_ms, s.batch, s.rate))
         net = measured["measured_p99_ms"] - probe["real_p50_ms"] / scales[s.name]
-        rows.append({"batch": s.batch, "utilisation": p.utilisation, "delay_factor": p.delay_factor,
+        rows.append({"name": s.name, "batch": s.batch, "utilisation": p.utilisation, "delay_factor": p.delay_factor,
                      "rate": round(s.rate, 3), "latency_ms": round(s.predicted_latency_ms, 4),
                      "max_queue_delay_us": s.max_queue_delay_us, "time_scale": round(scales[s.name], 3),
                      "predicted_p99_ms": model_p99, "measured_p50_ms": measured["measured_p50_ms"],

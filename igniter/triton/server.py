@@ -242,6 +242,12 @@ class LocalServer:
         return [*opts.command_prefix, *cmd, *(f"--load-model={m}" for m in opts.models)]
 
     def start(self) -> Endpoints:
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it; ``process`` and ``endpoints`` are set when this returns (a
+        caller that must never lose the pid holds signals back around this call only)."""
         repo = Path(self.options.repo)
         if not repo.is_dir():
             raise UserError(f"model repository {str(repo)!r} is not a directory", "pass --repo pointing at a Triton model repository (e.g. triton_repo)")
@@ -263,6 +269,9 @@ class LocalServer:
             _RUNNING.add(self)
         host = self.options.host
         self.endpoints = Endpoints(http=f"{host}:{ports[0]}", grpc=f"{host}:{ports[1]}", metrics=f"{host}:{ports[2]}", pid=self.process.pid)
+
+    def wait_ready(self) -> Endpoints:
+        """Wait until the spawned server is ready; one that fails to get there is stopped."""
         try:
             self._wait_ready()
         except BaseException:
