@@ -81,4 +81,3 @@ def test_demo_attainment_counts_failed_requests_as_misses_hand_worked():
     assert (row["requests"], row["failed"], row["replicas"], row["rate"]) == (6, 1, 2, 100.0)
     assert row["attainment"] == 0.5 and row["predicted_p99_ms"] == 14.0
     assert row["measured_p99_ms"] == pytest.approx(39.6)   # rank 0.99 x 4 = 3.96: 30 + 0.96 x (40 - 30)
-
