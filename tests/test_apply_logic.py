@@ -82,11 +82,17 @@ def install(monkeypatch, world: World, state_path: Path) -> None:
             self.name = options.repo.name.split("-")[0]
 
         def start(self):
+            self.spawn()
+            return self.wait_ready()
+
+        def spawn(self):  # as LocalServer.spawn: the endpoints are known when it returns
             time.sleep(0.002)  # a start takes time: seconds_per_server is measured to the millisecond
             world.events.append(("start", self.name))
             world.events.append(("state at start", dict(load_state(state_path).starting)))
             self.endpoints = world.endpoints()
             world.started[self.name] = self
+
+        def wait_ready(self):
             if self.name in world.fail_start:
                 raise UserError(f"tritonserver could not load a model: {self.name} broke", "fix it", "log")
             world.alive.add(self.endpoints.pid)
@@ -257,7 +263,8 @@ def test_a_first_apply_starts_verifies_routes_and_records_each_server(world, dem
     assert all(type(t) is float and 0.002 <= t == round(t, 3) for t in result["seconds_per_server"].values())
     assert result["endpoints"]["w"]["grpc"] == f"{HOST}:9001"
     assert [r["weight"] for r in result["endpoints"]["w"]["replicas"]] == [2, 1]
-    assert said == ["start    a: new server", "start    b: new server", "route    w -> :9001"]
+    assert said == ["start    a: new server", "start    b: new server", "route    w -> :9001",
+                    f"commit   {state_path_of(tmp_path)}"]
 
 
 def test_a_servers_directory_igniter_did_not_make_is_refused(world, demo_repo, tmp_path):

@@ -34,12 +34,13 @@ def solve(prob: pulp.LpProblem, time_limit_s: float | None = None, threads: int 
         if (backend or DEFAULT_BACKEND) == "highs":
             # no MIP start in pulp's HiGHS API; no thread count: HiGHS fixes its global scheduler's threads at the
             # first run in a process and refuses ("Not Solved") any later run asking for another count
-            with native_stdout_to_stderr():
-                solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+            solver = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
+            with native_stdout_to_stderr():   # pulp makes the highspy object (and HiGHS its banner) in solve
+                prob.solve(solver)
         else:
             solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, threads=threads, warmStart=warm_start)
             solver.tmpDir = tmp
-        prob.solve(solver)
+            prob.solve(solver)
     except pulp.PulpSolverError as e:
         raise SolverFailed(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
     finally:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bz2
 import io
+import math
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,16 +122,22 @@ def _timestamps(raw: pd.Series, src: str) -> np.ndarray:
     try:
         stamps = pd.to_datetime(raw, format="ISO8601", utc=True)
     except (ValueError, TypeError):
-        bad = next(i for i, v in enumerate(raw) if _not_iso(v))
-        raise UserError(f"{src} row {bad + 2}: timestamp {raw.iloc[bad]!r} is neither seconds nor ISO 8601",
-                        "write timestamps as seconds (e.g. 60) or ISO 8601 (e.g. 2026-01-05T00:01:00Z)",
+        fix = "write timestamps as seconds (e.g. 60) or ISO 8601 (e.g. 2026-01-05T00:01:00Z)"
+        bad = next((i for i, v in enumerate(raw) if _neither(v)), None)
+        if bad is None:   # each one reads, as seconds or as a date-time, but not the column as one kind
+            raise UserError(f"{src} mixes timestamps in seconds with ISO 8601 date-times", f"{fix}, all alike",
+                            src) from None
+        raise UserError(f"{src} row {bad + 2}: timestamp {raw.iloc[bad]!r} is neither seconds nor ISO 8601", fix,
                         src) from None
     return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(float)
 
 
-def _not_iso(value: str) -> bool:
+def _neither(value: str) -> bool:
+    """Neither a number of seconds nor an ISO 8601 date-time (parsed as the whole column is)."""
+    if not math.isnan(pd.to_numeric(value, errors="coerce")):
+        return False
     try:
-        pd.Timestamp(value)
+        pd.to_datetime(value, format="ISO8601", utc=True)
         return False
     except (ValueError, TypeError):
         return True
