@@ -29,6 +29,7 @@ from igniter.provisioning import run as provision
 from igniter.provisioning.plan import Plan, read_launch, read_plan, write_plan
 from igniter.provisioning.queueing import path_overhead_ms
 from igniter.provisioning.summary import worst_p99
+from igniter.replay import breakdown
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,20 +65,46 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
     return out, "measured now"
 
 
-def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> dict[str, list]:
+def replay(plan: Plan, state_path: Path, opts: DemoOptions) -> tuple[dict[str, list], dict]:
     """Open-loop Poisson arrivals at every workload's planned rate, all at once, sent where its clients send: its
     front door, which splits them over the replicas by the planned weights; single-sample requests. The one result
-    stands for the whole workload: its other replicas add their plan entries (rate, predicted p99), no traffic."""
-    endpoints = load_state(state_path).endpoints_by_workload()
+    stands for the whole workload: its other replicas add their plan entries (rate, predicted p99), no traffic.
+    Also returns where the time and the CPU went (``where_time_went``)."""
+    state = load_state(state_path)
+    endpoints = state.endpoints_by_workload()
     replicas: dict[str, list] = {}
     for _, entry in plan.servers():
         replicas.setdefault(entry.workload, []).append(entry)
     names = sorted(replicas)
     specs = [LoadSpec(endpoints[name]["grpc"], replicas[name][0].model, 1, "open",
                       rate_rps=sum(e.rate for e in replicas[name]), seed=i) for i, name in enumerate(names)]
+    servers = {name: [(state.servers[e.name].grpc, e.model, state.servers[e.name].pid) for e in replicas[name]]
+               for name in names}
+    door = state.frontdoor.pid if state.frontdoor else None
+    before = _readings(servers, door)
     results = run_concurrent(specs, opts.duration_s, opts.warmup_s)
-    return {name: [(replicas[name][0], result)] + [(entry, _no_traffic(result)) for entry in replicas[name][1:]]
-            for name, result in zip(names, results)}
+    split = where_time_went(before, _readings(servers, door))
+    return ({name: [(replicas[name][0], result)] + [(entry, _no_traffic(result)) for entry in replicas[name][1:]]
+             for name, result in zip(names, results)}, split)
+
+
+def _readings(servers: dict[str, list[tuple[str, str, int | None]]], door_pid: int | None) -> dict:
+    return {"counters": {name: [breakdown.read_counters(grpc, model) for grpc, model, _ in replicas]
+                         for name, replicas in servers.items()},
+            "cpu_s": {"servers": sum(breakdown.group_cpu_s(pid) for reps in servers.values() for *_, pid in reps),
+                      "front_door": breakdown.group_cpu_s(door_pid), "load_generator": breakdown.own_cpu_s()},
+            "host_s": breakdown.host_busy_s()}
+
+
+def where_time_went(before: dict, after: dict) -> dict:
+    """Per workload Triton's mean queue and compute ms per request; per party the cores it kept busy on average
+    over the run (servers with their python stubs, front door, load generator, everything else on the host)."""
+    wall = max(after["host_s"][1] - before["host_s"][1], 1e-9)
+    cores = {party: (after["cpu_s"][party] - before["cpu_s"][party]) / wall for party in before["cpu_s"]}
+    cores["other"] = (after["host_s"][0] - before["host_s"][0]) / wall - sum(cores.values())
+    return {"workloads": {name: breakdown.split_ms(before["counters"][name], after["counters"][name])
+                          for name in before["counters"]},
+            "cores_busy": {party: round(value, 3) for party, value in cores.items()}}
 
 
 def _no_traffic(result: LoadResult) -> LoadResult:
@@ -92,15 +119,23 @@ def summarise(by_workload: dict[str, list]) -> list[dict]:
         sent = sum(r.ok + r.failed for _, r in runs)
         failed = sum(r.failed for _, r in runs)
         within = int(np.sum(latencies <= entry.slo_ms))
+        lags = [r.send_lag_ms for _, r in runs if r.send_lag_ms is not None]
         rows.append({
             "name": name, "model": entry.model, "rate": sum(e.rate for e, _ in runs),
             "slo_ms": entry.slo_ms, "replicas": len(runs), "batch": entry.batch, "share": entry.share,
             "predicted_p99_ms": worst_p99([e.predicted_p99_ms for e, _ in runs]),
-            "measured_p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else math.nan,
+            "measured_p99_ms": _p99(latencies),
             "measured_mean_ms": float(np.mean(latencies)) if len(latencies) else math.nan,
+            "measured_p99_interval_ms": [v if math.isfinite(v) else None   # None: too few requests to bound it
+                                         for v in breakdown.quantile_interval(latencies, 0.99)],
             "attainment": within / sent if sent else 0.0, "requests": sent, "failed": failed,
+            "send_lag_p99_ms": _p99(np.concatenate([np.array([])] + lags)),
         })
     return rows
+
+
+def _p99(values: np.ndarray) -> float:
+    return float(np.percentile(values, 99)) if len(values) else math.nan
 
 
 def cores_pinned(plan_dir: Path) -> int:
@@ -138,10 +173,12 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         deployer.stop_all()  # a previous interrupted demo's servers, if any
         apply_report = deployer.apply(plan_dir / "plan.json")
         say(f"replay: {opts.duration_s:g} s of Poisson arrivals at the planned rates")
-        rows = summarise(replay(plan, state_path, opts))
+        by_workload, split = replay(plan, state_path, opts)
+        rows = [{**row, **split["workloads"].get(row["name"], {})} for row in summarise(by_workload)]
     finally:
         deployer.stop_all()
     hardware = cpu_hardware()
+    host_rate = sum(e.rate for _, e in plan.servers())
     total_requests = sum(r["requests"] for r in rows)
     result = {
         "workloads": rows,
@@ -151,8 +188,9 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
         # the path term inside every predicted p99 (queueing.py), at the host's planned rate
-        "path_overhead_ms": round(path_overhead_ms(problem.types[0].path_calibration,
-                                                   sum(e.rate for _, e in plan.servers())), 3),
+        "path_overhead_ms": round(path_overhead_ms(problem.types[0].path_calibration, host_rate), 3),
+        "path_slowdown": round(problem.types[0].path_slowdown(host_rate), 3),   # queueing.path_slowdown
+        "cores_busy": split["cores_busy"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -328,3 +328,22 @@ def test_a_calibrated_host_adds_its_path_term_at_the_sets_total_rate():
     by_key = lambda p: {(o.workload, o.batch, o.replicas): o.max_latency_ms for opts in p.options for o in opts}  # noqa: E731
     tight, loose = by_key(calibrated), by_key(plain)
     assert all(tight[k] < loose[k] for k in tight.keys() & loose.keys()) and tight.keys() & loose.keys()
+
+
+def test_a_calibrated_hosts_path_cpu_shrinks_every_options_latency_budget_by_its_slowdown():
+    # hardware.json path_overhead with 2.5 ms of client + front-door CPU per request on 2 cores, the path's p99
+    # equal to its p50 (no path term): at the set's 160 req/s that keeps 160 x 2.5 / 2000 = 0.2 of each core
+    # busy, so a server runs 1 / 0.8 = 1.25x slower (hand-worked) and every option's largest batch latency is
+    # the uncalibrated one / 1.25 (the p99 depends on the batch latency only through latency x slowdown)
+    specs = [("alexnet", 100, 20), ("resnet50", 60, 40)]
+    pm = FakePerfModel()
+    pm.hardware["cores"] = 2
+    pm.hardware["path_overhead"] = [{"rate_rps": r, "p50_ms": 1.0, "p99_ms": 1.0, "cpu_ms_per_request": 2.5}
+                                    for r in (20.0, 300.0)]
+    calibrated, plain = problem_of(specs, pm), problem_of(specs)
+    assert {round(o.slowdown, 9) for opts in calibrated.options for o in opts} == {1.25}
+    by_key = lambda p: {(o.workload, o.batch, o.share, o.replicas): o.max_latency_ms  # noqa: E731
+                        for opts in p.options for o in opts}
+    slow, fast = by_key(calibrated), by_key(plain)
+    shared = slow.keys() & fast.keys()
+    assert shared and all(slow[k] == pytest.approx(fast[k] / 1.25, rel=1e-6) for k in shared)

@@ -272,3 +272,26 @@ def test_path_term_against_a_simulated_batcher_behind_a_random_path(batch, rho):
     predicted = float(queueing.p99_latency_ms(profiled, batch, rate, compute / profiled,
                                               queueing.path_overhead_ms(calibration, rate)))
     assert truth * (1 - OPTIMISTIC) <= predicted <= truth * (1 + 2 * CONSERVATIVE), predicted / truth
+
+
+# -- the path's CPU on the servers' cores (hardware.json path_overhead cpu_ms_per_request) -----------------------
+
+def test_path_slowdown_hand_worked():
+    rows = [{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0, "cpu_ms_per_request": 2.0},
+            {"rate_rps": 20.0, "p50_ms": 3.0, "p99_ms": 8.0, "cpu_ms_per_request": 4.0}]
+    # at 300 req/s 2 ms of CPU each keep 0.6 cores busy: 0.3 of each of 2 cores, so a server runs at 0.7 of one
+    assert queueing.path_slowdown(rows, 300.0, 2) == pytest.approx(1 / 0.7)
+    # at 160 req/s the CPU per request is linear between the rows, 4 - 140/280 x 2 = 3 ms: 0.48 cores, 0.24 each
+    assert queueing.path_slowdown(rows, 160.0, 2) == pytest.approx(1 / 0.76)
+    assert queueing.path_slowdown(rows, 1000.0, 2) == math.inf          # 1.0 of each core: nothing left
+    assert queueing.path_slowdown(rows, 300.0, None) == 1.0              # no core count: no term
+    assert queueing.path_slowdown([{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0}], 300.0, 2) == 1.0
+    assert queueing.path_slowdown([], 300.0, 2) == 1.0
+
+
+def test_slowdown_stretches_latency_and_occupancy_hand_worked():
+    # L = 2 ms at a slowdown of 1.5 is a 3 ms batch of one: rho = 100/s x 3 ms = 0.3, no formation wait;
+    # theta = (1 + 0.02) / 2 x 3 / 0.7 = 2.185714 ms; W99 = theta x ln(0.3 / 0.01) = 7.434049 ms; p99 = 3 + W99
+    assert float(queueing.p99_latency_ms(2.0, 1, 100.0, slowdown=1.5)) == pytest.approx(10.434049, abs=1e-5)
+    # the largest latency meeting a 10.434049 ms SLO at that slowdown is the 2 ms again
+    assert float(queueing.max_latency_ms(10.434049, 1, 100.0, slowdown=1.5)) == pytest.approx(2.0, abs=1e-4)

@@ -36,6 +36,10 @@ def demo(workdir: Path, workloads: Path | None, duration: float, strategy: str, 
     emit(result, as_json, _human)
 
 
+def _ms(value) -> str:
+    return f"{value:.1f}" if isinstance(value, float) and value == value else "-"
+
+
 def _human(result: dict) -> str:
     rows = [{k: r[k] for k in ("name", "model", "rate", "slo_ms", "batch", "share", "predicted_p99_ms",
                                "measured_p99_ms", "attainment", "requests", "failed")} for r in result["workloads"]]
@@ -44,6 +48,12 @@ def _human(result: dict) -> str:
         f"overall attainment {result['attainment'] * 100:.2f} % of requests within SLO; "
         f"{result['hosts']} host(s), {result['cores_used']} core(s); plan gap "
         + ("none (the plan misses SLOs)" if result["gap"] is None else f"{result['gap'] * 100:.1f} %"),
+        "where the time went: " + "; ".join(
+            f"{r['name']} p99 95 % interval {_ms(r['measured_p99_interval_ms'][0])}-"
+            f"{_ms(r['measured_p99_interval_ms'][1])} ms, Triton queue {_ms(r.get('server_queue_ms'))} + compute "
+            f"{_ms(r.get('server_compute_ms'))} ms mean, load generator send lag p99 {_ms(r['send_lag_p99_ms'])} ms"
+            for r in result["workloads"]),
+        "cores kept busy: " + ", ".join(f"{party} {cores:.2f}" for party, cores in result["cores_busy"].items()),
         f"machine: {result['machine']}; profiles: {result['profiles']}; {result['seconds']} s in all",
         f"report: {result['report']}",
     ])

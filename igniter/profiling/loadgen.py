@@ -59,6 +59,8 @@ class LoadResult:
     # open loop: when each request was scheduled (s from the window's start): ok ones aligned with latencies_ms
     scheduled_s: np.ndarray | None = None
     failed_scheduled_s: np.ndarray | None = None
+    # open loop: how late the generator got round to sending each request of the window (ms past its schedule)
+    send_lag_ms: np.ndarray | None = None
 
     @property
     def throughput_rps(self) -> float:
@@ -106,16 +108,20 @@ async def open_loop(infer: InferFn, rate_rps: float, duration_s: float, arrival:
     t0 = loop.time()
     records: list[tuple[float, float | None, str | None]] = []  # (scheduled, done or None, error)
 
-    tasks = []
+    tasks, lags = [], []
     for offset in offsets:
         scheduled = t0 + float(offset)
         delay = scheduled - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        lags.append(loop.time() - scheduled)
         tasks.append(asyncio.ensure_future(_timed(infer, scheduled, records)))
     end = t0 + warmup_s + duration_s
     await _drain(tasks, max(end - loop.time(), 0.0) + drain_s)
-    return _summarise(records, t0 + warmup_s, end, len(tasks), batch, model, offered=rate_rps, by_schedule=True)
+    result = _summarise(records, t0 + warmup_s, end, len(tasks), batch, model, offered=rate_rps, by_schedule=True)
+    offsets = np.asarray(offsets, dtype=float)
+    result.send_lag_ms = np.asarray(lags)[(offsets >= warmup_s) & (offsets < warmup_s + duration_s)] * 1e3
+    return result
 
 
 async def closed_loop(infer: InferFn, concurrency: int, duration_s: float, warmup_s: float = 0.0,

@@ -51,6 +51,7 @@ class Option:
     max_latency_ms: float        # largest batch latency that still meets the SLO at this rate
     extra_ms: float              # transfer + path terms (queueing.py)
     queue_delay_us: int
+    slowdown: float = 1.0        # the host's path slowdown (queueing.path_slowdown)
 
     @property
     def slack_ms(self) -> float:
@@ -107,7 +108,8 @@ class ProvisioningProblem:
         col = lambda values: np.array(values, dtype=float)[:, None]   # noqa: E731 - per-option column
         lmax = queueing.max_latency_ms(col([self.workloads[o.workload].slo_ms for o in todo]),
                                        col([o.batch for o in todo]), col([o.rate for o in todo]), occ,
-                                       col([o.extra_ms for o in todo]), self.latency_model)
+                                       col([o.extra_ms for o in todo]), self.latency_model,
+                                       slowdown=col([o.slowdown for o in todo]))
         lmax = np.where(usable, lmax, 0.0)
         for n, (o, g, bi) in enumerate(zip(todo, grids, bis)):
             terms = np.stack([g.latency[bi], g.sensitivity[bi], g.pressure[bi], g.sched[bi], lmax[n]])
@@ -250,7 +252,9 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
     # the path term at every workload's rate on one host: an upper bound on what any one host carries
-    path = queueing.path_overhead_ms(t.path_calibration, sum(w.rate for w in problem.workloads))
+    host_rate = sum(w.rate for w in problem.workloads)
+    path = queueing.path_overhead_ms(t.path_calibration, host_rate)
+    slowdown = t.path_slowdown(host_rate)
     extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) + path for w in ws])[:, None, None]
     results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)
@@ -262,14 +266,14 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
         # p99 grows with the batch latency, so "p99 at the solo latency meets the SLO" is one evaluation where
         # the largest allowed latency (a bisection) would be thirty; that is computed for the kept options only
         p99_grid = queueing.p99_latency_ms(g.latency[None], g.batches[None, :, None], lam, occ[None], extra[todo],
-                                           problem.latency_model)
+                                           problem.latency_model, slowdown)
         best[todo] = np.minimum(best[todo], p99_grid[:, :, -1].min(axis=1))
         feasible = (p99_grid <= slo[todo]) & (g.memory[None, :, None] <= mem_limit) & g.usable
         delay = queueing.max_queue_delay_us(g.batches[None, :], lam[:, :, 0])
         kept = [(n, u, bi, si) for n, u in enumerate(todo) for bi, si in _share_levels(feasible[n])]
         n_, u_, b_, s_ = (np.array(c, dtype=int) for c in zip(*kept)) if kept else [np.zeros(0, dtype=int)] * 4
         lmax = queueing.max_latency_ms(slo[u_, 0, 0], g.batches[b_], lam[n_, 0, 0], occ[b_, s_], extra[u_, 0, 0],
-                                       problem.latency_model)
+                                       problem.latency_model, slowdown=slowdown)
         for (n, u, bi, si), allowed in zip(kept, lmax):
             if not g.latency[bi, si] <= allowed + EPS:
                 continue     # only at the bisection's precision
@@ -279,7 +283,7 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
                                      int(k[u]), float(lam[n, 0, 0]), float(g.memory[bi]), float(g.latency[bi, si]),
                                      float(occ[bi, si]), float(g.sensitivity[bi, si]), float(g.pressure[bi, si]),
                                      float(g.sched[bi, si]), float(allowed), float(extra[u, 0, 0]),
-                                     int(delay[n, bi])))
+                                     int(delay[n, bi]), slowdown))
         # more replicas may pack better (smaller servers): keep REPLICA_CHOICES counts from the first feasible one
         choices = REPLICA_CHOICES if len(problem.workloads) <= SMALL_WORKLOADS else 1
         more = np.where(first_k[todo] > 0, k[todo] < first_k[todo] + choices - 1, k[todo] < last_k[todo])

@@ -12,6 +12,12 @@ Requests arrive as a Poisson stream of rate lam (req/s). A request's end-to-end 
   (igniter/replay/calibrate.py): its p99 at the rate minus its p50 at the lowest calibrated rate. Added to the
   p99 like the transfer (the p99 of a sum of independent parts is at most about the sum of their p99s). Hosts
   without a calibration (imported GPU profiles) add nothing.
+- slowdown: on a CPU host the path's own processes (the front door, the clients on the host, gRPC) take CPU on the
+  same cores the servers are pinned to, at the host's request rate: calibrated as CPU ms per request
+  (hardware.json ``path_overhead`` rows' ``cpu_ms_per_request``, the client's and front door's CPU per probe
+  request), they keep u = rate * cpu / (1000 * cores) of every core busy. A server then runs at 1 - u of its core
+  (their bursts are short and run first, a preemptive-priority class), so its batch latency and occupancy
+  stretch by 1 / (1 - u); u >= RHO_MAX leaves no capacity. No calibration, no slowdown.
 - F, batch formation. The batcher's max queue delay is set to the mean fill time D = (b-1)/lam. With arrivals
   about 1/lam apart the j-th request of a batch waits for the b-j later ones, so over requests F is spread
   evenly over {0, h, 2h, ..., (b-1)h = D}, h = D/(b-1): 1/b of the requests (the first of each batch) wait D.
@@ -65,6 +71,17 @@ def path_overhead_ms(calibration: list[dict], rate_rps: float) -> float:
     return max(p99 - rows[0]["p50_ms"], 0.0)
 
 
+def path_slowdown(calibration: list[dict], rate_rps: float, cores: int | None) -> float:
+    """The slowdown factor 1 / (1 - u) (module docstring) at ``rate_rps`` requests/s on a host of ``cores``; 1
+    without a CPU calibration (rows lacking ``cpu_ms_per_request``, or no core count), inf at u >= RHO_MAX."""
+    rows = sorted((r for r in calibration if "cpu_ms_per_request" in r), key=lambda r: r["rate_rps"])
+    if not rows or not cores:
+        return 1.0
+    cpu_ms = float(np.interp(rate_rps, [r["rate_rps"] for r in rows], [r["cpu_ms_per_request"] for r in rows]))
+    busy = rate_rps * cpu_ms / (1000.0 * cores)
+    return 1.0 / (1.0 - busy) if busy < RHO_MAX else float("inf")
+
+
 def max_queue_delay_us(batch, rate_rps):
     """Dynamic batcher max queue delay D = (b-1)/lam, in microseconds (integer)."""
     return np.floor(np.maximum(np.asarray(batch) - 1, 0) / np.asarray(rate_rps, dtype=float) * 1e6).astype(np.int64)
@@ -80,13 +97,15 @@ def wait_p99_ms(formation_ms, batch, rho, tau_ms):
     return np.cbrt(D ** 3 + wait ** 3)
 
 
-def p99_latency_ms(latency_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.0, model: str = "queueing"):
+def p99_latency_ms(latency_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.0, model: str = "queueing",
+                   slowdown=1.0):
     """p99 end-to-end latency (ms); inf where the server cannot carry the rate with headroom.
 
     occupancy_ratio = tau / L: how long a batch occupies the server relative to its latency
-    (b / (throughput * L) from the solo profile; 1 when nothing overlaps).
+    (b / (throughput * L) from the solo profile; 1 when nothing overlaps). slowdown: the host's path_slowdown,
+    stretching the batch latency (and so the occupancy) the server sees.
     """
-    L = np.asarray(latency_ms, dtype=float)
+    L = np.asarray(latency_ms, dtype=float) * np.asarray(slowdown, dtype=float)
     b = np.asarray(batch, dtype=float)
     lam = np.asarray(rate_rps, dtype=float)
     tau = L * np.asarray(occupancy_ratio, dtype=float)
@@ -99,8 +118,9 @@ def p99_latency_ms(latency_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.
 
 
 def max_latency_ms(slo_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.0, model: str = "queueing",
-                   iterations: int = 30):
-    """Largest batch latency L with p99_latency_ms(L) <= slo (vectorised bisection; p99 grows with L).
+                   iterations: int = 30, slowdown=1.0):
+    """Largest batch latency L (before the slowdown) with p99_latency_ms(L) <= slo (vectorised bisection; p99
+    grows with L).
 
     Returns 0 where even an instant batch misses the SLO (formation + transfer alone exceed it).
     """
@@ -112,8 +132,8 @@ def max_latency_ms(slo_ms, batch, rate_rps, occupancy_ratio=1.0, extra_ms=0.0, m
     hi = np.broadcast_to(slo, shape).astype(float).copy()
     for _ in range(iterations):
         mid = (lo + hi) / 2.0
-        ok = p99_latency_ms(mid, b, lam, occupancy_ratio, extra_ms, model) <= slo
+        ok = p99_latency_ms(mid, b, lam, occupancy_ratio, extra_ms, model, slowdown) <= slo
         lo = np.where(ok, mid, lo)
         hi = np.where(ok, hi, mid)
-    feasible = p99_latency_ms(lo, b, lam, occupancy_ratio, extra_ms, model) <= slo
+    feasible = p99_latency_ms(lo, b, lam, occupancy_ratio, extra_ms, model, slowdown) <= slo
     return np.where(feasible & (lo > 0), lo, 0.0)

@@ -108,7 +108,8 @@ def predicted(problem: ProvisioningProblem, gpus: list[Gpu]) -> list[list[dict]]
         options = [s.option for i in idx for s in gpus[i].servers]
         column = lambda name: np.array([getattr(o, name) for o in options], dtype=float)   # noqa: E731
         p99 = queueing.p99_latency_ms(np.array([p.latency_ms for p in preds]), column("batch"), column("rate"),
-                                      column("occupancy"), column("extra_ms"), problem.latency_model)
+                                      column("occupancy"), column("extra_ms"), problem.latency_model,
+                                      column("slowdown"))
         owner = [i for i in idx for _ in gpus[i].servers]
         for i, p, tail in zip(owner, preds, p99):
             out[i].append({"latency_ms": float(p.latency_ms), "throughput_rps": float(p.throughput_rps),

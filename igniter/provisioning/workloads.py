@@ -31,6 +31,7 @@ from typing import Annotated, Any, Callable
 from pydantic import Field, StringConstraints
 
 from igniter.errors import UserError
+from igniter.provisioning import queueing
 from igniter.schema import NAME_MAX, Count, Fraction, NonNegativeFloat, PositiveFloat, SafeName, Strict, load_file
 
 
@@ -72,6 +73,10 @@ class GpuType:
     def path_calibration(self) -> list[dict]:
         """hardware.json's path_overhead rows (queueing.path_overhead_ms); none for uncalibrated hardware."""
         return list((self.perf_model.hardware or {}).get("path_overhead", []))
+
+    def path_slowdown(self, rate_rps: float) -> float:
+        """queueing.path_slowdown on this hardware at the host's ``rate_rps`` (1 for uncalibrated hardware)."""
+        return queueing.path_slowdown(self.path_calibration, rate_rps, (self.perf_model.hardware or {}).get("cores"))
 
 
 @dataclass(frozen=True)

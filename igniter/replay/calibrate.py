@@ -7,7 +7,8 @@ Its latency is then everything but compute: the Python client (event loop, gRPC)
 frontend and scheduler and the python backend's IPC, at that request rate. The profiles' latencies already hold
 this path at one outstanding request (the profiler's closed loop), so what the p99 model adds is the measured p99
 at the host's rate minus the path's p50 at the lowest calibration rate (hardware.json ``path_overhead``,
-queueing.path_overhead_ms).
+queueing.path_overhead_ms). Each row also records the CPU the load generator and the front door spent per
+request (``cpu_ms_per_request``): on a CPU host they run on the servers' cores (queueing.path_slowdown).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from igniter.deployment.apply import Deployer
 from igniter.deployment.state import load_state
 from igniter.profiling.loadgen import LoadSpec, run_concurrent
+from igniter.replay import breakdown
 from igniter.replay.emulator import PlannedServer, constant_tables, write_emulated_plan
 
 PROBE = PlannedServer(name="probe", gpu="probe", model="probe", workload="probe", batch=1, share=100.0,
@@ -39,17 +41,23 @@ def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: flo
     try:
         deployer.stop_all()
         deployer.apply(plan)
-        door = load_state(workdir / "state.json").endpoints_by_workload()[PROBE.workload]["grpc"]
+        state = load_state(workdir / "state.json")
+        door = state.endpoints_by_workload()[PROBE.workload]["grpc"]
+        door_pid = state.frontdoor.pid if state.frontdoor else None
         for i, rate in enumerate(sorted(rates_rps)):
             say(f"calibrate: {rate:g} req/s through the front door for {duration_s:g} s "
                 f"({i + 1}/{len(rates_rps)}, ETA {(len(rates_rps) - i) * (duration_s + warmup_s):.0f} s)")
+            cpu_before = breakdown.own_cpu_s() + breakdown.group_cpu_s(door_pid)
             [result] = run_concurrent([LoadSpec(door, PROBE.model, 1, "open", rate_rps=rate, seed=i)], duration_s,
                                       warmup_s)
+            cpu_s = breakdown.own_cpu_s() + breakdown.group_cpu_s(door_pid) - cpu_before
+            sent_all = rate * (duration_s + warmup_s)   # the warm-up's requests spent CPU too
             latencies = result.latencies_ms
             rows.append({"rate_rps": float(rate),
                          "p50_ms": round(float(np.percentile(latencies, 50)), 3) if len(latencies) else math.nan,
                          "p99_ms": round(float(np.percentile(latencies, 99)), 3) if len(latencies) else math.nan,
                          "requests": result.ok + result.failed, "failed": result.failed,
+                         "cpu_ms_per_request": round(cpu_s * 1e3 / sent_all, 3),
                          "load_average": float(Path("/proc/loadavg").read_text().split()[0]),
                          "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     finally:
