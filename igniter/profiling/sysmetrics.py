@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 from igniter.backends.hardware import PROC
 
@@ -32,18 +32,27 @@ def read_cpu_times(proc: Path = PROC) -> tuple[float, float]:
     return total - idle_all, total
 
 
-def group_rss_mb(pgid: int, proc: Path = PROC) -> float:
-    """Resident memory (MB) of every process in process group ``pgid`` (a server and its backend stubs)."""
-    total_kb = 0
+def group_processes(pgid: int, proc: Path = PROC) -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, name, the stat fields after the name) of each live process in process group ``pgid``, from
+    /proc/<pid>/stat (a name may itself hold ')': the fields start after the last one)."""
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # fields after the comm: state, ppid, pgrp, ...
-                continue
-            for line in (entry / "status").read_text().splitlines():
+        except OSError:  # gone since the listing
+            continue
+        rest = stat[stat.rfind(")") + 1:].split()
+        if len(rest) > 2 and rest[2] == str(pgid):  # state, ppid, pgrp, ...
+            yield int(entry.name), stat[stat.find("(") + 1:stat.rfind(")")], rest
+
+
+def group_rss_mb(pgid: int, proc: Path = PROC) -> float:
+    """Resident memory (MB) of every process in process group ``pgid`` (a server and its backend stubs)."""
+    total_kb = 0
+    for pid, _, _ in group_processes(pgid, proc):
+        try:
+            for line in (proc / str(pid) / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
                     break

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from igniter.profiling.sysmetrics import group_processes
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -24,16 +26,7 @@ def group_cpu_s(pgid: int | None, proc: Path = Path("/proc")) -> float:
     """CPU seconds (user + system) of the live processes of process group ``pgid``; 0 for None."""
     if not pgid:
         return 0.0
-    total = 0
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:   # gone since the listing
-                continue
-            if int(fields[2]) == pgid:
-                total += int(fields[11]) + int(fields[12])
-    return total / TICK
+    return sum(int(rest[11]) + int(rest[12]) for _, _, rest in group_processes(pgid, proc)) / TICK
 
 
 def host_busy_s(proc: Path = Path("/proc")) -> tuple[float, float]:

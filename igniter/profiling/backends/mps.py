@@ -30,7 +30,7 @@ from igniter.backends.mps import BACKEND as MPS
 from igniter.backends.mps import MPS_CONTROL, mps_dirs_env, quit_mps_daemon, start_mps_daemon
 from igniter.errors import UserError
 from igniter.profiling.backends import WorkloadContext, loaded_server
-from igniter.profiling.sysmetrics import NvmlSampler
+from igniter.profiling.sysmetrics import NvmlSampler, group_processes
 from igniter.triton.config import read_config
 from igniter.triton.server import ServerOptions
 
@@ -197,18 +197,7 @@ def stop_target(server, proc: Path = PROC, timeout_s: float = NCU_REPORT_TIMEOUT
 
 def group_members(pgid: int, name: str, proc: Path = PROC) -> list[int]:
     """Pids of the processes named ``name`` in process group ``pgid`` (from /proc/<pid>/stat)."""
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm, rest = stat[stat.find("(") + 1:stat.rfind(")")], stat[stat.rfind(")") + 1:].split()
-        if comm == name and len(rest) > 2 and rest[2] == str(pgid):
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, comm, _ in group_processes(pgid, proc) if comm == name]
 
 
 def parse_ncu_csv(text: str) -> dict:
