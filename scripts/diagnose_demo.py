@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -28,7 +29,8 @@ from igniter.deployment.apply import Deployer  # noqa: E402
 from igniter.deployment.state import load_state  # noqa: E402
 from igniter.demo import DemoOptions, obtain_profiles  # noqa: E402
 from igniter.model import PerfModel  # noqa: E402
-from igniter.profiling.loadgen import LoadSpec, arrival_offsets, run_perf_analyzer, triton_infer  # noqa: E402
+from igniter.profiling.loadgen import (LoadSpec, arrival_offsets, no_full_collections, run_perf_analyzer,  # noqa: E402
+                                       triton_infer)
 from igniter.provisioning import run as provision  # noqa: E402
 from igniter.provisioning.plan import read_plan, write_plan  # noqa: E402
 from igniter.replay.breakdown import TICK, group_cpu_s  # noqa: E402
@@ -57,7 +59,8 @@ async def open_loop_traced(endpoint: str, model: str, rate: float, duration_s: f
     """The demo's open loop, recording each request's scheduled, sent and done times."""
     offsets = arrival_offsets(rate, warmup_s + duration_s, "poisson", seed)
     records: list[tuple[float, float, float | None]] = []
-    async with triton_infer(endpoint, model, 1, seed) as infer:
+    async with triton_infer(endpoint, model, 1, seed) as infer, contextlib.AsyncExitStack() as stack:
+        stack.enter_context(no_full_collections())
         loop = asyncio.get_running_loop()
         t0 = loop.time()
 

@@ -251,6 +251,15 @@ def test_path_overhead_hand_worked():
     assert queueing.path_overhead_ms([], 160.0) == 0.0                     # uncalibrated hardware adds nothing
 
 
+def test_path_overhead_subtracts_the_profilers_baseline_when_measured():
+    # a calibration that measured the profiler's own path (direct, one outstanding request: 0.5 ms) subtracts that,
+    # not the 3 ms p50 at its lowest rate (that one holds the front door's hop): at 160 req/s 13 - 0.5 ms
+    rows = [{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0, "baseline_p50_ms": 0.5},
+            {"rate_rps": 20.0, "p50_ms": 3.0, "p99_ms": 8.0, "baseline_p50_ms": 0.5}]
+    assert queueing.path_overhead_ms(rows, 160.0) == pytest.approx(12.5)
+    assert queueing.path_overhead_ms(rows, 20.0) == pytest.approx(7.5)
+
+
 @pytest.mark.parametrize("batch, rho", [(1, 0.4), (1, 0.8), (4, 0.5), (8, 0.8)])
 def test_path_term_against_a_simulated_batcher_behind_a_random_path(batch, rho):
     # the truth simulated here: Triton's batcher over compute-only batches of 6 ms, then every request also

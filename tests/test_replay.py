@@ -340,6 +340,8 @@ def test_path_calibration_measures_the_front_door_path_and_records_it(tmp_path):
         assert row["requests"] > 0 and row["failed"] == 0
         assert row["p99_ms"] >= row["p50_ms"] > 0
         assert row["cpu_ms_per_request"] > 0   # the client and the front door spend CPU on every request
+        # the profiler's path (direct, one outstanding request) lacks the front door's hop: shorter than any p50
+        assert 0 < row["baseline_p50_ms"] < row["p50_ms"]
     hardware = ProfileStore(tmp_path / "p").read_hardware()
     assert hardware["path_overhead"] == rows and (hardware["name"], hardware["cores"]) == ("host", 2)
     assert json.loads((tmp_path / "work" / "state.json").read_text())["servers"] == {}

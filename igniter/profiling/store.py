@@ -52,6 +52,8 @@ class PathOverheadRow(Strict):
     rate_rps: PositiveFloat
     p50_ms: NonNegativeFloat
     p99_ms: NonNegativeFloat
+    baseline_p50_ms: NonNegativeFloat | None = None   # the path as the profiler saw it (direct, one outstanding)
+    cpu_ms_per_request: NonNegativeFloat | None = None
 
 
 class HardwareFile(Strict):

@@ -9,7 +9,8 @@ Requests arrive as a Poisson stream of rate lam (req/s). A request's end-to-end 
 - path: what the real request path (client, front door, gRPC, Triton's frontend, the backend's IPC) adds at the
   host's request rate beyond what the profiles' latencies hold (they were measured at one outstanding request):
   hardware.json ``path_overhead``, calibrated once per host with a zero-latency model through the front door
-  (igniter/replay/calibrate.py): its p99 at the rate minus its p50 at the lowest calibrated rate. Added to the
+  (igniter/replay/calibrate.py): its p99 at the rate minus its p50 as the profiler saw it (direct, one outstanding
+  request: the rows' ``baseline_p50_ms``; older calibrations without it: the p50 at the lowest rate). Added to the
   p99 like the transfer (the p99 of a sum of independent parts is at most about the sum of their p99s). Hosts
   without a calibration (imported GPU profiles) add nothing.
 - slowdown: on a CPU host the path's own processes (the front door, the clients on the host, gRPC) take CPU on the
@@ -63,12 +64,14 @@ def transfer_ms(input_bytes: float, network_gbps: float) -> float:
 
 def path_overhead_ms(calibration: list[dict], rate_rps: float) -> float:
     """The path term (module docstring) at ``rate_rps`` requests/s on the host: the calibrated p99, linear between
-    calibrated rates and the nearest calibration outside them, minus the p50 at the lowest rate; 0 without one."""
+    calibrated rates and the nearest calibration outside them, minus the profiler's baseline (``baseline_p50_ms``,
+    else the p50 at the lowest rate); 0 without one."""
     rows = sorted(calibration, key=lambda r: r["rate_rps"])
     if not rows:
         return 0.0
     p99 = float(np.interp(rate_rps, [r["rate_rps"] for r in rows], [r["p99_ms"] for r in rows]))
-    return max(p99 - rows[0]["p50_ms"], 0.0)
+    baseline = rows[0].get("baseline_p50_ms")
+    return max(p99 - (rows[0]["p50_ms"] if baseline is None else baseline), 0.0)
 
 
 def path_slowdown(calibration: list[dict], rate_rps: float, cores: int | None) -> float:

@@ -5,9 +5,12 @@ deployed like any plan (Deployer: its own Caddy front door), and igniter's load 
 arrivals at each calibration rate through the front door, the way the demo's and a deployment's clients send.
 Its latency is then everything but compute: the Python client (event loop, gRPC), Caddy's hop, Triton's gRPC
 frontend and scheduler and the python backend's IPC, at that request rate. The profiles' latencies already hold
-this path at one outstanding request (the profiler's closed loop), so what the p99 model adds is the measured p99
-at the host's rate minus the path's p50 at the lowest calibration rate (hardware.json ``path_overhead``,
-queueing.path_overhead_ms). Each row also records the CPU the load generator and the front door spent per
+this path as the profiler ran it: straight to the server (no front door), one outstanding request, cores kept
+warm by back-to-back requests. So the calibration also measures that baseline on the same probe (closed loop,
+concurrency 1, direct: every row's ``baseline_p50_ms``), and what the p99 model adds is the measured p99 at the
+host's rate minus that baseline (hardware.json ``path_overhead``, queueing.path_overhead_ms). The lowest open-loop
+rate is no baseline: its p50 holds the front door's hop and cores waking from idle (3.6-4.0 ms on the 2-core host
+against 0.4 ms direct, BENCHMARKS.md "The load generator's own tail"). Each row also records the CPU the load generator and the front door spent per
 request (``cpu_ms_per_request``): on a CPU host they run on the servers' cores (queueing.path_slowdown).
 """
 
@@ -33,7 +36,8 @@ PROBE = PlannedServer(name="probe", gpu="probe", model="probe", workload="probe"
 
 def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: float, warmup_s: float = 2.0,
                           say: Callable[[str], None] = lambda m: None) -> list[dict]:
-    """One row per rate: {"rate_rps", "p50_ms", "p99_ms", "requests", "failed", "load_average", "measured"}."""
+    """One row per rate: {"rate_rps", "p50_ms", "p99_ms", "baseline_p50_ms", "requests", "failed",
+    "cpu_ms_per_request", "load_average", "measured"}."""
     plan = write_emulated_plan([PROBE], constant_tables([PROBE], lambda s, n: 0.0), workdir / "emulated",
                                lambda s: 1.0)
     deployer = Deployer(workdir / "state.json", detached=False, progress=lambda m: say(f"apply: {m.strip()}"))
@@ -44,6 +48,10 @@ def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: flo
         state = load_state(workdir / "state.json")
         door = state.endpoints_by_workload()[PROBE.workload]["grpc"]
         door_pid = state.frontdoor.pid if state.frontdoor else None
+        direct = next(iter(state.servers.values())).grpc
+        say(f"calibrate: the profiler's baseline (direct, one outstanding request) for {duration_s:g} s")
+        [closed] = run_concurrent([LoadSpec(direct, PROBE.model, 1, "closed", concurrency=1)], duration_s, warmup_s)
+        baseline = round(float(np.percentile(closed.latencies_ms, 50)), 3) if len(closed.latencies_ms) else math.nan
         for i, rate in enumerate(sorted(rates_rps)):
             say(f"calibrate: {rate:g} req/s through the front door for {duration_s:g} s "
                 f"({i + 1}/{len(rates_rps)}, ETA {(len(rates_rps) - i) * (duration_s + warmup_s):.0f} s)")
@@ -56,6 +64,7 @@ def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: flo
             rows.append({"rate_rps": float(rate),
                          "p50_ms": round(float(np.percentile(latencies, 50)), 3) if len(latencies) else math.nan,
                          "p99_ms": round(float(np.percentile(latencies, 99)), 3) if len(latencies) else math.nan,
+                         "baseline_p50_ms": baseline,
                          "requests": result.ok + result.failed, "failed": result.failed,
                          "cpu_ms_per_request": round(cpu_s * 1e3 / sent_all, 3),
                          "load_average": float(Path("/proc/loadavg").read_text().split()[0]),
