@@ -5,8 +5,8 @@
 
 A zero-latency python-backend model behind its own Caddy front door, driven by igniter's load generator with
 Poisson arrivals at each rate (igniter/replay/calibrate.py); the p99 model adds the path's p99 at the host's rate
-minus its p50 at the lowest rate (queueing.path_overhead_ms). Measure on a quiet host, at normal priority: the
-rows record the load average they ran under.
+minus the profiler's own path, measured too: direct, one outstanding request (queueing.path_overhead_ms).
+Measure on a quiet host, at normal priority: the rows record the load average they ran under.
 """
 
 from __future__ import annotations

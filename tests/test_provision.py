@@ -330,6 +330,22 @@ def test_a_calibrated_host_adds_its_path_term_at_the_sets_total_rate():
     assert all(tight[k] < loose[k] for k in tight.keys() & loose.keys()) and tight.keys() & loose.keys()
 
 
+def test_a_set_above_the_highest_calibrated_rate_takes_the_path_at_that_rate():
+    # calibrated at 20 and 300 req/s (p99 3 and 9 ms, baseline 1 ms; 2.5 ms CPU per request on 2 cores); the set
+    # asks 900 req/s in all, more than any one host was calibrated for: the path term is the 300 req/s one,
+    # 9 - 1 = 8 ms, and the slowdown 1 / (1 - 300 x 2.5 / 2000) = 1.6 (hand-worked), not infinite (at 900 req/s
+    # the path's CPU alone would need 1.125 of each core)
+    specs = [("alexnet", 500, 60), ("resnet50", 400, 80)]
+    pm = FakePerfModel()
+    pm.hardware["cores"] = 2
+    pm.hardware["path_overhead"] = [{"rate_rps": r, "p50_ms": 2.0, "p99_ms": p99, "baseline_p50_ms": 1.0,
+                                     "cpu_ms_per_request": 2.5} for r, p99 in ((20.0, 3.0), (300.0, 9.0))]
+    calibrated = problem_of(specs, pm)
+    options = [o for opts in calibrated.options for o in opts]
+    assert options and {round(o.extra_ms, 9) for o in options} == {8.0}
+    assert {round(o.slowdown, 9) for o in options} == {1.6}
+
+
 def test_a_calibrated_hosts_path_cpu_shrinks_every_options_latency_budget_by_its_slowdown():
     # hardware.json path_overhead with 2.5 ms of client + front-door CPU per request on 2 cores, the path's p99
     # equal to its p50 (no path term): at the set's 160 req/s that keeps 160 x 2.5 / 2000 = 0.2 of each core

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,9 +108,17 @@ def test_ewma_by_hand():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, demo_repo):
-    """The demo's real inputs: the model fitted on profiles/cpu-2core and the ILP's plan of the demo workloads."""
+    """The demo's real inputs: the model fitted on profiles/cpu-2core and the ILP's plan of the demo workloads.
+    The store's path calibration is left out: these tests follow the loop's decisions under hand-worked load
+    steps, and with it a 2x step of vision already asks more of the 2-core host's path than a 25 ms SLO allows
+    (its p99 at 480 req/s interpolates to 24 ms), so no step would re-plan."""
     out = tmp_path_factory.mktemp("watch")
-    PerfModel.fit(ROOT / "profiles" / "cpu-2core").save(out / "cpu.model.json")
+    store = out / "cpu-2core"
+    shutil.copytree(ROOT / "profiles" / "cpu-2core", store)
+    hardware = json.loads((store / "hardware.json").read_text())
+    hardware.pop("path_overhead", None)
+    (store / "hardware.json").write_text(json.dumps(hardware))
+    PerfModel.fit(store).save(out / "cpu.model.json")
     workloads = ROOT / "examples" / "demo_workloads.yaml"
     problem, assignment, plan, seconds = provisioning.run(workloads, out / "cpu.model.json", None, "ilp", 10.0,
                                                           src_repo=demo_repo)
