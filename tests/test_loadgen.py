@@ -127,3 +127,26 @@ def test_perf_analyzer_csv_and_command(tmp_path):
     assert "--request-rate-range" in loadgen.perf_analyzer_command(tmp_path / "pa", open_spec, 1.0, tmp_path / "y")
     with pytest.raises(UserError):
         loadgen.parse_perf_analyzer_csv("", spec, 1.0)
+
+
+def test_no_full_collection_runs_while_load_runs_and_the_collector_comes_back_after():
+    # two generators in one loop, one ending earlier: while either runs generation 2 never triggers (its threshold
+    # out of reach) and what was alive at the start is frozen out of the collector; the thresholds and an empty
+    # permanent generation come back only when the last one ends
+    import gc
+
+    before = gc.get_threshold()
+    seen: list[tuple] = []
+
+    async def infer():
+        seen.append((gc.get_threshold()[2], gc.get_freeze_count() > 0))
+
+    async def both():
+        short = loadgen.open_loop(infer, 200.0, 0.05, arrival="constant", drain_s=1.0)
+        long = loadgen.open_loop(infer, 200.0, 0.2, arrival="constant", drain_s=1.0)
+        return await asyncio.gather(short, long)
+
+    results = asyncio.run(both())
+    assert all(r.ok > 0 for r in results) and seen
+    assert all(threshold >= 1 << 30 and frozen for threshold, frozen in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
