@@ -27,7 +27,6 @@ from igniter.profiling.runner import ProfileSpec, run_profile
 from igniter.profiling.store import ProfileStore
 from igniter.provisioning import run as provision
 from igniter.provisioning.plan import Plan, read_launch, read_plan, write_plan
-from igniter.provisioning.queueing import path_overhead_ms
 from igniter.provisioning.summary import worst_p99
 from igniter.replay import breakdown
 from igniter.triton.demo_zoo import DEMO_MODELS, ensure_demo_repo
@@ -178,7 +177,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     finally:
         deployer.stop_all()
     hardware = cpu_hardware()
-    host_rate = sum(e.rate for _, e in plan.servers())
+    path_ms, slowdown = problem.types[0].path_terms(sum(e.rate for _, e in plan.servers()))
     total_requests = sum(r["requests"] for r in rows)
     result = {
         "workloads": rows,
@@ -187,9 +186,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cores_used": cores_pinned(plan_dir),
         "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
-        # the path term inside every predicted p99 (queueing.py), at the host's planned rate
-        "path_overhead_ms": round(path_overhead_ms(problem.types[0].path_calibration, host_rate), 3),
-        "path_slowdown": round(problem.types[0].path_slowdown(host_rate), 3),   # queueing.path_slowdown
+        # the path terms inside every predicted p99 (queueing.py), at the host's planned rate
+        "path_overhead_ms": round(path_ms, 3), "path_slowdown": round(slowdown, 3),
         "cores_busy": split["cores_busy"],
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
         "seconds": round(time.monotonic() - started, 1),

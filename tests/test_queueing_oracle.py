@@ -296,6 +296,9 @@ def test_path_slowdown_hand_worked():
     assert queueing.path_slowdown(rows, 300.0, None) == 1.0              # no core count: no term
     assert queueing.path_slowdown([{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0}], 300.0, 2) == 1.0
     assert queueing.path_slowdown([], 300.0, 2) == 1.0
+    # the schema lets a row say cpu_ms_per_request: null (not measured): it counts as absent, not as a crash
+    assert queueing.path_slowdown([{"rate_rps": 300.0, "p50_ms": 4.0, "p99_ms": 18.0,
+                                    "cpu_ms_per_request": None}], 300.0, 2) == 1.0
 
 
 def test_slowdown_stretches_latency_and_occupancy_hand_worked():

@@ -82,7 +82,6 @@ class LoadResult:
         return float(np.mean(self.latencies_ms)) if len(self.latencies_ms) else float("nan")
 
 
-
 _GC_LOCK = threading.Lock()
 _gc_holders = [0, None]   # generators running, the thresholds they replaced
 

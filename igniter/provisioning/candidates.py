@@ -251,13 +251,8 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     fewest = k.copy()
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
-    # the path term at every workload's rate on one host: an upper bound on what any one host carries, but never
-    # above the highest calibrated rate (the calibration says nothing beyond it, and a set of 1000 workloads is
-    # not one host's traffic: at its total rate the path's CPU alone would fill every core and no option remain)
-    host_rate = min(sum(w.rate for w in problem.workloads),
-                    max((r["rate_rps"] for r in t.path_calibration), default=math.inf))
-    path = queueing.path_overhead_ms(t.path_calibration, host_rate)
-    slowdown = t.path_slowdown(host_rate)
+    # the path terms at every workload's rate on one host: an upper bound on what any one host carries
+    path, slowdown = t.path_terms(sum(w.rate for w in problem.workloads))
     extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) + path for w in ws])[:, None, None]
     results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)

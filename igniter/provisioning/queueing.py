@@ -77,7 +77,7 @@ def path_overhead_ms(calibration: list[dict], rate_rps: float) -> float:
 def path_slowdown(calibration: list[dict], rate_rps: float, cores: int | None) -> float:
     """The slowdown factor 1 / (1 - u) (module docstring) at ``rate_rps`` requests/s on a host of ``cores``; 1
     without a CPU calibration (rows lacking ``cpu_ms_per_request``, or no core count), inf at u >= RHO_MAX."""
-    rows = sorted((r for r in calibration if "cpu_ms_per_request" in r), key=lambda r: r["rate_rps"])
+    rows = sorted((r for r in calibration if r.get("cpu_ms_per_request") is not None), key=lambda r: r["rate_rps"])
     if not rows or not cores:
         return 1.0
     cpu_ms = float(np.interp(rate_rps, [r["rate_rps"] for r in rows], [r["cpu_ms_per_request"] for r in rows]))

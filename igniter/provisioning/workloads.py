@@ -23,6 +23,7 @@ GPU catalog (optional; default: one type = the perf model's hardware, price 1.0,
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,9 +75,15 @@ class GpuType:
         """hardware.json's path_overhead rows (queueing.path_overhead_ms); none for uncalibrated hardware."""
         return list((self.perf_model.hardware or {}).get("path_overhead", []))
 
-    def path_slowdown(self, rate_rps: float) -> float:
-        """queueing.path_slowdown on this hardware at the host's ``rate_rps`` (1 for uncalibrated hardware)."""
-        return queueing.path_slowdown(self.path_calibration, rate_rps, (self.perf_model.hardware or {}).get("cores"))
+    def path_terms(self, host_rate_rps: float) -> tuple[float, float]:
+        """(queueing.path_overhead_ms, queueing.path_slowdown) on this hardware for a host asked to carry
+        ``host_rate_rps``, taken at most at the highest calibrated rate: the calibration says nothing beyond it,
+        and a set of 1000 workloads is not one host's traffic (at its total rate the path's CPU alone would fill
+        every core and no option remain). (0, 1) for uncalibrated hardware."""
+        rows = self.path_calibration
+        rate = min(host_rate_rps, max((r["rate_rps"] for r in rows), default=math.inf))
+        return (queueing.path_overhead_ms(rows, rate),
+                queueing.path_slowdown(rows, rate, (self.perf_model.hardware or {}).get("cores")))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ warm by back-to-back requests. So the calibration also measures that baseline on
 concurrency 1, direct: every row's ``baseline_p50_ms``), and what the p99 model adds is the measured p99 at the
 host's rate minus that baseline (hardware.json ``path_overhead``, queueing.path_overhead_ms). The lowest open-loop
 rate is no baseline: its p50 holds the front door's hop and cores waking from idle (3.6-4.0 ms on the 2-core host
-against 0.4 ms direct, BENCHMARKS.md "The load generator's own tail"). Each row also records the CPU the load generator and the front door spent per
-request (``cpu_ms_per_request``): on a CPU host they run on the servers' cores (queueing.path_slowdown).
+against 0.665 ms direct, BENCHMARKS.md "The load generator's own tail"). Each row also records the CPU the load
+generator and the front door spent per request (``cpu_ms_per_request``): on a CPU host they run on the servers'
+cores (queueing.path_slowdown).
 """
 
 from __future__ import annotations
