@@ -26,6 +26,13 @@ def test_surface_hand_worked():
     assert many == pytest.approx([1.5 / 10, 5.5 / 20], rel=1e-15)
 
 
+def test_surface_is_infinite_at_and_below_its_pole():
+    # k4 = -20: the pole is at share 20. (2 + 1) / (30 - 20) + 0.5 = 0.8 above it; below it the formula's other
+    # branch would be (3) / (10 - 20) + 0.5 = 0.2, a latency faster than at share 30 (what a Xeon fit once gave)
+    k = np.array([0.0, 1.0, 1.0, -20.0, 0.5])
+    assert analytical.surface(k, 2, [30.0, 20.0, 10.0, 1.0]).tolist() == [pytest.approx(0.8, rel=1e-15)] + [math.inf] * 3
+
+
 @pytest.mark.parametrize("k", [[0.01, 2.0, 1.0, 5.0, 0.2], [0.02, 6.0, 3.0, -7.0, 0.5], [0.05, 0.0, 4.0, 2.0, 0.1]])
 def test_fit_surface_recovers_the_surface_it_was_given(k):
     """Exact data from a known surface (k4 = -7 lies inside the bound -0.9 * min share = -9; k2 = 0: no linear term,

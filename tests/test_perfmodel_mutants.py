@@ -663,3 +663,44 @@ def test_fit_reads_the_three_files_of_a_store_directory(tmp_path):
         assert [p.latency_ms for p in pm.predict(members)] == pytest.approx(colocated(members, kernels=ONE_KERNEL),
                                                                             rel=1e-4)
     assert PerfModel.fit(tmp_path).residual is not None  # the residual by default
+
+
+# mlp solo on a 2-core Intel Xeon (the demo's brief profile, 2026-12-02): the fitted surface's pole lands at share
+# ~20.7, below the profiled 50 and 100. Mean latencies in ms by (batch, share).
+XEON_MLP = {(1, 50): 1.87265175, (2, 50): 1.94205416, (4, 50): 2.01065563, (8, 50): 2.31099333,
+            (1, 100): 1.53448364, (2, 100): 1.50278204, (4, 100): 1.51028026, (8, 100): 1.66669157}
+
+
+def test_a_fit_whose_pole_lies_inside_the_share_range_never_predicts_a_negative_latency():
+    solo_rows = pd.DataFrame([{"model": "mlp", "batch": b, "share": r, "latency_mean_ms": ms,
+                               "latency_p50_ms": ms, "latency_p99_ms": ms, "throughput_rps": b * 1000.0 / ms}
+                              for (b, r), ms in XEON_MLP.items()])
+    pm = PerfModel.fit_frames(solo_rows, pd.DataFrame(columns=perfmodel.PAIR_REQUIRED), {"kind": "cpu", "name": "x"})
+    assert pm.fits["mlp"].surface[3] < -1.0, "the case needs a negative pole offset"
+    # the measured points come back as measured (the table wins where it exists)
+    for (b, r), ms in XEON_MLP.items():
+        assert pm.predict([("mlp", b, r)])[0].latency_ms == pytest.approx(ms, rel=1e-9)
+    # every share: a latency no smaller than at any larger share of the same batch (more of the device never
+    # slows a model down), at least the full-device latency, and never negative
+    for b in (1, 2, 4, 8):
+        latencies = [pm.predict([("mlp", b, float(r))])[0].latency_ms for r in range(1, 101)]
+        assert all(x >= XEON_MLP[(b, 100)] * (1 - 1e-9) for x in latencies), b
+        assert all(lo >= hi * (1 - 1e-9) for lo, hi in zip(latencies, latencies[1:])), b
+
+
+def test_a_member_beyond_its_pole_is_unservable_without_feeding_infinities_to_the_residual():
+    """xgboost aborts the whole process on infinite features: the residual must not see the member with no latency
+    (nor its partner's row, whose partner features it enters), and the pair must still be predicted."""
+    from pathlib import Path
+    pm = PerfModel.fit(Path(__file__).resolve().parents[1] / "profiles" / "cpu-2core")
+    assert pm.residual is not None and pm.residual.weight_seen > 0, "the case needs an active residual"
+    pm.fits["mlp"].surface[3] = -30.0   # pole at share 30, inside the profiled range
+    pm._memo.clear()
+    beyond, partner = pm.predict([("mlp", 2, 10.0), ("convnet", 1, 50.0)])
+    assert beyond.latency_ms == math.inf and beyond.throughput_rps == 0.0
+    solo = pm.predict([("convnet", 1, 50.0)])[0]
+    assert solo.latency_ms <= partner.latency_ms < math.inf and 0 < partner.throughput_rps <= solo.throughput_rps
+    # an observation of a set the model deems unservable has no finite prediction to correct: no -inf correction
+    pm.update_sets([[("mlp", 2, 10.0), ("convnet", 1, 50.0)], [("convnet", 1, 50.0)]], [5.0, solo.latency_ms * 2])
+    assert pm.fits["mlp"].correction == 0.0
+    assert pm.fits["convnet"].correction == pytest.approx(perfmodel.UPDATE_RATE * math.log(2.0), rel=1e-6)

@@ -17,9 +17,14 @@ SURFACE_PARAMS = 5
 
 
 def surface(k: np.ndarray, batch, share):
-    """k_act(b, r) of the iGniter paper."""
+    """k_act(b, r) of the iGniter paper; +inf at and below its pole r = -k4. A fitted k4 may be negative (the fit
+    keeps the pole below the smallest profiled share), and a share at or below the pole gets too little of the
+    device to finish: the hyperbola's other branch (negative latencies) is no prediction."""
     b, r = np.asarray(batch, float), np.asarray(share, float)
-    return (k[0] * b * b + k[1] * b + k[2]) / (r + k[3]) + k[4]
+    headroom = r + k[3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = (k[0] * b * b + k[1] * b + k[2]) / headroom + k[4]
+    return np.where(headroom > 0, value, np.inf)
 
 
 def fit_surface(batch: np.ndarray, share: np.ndarray, latency: np.ndarray) -> np.ndarray:

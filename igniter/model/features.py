@@ -84,6 +84,11 @@ def analytical_ms(m: Members) -> np.ndarray:
 def matrix(m: Members, analytical: np.ndarray) -> np.ndarray:
     """Feature matrix (rows = members, columns = FEATURES)."""
     partners = m.partners()
+    with np.errstate(divide="ignore", invalid="ignore"):  # a member at its surface's pole: inf ms, 0 req/s
+        return _columns(m, analytical, partners)
+
+
+def _columns(m: Members, analytical: np.ndarray, partners: np.ndarray) -> np.ndarray:
     cols = {
         "batch": m.batch, "share": m.share, "log_solo_ms": np.log(m.solo_ms), "log_solo_rps": np.log(m.solo_rps),
         "pressure": m.pressure, "own_l2": m.l2, "own_dram": m.dram, "sensitivity": m.sensitivity,

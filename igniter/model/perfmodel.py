@@ -319,7 +319,8 @@ class PerfModel:
         set_index = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
         members = self._members(flat, set_index)
         latency = self._latency(members, [m.model for m in flat])
-        rps = members.solo_rps * members.solo_ms / latency
+        with np.errstate(invalid="ignore"):  # a share at or below the surface's pole: no latency, no throughput
+            rps = np.where(np.isfinite(latency), members.solo_rps * members.solo_ms / latency, 0.0)
         out, i = [], 0
         for s in sets:
             out.append([Prediction(m.model, m.batch, m.share, float(latency[j]), float(rps[j]))
@@ -358,11 +359,13 @@ class PerfModel:
         ``measured_ms``), the others are its partners (igniter watch observes servers sharing a device)."""
         sets = [[Member(*m) for m in s] for s in sets]
         measured = np.asarray(measured_ms, float)
-        if boost_rounds > 0 and self.residual is not None:
-            base, x, _ = self._own_rows(sets)
+        base, x, seen, servable = self._own_rows(sets)
+        # a set the model deems unservable (a share beyond a surface's pole) has no finite prediction to correct
+        sets, measured = [s for s, ok in zip(sets, servable) if ok], measured[servable]
+        base, x, seen = base[servable], x[servable], seen[servable]
+        if boost_rounds > 0 and self.residual is not None and len(sets):
             self.residual.boost(x, np.log(measured / base), boost_rounds)
-        base, x, seen = self._own_rows(sets)
-        uncorrected = base * (np.exp(self.residual.predict(x, seen)) if self.residual else 1.0)
+        uncorrected = base * (self._residual_factor(x, seen, np.ones(len(x), bool)) if self.residual else 1.0)
         for members, observed in zip(sets, np.log(measured / uncorrected)):
             fit = self._fit_of(members[0].model)
             fit.correction = (1.0 - rate) * fit.correction + rate * float(observed)
@@ -468,9 +471,17 @@ class PerfModel:
         base = features.analytical_ms(members)
         if self.residual is not None:  # floored at solo: co-runners never make a member faster
             seen = self._seen(models, members.set_index)
-            base = np.maximum(base * np.exp(self.residual.predict(features.matrix(members, base), seen)),
-                              members.solo_ms)
+            factor = self._residual_factor(features.matrix(members, base), seen, _servable(members))
+            base = np.maximum(base * factor, members.solo_ms)
         return base * np.exp([self.fits[m].correction for m in models])
+
+    def _residual_factor(self, x: np.ndarray, seen: np.ndarray, servable: np.ndarray) -> np.ndarray:
+        """exp(residual) of every servable row, 1 elsewhere: an unservable set's features hold infinities, which
+        xgboost refuses, and there is nothing to correct."""
+        factor = np.ones(len(x))
+        if servable.any():
+            factor[servable] = np.exp(self.residual.predict(x[servable], seen[servable]))
+        return factor
 
     def _seen(self, models: list[str], set_index: np.ndarray) -> np.ndarray:
         """Per member: was its set's model combination among the profiled pairs?"""
@@ -489,15 +500,21 @@ class PerfModel:
         set_index = np.repeat(np.arange(len(pairs)), 2)
         return self._members(flat, set_index), pairs["latency_mean_ms"].to_numpy(float)
 
-    def _own_rows(self, sets: list[list[Member]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Analytical latency, features and seen flag of the first member of every set."""
+    def _own_rows(self, sets: list[list[Member]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Analytical latency, features, seen flag and servable flag of the first member of every set."""
         flat = [self._check(m) for s in sets for m in s]
         set_index = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
         members = self._members(flat, set_index)
         base = features.analytical_ms(members)
         first = np.r_[0, np.cumsum([len(s) for s in sets])[:-1]]
         seen = self._seen([m.model for m in flat], set_index)
-        return base[first], features.matrix(members, base)[first], seen[first]
+        return base[first], features.matrix(members, base)[first], seen[first], _servable(members)[first]
+
+
+def _servable(members: Members) -> np.ndarray:
+    """Per member: has every member of its set a finite solo latency (none at a share beyond its pole)?"""
+    beyond = np.bincount(members.set_index, weights=~np.isfinite(members.solo_ms), minlength=1)
+    return beyond[members.set_index] == 0
 
 
 def _monotone_solo_ms(fit: ModelFit, batch: int, shares: np.ndarray) -> np.ndarray:
