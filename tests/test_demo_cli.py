@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from igniter.demo import DemoOptions, run_demo
 from igniter.deployment.state import load_state
+from igniter.profiling.store import ProfileStore
 from igniter.triton.server import pid_alive
 from tests.plan_factory import make_plan
 
@@ -21,22 +23,43 @@ def _igniter(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "igniter", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+def assert_demo_claims(report: dict, workdir) -> None:
+    """What the demo claims: every request answered, the plan's p99 within each SLO, and the SLO met for far more
+    requests than a broken plan manages (replayed at 4x the planned rate the demo measured 0.0 with 661
+    failures). 0.9, not the 99 % the benchmark reports: the replay is short and shares the cores with CI, whose
+    stalls of a few tenths of a second (the load generator's send lag shows them) cost a 3 s replay 10 %."""
+    context = json.dumps({k: report.get(k) for k in ("workloads", "cores_busy", "machine", "profiles")}, default=str)
+    assert {w["name"] for w in report["workloads"]} == {"vision", "ranking"}, context
+    for workload in report["workloads"]:
+        assert workload["requests"] > 0 and workload["failed"] == 0, context
+        assert workload["predicted_p99_ms"] <= workload["slo_ms"], context
+        assert workload["attainment"] >= 0.9, context
+    assert report["attainment"] >= 0.9, context
+    assert (workdir / "report.html").read_text().count('id="point-') == 2
+    assert not load_state(workdir / "state.json").servers, "the demo stops what it started"
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    result = _igniter("demo", "--duration", "3", "--workdir", str(tmp_path / "demo"), "--json")
+    result = _igniter("demo", "--duration", "8", "--workdir", str(tmp_path / "demo"), "--json")
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    assert {w["name"] for w in report["workloads"]} == {"vision", "ranking"}
-    # what the demo claims: every request answered, the plan's p99 within each SLO, and the SLO met for far more
-    # requests than a broken plan manages (replayed at 4x the planned rate the demo measured 0.0 with 661
-    # failures). 0.9, not the 99 % the benchmark reports: the replay is short and shares the cores with CI.
-    for workload in report["workloads"]:
-        assert workload["requests"] > 0 and workload["failed"] == 0, workload
-        assert workload["predicted_p99_ms"] <= workload["slo_ms"], workload
-        assert workload["attainment"] >= 0.9, workload
-    assert report["attainment"] >= 0.9
-    assert (tmp_path / "demo" / "report.html").read_text().count('id="point-') == 2
-    assert not load_state(tmp_path / "demo" / "state.json").servers, "the demo stops what it started"
+    assert_demo_claims(json.loads(result.stdout), tmp_path / "demo")
+
+
+@pytest.mark.slow
+def test_demo_on_a_host_unlike_the_shipped_profiles_profiles_and_calibrates_it_first(tmp_path):
+    """The path every host but the shipped store's takes (on a 2-core Xeon it once refused every plan)."""
+    elsewhere = tmp_path / "elsewhere"
+    ProfileStore(elsewhere).write_hardware({"kind": "cpu", "name": "another machine", "cores": 2})
+    workdir = tmp_path / "demo"
+    report = run_demo(DemoOptions(workdir=workdir, profiles=elsewhere, duration_s=8.0))
+    assert report["profiles"] == f"{workdir / 'profiles'} (measured now)"
+    calibration = ProfileStore(workdir / "profiles").read_hardware()["path_overhead"]
+    assert [row["rate_rps"] for row in calibration] == [20.0, 150.0, 300.0, 600.0]
+    assert all(row["failed"] == 0 and 0 < row["baseline_p50_ms"] < row["p50_ms"] <= row["p99_ms"]
+               for row in calibration), calibration
+    assert report["path_overhead_ms"] > 0, "the plan's p99s include the path just measured"
+    assert_demo_claims(report, workdir)
 
 
 def test_cli_apply_outlives_the_command_then_down_stops_it(demo_repo, tmp_path):

@@ -76,13 +76,13 @@ def measure_path_overhead(workdir: Path, rates_rps: list[float], duration_s: flo
 
 
 def calibrate_store(profiles: Path, rates_rps: list[float], duration_s: float, workdir: Path,
-                    say: Callable[[str], None] = lambda m: None) -> list[dict]:
+                    say: Callable[[str], None] = lambda m: None, warmup_s: float = 2.0) -> list[dict]:
     """Measure the path at ``rates_rps`` and record it as the profile store's hardware.json ``path_overhead``
     (replacing an earlier calibration; the rest of hardware.json is kept)."""
     from igniter.profiling.store import ProfileStore  # noqa: PLC0415
 
     store = ProfileStore(profiles)
     hardware = store.read_hardware()
-    rows = measure_path_overhead(workdir, rates_rps, duration_s, say=say)
+    rows = measure_path_overhead(workdir, rates_rps, duration_s, warmup_s, say=say)
     store.write_hardware({**hardware, "path_overhead": rows})
     return rows
