@@ -63,7 +63,7 @@ def render(args, runs: list[dict]) -> str:
     lines = [HEADING, "",
              f"`python scripts/bench_demo.py --runs {args.runs} --duration {args.duration:g}"
              + (f" --profiles {args.profiles.name}" if args.profiles != DemoOptions.profiles else "")
-             + f"` on AMD EPYC, 2 cores (VM, no GPU), Python {sys.version.split()[0]}, under the measurement lock. "
+             + f"` on {runs[0]['machine']} (VM, no GPU), Python {sys.version.split()[0]}, under the measurement lock. "
              f"{args.note} Each run is a fresh igniter demo (examples/demo_workloads.yaml: vision = convnet and "
              "ranking = mlp, 150 req/s each, SLO 25 ms), its traffic through the front door from igniter's load "
              f"generator on the same 2 cores. Path calibration of the store: {calibration}; so path term "
