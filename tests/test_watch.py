@@ -681,3 +681,23 @@ def test_a_scale_down_moves_servers_only_when_the_saving_pays_for_the_moves(gpu_
     assert dear.plan.totals.status != "infeasible"        # batches re-chosen for the lower rates (live reloads)
     planned = {w: sum(s.rate for s in entries) for w, entries in running.by_workload().items()}
     assert dear.planned_rps == pytest.approx({w: r * 0.33 for w, r in planned.items()})
+
+
+def test_a_running_server_is_priced_with_the_path_terms_the_planner_used(demo_repo, tmp_path):
+    """On the shipped (path-calibrated) store, keeping the running plan at its planned rates must find every server
+    as the planner priced it: same batch latency budget, same path term and slowdown (without them the watcher
+    kept plans the planner would reject)."""
+    from igniter.watch.loop import _option_like  # noqa: PLC0415 - the one pricing rule under test
+    PerfModel.fit(ROOT / "profiles" / "cpu-2core").save(tmp_path / "model.json")
+    problem, assignment, plan, _ = provisioning.run(ROOT / "examples" / "demo_workloads.yaml",
+                                                    tmp_path / "model.json", None, "ilp", 10.0, src_repo=demo_repo)
+    assert problem.types[0].path_terms(300.0)[0] > 0, "the case needs a calibrated store"
+    chosen = {(problem.workloads[s.workload].name, s.replica): s.option for g in assignment.gpus for s in g.servers}
+    index = {w.name: wi for wi, w in enumerate(problem.workloads)}
+    for _, s in plan.servers():
+        planned = chosen[(s.workload, s.replica)]
+        kept = _option_like(problem, index[s.workload], planned.type_index, s)
+        assert (kept.batch, kept.share, kept.replicas) == (planned.batch, planned.share, planned.replicas)
+        assert kept.extra_ms == pytest.approx(planned.extra_ms, rel=1e-12)
+        assert kept.slowdown == pytest.approx(planned.slowdown, rel=1e-12)
+        assert kept.max_latency_ms == pytest.approx(planned.max_latency_ms, rel=1e-9)

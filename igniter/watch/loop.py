@@ -440,20 +440,22 @@ def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Option | 
     """The running server as an option of workload wi at its new rate: its model, share and replicas (what a
     restart would change), at its batch if that still meets the SLO solo, else at the batch with the most slack
     (a batch is a live config reload). Terms from the type's grid (problem.with_share), the batcher delay for the
-    new rate. None: the type no longer knows the model. It may still miss its SLO: repair widens or moves it."""
+    new rate, the path terms the planner prices every option with (candidates). None: the type no longer knows
+    the model. It may still miss its SLO: repair widens or moves it."""
     grid = problem.grids.get((ti, s.model))
     w = problem.workloads[wi]
     accuracy = next((v.accuracy for v in w.models() if v.model == s.model), None)
     if grid is None or accuracy is None:
         return None
     rate = w.rate / s.replicas
-    extra = queueing.transfer_ms(w.input_bytes, problem.types[ti].network_gbps)
+    path, slowdown = problem.types[ti].path_terms(sum(x.rate for x in problem.workloads))
+    extra = queueing.transfer_ms(w.input_bytes, problem.types[ti].network_gbps) + path
     share = grid.share_index(s.share)
 
     def at(batch: int) -> Option:
         template = Option(wi, ti, s.model, accuracy, batch, s.share, s.replicas, rate,
                           float(grid.memory[grid.batch_index(batch)]), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, extra,
-                          int(queueing.max_queue_delay_us(batch, rate)))
+                          int(queueing.max_queue_delay_us(batch, rate)), slowdown)
         return problem.with_share(template, share)
 
     batches = [int(b) for b in grid.batches]
