@@ -142,6 +142,19 @@ def _p99(values: np.ndarray) -> float:
     return float(np.percentile(values, 99)) if len(values) else math.nan
 
 
+SEND_LAG_WARN_MS = 10.0   # the load generator's send lag p99 on a quiet 2-core host: 1.6-2.4 ms (BENCHMARKS.md)
+
+
+def measurement_warnings(rows: list[dict]) -> list[str]:
+    """What makes this run's measured latencies say more about the host than about the plan: the load generator
+    sending late (the host stalled the client, and every request in the stall waited for it)."""
+    late = [f"{r['name']} {r['send_lag_p99_ms']:.1f} ms" for r in rows if r["send_lag_p99_ms"] > SEND_LAG_WARN_MS]
+    if not late:
+        return []
+    return [f"the load generator fell behind its schedule (send lag p99: {', '.join(late)}): the host stalled the "
+            "client, and the measured latencies include the stall; rerun on a quieter host"]
+
+
 def cores_pinned(plan_dir: Path) -> int:
     """Cores the plan pins servers to (from the launch specs the servers were started with)."""
     launches = (read_launch(p) for p in sorted((plan_dir / "triton_repo").glob("*/launch.json")))
@@ -194,6 +207,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         # the path terms inside every predicted p99 (queueing.py), at the host's planned rate
         "path_overhead_ms": round(path_ms, 3), "path_slowdown": round(slowdown, 3),
         "cores_busy": split["cores_busy"],
+        "warnings": measurement_warnings(rows),
         "profiles": f"{profiles} ({profile_source})", "machine": f"{hardware['name']}, {hardware['cores']} cores",
         "seconds": round(time.monotonic() - started, 1),
     }

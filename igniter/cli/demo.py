@@ -56,4 +56,4 @@ def _human(result: dict) -> str:
         "cores kept busy: " + ", ".join(f"{party} {cores:.2f}" for party, cores in result["cores_busy"].items()),
         f"machine: {result['machine']}; profiles: {result['profiles']}; {result['seconds']} s in all",
         f"report: {result['report']}",
-    ])
+    ] + [f"warning: {w}" for w in result["warnings"]])

@@ -54,6 +54,7 @@ def write_html_report(path: Path, result: dict, title: str = "igniter demo") -> 
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}</style>
 </head><body><h1>{html.escape(title)}: predicted vs measured</h1>
 <p>{", ".join(f"{html.escape(str(k))} = {_cell(v, k)}" for k, v in summary.items())}</p>
+{"".join(f"<p><strong>warning:</strong> {html.escape(w)}</p>" for w in result.get("warnings", []))}
 <table><tr>{head}</tr>{body}</table>
 <h2>p99 latency, predicted vs measured (dashed: equal)</h2>{predicted_vs_measured_plot(rows)}
 {_timeseries_section(result)}
