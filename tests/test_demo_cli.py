@@ -28,7 +28,8 @@ def assert_demo_claims(report: dict, workdir) -> None:
     requests than a broken plan manages (replayed at 4x the planned rate the demo measured 0.0 with 661
     failures). 0.9, not the 99 % the benchmark reports: the replay is short and shares the cores with CI, whose
     stalls of a few tenths of a second (the load generator's send lag shows them) cost a 3 s replay 10 %."""
-    context = json.dumps({k: report.get(k) for k in ("workloads", "cores_busy", "warnings", "machine", "profiles")}, default=str)
+    context = json.dumps({k: report.get(k) for k in ("workloads", "cores_busy", "warnings", "machine", "profiles")},
+                         default=str)
     assert {w["name"] for w in report["workloads"]} == {"vision", "ranking"}, context
     for workload in report["workloads"]:
         assert workload["requests"] > 0 and workload["failed"] == 0, context
