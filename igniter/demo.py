@@ -65,7 +65,7 @@ def obtain_profiles(opts: DemoOptions, say: Callable[[str], None]) -> tuple[Path
         run_profile(spec, ProfileStore(out), backend)
     # without it every predicted p99 would leave out the client, front door and gRPC hops (several ms here)
     say(f"calibrate: this host's request path at {', '.join(f'{r:g}' for r in CALIBRATION_RATES)} req/s")
-    calibrate_store(out, CALIBRATION_RATES, 3.0, opts.workdir / "calibration", say, warmup_s=1.0)
+    calibrate_store(out, CALIBRATION_RATES, 5.0, opts.workdir / "calibration", say, warmup_s=1.0)
     return out, "measured now"
 
 
