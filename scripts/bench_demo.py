@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from benchmarks_md import write_section  # noqa: E402
 
 from igniter.demo import DemoOptions, run_demo  # noqa: E402
-from igniter.provisioning.queueing import path_slowdown  # noqa: E402
 
 HEADING = "## Demo: predicted vs measured p99, where the time went"
 
@@ -41,6 +40,9 @@ def measure(args) -> list[dict]:
         with tempfile.TemporaryDirectory(prefix="bench-demo-") as work:
             result = run_demo(DemoOptions(workdir=Path(work) / "demo", profiles=args.profiles,
                                           duration_s=args.duration))
+            own = Path(work) / "demo" / "profiles" / "hardware.json"   # a host unlike the store's: its own
+            if own.exists():
+                result["calibration"] = json.loads(own.read_text()).get("path_overhead", [])
         result["load_before"], result["load_after"] = before, load_average()
         runs.append(result)
         print(f"demo run {i + 1}/{args.runs}: " + ", ".join(
@@ -55,11 +57,13 @@ def _ms(value: float) -> str:
 
 def render(args, runs: list[dict]) -> str:
     hardware = json.loads((args.profiles / "hardware.json").read_text())
-    rows = hardware.get("path_overhead", [])
-    rate = sum(w["rate"] for w in runs[0]["workloads"])
+    rows = runs[0].get("calibration", hardware.get("path_overhead", []))
     calibration = "; ".join(f"{r['rate_rps']:g} req/s: p50 {r['p50_ms']:.2f}, p99 {r['p99_ms']:.2f} ms, CPU "
                             f"{r.get('cpu_ms_per_request', math.nan):.2f} ms/request (load {r.get('load_average', '?')})"
                             for r in rows) or "none"
+    if "calibration" in runs[0]:
+        calibration = (f"each run profiled and calibrated this host afresh (the store names another machine); "
+                       f"run 1's: {calibration}")
     lines = [HEADING, "",
              f"`python scripts/bench_demo.py --runs {args.runs} --duration {args.duration:g}"
              + (f" --profiles {args.profiles.name}" if args.profiles != DemoOptions.profiles else "")
@@ -67,21 +71,24 @@ def render(args, runs: list[dict]) -> str:
              f"{args.note} Each run is a fresh igniter demo (examples/demo_workloads.yaml: vision = convnet and "
              "ranking = mlp, 150 req/s each, SLO 25 ms), its traffic through the front door from igniter's load "
              f"generator on the same 2 cores. Path calibration of the store: {calibration}; so path term "
-             f"{runs[0]['path_overhead_ms']:.2f} ms and slowdown {path_slowdown(rows, rate, hardware.get('cores')):.3f}"
-             " at the host's rate. error = predicted / measured - 1; the p99 interval is the order-statistic 95 % "
+             f"{runs[0]['path_overhead_ms']:.2f} ms and slowdown {runs[0]['path_slowdown']:.3f} at the host's rate "
+             "(each run's in the path column). error = predicted / measured - 1; the p99 interval is the "
+             "order-statistic 95 % "
              "interval of the run's measured p99; queue and compute are Triton's means per request; cores: what the "
              "servers (with their python stubs), the front door, the load generator and every other program kept "
              "busy on average over the run.", "",
-             "| run | load before / after | hosts | workload | predicted p99 ms | measured p99 ms (95 % interval) | "
-             "error | Triton queue + compute ms | send lag p99 ms | attainment | requests | cores: servers / door / "
-             "load generator / other |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| run | load before / after | hosts | path ms / slowdown | workload | predicted p99 ms | "
+             "measured p99 ms (95 % interval) | error | Triton queue + compute ms | send lag p99 ms | attainment | "
+             "requests | cores: servers / door / load generator / other |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(runs, start=1):
         cores = r["cores_busy"]
         share = (f"{cores['servers']:.2f} / {cores['front_door']:.2f} / {cores['load_generator']:.2f} / "
                  f"{cores['other']:.2f}")
         for w in r["workloads"]:
             low, high = w["measured_p99_interval_ms"]
-            lines.append(f"| {i} | {r['load_before']} / {r['load_after']} | {r['hosts']} | {w['name']} | "
+            lines.append(f"| {i} | {r['load_before']} / {r['load_after']} | {r['hosts']} | "
+                         f"{r['path_overhead_ms']:.2f} / {r['path_slowdown']:.3f} | {w['name']} | "
                          f"{w['predicted_p99_ms']:.1f} | {w['measured_p99_ms']:.1f} ({_ms(low)}-{_ms(high)}) | "
                          f"{(w['predicted_p99_ms'] / w['measured_p99_ms'] - 1) * 100:+.0f} % | "
                          f"{_ms(w.get('server_queue_ms'))} + {_ms(w.get('server_compute_ms'))} | "
