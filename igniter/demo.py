@@ -195,7 +195,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
     finally:
         deployer.stop_all()
     hardware = cpu_hardware()
-    path_ms, slowdown = problem.types[0].path_terms(sum(e.rate for _, e in plan.servers()))
+    path_ms, slowdown = problem.path_terms(0)
     total_requests = sum(r["requests"] for r in rows)
     result = {
         "workloads": rows,
@@ -204,7 +204,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = lambda m: None) -> 
         "cores_used": cores_pinned(plan_dir),
         "cost": plan.totals.cost, "lower_bound": plan.totals.lower_bound, "gap": plan.totals.gap,
         "solve_seconds": round(solve_s, 3), "apply_seconds": apply_report["seconds"],
-        # the path terms inside every predicted p99 (queueing.py), at the host's planned rate
+        # the path terms inside every predicted p99 (queueing.py)
         "path_overhead_ms": round(path_ms, 3), "path_slowdown": round(slowdown, 3),
         "cores_busy": split["cores_busy"],
         "warnings": measurement_warnings(rows),

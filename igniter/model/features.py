@@ -85,18 +85,14 @@ def matrix(m: Members, analytical: np.ndarray) -> np.ndarray:
     """Feature matrix (rows = members, columns = FEATURES)."""
     partners = m.partners()
     with np.errstate(divide="ignore", invalid="ignore"):  # a member at its surface's pole: inf ms, 0 req/s
-        return _columns(m, analytical, partners)
-
-
-def _columns(m: Members, analytical: np.ndarray, partners: np.ndarray) -> np.ndarray:
-    cols = {
-        "batch": m.batch, "share": m.share, "log_solo_ms": np.log(m.solo_ms), "log_solo_rps": np.log(m.solo_rps),
-        "pressure": m.pressure, "own_l2": m.l2, "own_dram": m.dram, "sensitivity": m.sensitivity,
-        "partners": partners, "partner_batch_sum": m.others_sum(m.batch), "partner_share_sum": m.others_sum(m.share),
-        "partner_pressure_sum": m.partner_pressure(), "partner_pressure_max": m.others_max(m.pressure),
-        "partner_log_ms_sum": m.others_sum(np.log(m.solo_ms)), "partner_l2_sum": m.others_sum(m.l2),
-        "partner_dram_sum": m.others_sum(m.dram), "share_total": m.share + m.others_sum(m.share),
-        "excess_w": m.excess_w(),
-        "interference_ratio": analytical / m.solo_ms,
-    }
+        cols = {
+            "batch": m.batch, "share": m.share, "log_solo_ms": np.log(m.solo_ms), "log_solo_rps": np.log(m.solo_rps),
+            "pressure": m.pressure, "own_l2": m.l2, "own_dram": m.dram, "sensitivity": m.sensitivity,
+            "partners": partners, "partner_batch_sum": m.others_sum(m.batch), "partner_share_sum": m.others_sum(m.share),
+            "partner_pressure_sum": m.partner_pressure(), "partner_pressure_max": m.others_max(m.pressure),
+            "partner_log_ms_sum": m.others_sum(np.log(m.solo_ms)), "partner_l2_sum": m.others_sum(m.l2),
+            "partner_dram_sum": m.others_sum(m.dram), "share_total": m.share + m.others_sum(m.share),
+            "excess_w": m.excess_w(),
+            "interference_ratio": analytical / m.solo_ms,
+        }
     return np.column_stack([np.asarray(cols[f], float) for f in FEATURES])

@@ -117,6 +117,11 @@ class ProvisioningProblem:
                                        "pressure": terms[2], "sched": terms[3], "max_latency": terms[4],
                                        "terms": terms, "occupancy": occ[n]}
 
+    def path_terms(self, type_index: int) -> tuple[float, float]:
+        """(path ms, slowdown) every option of this type is priced with: GpuType.path_terms at every workload's
+        rate, an upper bound on what any one host carries."""
+        return self.types[type_index].path_terms(sum(w.rate for w in self.workloads))
+
     def with_share(self, option: Option, share_index: int) -> Option:
         """The same configuration at another grid share (terms re-read from the grid)."""
         r = self.row(option)
@@ -251,8 +256,7 @@ def _options_for_users(problem, ti: int, g: ModelGrid, users):
     fewest = k.copy()
     slo = np.array([w.slo_ms for w in ws])[:, None, None]
     rate = np.array([w.rate for w in ws])
-    # the path terms at every workload's rate on one host: an upper bound on what any one host carries
-    path, slowdown = t.path_terms(sum(w.rate for w in problem.workloads))
+    path, slowdown = problem.path_terms(ti)
     extra = np.array([queueing.transfer_ms(w.input_bytes, t.network_gbps) + path for w in ws])[:, None, None]
     results: list[list[Option]] = [[] for _ in users]
     best = np.full(len(users), math.inf)

@@ -448,7 +448,7 @@ def _option_like(problem: ProvisioningProblem, wi: int, ti: int, s) -> Option | 
     if grid is None or accuracy is None:
         return None
     rate = w.rate / s.replicas
-    path, slowdown = problem.types[ti].path_terms(sum(x.rate for x in problem.workloads))
+    path, slowdown = problem.path_terms(ti)
     extra = queueing.transfer_ms(w.input_bytes, problem.types[ti].network_gbps) + path
     share = grid.share_index(s.share)
 
